@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libqsnap: run QEMU virtual machines for automated testing, and save and
+ * restore them whole (disks, RAM, CPU and device state).
+ *
+ * A VM lives in one directory (see DESIGN.md): vm.json (the definition),
+ * state.json (layer chains, snapshots, the running QEMU), layers/,
+ * snapshots/ and run/.
+ *
+ * Conventions of this API:
+ *  - Every function that can fail returns 0 (or a non-negative value) on
+ *    success and a negative errno-style code on failure, and then fills the
+ *    qsnap_error it was given with a sentence a user can act on.
+ *  - Outputs named ret_* are written only on success.
+ *  - The library never prints and never exits; progress is reported through
+ *    a callback.
+ */
+#ifndef QSNAP_H
+#define QSNAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qsnap_error {
+	int code;	/* positive errno value, 0 when no error */
+	char msg[1024]; /* one or more sentences, no trailing newline */
+} qsnap_error;
+
+/* ---- VM definition (vm.json) ------------------------------------------ */
+
+typedef enum qsnap_iface {
+	QSNAP_IF_VIRTIO,
+	QSNAP_IF_SCSI,
+	QSNAP_IF_IDE,
+	QSNAP_IF_PFLASH,
+} qsnap_iface;
+
+typedef struct qsnap_drive_def {
+	char *id;     /* [A-Za-z][A-Za-z0-9_-]*, at most 31 characters */
+	char *path;   /* the base image, absolute; never written by qsnap */
+	char *format; /* "qcow2" or "raw": the base image's format */
+	qsnap_iface iface;
+	bool readonly; /* read-only drives get no layers and are not snapshotted */
+} qsnap_drive_def;
+
+typedef struct qsnap_def {
+	char *qemu;    /* QEMU binary; NULL: qemu-system-x86_64 from PATH */
+	char *machine; /* NULL: QEMU's default machine */
+	char *accel;   /* colon-separated list tried in order, default "kvm:tcg" */
+	char *cpu;     /* NULL: QEMU's default CPU model */
+	unsigned smp;  /* number of vCPUs, default 1 */
+	uint64_t memory; /* bytes, default 1 GiB */
+	char *kernel, *initrd, *append; /* direct kernel boot, all optional */
+	bool serial;   /* first serial port on run/serial.sock (default true) */
+	size_t n_drives;
+	qsnap_drive_def *drives;
+	size_t n_extra;
+	char **extra; /* extra QEMU arguments, appended as given */
+} qsnap_def;
+
+/* Fill def with the defaults described above. */
+void qsnap_def_init(qsnap_def *def);
+void qsnap_def_free(qsnap_def *def);
+
+/* Add a drive from the command-line form ID=PATH[,if=...][,format=...][,readonly].
+ * A relative PATH is taken relative to the current directory. */
+int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err);
+
+/* Parse a size such as "512M", "4G", "1073741824" (binary units). */
+int qsnap_parse_size(const char *s, uint64_t *ret_bytes, qsnap_error *err);
+
+/* A snapshot name: letters, digits, '-', '_', '.'; not starting with '.';
+ * 1 to 64 characters. */
+bool qsnap_name_valid(const char *name);
+
+/* ---- Progress ---------------------------------------------------------- */
+
+typedef struct qsnap_progress {
+	const char *phase;  /* "save", "restore", ... */
+	uint64_t done;      /* bytes done */
+	uint64_t total;     /* bytes expected, 0 when unknown */
+	double elapsed;     /* seconds since the phase began */
+	bool finished;      /* the last call for this phase */
+} qsnap_progress;
+
+typedef void (*qsnap_progress_fn)(const qsnap_progress *p, void *userdata);
+
+/* ---- A VM directory --------------------------------------------------- */
+
+typedef struct qsnap_vm qsnap_vm;
+
+/* Create a new VM directory at dir (it must not exist or be empty): writes
+ * vm.json and state.json and gives every writable drive an empty qcow2
+ * layer in layers/ on top of its base image. Nothing is left behind on
+ * failure. */
+int qsnap_vm_create(const char *dir, const qsnap_def *def, qsnap_error *err);
+
+enum {
+	QSNAP_OPEN_READONLY = 1 << 0, /* no lock, no changes: status and list */
+};
+
+/* Open a VM directory. Unless QSNAP_OPEN_READONLY, takes the VM's lock
+ * (waiting at most lock_timeout seconds for another qsnap command on the
+ * same VM; 0: fail at once) and finishes or undoes whatever an interrupted
+ * earlier command left behind. */
+int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **ret_vm,
+		  qsnap_error *err);
+void qsnap_vm_close(qsnap_vm *vm);
+
+/* The definition as read from vm.json. */
+const qsnap_def *qsnap_vm_def(qsnap_vm *vm);
+/* The VM directory, absolute. */
+const char *qsnap_vm_dir(qsnap_vm *vm);
+
+typedef struct qsnap_start_opts {
+	bool paused;       /* leave the vCPUs stopped */
+	const char *from;  /* start from this snapshot (like restore) */
+	int timeout;       /* seconds for QEMU to come up or load state; 0: default */
+	qsnap_progress_fn progress;
+	void *userdata;
+} qsnap_start_opts;
+
+/* Start QEMU for a stopped VM. */
+int qsnap_vm_start(qsnap_vm *vm, const qsnap_start_opts *opts, qsnap_error *err);
+
+/* Stop QEMU: "quit" over QMP, SIGKILL after timeout seconds (0: default 10).
+ * Stopping a stopped VM is not an error. */
+int qsnap_vm_stop(qsnap_vm *vm, int timeout, qsnap_error *err);
+
+typedef enum qsnap_run_state {
+	QSNAP_STOPPED,
+	QSNAP_RUNNING,
+	QSNAP_PAUSED,
+	QSNAP_CRASHED, /* state.json names a QEMU that is gone */
+} qsnap_run_state;
+
+typedef struct qsnap_drive_status {
+	char *id;
+	bool readonly;
+	size_t n_chain;
+	char **chain; /* base image first, active layer last (relative to the VM dir
+			 where inside it) */
+} qsnap_drive_status;
+
+typedef struct qsnap_status {
+	qsnap_run_state state;
+	char *qemu_status; /* QEMU's own word (query-status), NULL when stopped */
+	pid_t pid;	   /* 0 when stopped */
+	char *current;	   /* the snapshot the current state descends from, or NULL */
+	size_t n_drives;
+	qsnap_drive_status *drives;
+	size_t n_snapshots;
+} qsnap_status;
+
+int qsnap_vm_status(qsnap_vm *vm, qsnap_status *ret_status, qsnap_error *err);
+void qsnap_status_free(qsnap_status *st);
+const char *qsnap_run_state_name(qsnap_run_state s);
+
+/* Send one QMP command to the running QEMU. args_json may be NULL; the
+ * reply's "return" value is returned as JSON text (free() it). */
+int qsnap_vm_qmp(qsnap_vm *vm, const char *command, const char *args_json, char **ret_json,
+		 qsnap_error *err);
+
+/* ---- Snapshots ---------------------------------------------------------- */
+
+typedef struct qsnap_save_opts {
+	bool replace; /* replace a snapshot of the same name */
+	int timeout;  /* seconds; 0: default (600) */
+	qsnap_progress_fn progress;
+	void *userdata;
+} qsnap_save_opts;
+
+/* Save the whole VM (every writable drive, RAM, CPU and device state) as
+ * snapshot name. The VM runs on afterwards as it was (running or paused). */
+int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err);
+
+typedef struct qsnap_restore_opts {
+	int timeout; /* seconds; 0: default (600) */
+	qsnap_progress_fn progress;
+	void *userdata;
+} qsnap_restore_opts;
+
+/* Bring the VM back to snapshot name, whether or not QEMU runs now. The
+ * unsaved current state is discarded; other snapshots are kept. */
+int qsnap_vm_restore(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
+		     qsnap_error *err);
+
+typedef struct qsnap_snapshot_info {
+	char *name;
+	char *parent;	   /* NULL for a first snapshot */
+	int64_t created;   /* seconds since the epoch */
+	char *mode;	   /* "stream" */
+	uint64_t size;	   /* bytes on disk of the machine state and its own layers */
+	bool was_running;  /* restores running (else paused) */
+	bool current;	   /* the current state descends from this snapshot */
+} qsnap_snapshot_info;
+
+int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info **ret_list, size_t *ret_n, qsnap_error *err);
+void qsnap_snapshot_info_free(qsnap_snapshot_info *list, size_t n);
+
+/* Delete a snapshot: its machine state, and every layer no other snapshot
+ * and no live chain needs. Snapshots built on it stay restorable. */
+int qsnap_vm_delete(qsnap_vm *vm, const char *name, qsnap_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

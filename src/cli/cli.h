@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared pieces of the qsnap command line: each subcommand lives in its own
+ * file and uses only the public API. */
+#ifndef QSNAP_CLI_H
+#define QSNAP_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+
+#include "qsnap.h"
+
+/* Exit codes. */
+#define EXIT_OK 0
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+#define DEFAULT_LOCK_TIMEOUT 600
+
+struct cli_cmd {
+	const char *name;
+	const char *summary;
+	int (*run)(int argc, char **argv);
+};
+
+int cmd_init(int argc, char **argv);
+int cmd_start(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_qmp(int argc, char **argv);
+int cmd_save(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_delete(int argc, char **argv);
+
+/* "qsnap: <message>" on stderr; returns EXIT_FAIL. */
+int cli_fail(const qsnap_error *err);
+/* A usage error for command cmd; returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* getopt_long with our error messages: returns the option, -1 at the end,
+ * or '?' after printing an error. */
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
+	       const struct option *longopts);
+/* Parse a non-negative integer option value; -1 on error (printed). */
+long cli_number(const char *cmd, const char *opt, const char *value);
+
+/* Open a VM for a command that changes it (waits for the lock). */
+int cli_open(const char *dir, int lock_timeout, qsnap_vm **ret_vm);
+/* Open a VM for reading only. */
+int cli_open_readonly(const char *dir, qsnap_vm **ret_vm);
+
+/* Progress on stderr: a bar on a terminal, a plain line about every second
+ * elsewhere, nothing when quiet. userdata: a struct cli_progress. */
+struct cli_progress {
+	bool quiet;
+	bool tty;
+	double last_print;
+};
+void cli_progress_init(struct cli_progress *p, bool quiet);
+void cli_progress(const qsnap_progress *p, void *userdata);
+
+/* "1.5 GiB" */
+void cli_format_size(char *buf, size_t len, uint64_t bytes);
+
+#endif

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/* qsnap status: is the VM running, its drives and their layer chains. */
+#include <json-c/json.h>
+#include <stdio.h>
+
+#include "cli.h"
+
+static void help(void)
+{
+	printf("Usage: qsnap status VMDIR [--json]\n"
+	       "\n"
+	       "Show whether the VM runs (running, paused, stopped, or crashed: QEMU is gone\n"
+	       "without qsnap stopping it), QEMU's pid, the snapshot the current state\n"
+	       "descends from, and every drive's layer chain (base image first).\n"
+	       "\n"
+	       "  --json   the same as one JSON object\n");
+}
+
+static void print_json(const qsnap_status *st, const char *dir)
+{
+	json_object *o = json_object_new_object(), *drives = json_object_new_array();
+
+	json_object_object_add(o, "vm", json_object_new_string(dir));
+	json_object_object_add(o, "state", json_object_new_string(qsnap_run_state_name(st->state)));
+	if (st->qemu_status)
+		json_object_object_add(o, "qemu_status", json_object_new_string(st->qemu_status));
+	json_object_object_add(o, "pid", st->pid ? json_object_new_int(st->pid) : NULL);
+	json_object_object_add(o, "current", st->current ? json_object_new_string(st->current) : NULL);
+	json_object_object_add(o, "snapshots", json_object_new_int((int)st->n_snapshots));
+	for (size_t i = 0; i < st->n_drives; i++) {
+		json_object *d = json_object_new_object(), *chain = json_object_new_array();
+
+		json_object_object_add(d, "id", json_object_new_string(st->drives[i].id));
+		json_object_object_add(d, "readonly", json_object_new_boolean(st->drives[i].readonly));
+		for (size_t j = 0; j < st->drives[i].n_chain; j++)
+			json_object_array_add(chain, json_object_new_string(st->drives[i].chain[j]));
+		json_object_object_add(d, "chain", chain);
+		json_object_object_add(d, "chain_length",
+				       json_object_new_int((int)st->drives[i].n_chain));
+		json_object_array_add(drives, d);
+	}
+	json_object_object_add(o, "drives", drives);
+	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+							      JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+}
+
+static void print_text(const qsnap_status *st, const char *dir)
+{
+	printf("vm:        %s\n", dir);
+	printf("state:     %s", qsnap_run_state_name(st->state));
+	if (st->pid)
+		printf(" (pid %d, QEMU: %s)", (int)st->pid, st->qemu_status);
+	if (st->state == QSNAP_CRASHED)
+		printf(" (QEMU is gone; see %s/run/qemu.log; restore a snapshot or start again)", dir);
+	printf("\ncurrent:   %s\n", st->current ? st->current : "(no snapshot)");
+	printf("snapshots: %zu\n", st->n_snapshots);
+	for (size_t i = 0; i < st->n_drives; i++) {
+		printf("drive %s%s: %zu in chain\n", st->drives[i].id,
+		       st->drives[i].readonly ? " (read-only)" : "", st->drives[i].n_chain);
+		for (size_t j = 0; j < st->drives[i].n_chain; j++)
+			printf("  %s %s\n", j + 1 == st->drives[i].n_chain ? "*" : "-",
+			       st->drives[i].chain[j]);
+	}
+}
+
+int cmd_status(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"help", no_argument, NULL, 'h'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	qsnap_error err = {0};
+	qsnap_status st;
+	qsnap_vm *vm;
+	bool json = false;
+	int c, rc;
+
+	while ((c = cli_getopt("status", argc, argv, "h", opts)) != -1) {
+		switch (c) {
+		case 'h':
+			help();
+			return EXIT_OK;
+		case 'j':
+			json = true;
+			break;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc)
+		return cli_usage_error("status", optind < argc ? "too many arguments" : "VMDIR is missing");
+	rc = cli_open_readonly(argv[optind], &vm);
+	if (rc)
+		return rc;
+	if (qsnap_vm_status(vm, &st, &err) < 0) {
+		rc = cli_fail(&err);
+	} else {
+		if (json)
+			print_json(&st, qsnap_vm_dir(vm));
+		else
+			print_text(&st, qsnap_vm_dir(vm));
+		qsnap_status_free(&st);
+	}
+	qsnap_vm_close(vm);
+	return rc;
+}

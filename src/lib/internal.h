@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal interfaces of libqsnap: shared helpers and the VM object. */
+#ifndef QSNAP_INTERNAL_H
+#define QSNAP_INTERNAL_H
+
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "qsnap.h"
+#include "state.h"
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline void freep(void *p)
+{
+	free(*(void **)p);
+}
+static inline void closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+static inline void json_putp(json_object **o)
+{
+	if (*o)
+		json_object_put(*o);
+}
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_json_ _cleanup_(json_putp)
+
+/* Take ownership of a pointer or fd: the variable is reset so that its
+ * cleanup does nothing. */
+#define TAKE_PTR(p)                                                                                \
+	({                                                                                         \
+		__typeof__(p) _p = (p);                                                            \
+		(p) = NULL;                                                                        \
+		_p;                                                                                \
+	})
+#define TAKE_FD(fd)                                                                                \
+	({                                                                                         \
+		int _fd = (fd);                                                                    \
+		(fd) = -1;                                                                         \
+		_fd;                                                                               \
+	})
+
+/* ---- errors (error.c) ---- */
+
+/* Set err to the formatted message; returns -code. */
+int qerr(qsnap_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Put context in front of the message already in err; returns -err->code. */
+int qerr_prefix(qsnap_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- small helpers (util.c) ---- */
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrdup_or_null(const char *s);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* NULL-terminated string vectors. */
+void strv_push(char ***v, size_t *n, const char *s);
+void strv_pushf(char ***v, size_t *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void strv_free(char **v);
+
+/* Monotonic time in milliseconds. */
+int64_t now_ms(void);
+/* Sleep for ms milliseconds. */
+void sleep_ms(int ms);
+
+/* Write data to path (relative to dirfd) atomically: temporary file, fsync,
+ * rename, fsync the directory. */
+int write_file_atomic(int dirfd, const char *path, const char *data, size_t len,
+		      qsnap_error *err);
+/* Read a whole file (relative to dirfd); NUL-terminated. */
+int read_file(int dirfd, const char *path, char **ret_data, size_t *ret_len, qsnap_error *err);
+/* fsync a directory (relative to dirfd). */
+int fsync_dir(int dirfd, const char *path, qsnap_error *err);
+/* Remove a directory tree (relative to dirfd); missing is not an error. */
+int rm_rf(int dirfd, const char *path);
+/* Bytes allocated on disk by a file or a directory tree. */
+uint64_t disk_usage(int dirfd, const char *path);
+/* The last lines of a file, at most max bytes, for error messages. */
+char *file_tail(int dirfd, const char *path, size_t max);
+
+/* Find a program in PATH (or take an absolute/relative path as is). */
+char *find_program(const char *name);
+
+/* Run a helper program (qemu-img) without a shell, in directory cwd, with a
+ * minimal environment; its stderr becomes part of the error on failure and
+ * its stdout is returned in ret_out if non-NULL. */
+int run_program(const char *cwd, char *const argv[], char **ret_out, qsnap_error *err);
+
+/* ---- JSON helpers (json.c) ---- */
+
+const char *jstr(json_object *o, const char *key);
+int64_t jint(json_object *o, const char *key, int64_t dflt);
+bool jbool(json_object *o, const char *key, bool dflt);
+json_object *jobj(json_object *o, const char *key);
+json_object *jarr(json_object *o, const char *key);
+/* Build an object from key/value pairs, terminated by NULL; values are taken. */
+json_object *jbuild(const char *key, ...);
+
+/* ---- The VM object ---- */
+
+struct qmp;
+
+struct qsnap_vm {
+	char *dir;  /* absolute path */
+	int dirfd;
+	int lockfd; /* -1 when opened read-only */
+	bool readonly;
+	qsnap_def def;
+	struct state st;
+	struct qmp *qmp; /* connection to the running QEMU, opened on demand */
+};
+
+/* Save state.json atomically. */
+int vm_write_state(qsnap_vm *vm, qsnap_error *err);
+/* Is the QEMU recorded in state.json alive? */
+bool vm_qemu_alive(qsnap_vm *vm);
+/* Connect to the running QEMU's QMP socket (cached). */
+int vm_qmp(qsnap_vm *vm, struct qmp **ret, qsnap_error *err);
+/* Forget the QEMU in state (it exited); closes the QMP connection. */
+void vm_forget_qemu(qsnap_vm *vm);
+/* A path inside the VM directory, for messages: "DIR/rel". */
+char *vm_path(qsnap_vm *vm, const char *rel);
+/* Drop the cached QMP connection. */
+void vm_qmp_close(qsnap_vm *vm);
+/* The error message with the tail of run/qemu.log appended. */
+int vm_err_qemu_log(qsnap_vm *vm, qsnap_error *err);
+
+/* QEMU's run state from query-status: "running", "paused", "postmigrate", ... */
+int vm_query_status(qsnap_vm *vm, char **ret_status, bool *ret_running, qsnap_error *err);
+
+/* Launch QEMU for this VM (proc.c builds the command line). */
+struct launch {
+	bool paused;
+	bool incoming; /* -incoming defer */
+	int timeout;   /* seconds for QMP to come up */
+};
+int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err);
+/* Let the vCPUs run. */
+int vm_cont(qsnap_vm *vm, qsnap_error *err);
+/* Restore a snapshot (restore.c); paused overrides the snapshot's run state. */
+int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts, bool paused,
+		 qsnap_error *err);
+/* Look up a snapshot; the error lists the ones there are (restore.c). */
+int find_snapshot(qsnap_vm *vm, const char *name, struct snapshot **ret, qsnap_error *err);
+/* Undo a save that was interrupted (save.c). */
+int save_recover(qsnap_vm *vm, qsnap_error *err);
+/* Stop QEMU: quit, then SIGKILL after timeout seconds. */
+int vm_kill_qemu(qsnap_vm *vm, int timeout, qsnap_error *err);
+
+/* ---- drive layers (chain.c) ---- */
+
+/* Create a new empty qcow2 layer for drive on top of backing (a layer path,
+ * or NULL for the drive's base image); returns its path in ret_path. */
+int chain_new_layer(qsnap_vm *vm, const qsnap_drive_def *d, const char *backing, char **ret_path,
+		    qsnap_error *err);
+/* Remove every layer file that neither a snapshot nor an active chain needs. */
+int chain_gc(qsnap_vm *vm, qsnap_error *err);
+/* The node name QEMU knows a layer by. */
+char *chain_node_name(const char *layer_path);
+/* Virtual size of a drive's base image. */
+const qsnap_drive_def *def_drive(const qsnap_def *def, const char *id);
+
+/* ---- migration (migrate.c) ---- */
+
+/* Migration capabilities and parameters qsnap uses at both ends. */
+int migrate_setup(struct qmp *q, bool incoming, qsnap_error *err);
+
+struct mig_wait {
+	bool incoming;
+	int timeout_s;	   /* then the migration is cancelled (source) */
+	const char *phase; /* for progress reports */
+	qsnap_progress_fn progress;
+	void *userdata;
+	int fd;		/* the file QEMU writes or reads: its offset is our progress */
+	uint64_t total; /* bytes expected when known (restore: the file's size) */
+};
+/* Wait for the MIGRATION event that ends a migration, reporting progress. */
+int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
+
+/* ---- vm.json (vmdef.c) ---- */
+
+int vmdef_to_json(const qsnap_def *def, char **ret_text, qsnap_error *err);
+int vmdef_from_json(const char *text, const char *what, qsnap_def *def, qsnap_error *err);
+int vmdef_check(const qsnap_def *def, qsnap_error *err);
+/* A deep copy. */
+void def_copy(qsnap_def *dst, const qsnap_def *src);
+bool drive_id_valid(const char *id);
+
+/* ---- process (proc.c) ---- */
+
+int proc_build_argv(const qsnap_def *def, const struct state *st, const struct launch *l,
+		    char ***ret_argv, qsnap_error *err);
+int proc_spawn(const char *cwd, char *const argv[], const char *logpath, pid_t *ret_pid,
+	       unsigned long long *ret_start, qsnap_error *err);
+/* Start time of a process (clock ticks after boot), 0 if gone or a zombie. */
+unsigned long long proc_start_time(pid_t pid);
+bool proc_alive(pid_t pid, unsigned long long start);
+/* Wait until the process is gone; -ETIMEDOUT after timeout_ms. */
+int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms);
+
+#endif

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/* Driving QEMU's migration to and from a file descriptor. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "qmp.h"
+
+/* QEMU's default max-bandwidth is 128 MiB/s, and it throttles the migration
+ * of a paused VM too; 100 GiB/s means no limit on any machine we run on. */
+#define UNLIMITED_BANDWIDTH (100LL << 30)
+#define POLL_MS 200
+
+int migrate_setup(struct qmp *q, bool incoming, qsnap_error *err)
+{
+	json_object *caps = json_object_new_array();
+	int r;
+
+	/* MIGRATION events tell us when it ends, at both ends. */
+	json_object_array_add(caps, jbuild("capability", json_object_new_string("events"), "state",
+					   json_object_new_boolean(true), NULL));
+	r = qmp_execute(q, "migrate-set-capabilities", jbuild("capabilities", caps, NULL), NULL, 0,
+			err);
+	if (r < 0 || incoming)
+		return r;
+	return qmp_execute(q, "migrate-set-parameters",
+			   jbuild("max-bandwidth", json_object_new_int64(UNLIMITED_BANDWIDTH), NULL),
+			   NULL, 0, err);
+}
+
+static void report(const struct mig_wait *w, uint64_t done, uint64_t total, int64_t t0,
+		   bool finished)
+{
+	qsnap_progress p = {
+		.phase = w->phase,
+		.done = done,
+		.total = total,
+		.elapsed = (double)(now_ms() - t0) / 1000.0,
+		.finished = finished,
+	};
+
+	if (w->progress)
+		w->progress(&p, w->userdata);
+}
+
+static uint64_t fd_offset(int fd)
+{
+	off_t off = fd >= 0 ? lseek(fd, 0, SEEK_CUR) : -1;
+
+	return off > 0 ? (uint64_t)off : 0;
+}
+
+/* Why did the outgoing migration fail? */
+static char *source_error(struct qmp *q)
+{
+	_cleanup_json_ json_object *info = NULL;
+	qsnap_error e2;
+	const char *desc;
+
+	if (qmp_execute(q, "query-migrate", NULL, &info, 5000, &e2) < 0)
+		return xstrdup("no details");
+	desc = jstr(info, "error-desc");
+	return xstrdup(desc ? desc : "no details");
+}
+
+int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
+{
+	int64_t t0 = now_ms(), deadline = t0 + (int64_t)w->timeout_s * 1000;
+	uint64_t total = w->total;
+
+	for (;;) {
+		_cleanup_json_ json_object *ev = NULL;
+		int r = qmp_wait_event(q, "MIGRATION", &ev, POLL_MS, err);
+
+		if (r == 0) {
+			const char *status = jstr(jobj(ev, "data"), "status");
+
+			if (!status)
+				continue;
+			if (!strcmp(status, "completed")) {
+				uint64_t done = fd_offset(w->fd);
+				report(w, done, total > done ? total : done, t0, true);
+				return 0;
+			}
+			if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
+				_cleanup_free_ char *why =
+					w->incoming ? xstrdup("QEMU could not load the state")
+						    : source_error(q);
+				return qerr(err, EIO, "migration %s: %s", status, why);
+			}
+			continue;
+		}
+		if (r != -ETIMEDOUT)
+			return r;
+		if (!w->incoming) {
+			_cleanup_json_ json_object *info = NULL;
+
+			if (qmp_execute(q, "query-migrate", NULL, &info, 5000, err) == 0) {
+				json_object *ram = jobj(info, "ram");
+				int64_t t = jint(ram, "total", 0);
+
+				if (t > 0)
+					total = (uint64_t)t;
+			}
+		}
+		report(w, fd_offset(w->fd), total, t0, false);
+		if (now_ms() >= deadline) {
+			if (!w->incoming) {
+				qsnap_error e2;
+
+				qmp_execute(q, "migrate_cancel", NULL, NULL, 5000, &e2);
+				qmp_wait_event(q, "MIGRATION", NULL, 5000, &e2);
+			}
+			return qerr(err, ETIMEDOUT, "%s did not finish within %d s (raise --timeout if the VM is large or the disk slow)",
+				    w->phase, w->timeout_s);
+		}
+	}
+}

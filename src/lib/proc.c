@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: MIT */
+/* The QEMU process: its command line, starting it detached, and telling
+ * whether it still runs. A process is known by pid and start time, never by
+ * a bare pid that may have been reused. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "internal.h"
+
+static const char *const iface_device[] = {
+	[QSNAP_IF_VIRTIO] = "virtio-blk-pci",
+	[QSNAP_IF_SCSI] = "scsi-hd",
+	[QSNAP_IF_IDE] = "ide-hd",
+};
+
+/* -blockdev for the top of a drive's chain: the qcow2 layer (QEMU opens the
+ * backing chain from the image headers) or, for read-only drives, the base. */
+static void push_blockdev(char ***argv, size_t *n, const qsnap_drive_def *d, const char *layer)
+{
+	if (layer) {
+		_cleanup_free_ char *node = chain_node_name(layer);
+
+		strv_push(argv, n, "-blockdev");
+		strv_pushf(argv, n, "driver=qcow2,node-name=%s,file.driver=file,file.filename=%s",
+			   node, layer);
+	} else {
+		strv_push(argv, n, "-blockdev");
+		strv_pushf(argv, n,
+			   "driver=%s,node-name=%s-ro,read-only=on,file.driver=file,file.filename=%s",
+			   d->format, d->id, d->path);
+	}
+}
+
+int proc_build_argv(const qsnap_def *def, const struct state *st, const struct launch *l,
+		    char ***ret_argv, qsnap_error *err)
+{
+	char **argv = NULL;
+	size_t n = 0, n_pflash = 0;
+	bool scsi = false;
+	_cleanup_free_ char *accel = xstrdup(def->accel);
+	char *save = NULL;
+	_cleanup_free_ char *machine = NULL;
+
+	strv_push(&argv, &n, def->qemu ? def->qemu : "qemu-system-x86_64");
+	/* Only what we ask for: no default NIC, VGA, monitor or config file. */
+	strv_push(&argv, &n, "-nodefaults");
+	strv_push(&argv, &n, "-no-user-config");
+	strv_push(&argv, &n, "-display");
+	strv_push(&argv, &n, "none");
+	/* Every accelerator in the list, tried by QEMU in order. */
+	for (char *a = strtok_r(accel, ":", &save); a; a = strtok_r(NULL, ":", &save)) {
+		strv_push(&argv, &n, "-accel");
+		strv_push(&argv, &n, a);
+	}
+	machine = def->machine ? xstrdup(def->machine) : NULL;
+	for (size_t i = 0; i < def->n_drives; i++) {
+		const qsnap_drive_def *d = &def->drives[i];
+		struct active *a = d->readonly ? NULL : state_active((struct state *)st, d->id);
+
+		if (d->iface != QSNAP_IF_PFLASH)
+			continue;
+		_cleanup_free_ char *node = a ? chain_node_name(a->layer) : xasprintf("%s-ro", d->id);
+		char *m = xasprintf("%s%spflash%zu=%s", machine ? machine : "", machine ? "," : "",
+				    n_pflash++, node);
+		free(machine);
+		machine = m;
+	}
+	if (machine) {
+		strv_push(&argv, &n, "-machine");
+		strv_push(&argv, &n, machine);
+	}
+	if (def->cpu) {
+		strv_push(&argv, &n, "-cpu");
+		strv_push(&argv, &n, def->cpu);
+	}
+	strv_push(&argv, &n, "-smp");
+	strv_pushf(&argv, &n, "%u", def->smp);
+	strv_push(&argv, &n, "-m");
+	strv_pushf(&argv, &n, "%lluM", (unsigned long long)(def->memory >> 20));
+	strv_push(&argv, &n, "-qmp");
+	strv_push(&argv, &n, "unix:run/qmp.sock,server=on,wait=off");
+	strv_push(&argv, &n, "-pidfile");
+	strv_push(&argv, &n, "run/qemu.pid");
+	if (def->serial) {
+		/* The log is appended to across QEMU restarts. */
+		strv_push(&argv, &n, "-chardev");
+		strv_push(&argv, &n, "socket,id=serial0,path=run/serial.sock,server=on,wait=off,"
+				     "logfile=run/serial.log,logappend=on");
+		strv_push(&argv, &n, "-serial");
+		strv_push(&argv, &n, "chardev:serial0");
+	}
+	if (def->kernel) {
+		strv_push(&argv, &n, "-kernel");
+		strv_push(&argv, &n, def->kernel);
+	}
+	if (def->initrd) {
+		strv_push(&argv, &n, "-initrd");
+		strv_push(&argv, &n, def->initrd);
+	}
+	if (def->append) {
+		strv_push(&argv, &n, "-append");
+		strv_push(&argv, &n, def->append);
+	}
+	for (size_t i = 0; i < def->n_drives; i++) {
+		const qsnap_drive_def *d = &def->drives[i];
+		struct active *a = NULL;
+
+		if (!d->readonly) {
+			a = state_active((struct state *)st, d->id);
+			if (!a) {
+				strv_free(argv);
+				return qerr(err, EINVAL, "state.json has no active layer for drive '%s'",
+					    d->id);
+			}
+		}
+		push_blockdev(&argv, &n, d, a ? a->layer : NULL);
+		if (d->iface == QSNAP_IF_PFLASH)
+			continue;
+		_cleanup_free_ char *node = a ? chain_node_name(a->layer) : xasprintf("%s-ro", d->id);
+		if (d->iface == QSNAP_IF_SCSI && !scsi) {
+			strv_push(&argv, &n, "-device");
+			strv_push(&argv, &n, "virtio-scsi-pci,id=scsi0");
+			scsi = true;
+		}
+		strv_push(&argv, &n, "-device");
+		strv_pushf(&argv, &n, "%s,drive=%s,id=%s", iface_device[d->iface], node, d->id);
+	}
+	/* The vCPUs start only when qsnap says so (cont), after it is connected. */
+	strv_push(&argv, &n, "-S");
+	if (l->incoming) {
+		strv_push(&argv, &n, "-incoming");
+		strv_push(&argv, &n, "defer");
+	}
+	for (size_t i = 0; i < def->n_extra; i++)
+		strv_push(&argv, &n, def->extra[i]);
+	*ret_argv = argv;
+	return 0;
+}
+
+unsigned long long proc_start_time(pid_t pid)
+{
+	char path[64], buf[1024];
+	_cleanup_close_ int fd = -1;
+	ssize_t len;
+	char *p, state;
+	unsigned long long start = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	len = read(fd, buf, sizeof(buf) - 1);
+	if (len <= 0)
+		return 0;
+	buf[len] = '\0';
+	/* The command name may hold spaces and parentheses: skip to the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%c", &state) != 1 || state == 'Z' || state == 'X')
+		return 0;
+	/* Field 22 (starttime); field 3 (state) is the first after ')'. */
+	p += 2;
+	for (int field = 3; field < 22 && p; field++) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	if (!p || sscanf(p, "%llu", &start) != 1)
+		return 0;
+	return start;
+}
+
+bool proc_alive(pid_t pid, unsigned long long start)
+{
+	unsigned long long now;
+
+	if (pid <= 0)
+		return false;
+	now = proc_start_time(pid);
+	return now != 0 && (start == 0 || now == start);
+}
+
+int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	while (proc_alive(pid, start)) {
+		/* Reap it if it happens to be our child. */
+		waitpid(pid, NULL, WNOHANG);
+		if (now_ms() >= deadline)
+			return -ETIMEDOUT;
+		sleep_ms(10);
+	}
+	return 0;
+}
+
+int proc_spawn(const char *cwd, char *const argv[], const char *logpath, pid_t *ret_pid,
+	       unsigned long long *ret_start, qsnap_error *err)
+{
+	static char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C", NULL};
+	_cleanup_free_ char *prog = find_program(argv[0]);
+	_cleanup_close_ int rd = -1, wr = -1;
+	int p[2], status;
+	pid_t child, qemu = 0;
+	int child_err = 0;
+	ssize_t n;
+
+	if (!prog)
+		return qerr(err, ENOENT, "%s not found: install the Debian package qemu-system-x86 (or set \"qemu\" in vm.json)",
+			    argv[0]);
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return qerr(err, errno, "cannot create a pipe: %s", strerror(errno));
+	rd = p[0];
+	wr = p[1];
+	/* Fork twice so that QEMU is nobody's child here: it outlives this
+	 * command, and no zombie is left when it exits. The intermediate child
+	 * reports QEMU's pid, or the errno of a failed exec, over the pipe. */
+	child = fork();
+	if (child < 0)
+		return qerr(err, errno, "cannot fork: %s", strerror(errno));
+	if (child == 0) {
+		pid_t gc;
+
+		setsid();
+		gc = fork();
+		if (gc < 0) {
+			int e = -errno;
+			(void)!write(wr, &e, sizeof(e));
+			_exit(1);
+		}
+		if (gc == 0) {
+			int log, devnull;
+
+			if (chdir(cwd) < 0)
+				goto fail;
+			log = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+			devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			if (log < 0 || devnull < 0)
+				goto fail;
+			if (dup2(devnull, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
+				goto fail;
+			/* No fd of ours leaks into QEMU; the pipe closes on exec. */
+			if (wr > 3)
+				close_range(3, (unsigned)wr - 1, 0);
+			close_range((unsigned)wr + 1, ~0U, 0);
+			signal(SIGPIPE, SIG_DFL);
+			execve(prog, argv, envp);
+		fail:;
+			int e = errno;
+			(void)!write(wr, &e, sizeof(e));
+			_exit(127);
+		}
+		(void)!write(wr, &gc, sizeof(gc));
+		_exit(0);
+	}
+	closep(&wr);
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+		;
+	n = read(rd, &qemu, sizeof(qemu));
+	if (n != sizeof(qemu) || qemu <= 0)
+		return qerr(err, n == sizeof(qemu) && qemu < 0 ? -qemu : EIO,
+			    "cannot start %s", argv[0]);
+	/* A second message means exec failed. */
+	n = read(rd, &child_err, sizeof(child_err));
+	if (n == sizeof(child_err))
+		return qerr(err, child_err, "cannot run %s: %s", prog, strerror(child_err));
+	*ret_pid = qemu;
+	*ret_start = proc_start_time(qemu);
+	return 0;
+}

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/* A synchronous QMP client: one connection, commands keyed by id, events
+ * kept in arrival order for callers that wait for them. */
+#ifndef QSNAP_QMP_H
+#define QSNAP_QMP_H
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "qsnap.h"
+
+struct qmp;
+
+/* Default time one command may take. */
+#define QMP_TIMEOUT_MS 30000
+
+/* Connect to a QMP unix socket, retrying while it does not exist yet or
+ * refuses connections (QEMU starting). If pid is non-zero, give up at once
+ * when that process (with that start time) is gone. Reads the greeting and
+ * negotiates capabilities. */
+int qmp_connect(const char *path, int timeout_ms, pid_t pid, unsigned long long start,
+		struct qmp **ret, qsnap_error *err);
+/* The same handshake over a connected socket; takes the fd in all cases. */
+int qmp_open_fd_take(int fd, int timeout_ms, struct qmp **ret, qsnap_error *err);
+void qmp_free(struct qmp *q);
+
+/* Execute a command. args (may be NULL) is taken. On success ret_return (if
+ * non-NULL) gets the "return" value (json_object_put() it). A QMP error
+ * reply becomes an error naming the command. */
+int qmp_execute(struct qmp *q, const char *cmd, json_object *args, json_object **ret_return,
+		int timeout_ms, qsnap_error *err);
+/* The same, passing fd with SCM_RIGHTS along with the command (for getfd). */
+int qmp_execute_fd(struct qmp *q, const char *cmd, json_object *args, int fd,
+		   json_object **ret_return, int timeout_ms, qsnap_error *err);
+
+/* Wait for the next event called name (NULL: any) that arrived on this
+ * connection and was not taken yet. -ETIMEDOUT when none came in time. */
+int qmp_wait_event(struct qmp *q, const char *name, json_object **ret_event, int timeout_ms,
+		   qsnap_error *err);
+/* Drop every queued event called name (NULL: all). */
+void qmp_drop_events(struct qmp *q, const char *name);
+
+#endif

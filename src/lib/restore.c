@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: MIT */
+/* Restoring a snapshot: a new QEMU with the same devices, fresh empty
+ * layers on the snapshot's frozen ones, started with -incoming defer and fed
+ * the saved state, so no device ever loads state on top of stale state. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+#include "qmp.h"
+
+#define DEFAULT_RESTORE_TIMEOUT 600
+#define INCOMING_FD_NAME "qsnap-incoming"
+
+static char *snapshot_names(qsnap_vm *vm)
+{
+	char *list = xstrdup("");
+
+	for (size_t i = 0; i < vm->st.n_snapshots; i++) {
+		char *n = xasprintf("%s%s%s", list, i ? ", " : "", vm->st.snapshots[i].name);
+		free(list);
+		list = n;
+	}
+	return list;
+}
+
+int find_snapshot(qsnap_vm *vm, const char *name, struct snapshot **ret, qsnap_error *err)
+{
+	struct snapshot *s = qsnap_name_valid(name) ? state_snapshot(&vm->st, name) : NULL;
+
+	if (!s) {
+		_cleanup_free_ char *have = snapshot_names(vm);
+		return qerr(err, ENOENT, "snapshot '%s' not found in %s (%s%s)", name, vm->dir,
+			    *have ? "have: " : "there are no snapshots yet", have);
+	}
+	*ret = s;
+	return 0;
+}
+
+/* Everything the snapshot needs is there and looks right: checked before
+ * the running VM is touched. Returns the opened machine state. */
+static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsnap_error *err)
+{
+	_cleanup_free_ char *path = xasprintf("%s/vmstate", s->dir);
+	_cleanup_close_ int fd = -1;
+	char magic[4];
+	struct stat st;
+
+	for (size_t i = 0; i < vm->def.n_drives; i++) {
+		const qsnap_drive_def *d = &vm->def.drives[i];
+		const char *layer = NULL;
+
+		if (d->readonly)
+			continue;
+		for (size_t j = 0; j < s->n_drives; j++)
+			if (!strcmp(s->drives[j].drive, d->id))
+				layer = s->drives[j].layer;
+		if (!layer)
+			return qerr(err, ENOENT, "snapshot '%s' has no state for drive '%s' (was the drive added to vm.json after the snapshot?)",
+				    s->name, d->id);
+		for (const char *l = layer; l;) {
+			struct layer *ly = state_layer(&vm->st, l);
+
+			if (faccessat(vm->dirfd, l, R_OK, 0) < 0)
+				return qerr(err, errno, "snapshot '%s' needs %s/%s: %s", s->name,
+					    vm->dir, l, strerror(errno));
+			l = ly ? ly->backing : NULL;
+		}
+		if (access(d->path, R_OK) < 0)
+			return qerr(err, errno, "snapshot '%s' needs the base image %s of drive '%s': %s",
+				    s->name, d->path, d->id, strerror(errno));
+	}
+	fd = openat(vm->dirfd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return qerr(err, errno, "snapshot '%s': cannot open %s/%s: %s", s->name, vm->dir, path,
+			    strerror(errno));
+	if (fstat(fd, &st) < 0 || (s->vmstate_size && (uint64_t)st.st_size != s->vmstate_size))
+		return qerr(err, EINVAL, "snapshot '%s': %s/%s has %lld bytes, %llu were saved: the file is damaged",
+			    s->name, vm->dir, path, (long long)st.st_size,
+			    (unsigned long long)s->vmstate_size);
+	/* QEMU's migration stream starts with "QEVM". */
+	if (pread(fd, magic, sizeof(magic), 0) != sizeof(magic) || memcmp(magic, "QEVM", 4))
+		return qerr(err, EINVAL, "snapshot '%s': %s/%s is not a QEMU machine state", s->name,
+			    vm->dir, path);
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts, bool paused,
+		 qsnap_error *err)
+{
+	_cleanup_close_ int fd = -1;
+	struct snapshot *s;
+	struct stat st;
+	struct qmp *q;
+	int r;
+
+	r = find_snapshot(vm, name, &s, err);
+	if (r < 0)
+		return r;
+	r = check_files(vm, s, &fd, err);
+	if (r < 0)
+		return r;
+	r = vm_kill_qemu(vm, 0, err);
+	if (r < 0)
+		return r;
+
+	/* Fresh layers on the frozen ones; the discarded current layers go
+	 * unless a snapshot needs them. */
+	for (size_t i = 0; i < vm->def.n_drives; i++) {
+		const qsnap_drive_def *d = &vm->def.drives[i];
+		_cleanup_free_ char *layer = NULL;
+
+		if (d->readonly)
+			continue;
+		for (size_t j = 0; j < s->n_drives; j++)
+			if (!strcmp(s->drives[j].drive, d->id)) {
+				r = chain_new_layer(vm, d, s->drives[j].layer, &layer, err);
+				break;
+			}
+		if (r < 0)
+			return r;
+		state_set_active(&vm->st, d->id, layer);
+	}
+	free(vm->st.current);
+	vm->st.current = xstrdup(name);
+	r = vm_write_state(vm, err);
+	if (r < 0)
+		return r;
+	r = chain_gc(vm, err);
+	if (r < 0)
+		return r;
+
+	r = vm_launch(vm, &(struct launch){.incoming = true, .timeout = 60}, err);
+	if (r < 0)
+		return qerr_prefix(err, "restoring '%s'", name);
+	q = vm->qmp;
+	r = migrate_setup(q, true, err);
+	if (r < 0)
+		goto fail;
+	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(INCOMING_FD_NAME), NULL),
+			   fd, NULL, 0, err);
+	if (r < 0)
+		goto fail;
+	qmp_drop_events(q, "MIGRATION");
+	r = qmp_execute(q, "migrate-incoming",
+			jbuild("uri", json_object_new_string("fd:" INCOMING_FD_NAME), NULL), NULL, 0,
+			err);
+	if (r < 0)
+		goto fail;
+	fstat(fd, &st);
+	r = migrate_wait(q,
+			 &(struct mig_wait){
+				 .incoming = true,
+				 .timeout_s = opts->timeout > 0 ? opts->timeout : DEFAULT_RESTORE_TIMEOUT,
+				 .phase = "restore",
+				 .progress = opts->progress,
+				 .userdata = opts->userdata,
+				 .fd = fd,
+				 .total = (uint64_t)st.st_size,
+			 },
+			 err);
+	if (r < 0)
+		goto fail;
+	if (s->was_running && !paused) {
+		r = vm_cont(vm, err);
+		if (r < 0)
+			goto fail;
+	}
+	return 0;
+fail:
+	{
+		qsnap_error e2;
+		bool died = !vm_qemu_alive(vm);
+
+		vm_kill_qemu(vm, 1, &e2);
+		if (died)
+			vm_err_qemu_log(vm, err);
+		return qerr_prefix(err, "restoring '%s' failed; the VM is stopped", name);
+	}
+}
+
+int qsnap_vm_restore(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
+		     qsnap_error *err)
+{
+	static const qsnap_restore_opts dflt = {0};
+
+	return restore_into(vm, name, opts ? opts : &dflt, false, err);
+}

@@ -1,0 +1,406 @@
+/* SPDX-License-Identifier: MIT */
+/* Saving a snapshot (stream mode): every writable drive switched to a new
+ * layer in one transaction while the vCPUs are stopped, then RAM and device
+ * state through QEMU's migration into a file. A snapshot exists only once
+ * state.json names it; until then its files live in a partial directory
+ * that an interrupted save leaves for the next command to remove. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "internal.h"
+#include "qmp.h"
+
+#define DEFAULT_SAVE_TIMEOUT 600
+#define MIGRATE_FD_NAME "qsnap-migrate"
+
+/* One writable drive in a save: the layer it leaves and the one it gets. */
+struct cut {
+	const qsnap_drive_def *d;
+	char *old_layer;
+	char *new_layer;
+	bool node_added;
+};
+
+static void cuts_free(struct cut *cuts, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(cuts[i].old_layer);
+		free(cuts[i].new_layer);
+	}
+	free(cuts);
+}
+
+/* New layers and their QEMU nodes, made while the guest still runs. */
+static int prepare_layers(qsnap_vm *vm, struct qmp *q, struct cut *cuts, size_t n,
+			  qsnap_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *node = NULL;
+		int r;
+
+		r = chain_new_layer(vm, cuts[i].d, cuts[i].old_layer, &cuts[i].new_layer, err);
+		if (r < 0)
+			return r;
+		node = chain_node_name(cuts[i].new_layer);
+		r = qmp_execute(
+			q, "blockdev-add",
+			jbuild("driver", json_object_new_string("qcow2"), "node-name",
+			       json_object_new_string(node), "file",
+			       jbuild("driver", json_object_new_string("file"), "filename",
+				      json_object_new_string(cuts[i].new_layer), NULL),
+			       /* the backing is attached by blockdev-snapshot */
+			       "backing", NULL, NULL),
+			NULL, 0, err);
+		if (r < 0)
+			return r;
+		cuts[i].node_added = true;
+	}
+	return 0;
+}
+
+/* Undo prepare_layers for a save that did not switch the drives. */
+static void drop_layers(qsnap_vm *vm, struct qmp *q, struct cut *cuts, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		qsnap_error e2;
+
+		if (cuts[i].node_added) {
+			_cleanup_free_ char *node = chain_node_name(cuts[i].new_layer);
+			qmp_execute(q, "blockdev-del",
+				    jbuild("node-name", json_object_new_string(node), NULL), NULL, 0,
+				    &e2);
+		}
+		if (cuts[i].new_layer)
+			state_set_active(&vm->st, cuts[i].d->id, cuts[i].old_layer);
+	}
+}
+
+static int switch_layers(struct qmp *q, struct cut *cuts, size_t n, qsnap_error *err)
+{
+	json_object *actions = json_object_new_array();
+
+	/* All drives in one transaction: they are cut at the same instant. */
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *old = chain_node_name(cuts[i].old_layer);
+		_cleanup_free_ char *new = chain_node_name(cuts[i].new_layer);
+
+		json_object_array_add(
+			actions,
+			jbuild("type", json_object_new_string("blockdev-snapshot"), "data",
+			       jbuild("node", json_object_new_string(old), "overlay",
+				      json_object_new_string(new), NULL),
+			       NULL));
+	}
+	return qmp_execute(q, "transaction", jbuild("actions", actions, NULL), NULL, 0, err);
+}
+
+static int write_meta(qsnap_vm *vm, const char *dir, const struct snapshot *s, qsnap_error *err)
+{
+	_cleanup_json_ json_object *o = NULL;
+	_cleanup_free_ char *path = xasprintf("%s/meta.json", dir);
+	json_object *drives = json_object_new_object();
+	const char *text;
+
+	for (size_t i = 0; i < s->n_drives; i++)
+		json_object_object_add(drives, s->drives[i].drive,
+				       json_object_new_string(s->drives[i].layer));
+	o = jbuild("name", json_object_new_string(s->name), "parent",
+		   s->parent ? json_object_new_string(s->parent) : NULL, "created",
+		   json_object_new_int64(s->created), "mode", json_object_new_string(s->mode),
+		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
+		   json_object_new_int64((int64_t)s->vmstate_size), "memory",
+		   json_object_new_int64((int64_t)vm->def.memory), "drives", drives, NULL);
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+						      JSON_C_TO_STRING_NOSLASHESCAPE);
+	return write_file_atomic(vm->dirfd, path, text, strlen(text), err);
+}
+
+/* Where the committed snapshot's files go: snapshots/<name>, or, while a
+ * snapshot being replaced still holds that, a unique name beside it. */
+static char *final_dir(qsnap_vm *vm, const char *name)
+{
+	char *dir = xasprintf("snapshots/%s", name);
+
+	for (size_t i = 0; i < vm->st.n_snapshots; i++)
+		if (!strcmp(vm->st.snapshots[i].dir, dir)) {
+			free(dir);
+			return xasprintf("snapshots/%s@%lu", name, ++vm->st.seq);
+		}
+	/* A stray directory of that name is what a crash left: not a snapshot. */
+	rm_rf(vm->dirfd, dir);
+	return dir;
+}
+
+static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bool was_running,
+		  uint64_t size, bool replace, qsnap_error *err)
+{
+	struct snapshot s = {0};
+	_cleanup_free_ char *old_dir = NULL;
+	struct snapshot *old = state_snapshot(&vm->st, name);
+	int r;
+
+	s.name = xstrdup(name);
+	s.parent = xstrdup_or_null(vm->st.current);
+	s.created = (int64_t)time(NULL);
+	s.mode = xstrdup("stream");
+	s.was_running = was_running;
+	s.vmstate_size = size;
+	s.drives = xcalloc(n, sizeof(*s.drives));
+	for (size_t i = 0; i < n; i++) {
+		s.drives[s.n_drives].drive = xstrdup(cuts[i].d->id);
+		s.drives[s.n_drives++].layer = xstrdup(cuts[i].old_layer);
+	}
+	r = write_meta(vm, vm->st.pending, &s, err);
+	if (r < 0)
+		goto fail;
+	s.dir = final_dir(vm, name);
+	if (renameat(vm->dirfd, vm->st.pending, vm->dirfd, s.dir) < 0) {
+		r = qerr(err, errno, "cannot rename %s to %s: %s", vm->st.pending, s.dir,
+			 strerror(errno));
+		goto fail;
+	}
+	r = fsync_dir(vm->dirfd, "snapshots", err);
+	if (r < 0)
+		goto fail;
+	if (old) {
+		(void)replace;
+		old_dir = TAKE_PTR(old->dir);
+		/* Children of the replaced snapshot keep their own state. */
+		state_remove_snapshot(&vm->st, name);
+	}
+	free(TAKE_PTR(vm->st.pending));
+	vm->st.snapshots =
+		xrealloc(vm->st.snapshots, (vm->st.n_snapshots + 1) * sizeof(*vm->st.snapshots));
+	vm->st.snapshots[vm->st.n_snapshots++] = s;
+	free(vm->st.current);
+	vm->st.current = xstrdup(name);
+	r = vm_write_state(vm, err);
+	if (r < 0)
+		return r;
+	if (old_dir)
+		rm_rf(vm->dirfd, old_dir);
+	return chain_gc(vm, err);
+fail:
+	snapshot_free(&s);
+	return r;
+}
+
+/* The checks that need no QEMU. */
+static int check_save(qsnap_vm *vm, const char *name, bool replace, qsnap_error *err)
+{
+	if (!qsnap_name_valid(name))
+		return qerr(err, EINVAL, "snapshot name '%s' is not valid: use letters, digits, '-', '_' and '.', not starting with '.' (at most 64)",
+			    name);
+	if (state_snapshot(&vm->st, name) && !replace)
+		return qerr(err, EEXIST, "snapshot '%s' exists in %s: choose another name, or pass --replace",
+			    name, vm->dir);
+	if (!vm_qemu_alive(vm))
+		return qerr(err, ESRCH, "the VM in %s is not running: start it (or restore a snapshot) before saving",
+			    vm->dir);
+	return 0;
+}
+
+int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
+{
+	static const qsnap_save_opts dflt = {0};
+	_cleanup_free_ char *status = NULL;
+	_cleanup_close_ int fd = -1;
+	struct cut *cuts = NULL;
+	size_t n = 0;
+	bool running = false, paused_here = false, switched = false;
+	struct qmp *q;
+	struct stat stt;
+	int r;
+
+	if (!opts)
+		opts = &dflt;
+	r = check_save(vm, name, opts->replace, err);
+	if (r < 0)
+		return r;
+	r = vm_query_status(vm, &status, &running, err);
+	if (r < 0)
+		return r;
+	if (!strcmp(status, "inmigrate") || !strcmp(status, "internal-error") ||
+	    !strcmp(status, "guest-panicked") || !strcmp(status, "shutdown"))
+		return qerr(err, EINVAL, "the VM in %s is in state '%s' and cannot be saved", vm->dir,
+			    status);
+	q = vm->qmp;
+
+	cuts = xcalloc(vm->def.n_drives, sizeof(*cuts));
+	for (size_t i = 0; i < vm->def.n_drives; i++) {
+		const qsnap_drive_def *d = &vm->def.drives[i];
+		struct active *a = d->readonly ? NULL : state_active(&vm->st, d->id);
+
+		if (d->readonly)
+			continue;
+		if (!a) {
+			r = qerr(err, EINVAL, "state.json has no active layer for drive '%s'", d->id);
+			goto out;
+		}
+		cuts[n].d = d;
+		cuts[n++].old_layer = xstrdup(a->layer);
+	}
+
+	/* Mark the save as under way before anything is made for it. */
+	vm->st.pending = xasprintf("snapshots/.partial-%lu", ++vm->st.seq);
+	vm->st.pending_resume = running;
+	rm_rf(vm->dirfd, vm->st.pending);
+	if (mkdirat(vm->dirfd, vm->st.pending, 0755) < 0) {
+		r = qerr(err, errno, "cannot create %s/%s: %s", vm->dir, vm->st.pending,
+			 strerror(errno));
+		goto undo;
+	}
+	r = vm_write_state(vm, err);
+	if (r < 0)
+		goto undo;
+	r = prepare_layers(vm, q, cuts, n, err);
+	if (r < 0)
+		goto undo;
+	r = migrate_setup(q, false, err);
+	if (r < 0)
+		goto undo;
+	{
+		_cleanup_free_ char *path = xasprintf("%s/vmstate", vm->st.pending);
+		fd = openat(vm->dirfd, path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			r = qerr(err, errno, "cannot create %s/%s: %s", vm->dir, path,
+				 strerror(errno));
+			goto undo;
+		}
+	}
+	/* The new layers become active in state.json before QEMU switches to
+	 * them: each is an empty overlay on the old one, so it is the right
+	 * chain whether or not the switch below happens. */
+	for (size_t i = 0; i < n; i++)
+		state_set_active(&vm->st, cuts[i].d->id, cuts[i].new_layer);
+	r = vm_write_state(vm, err);
+	if (r < 0)
+		goto undo;
+
+	if (running) {
+		r = qmp_execute(q, "stop", NULL, NULL, 0, err);
+		if (r < 0)
+			goto undo;
+		paused_here = true;
+	}
+	r = switch_layers(q, cuts, n, err);
+	if (r < 0)
+		goto undo;
+	switched = true;
+	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL),
+			   fd, NULL, 0, err);
+	if (r < 0)
+		goto undo;
+	qmp_drop_events(q, "MIGRATION");
+	r = qmp_execute(q, "migrate", jbuild("uri", json_object_new_string("fd:" MIGRATE_FD_NAME), NULL),
+			NULL, 0, err);
+	if (r < 0)
+		goto undo;
+	r = migrate_wait(q,
+			 &(struct mig_wait){
+				 .timeout_s = opts->timeout > 0 ? opts->timeout : DEFAULT_SAVE_TIMEOUT,
+				 .phase = "save",
+				 .progress = opts->progress,
+				 .userdata = opts->userdata,
+				 .fd = fd,
+			 },
+			 err);
+	if (r < 0)
+		goto undo;
+	if (fsync(fd) < 0 || fstat(fd, &stt) < 0) {
+		r = qerr(err, errno, "cannot sync the machine state: %s", strerror(errno));
+		goto undo;
+	}
+	r = commit(vm, name, cuts, n, running, (uint64_t)stt.st_size, opts->replace, err);
+	if (r < 0)
+		goto undo;
+	if (paused_here) {
+		r = vm_cont(vm, err);
+		if (r < 0)
+			r = qerr_prefix(err, "snapshot '%s' is saved, but the VM did not resume", name);
+	}
+	goto out;
+
+undo:
+	/* Nothing partial stays: the partial directory goes, the VM runs on.
+	 * Layers that were switched stay in the chain (they hold what the
+	 * guest writes now); ones that were not are dropped. */
+	{
+		qsnap_error e2;
+		bool alive = vm_qemu_alive(vm);
+
+		if (!switched && alive)
+			drop_layers(vm, q, cuts, n);
+		if (vm->st.pending)
+			rm_rf(vm->dirfd, vm->st.pending);
+		free(TAKE_PTR(vm->st.pending));
+		if (!alive) {
+			vm_forget_qemu(vm);
+			vm_err_qemu_log(vm, err);
+		}
+		vm_write_state(vm, &e2);
+		chain_gc(vm, &e2);
+		if (paused_here && alive)
+			vm_cont(vm, &e2);
+		r = qerr_prefix(err, "saving snapshot '%s' of %s failed; nothing was saved", name,
+				vm->dir);
+	}
+out:
+	cuts_free(cuts, n);
+	return r;
+}
+
+int save_recover(qsnap_vm *vm, qsnap_error *err)
+{
+	_cleanup_json_ json_object *blocks = NULL;
+	struct qmp *q;
+	int r;
+
+	rm_rf(vm->dirfd, vm->st.pending);
+	free(TAKE_PTR(vm->st.pending));
+	if (!vm_qemu_alive(vm) || vm_qmp(vm, &q, err) < 0) {
+		vm_forget_qemu(vm);
+		return vm_write_state(vm, err);
+	}
+	/* A migration may still write into the removed file: end it. */
+	{
+		qsnap_error e2;
+		qmp_execute(q, "migrate_cancel", NULL, NULL, 5000, &e2);
+	}
+	/* Make state.json name the layers QEMU really writes to: the crash may
+	 * have come before or after the switch. */
+	r = qmp_execute(q, "query-block", NULL, &blocks, 0, err);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < json_object_array_length(blocks); i++) {
+		json_object *b = json_object_array_get_idx(blocks, i);
+		const char *node = jstr(jobj(b, "inserted"), "node-name");
+
+		if (!node)
+			continue;
+		for (size_t j = 0; j < vm->st.n_layers; j++) {
+			_cleanup_free_ char *ln = chain_node_name(vm->st.layers[j].path);
+			const qsnap_drive_def *d = def_drive(&vm->def, vm->st.layers[j].drive);
+
+			/* Node names are unique per layer (chain_node_name). */
+			if (strcmp(ln, node) || !d)
+				continue;
+			state_set_active(&vm->st, d->id, vm->st.layers[j].path);
+		}
+	}
+	r = vm_write_state(vm, err);
+	if (r < 0)
+		return r;
+	if (vm->st.pending_resume) {
+		_cleanup_free_ char *status = NULL;
+		bool running;
+
+		if (vm_query_status(vm, &status, &running, err) == 0 && !running)
+			vm_cont(vm, err);
+	}
+	return chain_gc(vm, err);
+}

@@ -1,0 +1,632 @@
+/* SPDX-License-Identifier: MIT */
+/* A VM directory: creating it, opening it under its lock, recovering from
+ * an interrupted command, and the QEMU that runs it. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "internal.h"
+#include "qmp.h"
+
+#define DEFAULT_START_TIMEOUT 60
+#define DEFAULT_STOP_TIMEOUT 10
+
+char *vm_path(qsnap_vm *vm, const char *rel)
+{
+	return xasprintf("%s/%s", vm->dir, rel);
+}
+
+const qsnap_def *qsnap_vm_def(qsnap_vm *vm)
+{
+	return &vm->def;
+}
+
+const char *qsnap_vm_dir(qsnap_vm *vm)
+{
+	return vm->dir;
+}
+
+int vm_write_state(qsnap_vm *vm, qsnap_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	int r;
+
+	r = state_to_json(&vm->st, &text, err);
+	if (r < 0)
+		return r;
+	r = write_file_atomic(vm->dirfd, "state.json", text, strlen(text), err);
+	return r < 0 ? qerr_prefix(err, "saving the state of %s", vm->dir) : 0;
+}
+
+/* Find out the format of an image with qemu-img. */
+static int image_format(const char *path, char **ret_format, qsnap_error *err)
+{
+	char *argv[] = {"qemu-img", "info", "-U", "--output=json", (char *)path, NULL};
+	_cleanup_free_ char *out = NULL;
+	_cleanup_json_ json_object *o = NULL;
+	const char *fmt;
+	int r;
+
+	r = run_program(NULL, argv, &out, err);
+	if (r < 0)
+		return r;
+	o = json_tokener_parse(out);
+	fmt = jstr(o, "format");
+	if (!fmt)
+		return qerr(err, EINVAL, "qemu-img info %s gave no format", path);
+	*ret_format = xstrdup(fmt);
+	return 0;
+}
+
+static int check_drive_formats(qsnap_def *def, qsnap_error *err)
+{
+	for (size_t i = 0; i < def->n_drives; i++) {
+		qsnap_drive_def *d = &def->drives[i];
+		_cleanup_free_ char *fmt = NULL;
+		int r = image_format(d->path, &fmt, err);
+
+		if (r < 0)
+			return qerr_prefix(err, "drive '%s': %s is not a readable disk image", d->id,
+					   d->path);
+		if (strcmp(fmt, "qcow2") && strcmp(fmt, "raw"))
+			return qerr(err, EINVAL, "drive '%s': %s is a %s image; qsnap takes qcow2 or raw (convert it with qemu-img convert -O qcow2)",
+				    d->id, d->path, fmt);
+		if (d->format && strcmp(d->format, fmt))
+			return qerr(err, EINVAL, "drive '%s': %s is %s, not %s as given: fix format= or leave it out",
+				    d->id, d->path, fmt, d->format);
+		if (!d->format)
+			d->format = TAKE_PTR(fmt);
+	}
+	return 0;
+}
+
+/* QEMU runs in the VM directory: user paths must not be relative. */
+static void make_absolute(char **path)
+{
+	char real[PATH_MAX];
+
+	if (*path && (*path)[0] != '/' && realpath(*path, real)) {
+		free(*path);
+		*path = xstrdup(real);
+	}
+}
+
+static int mkdir_vm(const char *dir, bool *ret_created, qsnap_error *err)
+{
+	DIR *d;
+	struct dirent *de;
+
+	if (mkdir(dir, 0755) == 0) {
+		*ret_created = true;
+		return 0;
+	}
+	if (errno != EEXIST)
+		return qerr(err, errno, "cannot create %s: %s", dir, strerror(errno));
+	d = opendir(dir);
+	if (!d)
+		return qerr(err, errno, "cannot open %s: %s", dir, strerror(errno));
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			closedir(d);
+			return qerr(err, EEXIST, "%s exists and is not empty: choose a new directory",
+				    dir);
+		}
+	closedir(d);
+	*ret_created = false;
+	return 0;
+}
+
+int qsnap_vm_create(const char *dir, const qsnap_def *def_in, qsnap_error *err)
+{
+	qsnap_vm vm = {.dirfd = -1, .lockfd = -1};
+	_cleanup_free_ char *text = NULL;
+	bool created = false;
+	char real[PATH_MAX];
+	int r;
+
+	/* Work on a copy: drive formats get filled in, paths made absolute. */
+	def_copy(&vm.def, def_in);
+	make_absolute(&vm.def.kernel);
+	make_absolute(&vm.def.initrd);
+
+	r = vmdef_check(&vm.def, err);
+	if (r < 0)
+		goto out;
+	r = check_drive_formats(&vm.def, err);
+	if (r < 0)
+		goto out;
+	r = mkdir_vm(dir, &created, err);
+	if (r < 0)
+		goto out;
+	if (!realpath(dir, real)) {
+		r = qerr(err, errno, "cannot resolve %s: %s", dir, strerror(errno));
+		goto out;
+	}
+	vm.dir = xstrdup(real);
+	vm.dirfd = open(vm.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (vm.dirfd < 0 || mkdirat(vm.dirfd, "layers", 0755) < 0 ||
+	    mkdirat(vm.dirfd, "snapshots", 0755) < 0 || mkdirat(vm.dirfd, "run", 0700) < 0) {
+		r = qerr(err, errno, "cannot create the layout of %s: %s", dir, strerror(errno));
+		goto undo;
+	}
+	r = vmdef_to_json(&vm.def, &text, err);
+	if (r < 0)
+		goto undo;
+	r = write_file_atomic(vm.dirfd, "vm.json", text, strlen(text), err);
+	if (r < 0)
+		goto undo;
+	for (size_t i = 0; i < vm.def.n_drives; i++) {
+		_cleanup_free_ char *layer = NULL;
+
+		if (vm.def.drives[i].readonly)
+			continue;
+		r = chain_new_layer(&vm, &vm.def.drives[i], NULL, &layer, err);
+		if (r < 0)
+			goto undo;
+		state_set_active(&vm.st, vm.def.drives[i].id, layer);
+	}
+	r = vm_write_state(&vm, err);
+	if (r < 0)
+		goto undo;
+	r = 0;
+	goto out;
+undo:
+	/* Leave nothing behind: the directory as it was before. */
+	if (vm.dirfd >= 0) {
+		for (const char *const *p = (const char *const[]){"layers", "snapshots", "run",
+								    "vm.json", "state.json",
+								    "vm.json.tmp", "state.json.tmp", NULL};
+		     *p; p++)
+			rm_rf(vm.dirfd, *p);
+	}
+	if (created)
+		rmdir(dir);
+out:
+	if (vm.dirfd >= 0)
+		close(vm.dirfd);
+	free(vm.dir);
+	qsnap_def_free(&vm.def);
+	state_free(&vm.st);
+	return r;
+}
+
+static int take_lock(qsnap_vm *vm, int timeout, qsnap_error *err)
+{
+	int64_t deadline = now_ms() + (int64_t)timeout * 1000;
+
+	vm->lockfd = openat(vm->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (vm->lockfd < 0)
+		return qerr(err, errno, "cannot open %s/lock: %s", vm->dir, strerror(errno));
+	while (flock(vm->lockfd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			return qerr(err, errno, "cannot lock %s: %s", vm->dir, strerror(errno));
+		if (now_ms() >= deadline)
+			return qerr(err, EBUSY, "%s is busy: another qsnap command is working on it (waited %d s; try again, or raise --lock-timeout)",
+				    vm->dir, timeout);
+		sleep_ms(50);
+	}
+	return 0;
+}
+
+/* Finish or undo what an interrupted command left behind. */
+static int recover(qsnap_vm *vm, qsnap_error *err)
+{
+	bool dirty = false;
+
+	if (vm->st.pending)
+		/* A save that never committed: its files go, the snapshot never was. */
+		return save_recover(vm, err);
+	if (vm->st.qemu_pid && !vm_qemu_alive(vm)) {
+		vm->st.qemu_pid = 0;
+		vm->st.qemu_start = 0;
+		dirty = true;
+	} else if (vm->st.qemu_pid) {
+		/* A QEMU still waiting for a restore's incoming state never got
+		 * it: that restore was interrupted, so end it. */
+		_cleanup_free_ char *status = NULL;
+		bool running;
+		qsnap_error e2;
+
+		if (vm_query_status(vm, &status, &running, &e2) == 0 &&
+		    !strcmp(status, "inmigrate")) {
+			int r = vm_kill_qemu(vm, 2, err);
+			if (r < 0)
+				return r;
+		}
+	}
+	return dirty ? vm_write_state(vm, err) : 0;
+}
+
+int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **ret_vm,
+		  qsnap_error *err)
+{
+	qsnap_vm *vm = xcalloc(1, sizeof(*vm));
+	_cleanup_free_ char *text = NULL, *what = NULL;
+	char real[PATH_MAX];
+	struct stat st;
+	int r;
+
+	vm->dirfd = vm->lockfd = -1;
+	vm->readonly = flags & QSNAP_OPEN_READONLY;
+	if (!realpath(dir, real)) {
+		r = qerr(err, errno, "VM directory %s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	vm->dir = xstrdup(real);
+	vm->dirfd = open(vm->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (vm->dirfd < 0) {
+		r = qerr(err, errno, "VM directory %s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	if (fstat(vm->dirfd, &st) == 0 && st.st_uid != geteuid()) {
+		r = qerr(err, EPERM, "VM directory %s belongs to another user (uid %u): run qsnap as that user",
+			 vm->dir, (unsigned)st.st_uid);
+		goto fail;
+	}
+	if (faccessat(vm->dirfd, "vm.json", F_OK, 0) < 0) {
+		r = qerr(err, ENOENT, "%s is not a qsnap VM directory (no vm.json): create one with qsnap init",
+			 vm->dir);
+		goto fail;
+	}
+	if (!vm->readonly) {
+		r = take_lock(vm, lock_timeout, err);
+		if (r < 0)
+			goto fail;
+	}
+	what = vm_path(vm, "vm.json");
+	r = read_file(vm->dirfd, "vm.json", &text, NULL, err);
+	if (r < 0 || (r = vmdef_from_json(text, what, &vm->def, err)) < 0)
+		goto fail;
+	free(TAKE_PTR(text));
+	free(what);
+	what = vm_path(vm, "state.json");
+	r = read_file(vm->dirfd, "state.json", &text, NULL, err);
+	if (r < 0 || (r = state_from_json(text, what, &vm->st, err)) < 0)
+		goto fail;
+	if (!vm->readonly) {
+		r = recover(vm, err);
+		if (r < 0)
+			goto fail;
+	}
+	*ret_vm = vm;
+	return 0;
+fail:
+	qsnap_vm_close(vm);
+	return r;
+}
+
+void vm_qmp_close(qsnap_vm *vm)
+{
+	qmp_free(vm->qmp);
+	vm->qmp = NULL;
+}
+
+void qsnap_vm_close(qsnap_vm *vm)
+{
+	if (!vm)
+		return;
+	vm_qmp_close(vm);
+	qsnap_def_free(&vm->def);
+	state_free(&vm->st);
+	if (vm->lockfd >= 0)
+		close(vm->lockfd);
+	if (vm->dirfd >= 0)
+		close(vm->dirfd);
+	free(vm->dir);
+	free(vm);
+}
+
+bool vm_qemu_alive(qsnap_vm *vm)
+{
+	return vm->st.qemu_pid > 0 && proc_alive(vm->st.qemu_pid, vm->st.qemu_start);
+}
+
+void vm_forget_qemu(qsnap_vm *vm)
+{
+	vm_qmp_close(vm);
+	vm->st.qemu_pid = 0;
+	vm->st.qemu_start = 0;
+}
+
+/* The QMP socket path; through /proc/self/fd when the directory's path is
+ * too long for a unix socket address. */
+static char *qmp_socket_path(qsnap_vm *vm)
+{
+	char *p = vm_path(vm, "run/qmp.sock");
+
+	if (strlen(p) < sizeof(((struct sockaddr_un *)0)->sun_path))
+		return p;
+	free(p);
+	return xasprintf("/proc/self/fd/%d/run/qmp.sock", vm->dirfd);
+}
+
+static int vm_qmp_connect(qsnap_vm *vm, int timeout_ms, qsnap_error *err)
+{
+	_cleanup_free_ char *path = qmp_socket_path(vm);
+
+	return qmp_connect(path, timeout_ms, vm->st.qemu_pid, vm->st.qemu_start, &vm->qmp, err);
+}
+
+int vm_qmp(qsnap_vm *vm, struct qmp **ret, qsnap_error *err)
+{
+	int r;
+
+	if (!vm->qmp) {
+		if (!vm_qemu_alive(vm))
+			return qerr(err, ESRCH, "the VM in %s is not running: start it with qsnap start",
+				    vm->dir);
+		r = vm_qmp_connect(vm, 10000, err);
+		if (r < 0)
+			return qerr_prefix(err, "connecting to QEMU of %s", vm->dir);
+	}
+	*ret = vm->qmp;
+	return 0;
+}
+
+int vm_err_qemu_log(qsnap_vm *vm, qsnap_error *err)
+{
+	_cleanup_free_ char *tail = file_tail(vm->dirfd, "run/qemu.log", 600);
+
+	if (!tail)
+		return -err->code;
+	return qerr(err, err->code, "%s; the end of %s/run/qemu.log says:\n%s", err->msg, vm->dir,
+		    tail);
+}
+
+int vm_query_status(qsnap_vm *vm, char **ret_status, bool *ret_running, qsnap_error *err)
+{
+	_cleanup_json_ json_object *reply = NULL;
+	struct qmp *q;
+	const char *s;
+	int r;
+
+	r = vm_qmp(vm, &q, err);
+	if (r < 0)
+		return r;
+	r = qmp_execute(q, "query-status", NULL, &reply, 0, err);
+	if (r < 0)
+		return r;
+	s = jstr(reply, "status");
+	*ret_status = xstrdup(s ? s : "unknown");
+	*ret_running = jbool(reply, "running", false);
+	return 0;
+}
+
+int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
+{
+	char **argv = NULL;
+	pid_t pid;
+	unsigned long long start;
+	int r;
+
+	mkdirat(vm->dirfd, "run", 0700);
+	r = proc_build_argv(&vm->def, &vm->st, l, &argv, err);
+	if (r < 0)
+		return r;
+	/* A line in the log marks where this QEMU's messages begin. */
+	{
+		_cleanup_close_ int log = openat(vm->dirfd, "run/qemu.log",
+						 O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (log >= 0)
+			dprintf(log, "--- qsnap: starting QEMU%s\n", l->incoming ? " -incoming defer" : "");
+	}
+	r = proc_spawn(vm->dir, argv, "run/qemu.log", &pid, &start, err);
+	strv_free(argv);
+	if (r < 0)
+		return r;
+	vm->st.qemu_pid = pid;
+	vm->st.qemu_start = start;
+	if (start == 0) {
+		vm_forget_qemu(vm);
+		r = qerr(err, ECHILD, "QEMU exited at once");
+		return vm_err_qemu_log(vm, err);
+	}
+	r = vm_write_state(vm, err);
+	if (r < 0) {
+		kill(pid, SIGKILL);
+		vm_forget_qemu(vm);
+		return r;
+	}
+	r = vm_qmp_connect(vm, (l->timeout > 0 ? l->timeout : DEFAULT_START_TIMEOUT) * 1000, err);
+	if (r < 0) {
+		qsnap_error e2;
+
+		if (!proc_alive(pid, start))
+			qerr(err, ECHILD, "QEMU exited while starting");
+		vm_kill_qemu(vm, 1, &e2);
+		return vm_err_qemu_log(vm, err);
+	}
+	return 0;
+}
+
+int vm_kill_qemu(qsnap_vm *vm, int timeout, qsnap_error *err)
+{
+	pid_t pid = vm->st.qemu_pid;
+	unsigned long long start = vm->st.qemu_start;
+
+	if (pid > 0 && proc_alive(pid, start)) {
+		struct qmp *q;
+		qsnap_error e2;
+
+		if (vm->qmp || vm_qmp_connect(vm, 2000, &e2) == 0) {
+			q = vm->qmp;
+			qmp_execute(q, "quit", NULL, NULL, 2000, &e2);
+		}
+		vm_qmp_close(vm);
+		if (proc_wait_gone(pid, start, (timeout > 0 ? timeout : DEFAULT_STOP_TIMEOUT) * 1000) < 0) {
+			kill(pid, SIGKILL);
+			if (proc_wait_gone(pid, start, 10000) < 0)
+				return qerr(err, EBUSY, "QEMU (pid %d) does not end even after SIGKILL",
+					    (int)pid);
+		}
+	}
+	vm_forget_qemu(vm);
+	return vm_write_state(vm, err);
+}
+
+int qsnap_vm_stop(qsnap_vm *vm, int timeout, qsnap_error *err)
+{
+	return vm_kill_qemu(vm, timeout, err);
+}
+
+int vm_cont(qsnap_vm *vm, qsnap_error *err)
+{
+	struct qmp *q;
+	int r = vm_qmp(vm, &q, err);
+
+	return r < 0 ? r : qmp_execute(q, "cont", NULL, NULL, 0, err);
+}
+
+int qsnap_vm_start(qsnap_vm *vm, const qsnap_start_opts *opts, qsnap_error *err)
+{
+	static const qsnap_start_opts dflt = {0};
+	struct launch l = {0};
+	int r;
+
+	if (!opts)
+		opts = &dflt;
+	if (vm_qemu_alive(vm))
+		return qerr(err, EBUSY, "the VM in %s is already running (pid %d): stop it first, or use qsnap restore",
+			    vm->dir, (int)vm->st.qemu_pid);
+	if (opts->from) {
+		qsnap_restore_opts ro = {.timeout = opts->timeout,
+					 .progress = opts->progress,
+					 .userdata = opts->userdata};
+		return restore_into(vm, opts->from, &ro, opts->paused, err);
+	}
+	vm_forget_qemu(vm);
+	l.timeout = opts->timeout;
+	r = vm_launch(vm, &l, err);
+	if (r < 0)
+		return r;
+	if (!opts->paused) {
+		r = vm_cont(vm, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+const char *qsnap_run_state_name(qsnap_run_state s)
+{
+	switch (s) {
+	case QSNAP_RUNNING:
+		return "running";
+	case QSNAP_PAUSED:
+		return "paused";
+	case QSNAP_CRASHED:
+		return "crashed";
+	default:
+		return "stopped";
+	}
+}
+
+int qsnap_vm_status(qsnap_vm *vm, qsnap_status *ret, qsnap_error *err)
+{
+	qsnap_status st = {0};
+
+	if (vm->st.qemu_pid) {
+		if (!vm_qemu_alive(vm)) {
+			st.state = QSNAP_CRASHED;
+		} else {
+			bool running = false;
+			qsnap_error e2;
+			int lockfd = -1;
+
+			st.pid = vm->st.qemu_pid;
+			/* QEMU serves one QMP client at a time: while another qsnap
+			 * command holds the VM, do not wait behind it. */
+			if (vm->readonly) {
+				lockfd = openat(vm->dirfd, "lock", O_RDONLY | O_CLOEXEC);
+				if (lockfd >= 0 && flock(lockfd, LOCK_SH | LOCK_NB) < 0) {
+					st.qemu_status = xstrdup("busy");
+					st.state = QSNAP_RUNNING;
+				}
+			}
+			if (!st.qemu_status) {
+				if (vm_query_status(vm, &st.qemu_status, &running, &e2) < 0)
+					st.qemu_status = xstrdup("unreachable");
+				st.state = running ? QSNAP_RUNNING : QSNAP_PAUSED;
+			}
+			if (lockfd >= 0)
+				close(lockfd);
+		}
+	}
+	st.current = xstrdup_or_null(vm->st.current);
+	st.n_snapshots = vm->st.n_snapshots;
+	st.drives = xcalloc(vm->def.n_drives, sizeof(*st.drives));
+	for (size_t i = 0; i < vm->def.n_drives; i++) {
+		const qsnap_drive_def *d = &vm->def.drives[i];
+		qsnap_drive_status *ds = &st.drives[st.n_drives++];
+		struct active *a = d->readonly ? NULL : state_active(&vm->st, d->id);
+		char **rev = NULL;
+		size_t n = 0;
+
+		ds->id = xstrdup(d->id);
+		ds->readonly = d->readonly;
+		for (const char *l = a ? a->layer : NULL; l;) {
+			struct layer *ly = state_layer(&vm->st, l);
+
+			strv_push(&rev, &n, l);
+			l = ly ? ly->backing : NULL;
+		}
+		ds->chain = xcalloc(n + 2, sizeof(char *));
+		ds->chain[ds->n_chain++] = xstrdup(d->path);
+		while (n > 0)
+			ds->chain[ds->n_chain++] = xstrdup(rev[--n]);
+		strv_free(rev);
+	}
+	(void)err;
+	*ret = st;
+	return 0;
+}
+
+void qsnap_status_free(qsnap_status *st)
+{
+	free(st->qemu_status);
+	free(st->current);
+	for (size_t i = 0; i < st->n_drives; i++) {
+		free(st->drives[i].id);
+		for (size_t j = 0; j < st->drives[i].n_chain; j++)
+			free(st->drives[i].chain[j]);
+		free(st->drives[i].chain);
+	}
+	free(st->drives);
+	memset(st, 0, sizeof(*st));
+}
+
+int qsnap_vm_qmp(qsnap_vm *vm, const char *command, const char *args_json, char **ret_json,
+		 qsnap_error *err)
+{
+	_cleanup_json_ json_object *reply = NULL;
+	json_object *args = NULL;
+	struct qmp *q;
+	int r;
+
+	if (args_json) {
+		args = json_tokener_parse(args_json);
+		if (!args || !json_object_is_type(args, json_type_object)) {
+			json_object_put(args);
+			return qerr(err, EINVAL, "the arguments of '%s' must be a JSON object, e.g. '{\"device\": \"x\"}'",
+				    command);
+		}
+	}
+	r = vm_qmp(vm, &q, err);
+	if (r < 0) {
+		json_object_put(args);
+		return r;
+	}
+	r = qmp_execute(q, command, args, &reply, 0, err);
+	if (r < 0)
+		return r;
+	*ret_json = xstrdup(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY |
+								     JSON_C_TO_STRING_NOSLASHESCAPE));
+	return 0;
+}
