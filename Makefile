@@ -1,0 +1,36 @@
+# The README's commands: `make demo` and `make check` (and `make bench`).
+# Each installs what is missing (scripts/bootstrap, as root) and builds first.
+
+BUILD ?= build
+GUEST := $(BUILD)/guest
+
+.PHONY: all build bootstrap guest demo check bench bench-quick clean
+
+all: build
+
+bootstrap:
+	@scripts/bootstrap $(BOOTSTRAP_FOR)
+
+build: bootstrap
+	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) >/dev/null
+	@ninja -C $(BUILD) >/dev/null
+
+guest: bootstrap
+	@guest/build.sh $(GUEST)
+
+demo: build guest
+	@scripts/demo
+
+check: BOOTSTRAP_FOR = check
+check: build guest
+	@tests/run
+
+bench: BOOTSTRAP_FOR = bench
+bench: build guest
+	@bench/run $(BENCH_ARGS)
+
+bench-quick: BENCH_ARGS = --quick
+bench-quick: bench
+
+clean:
+	rm -rf $(BUILD)

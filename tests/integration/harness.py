@@ -1,0 +1,269 @@
+"""Integration test harness: the real qsnap binary, a real QEMU, the test guest.
+
+A test is a function named test_* taking a `T` (a scratch directory and
+helpers). Tests talk to the guest's shell over its serial socket, as a user
+or a test runner would.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("QSNAP_BUILD", os.path.join(ROOT, "build"))
+QSNAP = os.path.join(BUILD, "src", "cli", "qsnap")
+GUEST = os.path.join(BUILD, "guest")
+# The build machines have no working KVM; QSNAP_TEST_ACCEL=kvm:tcg on a host
+# with KVM.
+ACCEL = os.environ.get("QSNAP_TEST_ACCEL", "tcg")
+APPEND = "console=ttyS0 quiet"
+
+
+class Fail(AssertionError):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def qsnap(*args, ok=True, timeout=900):
+    """Run the qsnap CLI; with ok=True a non-zero exit fails the test."""
+    p = subprocess.run([QSNAP, *map(str, args)], capture_output=True, text=True,
+                       timeout=timeout)
+    if ok and p.returncode != 0:
+        raise Fail(f"qsnap {' '.join(map(str, args))} exited {p.returncode}:\n"
+                   f"{p.stderr.strip()}")
+    return p
+
+
+def qemu_img(*args):
+    subprocess.run(["qemu-img", *map(str, args)], check=True, capture_output=True)
+
+
+class Serial:
+    """The guest's shell on run/serial.sock."""
+
+    def __init__(self, path, timeout=30):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.time() > deadline:
+                    raise Fail(f"cannot connect to {path}")
+                time.sleep(0.05)
+        self.buf = b""
+        self.n = 0
+
+    def close(self):
+        self.sock.close()
+
+    def read_until(self, pattern, timeout):
+        rx = re.compile(pattern, re.S)
+        deadline = time.time() + timeout
+        while True:
+            m = rx.search(self.buf)
+            if m:
+                self.buf = self.buf[m.end():]
+                return m
+            left = deadline - time.time()
+            if left <= 0:
+                raise Fail(f"guest did not answer in {timeout}s; last output: "
+                           f"{self.buf[-300:]!r}")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise Fail(f"serial console closed; last output: {self.buf[-300:]!r}")
+            self.buf += data
+
+    def run(self, cmd, timeout=60):
+        """Run a shell command in the guest; returns (output, exit code)."""
+        self.n += 1
+        n = self.n
+        # The markers are split by quotes so that the echo of the typed line
+        # never matches the pattern, only the command's own output does.
+        line = f'echo "@@{n}""B"; {cmd}; echo "@@{n}""E $?"\n'
+        check(len(line) < 1000, "command too long for the guest's tty")
+        self.sock.sendall(line.encode())
+        m = self.read_until(rb"@@%dB\r\n(.*?)@@%dE (\d+)\r\n" % (n, n), timeout)
+        out = m.group(1).decode(errors="replace").replace("\r\n", "\n")
+        return out, int(m.group(2))
+
+    def sh(self, cmd, timeout=60):
+        out, rc = self.run(cmd, timeout)
+        if rc != 0:
+            raise Fail(f"guest command failed ({rc}): {cmd}\n{out}")
+        return out.strip()
+
+
+class VM:
+    """A VM directory driven through the CLI."""
+
+    def __init__(self, t, name="vm", memory="256M", disks=("vda",), disk_size="64M",
+                 extra_init=()):
+        self.t = t
+        self.dir = os.path.join(t.dir, name)
+        self.serial = None
+        drives = []
+        for d in disks:
+            base = os.path.join(t.dir, f"{name}-{d}-base.qcow2")
+            qemu_img("create", "-q", "-f", "qcow2", base, disk_size)
+            drives += ["--drive", f"{d}={base}"]
+        qsnap("init", self.dir, *drives, "--memory", memory, "--accel", ACCEL,
+              "--kernel", os.path.join(GUEST, "vmlinuz"),
+              "--initrd", os.path.join(GUEST, "initramfs.img"),
+              "--append", APPEND, *extra_init)
+        t.vms.append(self)
+
+    def path(self, *p):
+        return os.path.join(self.dir, *p)
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.path("run", "serial.log"))
+        except FileNotFoundError:
+            return 0
+
+    def wait_ready(self, since, timeout=120):
+        """Wait for the guest's READY line in serial.log after offset since."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with open(self.path("run", "serial.log"), "rb") as f:
+                    f.seek(since)
+                    if b"READY" in f.read():
+                        return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.1)
+        raise Fail(f"guest printed no READY in {timeout}s")
+
+    def connect(self):
+        if self.serial:
+            self.serial.close()
+        self.serial = Serial(self.path("run", "serial.sock"))
+        return self.serial
+
+    def boot(self, *args):
+        """qsnap start, wait until the guest's shell is there."""
+        since = self.log_size()
+        qsnap("start", self.dir, *args)
+        self.wait_ready(since)
+        self.connect()
+        # The shell prints its prompt after READY; settle on it.
+        self.serial.sh("true")
+        return self.serial
+
+    def sh(self, cmd, timeout=60):
+        return self.serial.sh(cmd, timeout)
+
+    def save(self, name, *args):
+        return qsnap("save", self.dir, name, *args)
+
+    def restore(self, name, *args, reconnect=True):
+        p = qsnap("restore", self.dir, name, *args)
+        if reconnect:
+            self.connect()
+        return p
+
+    def status(self):
+        return json.loads(qsnap("status", "--json", self.dir).stdout)
+
+    def snapshots(self):
+        return json.loads(qsnap("list", "--json", self.dir).stdout)
+
+    def state(self):
+        with open(self.path("state.json")) as f:
+            return json.load(f)
+
+    def qemu_pid(self):
+        return self.status()["pid"]
+
+    def stop(self):
+        if self.serial:
+            self.serial.close()
+            self.serial = None
+        qsnap("stop", self.dir, ok=False)
+
+
+def process_running(pid):
+    """True while pid is a live process (a zombie waiting for its reaper is
+    not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def file_digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class T:
+    """One test's scratch area; every VM made here is stopped afterwards."""
+
+    def __init__(self, name):
+        self.dir = tempfile.mkdtemp(prefix=f"qsnap-{name}-",
+                                    dir=os.environ.get("QSNAP_TEST_TMP"))
+        self.vms = []
+
+    def vm(self, **kw):
+        return VM(self, **kw)
+
+    def cleanup(self, keep):
+        for vm in self.vms:
+            try:
+                vm.stop()
+            except Exception:
+                pass
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_tests(modules, only=None):
+    """Run every test_* function of the modules; prints one line per test and
+    returns (passed, failed)."""
+    passed = failed = 0
+    for mod in modules:
+        for name in sorted(n for n in dir(mod) if n.startswith("test_")):
+            if only and not any(o in f"{mod.__name__}.{name}" for o in only):
+                continue
+            t = T(name)
+            t0 = time.time()
+            ok = False
+            try:
+                getattr(mod, name)(t)
+                ok = True
+            except Exception as e:
+                detail = str(e) if isinstance(e, Fail) else traceback.format_exc()
+                print(f"FAIL {mod.__name__}.{name} ({time.time() - t0:.1f}s)\n"
+                      f"     {detail.strip()}".replace("\n", "\n     "), flush=True)
+            finally:
+                t.cleanup(keep=not ok and os.environ.get("QSNAP_KEEP_FAILED"))
+            if ok:
+                passed += 1
+                print(f"ok   {mod.__name__}.{name} ({time.time() - t0:.1f}s)", flush=True)
+            else:
+                failed += 1
+    return passed, failed
