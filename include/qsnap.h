@@ -49,6 +49,13 @@ typedef struct qsnap_drive_def {
 	bool readonly; /* read-only drives get no layers and are not snapshotted */
 } qsnap_drive_def;
 
+/* Where guest RAM lives, and so how a save gets it. */
+typedef enum qsnap_ram_mode {
+	QSNAP_RAM_STREAM, /* ordinary guest RAM, saved inside QEMU's migration stream */
+	QSNAP_RAM_SHARED, /* a shared file qsnap owns and copies itself; the stream
+			     carries device state only */
+} qsnap_ram_mode;
+
 typedef struct qsnap_def {
 	char *qemu;    /* QEMU binary; NULL: qemu-system-x86_64 from PATH */
 	char *machine; /* NULL: QEMU's default machine */
@@ -58,6 +65,9 @@ typedef struct qsnap_def {
 	uint64_t memory; /* bytes, default 1 GiB */
 	char *kernel, *initrd, *append; /* direct kernel boot, all optional */
 	bool serial;   /* first serial port on run/serial.sock (default true) */
+	qsnap_ram_mode ram_mode;
+	char *ram_dir; /* shared mode: where the RAM file lives; NULL: a private
+			  folder under /dev/shm */
 	size_t n_drives;
 	qsnap_drive_def *drives;
 	size_t n_extra;
@@ -71,6 +81,10 @@ void qsnap_def_free(qsnap_def *def);
 /* Add a drive from the command-line form ID=PATH[,if=...][,format=...][,readonly].
  * A relative PATH is taken relative to the current directory. */
 int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err);
+
+/* "stream" / "shared", and back; -EINVAL for an unknown word. */
+const char *qsnap_ram_mode_name(qsnap_ram_mode m);
+int qsnap_ram_mode_parse(const char *s, qsnap_ram_mode *ret);
 
 /* Parse a size such as "512M", "4G", "1073741824" (binary units). */
 int qsnap_parse_size(const char *s, uint64_t *ret_bytes, qsnap_error *err);
@@ -121,6 +135,7 @@ const char *qsnap_vm_dir(qsnap_vm *vm);
 typedef struct qsnap_start_opts {
 	bool paused;       /* leave the vCPUs stopped */
 	const char *from;  /* start from this snapshot (like restore) */
+	bool lazy;         /* with from: map the snapshot's RAM copy-on-write */
 	int timeout;       /* seconds for QEMU to come up or load state; 0: default */
 	qsnap_progress_fn progress;
 	void *userdata;
@@ -156,6 +171,10 @@ typedef struct qsnap_status {
 	size_t n_drives;
 	qsnap_drive_status *drives;
 	size_t n_snapshots;
+	qsnap_ram_mode ram_mode; /* the definition's */
+	char *ram_file;	 /* the file QEMU's RAM is mapped from, NULL: anonymous */
+	bool ram_lazy;	 /* mapped copy-on-write from a snapshot: the next save
+			    carries RAM in the migration stream */
 } qsnap_status;
 
 int qsnap_vm_status(qsnap_vm *vm, qsnap_status *ret_status, qsnap_error *err);
@@ -182,6 +201,10 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 
 typedef struct qsnap_restore_opts {
 	int timeout; /* seconds; 0: default (600) */
+	/* Shared-RAM snapshots: map the snapshot's RAM file copy-on-write
+	 * instead of copying it, so the restore does not read RAM at all. The
+	 * next save then carries RAM in the migration stream. */
+	bool lazy;
 	qsnap_progress_fn progress;
 	void *userdata;
 } qsnap_restore_opts;
@@ -195,7 +218,8 @@ typedef struct qsnap_snapshot_info {
 	char *name;
 	char *parent;	   /* NULL for a first snapshot */
 	int64_t created;   /* seconds since the epoch */
-	char *mode;	   /* "stream" */
+	char *mode;	   /* "stream" (RAM in the migration stream) or "shared"
+			      (RAM in its own file) */
 	uint64_t size;	   /* bytes on disk of the machine state and its own layers */
 	bool was_running;  /* restores running (else paused) */
 	bool current;	   /* the current state descends from this snapshot */
@@ -203,6 +227,11 @@ typedef struct qsnap_snapshot_info {
 
 int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info **ret_list, size_t *ret_n, qsnap_error *err);
 void qsnap_snapshot_info_free(qsnap_snapshot_info *list, size_t n);
+
+/* Change how RAM is kept (a stopped VM only): mode, and for shared mode
+ * the RAM directory (NULL: the default under /dev/shm). Existing snapshots
+ * of either mode stay restorable. */
+int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err);
 
 /* Delete a snapshot: its machine state, and every layer no other snapshot
  * and no live chain needs. Snapshots built on it stay restorable. */

@@ -13,6 +13,7 @@ static void help(void)
 	       "\n"
 	       "  --paused           leave the vCPUs stopped (continue with qsnap qmp VMDIR cont)\n"
 	       "  --from SNAPSHOT    start from a snapshot, as restore does\n"
+	       "  --lazy             with --from: map a shared-RAM snapshot's RAM copy-on-write\n"
 	       "  --timeout SECONDS  how long QEMU may take to come up or load state (default 60/600)\n"
 	       "  --lock-timeout S   how long to wait for another qsnap command on VMDIR (default 600)\n"
 	       "  -q, --quiet        no progress\n");
@@ -20,12 +21,13 @@ static void help(void)
 
 int cmd_start(int argc, char **argv)
 {
-	enum { OPT_PAUSED = 256, OPT_FROM, OPT_TIMEOUT, OPT_LOCK };
+	enum { OPT_PAUSED = 256, OPT_FROM, OPT_TIMEOUT, OPT_LOCK, OPT_LAZY };
 	static const struct option opts[] = {
 		{"help", no_argument, NULL, 'h'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"paused", no_argument, NULL, OPT_PAUSED},
 		{"from", required_argument, NULL, OPT_FROM},
+		{"lazy", no_argument, NULL, OPT_LAZY},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
 		{"lock-timeout", required_argument, NULL, OPT_LOCK},
 		{0},
@@ -52,6 +54,9 @@ int cmd_start(int argc, char **argv)
 		case OPT_FROM:
 			so.from = optarg;
 			break;
+		case OPT_LAZY:
+			so.lazy = true;
+			break;
 		case OPT_TIMEOUT:
 			if ((n = cli_number("start", "--timeout", optarg)) < 0)
 				return EXIT_USAGE;
@@ -67,6 +72,8 @@ int cmd_start(int argc, char **argv)
 	}
 	if (optind + 1 != argc)
 		return cli_usage_error("start", optind < argc ? "too many arguments" : "VMDIR is missing");
+	if (so.lazy && !so.from)
+		return cli_usage_error("start", "--lazy goes with --from SNAPSHOT");
 	cli_progress_init(&cp, quiet);
 	rc = cli_open(argv[optind], (int)lock, &vm);
 	if (rc)

@@ -11,7 +11,8 @@ static void help(void)
 	       "\n"
 	       "Show whether the VM runs (running, paused, stopped, or crashed: QEMU is gone\n"
 	       "without qsnap stopping it), QEMU's pid, the snapshot the current state\n"
-	       "descends from, and every drive's layer chain (base image first).\n"
+	       "descends from, how RAM is kept, and every drive's layer chain (base image\n"
+	       "first).\n"
 	       "\n"
 	       "  --json   the same as one JSON object\n");
 }
@@ -27,6 +28,9 @@ static void print_json(const qsnap_status *st, const char *dir)
 	json_object_object_add(o, "pid", st->pid ? json_object_new_int(st->pid) : NULL);
 	json_object_object_add(o, "current", st->current ? json_object_new_string(st->current) : NULL);
 	json_object_object_add(o, "snapshots", json_object_new_int((int)st->n_snapshots));
+	json_object_object_add(o, "ram_mode", json_object_new_string(qsnap_ram_mode_name(st->ram_mode)));
+	json_object_object_add(o, "ram_file", st->ram_file ? json_object_new_string(st->ram_file) : NULL);
+	json_object_object_add(o, "ram_lazy", json_object_new_boolean(st->ram_lazy));
 	for (size_t i = 0; i < st->n_drives; i++) {
 		json_object *d = json_object_new_object(), *chain = json_object_new_array();
 
@@ -55,6 +59,14 @@ static void print_text(const qsnap_status *st, const char *dir)
 		printf(" (QEMU is gone; see %s/run/qemu.log; restore a snapshot or start again)", dir);
 	printf("\ncurrent:   %s\n", st->current ? st->current : "(no snapshot)");
 	printf("snapshots: %zu\n", st->n_snapshots);
+	printf("ram:       %s mode", qsnap_ram_mode_name(st->ram_mode));
+	if (st->ram_lazy)
+		printf(", mapped copy-on-write from %s (the next save carries RAM in the stream)",
+		       st->ram_file);
+	else if (st->ram_file)
+		printf(", shared file %s (saves copy it; the stream carries device state only)",
+		       st->ram_file);
+	printf("\n");
 	for (size_t i = 0; i < st->n_drives; i++) {
 		printf("drive %s%s: %zu in chain\n", st->drives[i].id,
 		       st->drives[i].readonly ? " (read-only)" : "", st->drives[i].n_chain);

@@ -12,14 +12,21 @@
 #define UNLIMITED_BANDWIDTH (100LL << 30)
 #define POLL_MS 200
 
-int migrate_setup(struct qmp *q, bool incoming, qsnap_error *err)
+static json_object *cap(const char *name, bool on)
+{
+	return jbuild("capability", json_object_new_string(name), "state",
+		      json_object_new_boolean(on), NULL);
+}
+
+int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, qsnap_error *err)
 {
 	json_object *caps = json_object_new_array();
 	int r;
 
 	/* MIGRATION events tell us when it ends, at both ends. */
-	json_object_array_add(caps, jbuild("capability", json_object_new_string("events"), "state",
-					   json_object_new_boolean(true), NULL));
+	json_object_array_add(caps, cap("events", true));
+	/* Set either way: a QEMU keeps capabilities from its last migration. */
+	json_object_array_add(caps, cap("x-ignore-shared", ignore_shared));
 	r = qmp_execute(q, "migrate-set-capabilities", jbuild("capabilities", caps, NULL), NULL, 0,
 			err);
 	if (r < 0 || incoming)

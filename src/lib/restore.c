@@ -72,6 +72,21 @@ static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsna
 			return qerr(err, errno, "snapshot '%s' needs the base image %s of drive '%s': %s",
 				    s->name, d->path, d->id, strerror(errno));
 	}
+	if (s->memory && s->memory != vm->def.memory)
+		return qerr(err, EINVAL, "snapshot '%s' was saved with %llu MiB of RAM but vm.json now says %llu MiB: set the memory back to restore it",
+			    s->name, (unsigned long long)(s->memory >> 20),
+			    (unsigned long long)(vm->def.memory >> 20));
+	if (!strcmp(s->mode, "shared")) {
+		_cleanup_free_ char *ram = xasprintf("%s/ram", s->dir);
+
+		if (fstatat(vm->dirfd, ram, &st, 0) < 0)
+			return qerr(err, errno, "snapshot '%s': %s/%s: %s", s->name, vm->dir, ram,
+				    strerror(errno));
+		if ((uint64_t)st.st_size != vm->def.memory)
+			return qerr(err, EINVAL, "snapshot '%s': %s/%s has %lld bytes, the guest's RAM %llu: the file is damaged",
+				    s->name, vm->dir, ram, (long long)st.st_size,
+				    (unsigned long long)vm->def.memory);
+	}
 	fd = openat(vm->dirfd, path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return qerr(err, errno, "snapshot '%s': cannot open %s/%s: %s", s->name, vm->dir, path,
@@ -88,10 +103,58 @@ static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsna
 	return 0;
 }
 
+/* Where the new QEMU's RAM comes from (see DESIGN.md, shared-RAM mode):
+ * - a shared snapshot, lazily (or into a stream-mode VM): the snapshot's
+ *   RAM file mapped copy-on-write, never written;
+ * - a shared snapshot, eagerly: a copy in a fresh shared RAM file;
+ * - a stream snapshot into a shared-mode VM: a fresh, empty shared file
+ *   that the stream fills;
+ * - otherwise anonymous RAM. */
+static int prepare_ram(qsnap_vm *vm, const struct snapshot *s, const qsnap_restore_opts *opts,
+		       struct launch *l, char **ret_file, qsnap_error *err)
+{
+	bool from_file = !strcmp(s->mode, "shared");
+	_cleanup_free_ char *file = NULL, *snapram = xasprintf("%s/ram", s->dir);
+	int r;
+
+	if (from_file && (opts->lazy || vm->def.ram_mode != QSNAP_RAM_SHARED)) {
+		*ret_file = TAKE_PTR(snapram);
+		l->ram_file = *ret_file;
+		l->ram_share = false;
+		return 0;
+	}
+	if (vm->def.ram_mode != QSNAP_RAM_SHARED) {
+		*ret_file = NULL;
+		return 0;
+	}
+	r = vm_new_ram_file(vm, &file, err);
+	if (r < 0)
+		return r;
+	if (from_file) {
+		_cleanup_free_ char *dir = xstrdup(file);
+		*strrchr(dir, '/') = '\0';
+		r = ramfile_check_space(vm->dirfd, dir, ramfile_allocated(vm->dirfd, snapram),
+					"restoring the guest's RAM", err);
+		if (r >= 0)
+			r = ramfile_copy(vm->dirfd, snapram, vm->dirfd, file, vm->def.memory,
+					 "restore RAM", opts->progress, opts->userdata, err);
+		if (r < 0) {
+			unlink(file);
+			return r;
+		}
+	}
+	*ret_file = TAKE_PTR(file);
+	l->ram_file = *ret_file;
+	l->ram_share = true;
+	return 0;
+}
+
 int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts, bool paused,
 		 qsnap_error *err)
 {
 	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *ram = NULL;
+	struct launch l = {.incoming = true, .timeout = 60};
 	struct snapshot *s;
 	struct stat st;
 	struct qmp *q;
@@ -133,11 +196,17 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	if (r < 0)
 		return r;
 
-	r = vm_launch(vm, &(struct launch){.incoming = true, .timeout = 60}, err);
+	r = prepare_ram(vm, s, opts, &l, &ram, err);
 	if (r < 0)
 		return qerr_prefix(err, "restoring '%s'", name);
+	r = vm_launch(vm, &l, err);
+	if (r < 0) {
+		if (l.ram_share)
+			unlink(ram);
+		return qerr_prefix(err, "restoring '%s'", name);
+	}
 	q = vm->qmp;
-	r = migrate_setup(q, true, err);
+	r = migrate_setup(q, true, !strcmp(s->mode, "shared"), err);
 	if (r < 0)
 		goto fail;
 	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(INCOMING_FD_NAME), NULL),

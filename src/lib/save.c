@@ -136,7 +136,7 @@ static char *final_dir(qsnap_vm *vm, const char *name)
 }
 
 static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bool was_running,
-		  uint64_t size, bool replace, qsnap_error *err)
+		  bool shared, uint64_t size, qsnap_error *err)
 {
 	struct snapshot s = {0};
 	_cleanup_free_ char *old_dir = NULL;
@@ -146,9 +146,10 @@ static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bo
 	s.name = xstrdup(name);
 	s.parent = xstrdup_or_null(vm->st.current);
 	s.created = (int64_t)time(NULL);
-	s.mode = xstrdup("stream");
+	s.mode = xstrdup(shared ? "shared" : "stream");
 	s.was_running = was_running;
 	s.vmstate_size = size;
+	s.memory = vm->def.memory;
 	s.drives = xcalloc(n, sizeof(*s.drives));
 	for (size_t i = 0; i < n; i++) {
 		s.drives[s.n_drives].drive = xstrdup(cuts[i].d->id);
@@ -167,7 +168,6 @@ static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bo
 	if (r < 0)
 		goto fail;
 	if (old) {
-		(void)replace;
 		old_dir = TAKE_PTR(old->dir);
 		/* Children of the replaced snapshot keep their own state. */
 		state_remove_snapshot(&vm->st, name);
@@ -187,6 +187,16 @@ static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bo
 fail:
 	snapshot_free(&s);
 	return r;
+}
+
+/* Shared RAM: copy the guest's RAM file into the snapshot while the guest
+ * is paused; the copy's size on disk is checked before anything starts. */
+static int save_ram(qsnap_vm *vm, const qsnap_save_opts *opts, qsnap_error *err)
+{
+	_cleanup_free_ char *dst = xasprintf("%s/ram", vm->st.pending);
+
+	return ramfile_copy(vm->dirfd, vm->st.ram_file, vm->dirfd, dst, vm->def.memory, "save RAM",
+			    opts->progress, opts->userdata, err);
 }
 
 /* The checks that need no QEMU. */
@@ -211,7 +221,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	_cleanup_close_ int fd = -1;
 	struct cut *cuts = NULL;
 	size_t n = 0;
-	bool running = false, paused_here = false, switched = false;
+	bool running = false, paused_here = false, switched = false, shared;
 	struct qmp *q;
 	struct stat stt;
 	int r;
@@ -229,6 +239,18 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 		return qerr(err, EINVAL, "the VM in %s is in state '%s' and cannot be saved", vm->dir,
 			    status);
 	q = vm->qmp;
+	/* RAM that QEMU maps shared from our file stays out of the stream and
+	 * is copied by qsnap; otherwise (stream mode, or RAM mapped
+	 * copy-on-write after a lazy restore) it goes in the stream. */
+	shared = vm->st.ram_file && vm->st.ram_shared;
+	if (shared) {
+		_cleanup_free_ char *snapdir = vm_path(vm, "snapshots");
+
+		r = ramfile_check_space(AT_FDCWD, snapdir, ramfile_allocated(vm->dirfd, vm->st.ram_file),
+					"saving the guest's RAM", err);
+		if (r < 0)
+			return r;
+	}
 
 	cuts = xcalloc(vm->def.n_drives, sizeof(*cuts));
 	for (size_t i = 0; i < vm->def.n_drives; i++) {
@@ -260,7 +282,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	r = prepare_layers(vm, q, cuts, n, err);
 	if (r < 0)
 		goto undo;
-	r = migrate_setup(q, false, err);
+	r = migrate_setup(q, false, shared, err);
 	if (r < 0)
 		goto undo;
 	{
@@ -311,18 +333,32 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			 err);
 	if (r < 0)
 		goto undo;
+	if (shared) {
+		r = save_ram(vm, opts, err);
+		if (r < 0)
+			goto undo;
+	}
+	/* Everything the snapshot holds is written: the guest runs on while
+	 * it is made durable and committed. */
+	if (paused_here) {
+		r = vm_cont(vm, err);
+		if (r < 0)
+			goto undo;
+		paused_here = false;
+	}
 	if (fsync(fd) < 0 || fstat(fd, &stt) < 0) {
 		r = qerr(err, errno, "cannot sync the machine state: %s", strerror(errno));
 		goto undo;
 	}
-	r = commit(vm, name, cuts, n, running, (uint64_t)stt.st_size, opts->replace, err);
+	if (shared) {
+		_cleanup_free_ char *ram = xasprintf("%s/ram", vm->st.pending);
+		r = fsync_file(vm->dirfd, ram, err);
+		if (r < 0)
+			goto undo;
+	}
+	r = commit(vm, name, cuts, n, running, shared, (uint64_t)stt.st_size, err);
 	if (r < 0)
 		goto undo;
-	if (paused_here) {
-		r = vm_cont(vm, err);
-		if (r < 0)
-			r = qerr_prefix(err, "snapshot '%s' is saved, but the VM did not resume", name);
-	}
 	goto out;
 
 undo:

@@ -40,6 +40,7 @@ void state_free(struct state *st)
 	free(st->snapshots);
 	free(st->current);
 	free(st->pending);
+	free(st->ram_file);
 	memset(st, 0, sizeof(*st));
 }
 
@@ -177,6 +178,11 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.created = jint(s, "created", 0);
 		sn.was_running = jbool(s, "was_running", true);
 		sn.vmstate_size = (uint64_t)jint(s, "vmstate_size", 0);
+		sn.memory = (uint64_t)jint(s, "memory", 0);
+		if (strcmp(mode, "stream") && strcmp(mode, "shared")) {
+			snapshot_free(&sn);
+			goto fail_snapshots;
+		}
 		json_object_object_foreach(drives, sdrive, slayer)
 		{
 			if (!json_object_is_type(slayer, json_type_string) ||
@@ -204,6 +210,8 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 	if (q) {
 		st->qemu_pid = (pid_t)jint(q, "pid", 0);
 		st->qemu_start = (unsigned long long)jint(q, "start_time", 0);
+		st->ram_file = xstrdup_or_null(jstr(q, "ram_file"));
+		st->ram_shared = jbool(q, "ram_shared", false);
 	}
 	return 0;
 
@@ -249,7 +257,8 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 					 json_object_new_string(s->mode), "dir",
 					 json_object_new_string(s->dir), "was_running",
 					 json_object_new_boolean(s->was_running), "vmstate_size",
-					 json_object_new_int64((int64_t)s->vmstate_size), NULL);
+					 json_object_new_int64((int64_t)s->vmstate_size), "memory",
+					 json_object_new_int64((int64_t)s->memory), NULL);
 
 		for (size_t j = 0; j < s->n_drives; j++)
 			json_object_object_add(drives, s->drives[j].drive,
@@ -264,11 +273,16 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 		json_object_object_add(o, "pending",
 				       jbuild("dir", json_object_new_string(st->pending), "resume",
 					      json_object_new_boolean(st->pending_resume), NULL));
-	if (st->qemu_pid > 0)
-		json_object_object_add(
-			o, "qemu",
-			jbuild("pid", json_object_new_int64(st->qemu_pid), "start_time",
-			       json_object_new_int64((int64_t)st->qemu_start), NULL));
+	if (st->qemu_pid > 0) {
+		json_object *q = jbuild("pid", json_object_new_int64(st->qemu_pid), "start_time",
+					json_object_new_int64((int64_t)st->qemu_start), NULL);
+
+		if (st->ram_file) {
+			json_object_object_add(q, "ram_file", json_object_new_string(st->ram_file));
+			json_object_object_add(q, "ram_shared", json_object_new_boolean(st->ram_shared));
+		}
+		json_object_object_add(o, "qemu", q);
+	}
 	*ret_text = xasprintf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 									     JSON_C_TO_STRING_NOSLASHESCAPE));
 	(void)err;

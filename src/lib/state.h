@@ -27,9 +27,10 @@ struct snapshot {
 	char *parent;
 	int64_t created;
 	char *dir;	  /* snapshots/<name>: vmstate, meta.json */
-	char *mode;	  /* "stream" */
+	char *mode;	  /* "stream", or "shared": RAM in <dir>/ram */
 	bool was_running; /* restore leaves the vCPUs running */
 	uint64_t vmstate_size;
+	uint64_t memory; /* guest RAM size at save time */
 	size_t n_drives;
 	struct snap_drive *drives;
 };
@@ -50,6 +51,10 @@ struct state {
 	char *current; /* the snapshot the current state descends from */
 	pid_t qemu_pid; /* 0: no QEMU */
 	unsigned long long qemu_start;
+	/* The file the running QEMU's RAM is mapped from (NULL: anonymous),
+	 * and whether it is ours and shared (else a snapshot's, copy-on-write). */
+	char *ram_file;
+	bool ram_shared;
 	/* A save under way: its partial directory, and whether the VM ran
 	 * before it paused it. An interrupted save is undone on open. */
 	char *pending;
