@@ -104,10 +104,16 @@ void state_remove_snapshot(struct state *st, const char *name)
 		}
 }
 
-/* A relative path inside the VM directory: no "..", not absolute. */
+/* A relative path inside the VM directory: not absolute, no ".." component
+ * (a snapshot may well be called "a..b"). */
 static bool rel_path_ok(const char *p)
 {
-	return p && *p && p[0] != '/' && !strstr(p, "..");
+	if (!p || !*p || p[0] == '/')
+		return false;
+	for (const char *c = p; c; c = strchr(c, '/') ? strchr(c, '/') + 1 : NULL)
+		if (c[0] == '.' && c[1] == '.' && (c[2] == '/' || !c[2]))
+			return false;
+	return true;
 }
 
 static int bad(qsnap_error *err, const char *what, const char *detail)
@@ -212,6 +218,20 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		st->qemu_start = (unsigned long long)jint(q, "start_time", 0);
 		st->ram_file = xstrdup_or_null(jstr(q, "ram_file"));
 		st->ram_shared = jbool(q, "ram_shared", false);
+		/* qsnap removes a shared RAM file when its QEMU is gone: only ever
+		 * one it made (".../ram" outside the VM directory), or a
+		 * snapshot's, which it never removes. */
+		if (st->ram_file) {
+			const char *base = strrchr(st->ram_file, '/');
+			bool ok = base && !strcmp(base, "/ram") &&
+				  (st->ram_shared ? st->ram_file[0] == '/' && !strstr(st->ram_file, "/../")
+						  : rel_path_ok(st->ram_file) &&
+							    !strncmp(st->ram_file, "snapshots/", 10));
+			if (!ok) {
+				state_free(st);
+				return bad(err, what, "bad 'qemu.ram_file'");
+			}
+		}
 	}
 	return 0;
 

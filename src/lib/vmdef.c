@@ -176,13 +176,17 @@ int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err)
 	for (char *o = comma ? strtok_r(comma + 1, ",", &save) : NULL; o;
 	     o = strtok_r(NULL, ",", &save)) {
 		if (!strncmp(o, "if=", 3)) {
-			if (parse_iface(o + 3, &d.iface) < 0)
+			if (parse_iface(o + 3, &d.iface) < 0) {
+				free(d.format);
 				return qerr(err, EINVAL, "drive '%s': unknown interface '%s' (use virtio, scsi, ide or pflash)",
 					    copy, o + 3);
+			}
 		} else if (!strncmp(o, "format=", 7)) {
-			if (strcmp(o + 7, "qcow2") && strcmp(o + 7, "raw"))
+			if (strcmp(o + 7, "qcow2") && strcmp(o + 7, "raw")) {
+				free(d.format);
 				return qerr(err, EINVAL, "drive '%s': unknown format '%s' (use qcow2 or raw)",
 					    copy, o + 7);
+			}
 			free(d.format);
 			d.format = xstrdup(o + 7);
 		} else if (!strcmp(o, "readonly")) {
