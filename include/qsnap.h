@@ -188,11 +188,26 @@ int qsnap_vm_qmp(qsnap_vm *vm, const char *command, const char *args_json, char 
 
 /* ---- Snapshots ---------------------------------------------------------- */
 
+typedef struct qsnap_save_stats {
+	double paused;	/* seconds the guest was paused (QEMU's STOP to RESUME) */
+	double total;	/* seconds the whole save took */
+	uint64_t bytes; /* bytes of machine state written (stream and RAM file) */
+	bool live;	/* RAM was written while the guest ran */
+	const char *mode; /* "stream" or "shared" */
+} qsnap_save_stats;
+
 typedef struct qsnap_save_opts {
 	bool replace; /* replace a snapshot of the same name */
+	/* Pause the guest only to cut the disks and save device state (a few
+	 * milliseconds); RAM is written while it runs, each page copied aside
+	 * before the guest first writes it (QEMU's background-snapshot). The
+	 * snapshot is the guest at that pause. A paused VM is saved the
+	 * ordinary way. RAM goes in the migration stream. */
+	bool live;
 	int timeout;  /* seconds; 0: default (600) */
 	qsnap_progress_fn progress;
 	void *userdata;
+	qsnap_save_stats *stats; /* filled on success when not NULL */
 } qsnap_save_opts;
 
 /* Save the whole VM (every writable drive, RAM, CPU and device state) as

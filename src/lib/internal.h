@@ -177,8 +177,10 @@ const qsnap_drive_def *def_drive(const qsnap_def *def, const char *id);
 
 /* Migration capabilities and parameters qsnap uses at both ends.
  * ignore_shared: leave shared RAM out of the stream (x-ignore-shared); the
- * loading end must say the same as the saving end did. */
-int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, qsnap_error *err);
+ * loading end must say the same as the saving end did. background: a live
+ * save (background-snapshot). */
+int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background,
+		  qsnap_error *err);
 
 struct mig_wait {
 	bool incoming;

@@ -18,7 +18,8 @@ static json_object *cap(const char *name, bool on)
 		      json_object_new_boolean(on), NULL);
 }
 
-int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, qsnap_error *err)
+int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background,
+		  qsnap_error *err)
 {
 	json_object *caps = json_object_new_array();
 	int r;
@@ -27,6 +28,8 @@ int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, qsnap_error 
 	json_object_array_add(caps, cap("events", true));
 	/* Set either way: a QEMU keeps capabilities from its last migration. */
 	json_object_array_add(caps, cap("x-ignore-shared", ignore_shared));
+	if (!incoming)
+		json_object_array_add(caps, cap("background-snapshot", background));
 	r = qmp_execute(q, "migrate-set-capabilities", jbuild("capabilities", caps, NULL), NULL, 0,
 			err);
 	if (r < 0 || incoming)
@@ -71,6 +74,29 @@ static char *source_error(struct qmp *q)
 	return xstrdup(desc ? desc : "no details");
 }
 
+/* QEMU reports "completed" before its migration thread has cleaned up;
+ * until then the run state is still finish-migrate and "cont" is refused
+ * ("Migration is not finalized yet"). */
+static int wait_finalized(struct qmp *q, qsnap_error *err)
+{
+	int64_t deadline = now_ms() + 10000;
+
+	for (;;) {
+		_cleanup_json_ json_object *st = NULL;
+		const char *s;
+		int r = qmp_execute(q, "query-status", NULL, &st, 0, err);
+
+		if (r < 0)
+			return r;
+		s = jstr(st, "status");
+		if (!s || strcmp(s, "finish-migrate"))
+			return 0;
+		if (now_ms() > deadline)
+			return qerr(err, ETIMEDOUT, "QEMU did not finish the migration");
+		sleep_ms(2);
+	}
+}
+
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 {
 	int64_t t0 = now_ms(), deadline = t0 + (int64_t)w->timeout_s * 1000;
@@ -88,7 +114,7 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 			if (!strcmp(status, "completed")) {
 				uint64_t done = fd_offset(w->fd);
 				report(w, done, total > done ? total : done, t0, true);
-				return 0;
+				return w->incoming ? 0 : wait_finalized(q, err);
 			}
 			if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
 				_cleanup_free_ char *why =

@@ -206,7 +206,7 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 		return qerr_prefix(err, "restoring '%s'", name);
 	}
 	q = vm->qmp;
-	r = migrate_setup(q, true, !strcmp(s->mode, "shared"), err);
+	r = migrate_setup(q, true, !strcmp(s->mode, "shared"), false, err);
 	if (r < 0)
 		goto fail;
 	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(INCOMING_FD_NAME), NULL),

@@ -199,6 +199,25 @@ static int save_ram(qsnap_vm *vm, const qsnap_save_opts *opts, qsnap_error *err)
 			    opts->progress, opts->userdata, err);
 }
 
+static double event_time(json_object *ev)
+{
+	json_object *ts = jobj(ev, "timestamp");
+
+	return (double)jint(ts, "seconds", 0) + (double)jint(ts, "microseconds", 0) / 1e6;
+}
+
+/* How long the guest was paused: QEMU's STOP to RESUME events. */
+static double pause_seconds(struct qmp *q)
+{
+	_cleanup_json_ json_object *stop = NULL, *resume = NULL;
+	qsnap_error e2;
+
+	if (qmp_wait_event(q, "STOP", &stop, 0, &e2) < 0 ||
+	    qmp_wait_event(q, "RESUME", &resume, 1000, &e2) < 0)
+		return 0;
+	return event_time(resume) - event_time(stop);
+}
+
 /* The checks that need no QEMU. */
 static int check_save(qsnap_vm *vm, const char *name, bool replace, qsnap_error *err)
 {
@@ -221,7 +240,9 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	_cleanup_close_ int fd = -1;
 	struct cut *cuts = NULL;
 	size_t n = 0;
-	bool running = false, paused_here = false, switched = false, shared;
+	bool running = false, paused_here = false, switched = false, shared, live;
+	int64_t t0 = now_ms();
+	uint64_t ram_bytes = 0;
 	struct qmp *q;
 	struct stat stt;
 	int r;
@@ -243,6 +264,12 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	 * is copied by qsnap; otherwise (stream mode, or RAM mapped
 	 * copy-on-write after a lazy restore) it goes in the stream. */
 	shared = vm->st.ram_file && vm->st.ram_shared;
+	/* A live save writes RAM while the guest runs: only QEMU can keep that
+	 * consistent, so RAM goes in the stream. A paused VM is saved the
+	 * ordinary way (QEMU would resume it). */
+	live = opts->live && running;
+	if (live)
+		shared = false;
 	if (shared) {
 		_cleanup_free_ char *snapdir = vm_path(vm, "snapshots");
 
@@ -282,7 +309,9 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	r = prepare_layers(vm, q, cuts, n, err);
 	if (r < 0)
 		goto undo;
-	r = migrate_setup(q, false, shared, err);
+	r = migrate_setup(q, false, shared, live, err);
+	if (r < 0 && live)
+		qerr_prefix(err, "live save needs QEMU's background-snapshot (QEMU >= 6.0, userfaultfd write-protection in the kernel); save without --live");
 	if (r < 0)
 		goto undo;
 	{
@@ -303,11 +332,14 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (r < 0)
 		goto undo;
 
+	qmp_drop_events(q, "STOP");
+	qmp_drop_events(q, "RESUME");
 	if (running) {
 		r = qmp_execute(q, "stop", NULL, NULL, 0, err);
 		if (r < 0)
 			goto undo;
-		paused_here = true;
+		/* A live save's QEMU resumes the guest by itself. */
+		paused_here = !live;
 	}
 	r = switch_layers(q, cuts, n, err);
 	if (r < 0)
@@ -355,10 +387,20 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 		r = fsync_file(vm->dirfd, ram, err);
 		if (r < 0)
 			goto undo;
+		ram_bytes = ramfile_allocated(vm->dirfd, ram);
 	}
 	r = commit(vm, name, cuts, n, running, shared, (uint64_t)stt.st_size, err);
 	if (r < 0)
 		goto undo;
+	if (opts->stats) {
+		*opts->stats = (qsnap_save_stats){
+			.paused = running ? pause_seconds(q) : 0,
+			.total = (double)(now_ms() - t0) / 1000.0,
+			.bytes = (uint64_t)stt.st_size + ram_bytes,
+			.live = live,
+			.mode = shared ? "shared" : "stream",
+		};
+	}
 	goto out;
 
 undo:
