@@ -204,6 +204,10 @@ typedef struct qsnap_save_opts {
 	 * snapshot is the guest at that pause. A paused VM is saved the
 	 * ordinary way. RAM goes in the migration stream. */
 	bool live;
+	/* Compress the migration stream with zstd at this level (1-19) in
+	 * several threads; 0: no compression. Shared-RAM snapshots keep their
+	 * RAM file sparse instead. */
+	int compress;
 	int timeout;  /* seconds; 0: default (600) */
 	qsnap_progress_fn progress;
 	void *userdata;
@@ -236,6 +240,7 @@ typedef struct qsnap_snapshot_info {
 	char *mode;	   /* "stream" (RAM in the migration stream) or "shared"
 			      (RAM in its own file) */
 	uint64_t size;	   /* bytes on disk of the machine state and its own layers */
+	bool compressed;   /* the migration stream is zstd-compressed */
 	bool was_running;  /* restores running (else paused) */
 	bool current;	   /* the current state descends from this snapshot */
 } qsnap_snapshot_info;

@@ -23,6 +23,8 @@ static void help(void)
 	       "  --no-wait          with --live: return at once; the save goes on in the\n"
 	       "                     background (qsnap status shows its progress, and other\n"
 	       "                     commands on VMDIR wait for it)\n"
+	       "  --compress[=LEVEL] compress the migration stream with zstd (level 1-19,\n"
+	       "                     default 3) in several threads\n"
 	       "  --replace          replace an existing snapshot of that name (e.g. a rolling\n"
 	       "                     \"lastgood\")\n"
 	       "  --timeout SECONDS  give up after this long (default 600)\n"
@@ -78,13 +80,14 @@ static int save_in_background(qsnap_vm *vm, const char *name, qsnap_save_opts *s
 
 int cmd_save(int argc, char **argv)
 {
-	enum { OPT_REPLACE = 256, OPT_TIMEOUT, OPT_LOCK, OPT_LIVE, OPT_NO_WAIT };
+	enum { OPT_REPLACE = 256, OPT_TIMEOUT, OPT_LOCK, OPT_LIVE, OPT_NO_WAIT, OPT_COMPRESS };
 	static const struct option opts[] = {
 		{"help", no_argument, NULL, 'h'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"replace", no_argument, NULL, OPT_REPLACE},
 		{"live", no_argument, NULL, OPT_LIVE},
 		{"no-wait", no_argument, NULL, OPT_NO_WAIT},
+		{"compress", optional_argument, NULL, OPT_COMPRESS},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
 		{"lock-timeout", required_argument, NULL, OPT_LOCK},
 		{0},
@@ -114,6 +117,14 @@ int cmd_save(int argc, char **argv)
 			break;
 		case OPT_NO_WAIT:
 			no_wait = true;
+			break;
+		case OPT_COMPRESS:
+			so.compress = 3;
+			if (optarg && ((n = cli_number("save", "--compress", optarg)) < 1 || n > 19))
+				return n == -1 ? EXIT_USAGE
+					       : cli_usage_error("save", "--compress takes a level from 1 to 19");
+			if (optarg)
+				so.compress = (int)n;
 			break;
 		case OPT_TIMEOUT:
 			if ((n = cli_number("save", "--timeout", optarg)) < 0)

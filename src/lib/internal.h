@@ -189,10 +189,24 @@ struct mig_wait {
 	qsnap_progress_fn progress;
 	void *userdata;
 	int fd;		/* the file QEMU writes or reads: its offset is our progress */
+	struct pump *pump; /* or, through a pump, the bytes it moved */
 	uint64_t total; /* bytes expected when known (restore: the file's size) */
 };
 /* Wait for the MIGRATION event that ends a migration, reporting progress. */
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
+
+/* ---- zstd between QEMU and a file (pump.c) ---- */
+
+struct pump;
+/* Start a thread that compresses what QEMU writes into *ret_qemu_fd into
+ * file_fd (compress), or decompresses file_fd into *ret_qemu_fd for QEMU
+ * to read. Pass *ret_qemu_fd to QEMU, then close it here. */
+int pump_start(bool compress, int file_fd, int level, const char *what, struct pump **ret,
+	       int *ret_qemu_fd, qsnap_error *err);
+/* Uncompressed bytes through the pump so far. */
+uint64_t pump_bytes(struct pump *p);
+/* Wait until QEMU closed its end and the thread is done. */
+int pump_finish(struct pump *p, qsnap_error *err);
 
 /* ---- shared RAM files (ramfile.c) ---- */
 

@@ -54,10 +54,13 @@ static void report(const struct mig_wait *w, uint64_t done, uint64_t total, int6
 		w->progress(&p, w->userdata);
 }
 
-static uint64_t fd_offset(int fd)
+static uint64_t done_bytes(const struct mig_wait *w)
 {
-	off_t off = fd >= 0 ? lseek(fd, 0, SEEK_CUR) : -1;
+	off_t off;
 
+	if (w->pump)
+		return pump_bytes(w->pump);
+	off = w->fd >= 0 ? lseek(w->fd, 0, SEEK_CUR) : -1;
 	return off > 0 ? (uint64_t)off : 0;
 }
 
@@ -112,7 +115,7 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 			if (!status)
 				continue;
 			if (!strcmp(status, "completed")) {
-				uint64_t done = fd_offset(w->fd);
+				uint64_t done = done_bytes(w);
 				report(w, done, total > done ? total : done, t0, true);
 				return w->incoming ? 0 : wait_finalized(q, err);
 			}
@@ -137,7 +140,7 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 					total = (uint64_t)t;
 			}
 		}
-		report(w, fd_offset(w->fd), total, t0, false);
+		report(w, done_bytes(w), total, t0, false);
 		if (now_ms() >= deadline) {
 			if (!w->incoming) {
 				qsnap_error e2;

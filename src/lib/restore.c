@@ -43,7 +43,7 @@ int find_snapshot(qsnap_vm *vm, const char *name, struct snapshot **ret, qsnap_e
  * the running VM is touched. Returns the opened machine state. */
 static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsnap_error *err)
 {
-	_cleanup_free_ char *path = xasprintf("%s/vmstate", s->dir);
+	_cleanup_free_ char *path = snapshot_vmstate(s);
 	_cleanup_close_ int fd = -1;
 	char magic[4];
 	struct stat st;
@@ -95,8 +95,10 @@ static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsna
 		return qerr(err, EINVAL, "snapshot '%s': %s/%s has %lld bytes, %llu were saved: the file is damaged",
 			    s->name, vm->dir, path, (long long)st.st_size,
 			    (unsigned long long)s->vmstate_size);
-	/* QEMU's migration stream starts with "QEVM". */
-	if (pread(fd, magic, sizeof(magic), 0) != sizeof(magic) || memcmp(magic, "QEVM", 4))
+	/* QEMU's migration stream starts with "QEVM", a zstd frame with its
+	 * magic number. */
+	if (pread(fd, magic, sizeof(magic), 0) != sizeof(magic) ||
+	    memcmp(magic, s->compressed ? "\x28\xb5\x2f\xfd" : "QEVM", 4))
 		return qerr(err, EINVAL, "snapshot '%s': %s/%s is not a QEMU machine state", s->name,
 			    vm->dir, path);
 	*ret_fd = TAKE_FD(fd);
@@ -152,8 +154,9 @@ static int prepare_ram(qsnap_vm *vm, const struct snapshot *s, const qsnap_resto
 int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts, bool paused,
 		 qsnap_error *err)
 {
-	_cleanup_close_ int fd = -1;
-	_cleanup_free_ char *ram = NULL;
+	_cleanup_close_ int fd = -1, qemu_fd = -1;
+	_cleanup_free_ char *ram = NULL, *vmstate = NULL;
+	struct pump *pump = NULL;
 	struct launch l = {.incoming = true, .timeout = 60};
 	struct snapshot *s;
 	struct stat st;
@@ -209,8 +212,15 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	r = migrate_setup(q, true, !strcmp(s->mode, "shared"), false, err);
 	if (r < 0)
 		goto fail;
+	if (s->compressed) {
+		vmstate = snapshot_vmstate(s);
+		r = pump_start(false, fd, 0, vmstate, &pump, &qemu_fd, err);
+		if (r < 0)
+			goto fail;
+	}
 	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(INCOMING_FD_NAME), NULL),
-			   fd, NULL, 0, err);
+			   pump ? qemu_fd : fd, NULL, 0, err);
+	closep(&qemu_fd);
 	if (r < 0)
 		goto fail;
 	qmp_drop_events(q, "MIGRATION");
@@ -228,9 +238,13 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 				 .progress = opts->progress,
 				 .userdata = opts->userdata,
 				 .fd = fd,
-				 .total = (uint64_t)st.st_size,
+				 .pump = pump,
+				 .total = s->compressed ? 0 : (uint64_t)st.st_size,
 			 },
 			 err);
+	if (r < 0)
+		goto fail;
+	r = pump_finish(TAKE_PTR(pump), err);
 	if (r < 0)
 		goto fail;
 	if (s->was_running && !paused) {
@@ -245,6 +259,11 @@ fail:
 		bool died = !vm_qemu_alive(vm);
 
 		vm_kill_qemu(vm, 1, &e2);
+		/* With QEMU gone, its end of the pipe is closed: the pump ends. */
+		closep(&qemu_fd);
+		/* A damaged compressed file says so more clearly than QEMU. */
+		if (pump && pump_finish(TAKE_PTR(pump), &e2) < 0)
+			qerr(err, e2.code, "%s", e2.msg);
 		if (died)
 			vm_err_qemu_log(vm, err);
 		return qerr_prefix(err, "restoring '%s' failed; the VM is stopped", name);

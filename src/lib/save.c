@@ -112,7 +112,8 @@ static int write_meta(qsnap_vm *vm, const char *dir, const struct snapshot *s, q
 		   s->parent ? json_object_new_string(s->parent) : NULL, "created",
 		   json_object_new_int64(s->created), "mode", json_object_new_string(s->mode),
 		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
-		   json_object_new_int64((int64_t)s->vmstate_size), "memory",
+		   json_object_new_int64((int64_t)s->vmstate_size), "compressed",
+		   json_object_new_boolean(s->compressed), "memory",
 		   json_object_new_int64((int64_t)vm->def.memory), "drives", drives, NULL);
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						      JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -135,26 +136,21 @@ static char *final_dir(qsnap_vm *vm, const char *name)
 	return dir;
 }
 
-static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bool was_running,
-		  bool shared, uint64_t size, qsnap_error *err)
+/* Make the snapshot whose files are in the partial directory real: its
+ * meta.json, its final directory, and one atomic write of state.json.
+ * s (name, mode, run state, machine state and drives filled in) is taken. */
+static int commit(qsnap_vm *vm, struct snapshot s, qsnap_error *err)
 {
-	struct snapshot s = {0};
-	_cleanup_free_ char *old_dir = NULL;
+	_cleanup_free_ char *old_dir = NULL, *name = xstrdup(s.name);
 	struct snapshot *old = state_snapshot(&vm->st, name);
 	int r;
 
-	s.name = xstrdup(name);
-	s.parent = xstrdup_or_null(vm->st.current);
+	/* Replacing the current snapshot: the new one takes its place in the tree. */
+	s.parent = xstrdup_or_null(old && vm->st.current && !strcmp(vm->st.current, name)
+					   ? old->parent
+					   : vm->st.current);
 	s.created = (int64_t)time(NULL);
-	s.mode = xstrdup(shared ? "shared" : "stream");
-	s.was_running = was_running;
-	s.vmstate_size = size;
 	s.memory = vm->def.memory;
-	s.drives = xcalloc(n, sizeof(*s.drives));
-	for (size_t i = 0; i < n; i++) {
-		s.drives[s.n_drives].drive = xstrdup(cuts[i].d->id);
-		s.drives[s.n_drives++].layer = xstrdup(cuts[i].old_layer);
-	}
 	r = write_meta(vm, vm->st.pending, &s, err);
 	if (r < 0)
 		goto fail;
@@ -178,6 +174,10 @@ static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bo
 	vm->st.snapshots[vm->st.n_snapshots++] = s;
 	free(vm->st.current);
 	vm->st.current = xstrdup(name);
+	/* A paused VM is left in QEMU's postmigrate state, which refuses
+	 * another migration; its next save reuses this one's files. */
+	free(vm->st.postmigrate);
+	vm->st.postmigrate = s.was_running ? NULL : xstrdup(name);
 	r = vm_write_state(vm, err);
 	if (r < 0)
 		return r;
@@ -218,6 +218,73 @@ static double pause_seconds(struct qmp *q)
 	return event_time(resume) - event_time(stop);
 }
 
+/* A save of a VM that has stayed paused since its last save, which QEMU
+ * (in postmigrate state) would refuse: nothing in it changed, so the new
+ * snapshot shares that one's frozen layers and machine state files. */
+static int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
+		      qsnap_error *err)
+{
+	struct snapshot *src = vm->st.postmigrate ? state_snapshot(&vm->st, vm->st.postmigrate) : NULL;
+	_cleanup_free_ char *vmstate = NULL;
+	struct snapshot s = {0};
+	int64_t t0 = now_ms();
+	int r;
+
+	if (!src)
+		return qerr(err, EBUSY, "the VM in %s is paused after a migration, and QEMU refuses another until the guest runs: continue it (qsnap qmp %s cont) or restore a snapshot first",
+			    vm->dir, vm->dir);
+	vmstate = snapshot_vmstate(src);
+	vm->st.pending = xasprintf("snapshots/.partial-%lu", ++vm->st.seq);
+	vm->st.pending_resume = false;
+	if (mkdirat(vm->dirfd, vm->st.pending, 0755) < 0) {
+		r = qerr(err, errno, "cannot create %s/%s: %s", vm->dir, vm->st.pending, strerror(errno));
+		goto fail;
+	}
+	r = vm_write_state(vm, err);
+	if (r < 0)
+		goto fail;
+	const char *files[] = {strrchr(vmstate, '/') + 1, strcmp(src->mode, "shared") ? NULL : "ram"};
+	for (size_t i = 0; i < ARRAY_SIZE(files) && files[i]; i++) {
+		_cleanup_free_ char *from = xasprintf("%s/%s", src->dir, files[i]);
+		_cleanup_free_ char *to = xasprintf("%s/%s", vm->st.pending, files[i]);
+
+		if (linkat(vm->dirfd, from, vm->dirfd, to, 0) < 0) {
+			r = qerr(err, errno, "cannot link %s to %s: %s", from, to, strerror(errno));
+			goto fail;
+		}
+	}
+	s = (struct snapshot){
+		.name = xstrdup(name),
+		.mode = xstrdup(src->mode),
+		.was_running = false,
+		.vmstate_size = src->vmstate_size,
+		.compressed = src->compressed,
+		.drives = xcalloc(src->n_drives, sizeof(struct snap_drive)),
+	};
+	for (size_t i = 0; i < src->n_drives; i++) {
+		s.drives[s.n_drives].drive = xstrdup(src->drives[i].drive);
+		s.drives[s.n_drives++].layer = xstrdup(src->drives[i].layer);
+	}
+	r = commit(vm, s, err);
+	if (r < 0)
+		goto fail;
+	if (opts->stats)
+		*opts->stats = (qsnap_save_stats){
+			.total = (double)(now_ms() - t0) / 1000.0,
+			.mode = state_snapshot(&vm->st, name)->mode,
+		};
+	return 0;
+fail:
+	{
+		qsnap_error e2;
+
+		rm_rf(vm->dirfd, vm->st.pending);
+		free(TAKE_PTR(vm->st.pending));
+		vm_write_state(vm, &e2);
+	}
+	return qerr_prefix(err, "saving snapshot '%s' of %s failed; nothing was saved", name, vm->dir);
+}
+
 /* The checks that need no QEMU. */
 static int check_save(qsnap_vm *vm, const char *name, bool replace, qsnap_error *err)
 {
@@ -237,7 +304,9 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 {
 	static const qsnap_save_opts dflt = {0};
 	_cleanup_free_ char *status = NULL;
-	_cleanup_close_ int fd = -1;
+	_cleanup_close_ int fd = -1, qemu_fd = -1;
+	struct pump *pump = NULL;
+	bool fd_passed = false;
 	struct cut *cuts = NULL;
 	size_t n = 0;
 	bool running = false, paused_here = false, switched = false, shared, live;
@@ -259,6 +328,8 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	    !strcmp(status, "guest-panicked") || !strcmp(status, "shutdown"))
 		return qerr(err, EINVAL, "the VM in %s is in state '%s' and cannot be saved", vm->dir,
 			    status);
+	if (!strcmp(status, "postmigrate"))
+		return save_again(vm, name, opts, err);
 	q = vm->qmp;
 	/* RAM that QEMU maps shared from our file stays out of the stream and
 	 * is copied by qsnap; otherwise (stream mode, or RAM mapped
@@ -315,12 +386,19 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (r < 0)
 		goto undo;
 	{
-		_cleanup_free_ char *path = xasprintf("%s/vmstate", vm->st.pending);
+		_cleanup_free_ char *path = xasprintf("%s/%s", vm->st.pending,
+						      opts->compress ? "vmstate.zst" : "vmstate");
 		fd = openat(vm->dirfd, path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0) {
 			r = qerr(err, errno, "cannot create %s/%s: %s", vm->dir, path,
 				 strerror(errno));
 			goto undo;
+		}
+		/* Compressed: QEMU writes into a pipe, our threads compress. */
+		if (opts->compress) {
+			r = pump_start(true, fd, opts->compress, path, &pump, &qemu_fd, err);
+			if (r < 0)
+				goto undo;
 		}
 	}
 	/* The new layers become active in state.json before QEMU switches to
@@ -346,9 +424,12 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 		goto undo;
 	switched = true;
 	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL),
-			   fd, NULL, 0, err);
+			   pump ? qemu_fd : fd, NULL, 0, err);
 	if (r < 0)
 		goto undo;
+	fd_passed = true;
+	/* QEMU holds the pipe's write end now; ours would keep it open. */
+	closep(&qemu_fd);
 	qmp_drop_events(q, "MIGRATION");
 	r = qmp_execute(q, "migrate", jbuild("uri", json_object_new_string("fd:" MIGRATE_FD_NAME), NULL),
 			NULL, 0, err);
@@ -361,8 +442,12 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 				 .progress = opts->progress,
 				 .userdata = opts->userdata,
 				 .fd = fd,
+				 .pump = pump,
 			 },
 			 err);
+	if (r < 0)
+		goto undo;
+	r = pump_finish(TAKE_PTR(pump), err);
 	if (r < 0)
 		goto undo;
 	if (shared) {
@@ -389,7 +474,21 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			goto undo;
 		ram_bytes = ramfile_allocated(vm->dirfd, ram);
 	}
-	r = commit(vm, name, cuts, n, running, shared, (uint64_t)stt.st_size, err);
+	{
+		struct snapshot s = {
+			.name = xstrdup(name),
+			.mode = xstrdup(shared ? "shared" : "stream"),
+			.was_running = running,
+			.vmstate_size = (uint64_t)stt.st_size,
+			.compressed = opts->compress > 0,
+			.drives = xcalloc(n, sizeof(struct snap_drive)),
+		};
+		for (size_t i = 0; i < n; i++) {
+			s.drives[s.n_drives].drive = xstrdup(cuts[i].d->id);
+			s.drives[s.n_drives++].layer = xstrdup(cuts[i].old_layer);
+		}
+		r = commit(vm, s, err);
+	}
 	if (r < 0)
 		goto undo;
 	if (opts->stats) {
@@ -411,6 +510,13 @@ undo:
 		qsnap_error e2;
 		bool alive = vm_qemu_alive(vm);
 
+		/* QEMU lets go of the fd it was given: then the pump ends. */
+		closep(&qemu_fd);
+		if (alive && fd_passed)
+			qmp_execute(q, "closefd",
+				    jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL), NULL,
+				    0, &e2);
+		pump_finish(TAKE_PTR(pump), &e2);
 		if (!switched && alive)
 			drop_layers(vm, q, cuts, n);
 		if (vm->st.pending)

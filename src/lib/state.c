@@ -41,7 +41,13 @@ void state_free(struct state *st)
 	free(st->current);
 	free(st->pending);
 	free(st->ram_file);
+	free(st->postmigrate);
 	memset(st, 0, sizeof(*st));
+}
+
+char *snapshot_vmstate(const struct snapshot *s)
+{
+	return xasprintf("%s/%s", s->dir, s->compressed ? "vmstate.zst" : "vmstate");
 }
 
 struct layer *state_layer(struct state *st, const char *path)
@@ -185,6 +191,7 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.was_running = jbool(s, "was_running", true);
 		sn.vmstate_size = (uint64_t)jint(s, "vmstate_size", 0);
 		sn.memory = (uint64_t)jint(s, "memory", 0);
+		sn.compressed = jbool(s, "compressed", false);
 		if (strcmp(mode, "stream") && strcmp(mode, "shared")) {
 			snapshot_free(&sn);
 			goto fail_snapshots;
@@ -218,6 +225,7 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		st->qemu_start = (unsigned long long)jint(q, "start_time", 0);
 		st->ram_file = xstrdup_or_null(jstr(q, "ram_file"));
 		st->ram_shared = jbool(q, "ram_shared", false);
+		st->postmigrate = xstrdup_or_null(jstr(q, "postmigrate"));
 		/* qsnap removes a shared RAM file when its QEMU is gone: only ever
 		 * one it made (".../ram" outside the VM directory), or a
 		 * snapshot's, which it never removes. */
@@ -278,7 +286,8 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 					 json_object_new_string(s->dir), "was_running",
 					 json_object_new_boolean(s->was_running), "vmstate_size",
 					 json_object_new_int64((int64_t)s->vmstate_size), "memory",
-					 json_object_new_int64((int64_t)s->memory), NULL);
+					 json_object_new_int64((int64_t)s->memory), "compressed",
+					 json_object_new_boolean(s->compressed), NULL);
 
 		for (size_t j = 0; j < s->n_drives; j++)
 			json_object_object_add(drives, s->drives[j].drive,
@@ -297,6 +306,8 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 		json_object *q = jbuild("pid", json_object_new_int64(st->qemu_pid), "start_time",
 					json_object_new_int64((int64_t)st->qemu_start), NULL);
 
+		if (st->postmigrate)
+			json_object_object_add(q, "postmigrate", json_object_new_string(st->postmigrate));
 		if (st->ram_file) {
 			json_object_object_add(q, "ram_file", json_object_new_string(st->ram_file));
 			json_object_object_add(q, "ram_shared", json_object_new_boolean(st->ram_shared));

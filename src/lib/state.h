@@ -31,6 +31,7 @@ struct snapshot {
 	bool was_running; /* restore leaves the vCPUs running */
 	uint64_t vmstate_size;
 	uint64_t memory; /* guest RAM size at save time */
+	bool compressed; /* <dir>/vmstate.zst instead of <dir>/vmstate */
 	size_t n_drives;
 	struct snap_drive *drives;
 };
@@ -55,6 +56,8 @@ struct state {
 	 * and whether it is ours and shared (else a snapshot's, copy-on-write). */
 	char *ram_file;
 	bool ram_shared;
+	/* The snapshot whose save left the (paused) QEMU in postmigrate state. */
+	char *postmigrate;
 	/* A save under way: its partial directory, and whether the VM ran
 	 * before it paused it. An interrupted save is undone on open. */
 	char *pending;
@@ -74,5 +77,7 @@ void state_set_active(struct state *st, const char *drive, const char *layer);
 /* Remove a snapshot entry (not its files). */
 void state_remove_snapshot(struct state *st, const char *name);
 void snapshot_free(struct snapshot *s);
+/* The machine state file of a snapshot, relative to the VM directory. */
+char *snapshot_vmstate(const struct snapshot *s);
 
 #endif

@@ -17,6 +17,8 @@
 
 #define DEFAULT_START_TIMEOUT 60
 #define DEFAULT_STOP_TIMEOUT 10
+/* Starts the lines of each new QEMU in run/qemu.log. */
+#define LOG_MARK "--- qsnap: starting QEMU"
 
 char *vm_path(qsnap_vm *vm, const char *rel)
 {
@@ -332,6 +334,7 @@ void vm_forget_qemu(qsnap_vm *vm)
 	vm_qmp_close(vm);
 	vm->st.qemu_pid = 0;
 	vm->st.qemu_start = 0;
+	free(TAKE_PTR(vm->st.postmigrate));
 	vm_drop_ram(vm);
 }
 
@@ -439,12 +442,18 @@ int vm_qmp(qsnap_vm *vm, struct qmp **ret, qsnap_error *err)
 
 int vm_err_qemu_log(qsnap_vm *vm, qsnap_error *err)
 {
-	_cleanup_free_ char *tail = file_tail(vm->dirfd, "run/qemu.log", 600);
+	_cleanup_free_ char *tail = file_tail(vm->dirfd, "run/qemu.log", 1000);
+	_cleanup_free_ char *msg = xstrdup(err->msg);
+	const char *from = tail, *mark;
 
 	if (!tail)
 		return -err->code;
-	return qerr(err, err->code, "%s; the end of %s/run/qemu.log says:\n%s", err->msg, vm->dir,
-		    tail);
+	/* Only what the last QEMU said. */
+	while ((mark = strstr(from, LOG_MARK)))
+		from = strchr(mark, '\n') ? strchr(mark, '\n') + 1 : mark + strlen(mark);
+	if (!*from)
+		return -err->code;
+	return qerr(err, err->code, "%s; the end of %s/run/qemu.log says:\n%s", msg, vm->dir, from);
 }
 
 int vm_query_status(qsnap_vm *vm, char **ret_status, bool *ret_running, qsnap_error *err)
@@ -482,7 +491,7 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 		_cleanup_close_ int log = openat(vm->dirfd, "run/qemu.log",
 						 O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		if (log >= 0)
-			dprintf(log, "--- qsnap: starting QEMU%s\n", l->incoming ? " -incoming defer" : "");
+			dprintf(log, LOG_MARK "%s\n", l->incoming ? " -incoming defer" : "");
 	}
 	r = proc_spawn(vm->dir, argv, "run/qemu.log", &pid, &start, err);
 	strv_free(argv);
