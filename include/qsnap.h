@@ -248,6 +248,33 @@ typedef struct qsnap_snapshot_info {
 int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info **ret_list, size_t *ret_n, qsnap_error *err);
 void qsnap_snapshot_info_free(qsnap_snapshot_info *list, size_t n);
 
+typedef enum qsnap_dump_format {
+	QSNAP_DUMP_STREAM, /* QEMU's migration stream: loads back into QEMU
+			      (qsnap start --from-dump) */
+	QSNAP_DUMP_ELF,	   /* an ELF core of guest memory (dump-guest-memory),
+			      for crash(8) or gdb */
+} qsnap_dump_format;
+
+typedef struct qsnap_dump_opts {
+	qsnap_dump_format format;
+	int compress; /* zstd level, 0: default (3), -1: no compression */
+	int timeout;  /* seconds; 0: default (600) */
+	qsnap_progress_fn progress;
+	void *userdata;
+} qsnap_dump_opts;
+
+/* Write the machine state of the running (or paused) VM to output for
+ * post-mortem debugging, zstd-compressed in several threads; the VM goes on
+ * as it was (a running guest pauses only for milliseconds). The file
+ * appears under its name only when complete. After a dump of a paused VM,
+ * QEMU 7.2 refuses to save it until the guest has run again. */
+int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts *opts,
+			 qsnap_error *err);
+
+/* Start a stopped VM from a stream dump (compressed or not), paused and
+ * with read-only disks, for inspection with qsnap qmp. */
+int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_error *err);
+
 /* Change how RAM is kept (a stopped VM only): mode, and for shared mode
  * the RAM directory (NULL: the default under /dev/shm). Existing snapshots
  * of either mode stay restorable. */

@@ -14,6 +14,8 @@ static void help(void)
 	       "  --paused           leave the vCPUs stopped (continue with qsnap qmp VMDIR cont)\n"
 	       "  --from SNAPSHOT    start from a snapshot, as restore does\n"
 	       "  --lazy             with --from: map a shared-RAM snapshot's RAM copy-on-write\n"
+	       "  --from-dump FILE   load a memory dump (qsnap dump-memory) paused, with\n"
+	       "                     read-only disks, for inspection with qsnap qmp\n"
 	       "  --timeout SECONDS  how long QEMU may take to come up or load state (default 60/600)\n"
 	       "  --lock-timeout S   how long to wait for another qsnap command on VMDIR (default 600)\n"
 	       "  -q, --quiet        no progress\n");
@@ -21,13 +23,14 @@ static void help(void)
 
 int cmd_start(int argc, char **argv)
 {
-	enum { OPT_PAUSED = 256, OPT_FROM, OPT_TIMEOUT, OPT_LOCK, OPT_LAZY };
+	enum { OPT_PAUSED = 256, OPT_FROM, OPT_TIMEOUT, OPT_LOCK, OPT_LAZY, OPT_FROM_DUMP };
 	static const struct option opts[] = {
 		{"help", no_argument, NULL, 'h'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"paused", no_argument, NULL, OPT_PAUSED},
 		{"from", required_argument, NULL, OPT_FROM},
 		{"lazy", no_argument, NULL, OPT_LAZY},
+		{"from-dump", required_argument, NULL, OPT_FROM_DUMP},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
 		{"lock-timeout", required_argument, NULL, OPT_LOCK},
 		{0},
@@ -38,6 +41,7 @@ int cmd_start(int argc, char **argv)
 	qsnap_vm *vm;
 	long lock = DEFAULT_LOCK_TIMEOUT, n;
 	bool quiet = false;
+	const char *dump = NULL;
 	int c, rc;
 
 	while ((c = cli_getopt("start", argc, argv, "hq", opts)) != -1) {
@@ -56,6 +60,9 @@ int cmd_start(int argc, char **argv)
 			break;
 		case OPT_LAZY:
 			so.lazy = true;
+			break;
+		case OPT_FROM_DUMP:
+			dump = optarg;
 			break;
 		case OPT_TIMEOUT:
 			if ((n = cli_number("start", "--timeout", optarg)) < 0)
@@ -78,7 +85,15 @@ int cmd_start(int argc, char **argv)
 	rc = cli_open(argv[optind], (int)lock, &vm);
 	if (rc)
 		return rc;
-	if (qsnap_vm_start(vm, &so, &err) < 0)
+	if (dump) {
+		if (so.from)
+			rc = cli_usage_error("start", "--from and --from-dump exclude each other");
+		else if (qsnap_vm_start_from_dump(vm, dump, so.timeout, &err) < 0)
+			rc = cli_fail(&err);
+		else if (!quiet)
+			printf("loaded %s into %s, paused, disks read-only: inspect it with qsnap qmp\n",
+			       dump, argv[optind]);
+	} else if (qsnap_vm_start(vm, &so, &err) < 0)
 		rc = cli_fail(&err);
 	else if (!quiet)
 		printf("started %s%s%s%s\n", argv[optind], so.from ? " from " : "",

@@ -146,6 +146,7 @@ struct launch {
 	int timeout;	      /* seconds for QMP to come up */
 	const char *ram_file; /* guest RAM from this file; NULL: anonymous */
 	bool ram_share;	      /* MAP_SHARED (ours to copy) or copy-on-write */
+	bool readonly_disks;  /* inspecting a memory dump: change nothing */
 };
 int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err);
 /* Let the vCPUs run. */

@@ -33,14 +33,15 @@ static char *opt_escape(const char *s)
 
 /* -blockdev for the top of a drive's chain: the qcow2 layer (QEMU opens the
  * backing chain from the image headers) or, for read-only drives, the base. */
-static void push_blockdev(char ***argv, size_t *n, const qsnap_drive_def *d, const char *layer)
+static void push_blockdev(char ***argv, size_t *n, const qsnap_drive_def *d, const char *layer,
+			  bool readonly)
 {
 	if (layer) {
 		_cleanup_free_ char *node = chain_node_name(layer);
 
 		strv_push(argv, n, "-blockdev");
-		strv_pushf(argv, n, "driver=qcow2,node-name=%s,file.driver=file,file.filename=%s",
-			   node, layer);
+		strv_pushf(argv, n, "driver=qcow2,node-name=%s,%sfile.driver=file,file.filename=%s",
+			   node, readonly ? "read-only=on," : "", layer);
 	} else {
 		_cleanup_free_ char *path = opt_escape(d->path);
 
@@ -144,7 +145,7 @@ int proc_build_argv(const qsnap_def *def, const struct state *st, const struct l
 					    d->id);
 			}
 		}
-		push_blockdev(&argv, &n, d, a ? a->layer : NULL);
+		push_blockdev(&argv, &n, d, a ? a->layer : NULL, l->readonly_disks);
 		if (d->iface == QSNAP_IF_PFLASH)
 			continue;
 		_cleanup_free_ char *node = a ? chain_node_name(a->layer) : xasprintf("%s-ro", d->id);

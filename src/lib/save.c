@@ -297,6 +297,9 @@ static int check_save(qsnap_vm *vm, const char *name, bool replace, qsnap_error 
 	if (!vm_qemu_alive(vm))
 		return qerr(err, ESRCH, "the VM in %s is not running: start it (or restore a snapshot) before saving",
 			    vm->dir);
+	if (vm->st.inspect)
+		return qerr(err, EINVAL, "the VM in %s runs a memory dump for inspection (read-only disks): stop it and restore or start it to save",
+			    vm->dir);
 	return 0;
 }
 

@@ -226,6 +226,7 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		st->ram_file = xstrdup_or_null(jstr(q, "ram_file"));
 		st->ram_shared = jbool(q, "ram_shared", false);
 		st->postmigrate = xstrdup_or_null(jstr(q, "postmigrate"));
+		st->inspect = jbool(q, "inspect", false);
 		/* qsnap removes a shared RAM file when its QEMU is gone: only ever
 		 * one it made (".../ram" outside the VM directory), or a
 		 * snapshot's, which it never removes. */
@@ -308,6 +309,8 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 
 		if (st->postmigrate)
 			json_object_object_add(q, "postmigrate", json_object_new_string(st->postmigrate));
+		if (st->inspect)
+			json_object_object_add(q, "inspect", json_object_new_boolean(true));
 		if (st->ram_file) {
 			json_object_object_add(q, "ram_file", json_object_new_string(st->ram_file));
 			json_object_object_add(q, "ram_shared", json_object_new_boolean(st->ram_shared));

@@ -58,6 +58,7 @@ struct state {
 	bool ram_shared;
 	/* The snapshot whose save left the (paused) QEMU in postmigrate state. */
 	char *postmigrate;
+	bool inspect; /* the QEMU runs a memory dump with read-only disks */
 	/* A save under way: its partial directory, and whether the VM ran
 	 * before it paused it. An interrupted save is undone on open. */
 	char *pending;

@@ -335,6 +335,7 @@ void vm_forget_qemu(qsnap_vm *vm)
 	vm->st.qemu_pid = 0;
 	vm->st.qemu_start = 0;
 	free(TAKE_PTR(vm->st.postmigrate));
+	vm->st.inspect = false;
 	vm_drop_ram(vm);
 }
 
@@ -502,6 +503,7 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 	free(vm->st.ram_file);
 	vm->st.ram_file = xstrdup_or_null(l->ram_file);
 	vm->st.ram_shared = l->ram_file && l->ram_share;
+	vm->st.inspect = l->readonly_disks;
 	if (start == 0) {
 		vm_forget_qemu(vm);
 		r = qerr(err, ECHILD, "QEMU exited at once");
