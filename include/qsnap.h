@@ -68,11 +68,16 @@ typedef struct qsnap_def {
 	qsnap_ram_mode ram_mode;
 	char *ram_dir; /* shared mode: where the RAM file lives; NULL: a private
 			  folder under /dev/shm */
+	/* A save that leaves a live chain (base image and layers) longer than
+	 * this compacts it; 0: QSNAP_DEFAULT_MAX_CHAIN. */
+	unsigned max_chain;
 	size_t n_drives;
 	qsnap_drive_def *drives;
 	size_t n_extra;
 	char **extra; /* extra QEMU arguments, appended as given */
 } qsnap_def;
+
+#define QSNAP_DEFAULT_MAX_CHAIN 16
 
 /* Fill def with the defaults described above. */
 void qsnap_def_init(qsnap_def *def);
@@ -279,6 +284,22 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
  * the RAM directory (NULL: the default under /dev/shm). Existing snapshots
  * of either mode stay restorable. */
 int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err);
+
+/* Set the chain length past which saves compact (0: the default). */
+int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err);
+
+typedef struct qsnap_compact_stats {
+	unsigned merged;    /* unneeded layers merged into the layer above */
+	unsigned flattened; /* live chains flattened onto their base image */
+	size_t longest;	    /* the longest live chain afterwards (base included) */
+} qsnap_compact_stats;
+
+/* Shorten the drives' layer chains without changing what any snapshot
+ * restores to: merge layers nothing needs, and flatten live chains longer
+ * than max_chain (0: the definition's limit) onto their base. Works with
+ * the VM running (QEMU streams into the active layer) or stopped. */
+int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_stats,
+		     qsnap_error *err);
 
 /* Delete a snapshot: its machine state, and every layer no other snapshot
  * and no live chain needs. Snapshots built on it stay restorable. */

@@ -32,6 +32,7 @@ int cmd_restore(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_compact(int argc, char **argv);
 int cmd_dump_memory(int argc, char **argv);
 
 /* "qsnap: <message>" on stderr; returns EXIT_FAIL. */

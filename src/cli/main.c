@@ -15,6 +15,7 @@ static const struct cli_cmd commands[] = {
 	{"list", "list the snapshots", cmd_list},
 	{"delete", "delete a snapshot", cmd_delete},
 	{"dump-memory", "write the running VM's memory to a compressed file", cmd_dump_memory},
+	{"compact", "shorten the drives' layer chains", cmd_compact},
 	{"config", "change how a stopped VM keeps its RAM", cmd_config},
 	{"qmp", "send one QMP command to the running QEMU", cmd_qmp},
 };

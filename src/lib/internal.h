@@ -169,8 +169,13 @@ int chain_new_layer(qsnap_vm *vm, const qsnap_drive_def *d, const char *backing,
 		    qsnap_error *err);
 /* Remove every layer file that neither a snapshot nor an active chain needs. */
 int chain_gc(qsnap_vm *vm, qsnap_error *err);
-/* The node name QEMU knows a layer by. */
+/* The node name QEMU knows a layer by, and the base image of the index-th
+ * drive of the definition. */
 char *chain_node_name(const char *layer_path);
+char *chain_base_node(size_t index);
+/* The layers of a chain, bottom first, ending with top (none if NULL);
+ * free() the array, not the strings. */
+size_t chain_layers(struct state *st, const char *top, const char ***ret);
 /* Virtual size of a drive's base image. */
 const qsnap_drive_def *def_drive(const qsnap_def *def, const char *id);
 

@@ -494,6 +494,21 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	}
 	if (r < 0)
 		goto undo;
+	/* Chain upkeep while the guest runs on (DESIGN.md: reads through long
+	 * chains slow the guest). */
+	{
+		unsigned limit = vm->def.max_chain ? vm->def.max_chain : QSNAP_DEFAULT_MAX_CHAIN;
+		struct active *a = n ? state_active(&vm->st, cuts[0].d->id) : NULL;
+		size_t len = 1;
+
+		for (struct layer *l = a ? state_layer(&vm->st, a->layer) : NULL; l;
+		     l = l->backing ? state_layer(&vm->st, l->backing) : NULL)
+			len++;
+		if (len > limit && (r = qsnap_vm_compact(vm, limit, NULL, err)) < 0) {
+			r = qerr_prefix(err, "snapshot '%s' is saved, but compacting the disks failed", name);
+			goto out;
+		}
+	}
 	if (opts->stats) {
 		*opts->stats = (qsnap_save_stats){
 			.paused = running ? pause_seconds(q) : 0,

@@ -730,19 +730,12 @@ int qsnap_vm_qmp(qsnap_vm *vm, const char *command, const char *args_json, char 
 	return 0;
 }
 
-int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err)
+/* Check a changed definition and write it to vm.json; def is taken. */
+static int replace_def(qsnap_vm *vm, qsnap_def def, qsnap_error *err)
 {
 	_cleanup_free_ char *text = NULL;
-	qsnap_def def;
 	int r;
 
-	if (vm_qemu_alive(vm))
-		return qerr(err, EBUSY, "the VM in %s is running: stop it (or save it) before changing its RAM mode",
-			    vm->dir);
-	def_copy(&def, &vm->def);
-	def.ram_mode = mode;
-	free(def.ram_dir);
-	def.ram_dir = xstrdup_or_null(ram_dir);
 	r = vmdef_check(&def, err);
 	if (r >= 0)
 		r = vmdef_to_json(&def, &text, err);
@@ -755,4 +748,29 @@ int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsn
 	qsnap_def_free(&vm->def);
 	vm->def = def;
 	return 0;
+}
+
+int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err)
+{
+	qsnap_def def;
+
+	if (vm_qemu_alive(vm))
+		return qerr(err, EBUSY, "the VM in %s is running: stop it (or save it) before changing its RAM mode",
+			    vm->dir);
+	def_copy(&def, &vm->def);
+	def.ram_mode = mode;
+	free(def.ram_dir);
+	def.ram_dir = xstrdup_or_null(ram_dir);
+	return replace_def(vm, def, err);
+}
+
+int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err)
+{
+	qsnap_def def;
+
+	if (max_chain == 1 || max_chain > 1000)
+		return qerr(err, EINVAL, "the chain limit must be 0 (default) or between 2 and 1000");
+	def_copy(&def, &vm->def);
+	def.max_chain = max_chain;
+	return replace_def(vm, def, err);
 }

@@ -305,6 +305,8 @@ int vmdef_to_json(const qsnap_def *def, char **ret_text, qsnap_error *err)
 	ADD_STR("append", def->append);
 	json_object_object_add(o, "serial", json_object_new_boolean(def->serial));
 	json_object_object_add(o, "ram_mode", json_object_new_string(qsnap_ram_mode_name(def->ram_mode)));
+	if (def->max_chain)
+		json_object_object_add(o, "max_chain", json_object_new_int64(def->max_chain));
 	ADD_STR("ram_dir", def->ram_dir);
 #undef ADD_STR
 	for (size_t i = 0; i < def->n_drives; i++) {
@@ -379,6 +381,12 @@ int vmdef_from_json(const char *text, const char *what, qsnap_def *def, qsnap_er
 	}
 	def->memory = (uint64_t)v;
 	def->serial = jbool(o, "serial", true);
+	v = jint(o, "max_chain", 0);
+	if (v < 0 || v == 1 || v > 1000) {
+		r = qerr(err, EINVAL, "%s: 'max_chain' must be 0 (default) or between 2 and 1000", what);
+		goto fail;
+	}
+	def->max_chain = (unsigned)v;
 	drives = jarr(o, "drives");
 	for (size_t i = 0; drives && i < json_object_array_length(drives); i++) {
 		json_object *d = json_object_array_get_idx(drives, i);
