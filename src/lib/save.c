@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 
 #include "internal.h"
@@ -191,12 +193,63 @@ fail:
 
 /* Shared RAM: copy the guest's RAM file into the snapshot while the guest
  * is paused; the copy's size on disk is checked before anything starts. */
-static int save_ram(qsnap_vm *vm, const qsnap_save_opts *opts, qsnap_error *err)
+static bool on_tmpfs(int dirfd, const char *path)
 {
-	_cleanup_free_ char *dst = xasprintf("%s/ram", vm->st.pending);
+	struct statfs sf;
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
+	return fd >= 0 && fstatfs(fd, &sf) == 0 && sf.f_type == TMPFS_MAGIC;
+}
+
+/* The staging file of a save in the RAM directory. */
+static char *stage_path(qsnap_vm *vm)
+{
+	_cleanup_free_ char *dir = NULL;
+	qsnap_error e2;
+
+	return vm_ram_dir(vm, &dir, &e2) < 0 ? NULL : xasprintf("%s/stage", dir);
+}
+
+/* While the guest is paused, the RAM copy should go as fast as memory does:
+ * where the snapshot lives on a disk and the RAM directory (tmpfs) has room
+ * for a second copy, stage it there (*ret_stage) and persist it after the
+ * guest resumes; otherwise copy straight into the snapshot. */
+static int save_ram(qsnap_vm *vm, const qsnap_save_opts *opts, char **ret_stage,
+		    qsnap_error *err)
+{
+	_cleanup_free_ char *dst = xasprintf("%s/ram", vm->st.pending), *stage = stage_path(vm);
+	uint64_t need = ramfile_allocated(vm->dirfd, vm->st.ram_file);
+	qsnap_error e2;
+	int r;
+
+	*ret_stage = NULL;
+	if (stage && !on_tmpfs(vm->dirfd, "snapshots")) {
+		_cleanup_free_ char *dir = xstrdup(stage);
+
+		*strrchr(dir, '/') = '\0';
+		if (on_tmpfs(AT_FDCWD, dir) &&
+		    ramfile_check_space(AT_FDCWD, dir, need, "staging", &e2) == 0) {
+			r = ramfile_copy(vm->dirfd, vm->st.ram_file, AT_FDCWD, stage, vm->def.memory,
+					 "save RAM", opts->progress, opts->userdata, err);
+			if (r == 0)
+				*ret_stage = TAKE_PTR(stage);
+			return r;
+		}
+	}
 	return ramfile_copy(vm->dirfd, vm->st.ram_file, vm->dirfd, dst, vm->def.memory, "save RAM",
 			    opts->progress, opts->userdata, err);
+}
+
+/* The guest runs again: the staged RAM goes to the snapshot. */
+static int persist_ram(qsnap_vm *vm, const char *stage, const qsnap_save_opts *opts,
+		       qsnap_error *err)
+{
+	_cleanup_free_ char *dst = xasprintf("%s/ram", vm->st.pending);
+	int r = ramfile_copy(AT_FDCWD, stage, vm->dirfd, dst, vm->def.memory, "persist RAM",
+			     opts->progress, opts->userdata, err);
+
+	unlink(stage);
+	return r;
 }
 
 static double event_time(json_object *ev)
@@ -308,6 +361,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	static const qsnap_save_opts dflt = {0};
 	_cleanup_free_ char *status = NULL;
 	_cleanup_close_ int fd = -1, qemu_fd = -1;
+	_cleanup_free_ char *stage = NULL;
 	struct pump *pump = NULL;
 	bool fd_passed = false;
 	struct cut *cuts = NULL;
@@ -454,7 +508,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (r < 0)
 		goto undo;
 	if (shared) {
-		r = save_ram(vm, opts, err);
+		r = save_ram(vm, opts, &stage, err);
 		if (r < 0)
 			goto undo;
 	}
@@ -469,6 +523,12 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (fsync(fd) < 0 || fstat(fd, &stt) < 0) {
 		r = qerr(err, errno, "cannot sync the machine state: %s", strerror(errno));
 		goto undo;
+	}
+	if (stage) {
+		r = persist_ram(vm, stage, opts, err);
+		free(TAKE_PTR(stage));
+		if (r < 0)
+			goto undo;
 	}
 	if (shared) {
 		_cleanup_free_ char *ram = xasprintf("%s/ram", vm->st.pending);
@@ -535,6 +595,8 @@ undo:
 				    jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL), NULL,
 				    0, &e2);
 		pump_finish(TAKE_PTR(pump), &e2);
+		if (stage)
+			unlink(stage);
 		if (!switched && alive)
 			drop_layers(vm, q, cuts, n);
 		if (vm->st.pending)
@@ -564,6 +626,11 @@ int save_recover(qsnap_vm *vm, qsnap_error *err)
 
 	rm_rf(vm->dirfd, vm->st.pending);
 	free(TAKE_PTR(vm->st.pending));
+	if (vm->def.ram_mode == QSNAP_RAM_SHARED) {
+		_cleanup_free_ char *stage = stage_path(vm);
+		if (stage)
+			unlink(stage);
+	}
 	if (!vm_qemu_alive(vm) || vm_qmp(vm, &q, err) < 0) {
 		vm_forget_qemu(vm);
 		return vm_write_state(vm, err);
