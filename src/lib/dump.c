@@ -78,7 +78,7 @@ int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts
 	if (fd < 0)
 		return qerr(err, errno, "cannot create %s: %s", tmp, strerror(errno));
 	if (opts->compress >= 0) {
-		r = pump_start(true, fd, opts->compress, output, &pump, &qemu_fd, err);
+		r = pump_start(PUMP_COMPRESS, fd, opts->compress, output, &pump, &qemu_fd, err);
 		if (r < 0)
 			goto fail;
 	}
@@ -168,7 +168,7 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
 	if (r < 0)
 		goto fail;
 	if (!memcmp(magic, "\x28\xb5\x2f\xfd", 4)) {
-		r = pump_start(false, fd, 0, dump, &pump, &qemu_fd, err);
+		r = pump_start(PUMP_DECOMPRESS, fd, 0, dump, &pump, &qemu_fd, err);
 		if (r < 0)
 			goto fail;
 	}

@@ -204,10 +204,14 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
 /* ---- zstd between QEMU and a file (pump.c) ---- */
 
 struct pump;
-/* Start a thread that compresses what QEMU writes into *ret_qemu_fd into
- * file_fd (compress), or decompresses file_fd into *ret_qemu_fd for QEMU
- * to read. Pass *ret_qemu_fd to QEMU, then close it here. */
-int pump_start(bool compress, int file_fd, int level, const char *what, struct pump **ret,
+enum pump_kind {
+	PUMP_COMPRESS,	 /* what QEMU writes, zstd-compressed into the file */
+	PUMP_DECOMPRESS, /* the file, decompressed, for QEMU to read */
+	PUMP_WRITE,	 /* what QEMU writes, into the file as it is (O_DIRECT) */
+};
+/* Start a thread between QEMU and file_fd through a pipe: pass
+ * *ret_qemu_fd to QEMU, then close it here. */
+int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, struct pump **ret,
 	       int *ret_qemu_fd, qsnap_error *err);
 /* Uncompressed bytes through the pump so far. */
 uint64_t pump_bytes(struct pump *p);

@@ -451,12 +451,12 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 				 strerror(errno));
 			goto undo;
 		}
-		/* Compressed: QEMU writes into a pipe, our threads compress. */
-		if (opts->compress) {
-			r = pump_start(true, fd, opts->compress, path, &pump, &qemu_fd, err);
-			if (r < 0)
-				goto undo;
-		}
+		/* QEMU writes into a pipe; our thread compresses, or writes
+		 * around the page cache (pump.c says why). */
+		r = pump_start(opts->compress ? PUMP_COMPRESS : PUMP_WRITE, fd, opts->compress, path,
+			       &pump, &qemu_fd, err);
+		if (r < 0)
+			goto undo;
 	}
 	/* The new layers become active in state.json before QEMU switches to
 	 * them: each is an empty overlay on the old one, so it is the right
