@@ -96,6 +96,18 @@ char *find_program(const char *name);
  * its stdout is returned in ret_out if non-NULL. */
 int run_program(const char *cwd, char *const argv[], char **ret_out, qsnap_error *err);
 
+struct run_opts {
+	/* Called with each piece of the child's stdout as it arrives. */
+	void (*on_stdout)(const char *data, size_t len, void *userdata);
+	void *userdata;
+	/* When set, any exit code is returned here instead of being an error,
+	 * and stderr in ret_stderr (if set). */
+	int *ret_status;
+	char **ret_stderr;
+};
+int run_program_ex(const char *cwd, char *const argv[], const struct run_opts *o, char **ret_out,
+		   qsnap_error *err);
+
 /* ---- JSON helpers (json.c) ---- */
 
 const char *jstr(json_object *o, const char *key);
@@ -186,6 +198,47 @@ struct mig_wait {
 };
 /* Wait for the MIGRATION event that ends a migration, reporting progress. */
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
+
+/* ---- checksums (checksum.c) ---- */
+
+#define CHECKSUM_PREFIX "xxh3-128:"
+
+struct XXH3_state_s;
+/* A checksum computed piece by piece. */
+struct hasher {
+	struct XXH3_state_s *state;
+	uint64_t bytes;
+};
+void hasher_init(struct hasher *h);
+void hasher_update(struct hasher *h, const void *data, size_t len);
+/* "xxh3-128:<hex>"; the hasher is done afterwards. */
+char *hasher_final(struct hasher *h);
+void hasher_free(struct hasher *h);
+/* Is s a checksum in the form hasher_final writes? */
+bool checksum_valid(const char *s);
+/* The checksum of a whole file; what names it in errors. */
+int checksum_fd(int fd, const char *what, char **ret, qsnap_error *err);
+int checksum_file(int dirfd, const char *path, char **ret, qsnap_error *err);
+/* The checksum of <snapdir>/vmstate, for save's commit. */
+int checksum_vmstate(qsnap_vm *vm, const char *snapdir, char **ret, qsnap_error *err);
+
+/* ---- disk images through qemu-img (publish.c) ---- */
+
+struct convert {
+	const char *src;       /* the chain's top image */
+	const char *src_format;
+	bool force_share;      /* -U: the image is open in a running QEMU */
+	const char *dst;
+	const char *dst_format; /* "qcow2" or "raw" */
+	bool compress;
+	const char *phase;     /* for progress reports */
+	qsnap_progress_fn progress;
+	void *userdata;
+};
+/* qemu-img convert: one standalone image of a whole backing chain. */
+int image_convert(const struct convert *c, qsnap_error *err);
+/* qemu-img check of an image that must pass it. */
+int image_check(const char *path, const char *format, qsnap_error *err);
 
 /* ---- vm.json (vmdef.c) ---- */
 

@@ -112,7 +112,8 @@ static int write_meta(qsnap_vm *vm, const char *dir, const struct snapshot *s, q
 		   s->parent ? json_object_new_string(s->parent) : NULL, "created",
 		   json_object_new_int64(s->created), "mode", json_object_new_string(s->mode),
 		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
-		   json_object_new_int64((int64_t)s->vmstate_size), "memory",
+		   json_object_new_int64((int64_t)s->vmstate_size), "vmstate_checksum",
+		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL, "memory",
 		   json_object_new_int64((int64_t)vm->def.memory), "drives", drives, NULL);
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						      JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -154,6 +155,9 @@ static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bo
 		s.drives[s.n_drives].drive = xstrdup(cuts[i].d->id);
 		s.drives[s.n_drives++].layer = xstrdup(cuts[i].old_layer);
 	}
+	r = checksum_vmstate(vm, vm->st.pending, &s.vmstate_checksum, err);
+	if (r < 0)
+		goto fail;
 	r = write_meta(vm, vm->st.pending, &s, err);
 	if (r < 0)
 		goto fail;

@@ -14,6 +14,7 @@ void snapshot_free(struct snapshot *s)
 	free(s->parent);
 	free(s->mode);
 	free(s->dir);
+	free(s->vmstate_checksum);
 	for (size_t i = 0; i < s->n_drives; i++) {
 		free(s->drives[i].drive);
 		free(s->drives[i].layer);
@@ -177,6 +178,11 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.created = jint(s, "created", 0);
 		sn.was_running = jbool(s, "was_running", true);
 		sn.vmstate_size = (uint64_t)jint(s, "vmstate_size", 0);
+		sn.vmstate_checksum = xstrdup_or_null(jstr(s, "vmstate_checksum"));
+		if (sn.vmstate_checksum && !checksum_valid(sn.vmstate_checksum)) {
+			snapshot_free(&sn);
+			goto fail_snapshots;
+		}
 		json_object_object_foreach(drives, sdrive, slayer)
 		{
 			if (!json_object_is_type(slayer, json_type_string) ||
@@ -251,6 +257,9 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 					 json_object_new_boolean(s->was_running), "vmstate_size",
 					 json_object_new_int64((int64_t)s->vmstate_size), NULL);
 
+		if (s->vmstate_checksum)
+			json_object_object_add(so, "vmstate_checksum",
+					       json_object_new_string(s->vmstate_checksum));
 		for (size_t j = 0; j < s->n_drives; j++)
 			json_object_object_add(drives, s->drives[j].drive,
 					       json_object_new_string(s->drives[j].layer));

@@ -30,6 +30,7 @@ struct snapshot {
 	char *mode;	  /* "stream" */
 	bool was_running; /* restore leaves the vCPUs running */
 	uint64_t vmstate_size;
+	char *vmstate_checksum; /* "xxh3-128:...", NULL for older snapshots */
 	size_t n_drives;
 	struct snap_drive *drives;
 };
