@@ -14,6 +14,8 @@ static const struct cli_cmd commands[] = {
 	{"restore", "bring the VM back to a snapshot", cmd_restore},
 	{"list", "list the snapshots", cmd_list},
 	{"delete", "delete a snapshot", cmd_delete},
+	{"publish", "write a drive as one standalone image (at a snapshot, or now)", cmd_publish},
+	{"verify", "check that a snapshot's files are all there and intact", cmd_verify},
 	{"qmp", "send one QMP command to the running QEMU", cmd_qmp},
 };
 

@@ -58,6 +58,12 @@ bool checksum_valid(const char *s)
 
 int checksum_fd(int fd, const char *what, char **ret, qsnap_error *err)
 {
+	return checksum_fd_ex(fd, what, NULL, NULL, ret, err);
+}
+
+int checksum_fd_ex(int fd, const char *what, void (*on_read)(uint64_t n, void *userdata),
+		   void *userdata, char **ret, qsnap_error *err)
+{
 	_cleanup_free_ char *buf = xmalloc(CHUNK);
 	struct hasher h;
 	off_t off = 0;
@@ -78,6 +84,8 @@ int checksum_fd(int fd, const char *what, char **ret, qsnap_error *err)
 			break;
 		hasher_update(&h, buf, (size_t)n);
 		off += n;
+		if (on_read)
+			on_read((uint64_t)n, userdata);
 	}
 	*ret = hasher_final(&h);
 	return 0;

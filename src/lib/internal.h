@@ -219,6 +219,9 @@ bool checksum_valid(const char *s);
 /* The checksum of a whole file; what names it in errors. */
 int checksum_fd(int fd, const char *what, char **ret, qsnap_error *err);
 int checksum_file(int dirfd, const char *path, char **ret, qsnap_error *err);
+/* The same, telling on_read how many bytes it read each time. */
+int checksum_fd_ex(int fd, const char *what, void (*on_read)(uint64_t n, void *userdata),
+		   void *userdata, char **ret, qsnap_error *err);
 /* The checksum of <snapdir>/vmstate, for save's commit. */
 int checksum_vmstate(qsnap_vm *vm, const char *snapdir, char **ret, qsnap_error *err);
 
@@ -237,6 +240,8 @@ struct convert {
 };
 /* qemu-img convert: one standalone image of a whole backing chain. */
 int image_convert(const struct convert *c, qsnap_error *err);
+/* "a, b, c": the drive ids of a definition. */
+char *drive_ids(const qsnap_def *def);
 /* qemu-img check of an image that must pass it. */
 int image_check(const char *path, const char *format, qsnap_error *err);
 
