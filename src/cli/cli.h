@@ -58,6 +58,7 @@ struct cli_progress {
 	bool quiet;
 	bool tty;
 	double last_print;
+	char phase[32]; /* a command with several phases starts over at each */
 };
 void cli_progress_init(struct cli_progress *p, bool quiet);
 void cli_progress(const qsnap_progress *p, void *userdata);

@@ -16,6 +16,8 @@ static const struct cli_cmd commands[] = {
 	{"delete", "delete a snapshot", cmd_delete},
 	{"publish", "write a drive as one standalone image (at a snapshot, or now)", cmd_publish},
 	{"verify", "check that a snapshot's files are all there and intact", cmd_verify},
+	{"export", "write a snapshot and all it needs as one tar file", cmd_export},
+	{"import", "make a new VM directory from an exported snapshot", cmd_import},
 	{"qmp", "send one QMP command to the running QEMU", cmd_qmp},
 };
 

@@ -245,6 +245,13 @@ char *drive_ids(const qsnap_def *def);
 /* qemu-img check of an image that must pass it. */
 int image_check(const char *path, const char *format, qsnap_error *err);
 
+/* ---- export and import (export.c, import.c) ---- */
+
+/* The first file of an export: what it holds, with sizes and checksums. */
+#define EXPORT_MANIFEST "qsnap-export.json"
+#define EXPORT_FORMAT "qsnap-export"
+#define EXPORT_VERSION 1
+
 /* ---- vm.json (vmdef.c) ---- */
 
 int vmdef_to_json(const qsnap_def *def, char **ret_text, qsnap_error *err);
