@@ -29,11 +29,12 @@ static void print_json(const qsnap_verify_report *rep)
 	json_object_object_add(o, "snapshots", json_object_new_int64((int64_t)rep->n_snapshots));
 	json_object_object_add(o, "files", json_object_new_int64((int64_t)rep->n_files));
 	for (size_t i = 0; i < rep->n_problems; i++) {
+		const qsnap_verify_problem *q = &rep->problems[i];
 		json_object *p = json_object_new_object();
 
-		json_object_object_add(p, "snapshot", json_object_new_string(rep->problems[i].snapshot));
-		json_object_object_add(p, "file", json_object_new_string(rep->problems[i].file));
-		json_object_object_add(p, "problem", json_object_new_string(rep->problems[i].what));
+		json_object_object_add(p, "snapshot", json_object_new_string(q->snapshot));
+		json_object_object_add(p, "file", json_object_new_string(q->file));
+		json_object_object_add(p, "problem", json_object_new_string(q->what));
 		json_object_array_add(a, p);
 	}
 	json_object_object_add(o, "problems", a);

@@ -190,21 +190,25 @@ static int collect(struct export *x, char **ret_manifest, qsnap_error *err)
 			    (unsigned long long)s->vmstate_size);
 
 	files = json_object_new_array();
-	for (size_t i = 0; i < x->n_files; i++)
-		json_object_array_add(files,
-				      jbuild("path", json_object_new_string(x->files[i].name), "size",
-					     json_object_new_int64((int64_t)x->files[i].size),
-					     "checksum", json_object_new_string(x->files[i].checksum),
-					     NULL));
+	for (size_t i = 0; i < x->n_files; i++) {
+		const struct xfile *f = &x->files[i];
+
+		json_object_array_add(files, jbuild("path", json_object_new_string(f->name), "size",
+						    json_object_new_int64((int64_t)f->size),
+						    "checksum", json_object_new_string(f->checksum),
+						    NULL));
+	}
 	m = jbuild("format", json_object_new_string(EXPORT_FORMAT), "version",
 		   json_object_new_int(EXPORT_VERSION), "snapshot",
 		   jbuild("name", json_object_new_string(s->name), "created",
-			  json_object_new_int64(s->created), "mode", json_object_new_string(s->mode),
-			  "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
+			  json_object_new_int64(s->created), "mode",
+			  json_object_new_string(s->mode), "was_running",
+			  json_object_new_boolean(s->was_running), "vmstate_size",
 			  json_object_new_int64((int64_t)x->files[x->n_files - 1].size), NULL),
 		   "files", files, NULL);
-	*ret_manifest = xasprintf("%s\n", json_object_to_json_string_ext(m, JSON_C_TO_STRING_PRETTY |
-									       JSON_C_TO_STRING_NOSLASHESCAPE));
+	*ret_manifest = xasprintf("%s\n", json_object_to_json_string_ext(
+						  m, JSON_C_TO_STRING_PRETTY |
+							     JSON_C_TO_STRING_NOSLASHESCAPE));
 	return 0;
 }
 

@@ -76,7 +76,8 @@ static bool allowed_path(const char *p)
 	const char *dot;
 
 	if (!strcmp(p, "vm.json") || !strcmp(p, "snapshot/meta.json") ||
-	    !strcmp(p, "snapshot/vmstate") || !strcmp(p, "boot/kernel") || !strcmp(p, "boot/initrd"))
+	    !strcmp(p, "snapshot/vmstate") || !strcmp(p, "boot/kernel") ||
+	    !strcmp(p, "boot/initrd"))
 		return true;
 	if (strncmp(p, "images/", 7) || !(dot = strrchr(p, '.')))
 		return false;
@@ -371,6 +372,29 @@ static char *new_meta(struct import *im, const struct snapshot *s)
 							      JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
+/* An imported disk must stand alone: a qcow2 header that names a backing
+ * or data file would make QEMU read a file of this host into the guest. */
+static int check_standalone(const char *stagedir, const char *path, const char *format,
+			    qsnap_error *err)
+{
+	char *argv[] = {"qemu-img", "info", "--output=json", "-f", (char *)format, (char *)path,
+			NULL};
+	_cleanup_free_ char *out = NULL;
+	_cleanup_json_ json_object *o = NULL;
+	json_object *data;
+	int r;
+
+	r = run_program(stagedir, argv, &out, err);
+	if (r < 0)
+		return r;
+	o = json_tokener_parse(out);
+	data = jobj(jobj(o, "format-specific"), "data");
+	if (!o || jstr(o, "backing-filename") || jstr(data, "data-file"))
+		return qerr(err, EINVAL, "%s names a backing or data file: an exported disk stands alone",
+			    path);
+	return 0;
+}
+
 static void repath(char **p, const char *root, const char *rel)
 {
 	free(*p);
@@ -402,6 +426,9 @@ static int build_vm(struct import *im, const char *stagedir, const char *final, 
 				 what, d->id, d->path);
 			goto out;
 		}
+		r = check_standalone(stagedir, want, d->format, err);
+		if (r < 0)
+			goto out;
 		free(d->path);
 		d->path = xasprintf("%s/%s", stagedir, want);
 	}

@@ -114,8 +114,9 @@ int image_convert(const struct convert *c, qsnap_error *err)
 	strv_push(&argv, &n, c->src);
 	strv_push(&argv, &n, c->dst);
 	report(&w, 0, false);
-	r = run_program_ex(NULL, argv, &(struct run_opts){.on_stdout = on_convert_output, .userdata = &w},
-			   NULL, err);
+	r = run_program_ex(NULL, argv,
+			   &(struct run_opts){.on_stdout = on_convert_output, .userdata = &w}, NULL,
+			   err);
 	strv_free(argv);
 	if (r < 0)
 		return r;
@@ -132,8 +133,9 @@ int image_check(const char *path, const char *format, qsnap_error *err)
 	/* A raw image has no metadata that could be damaged. */
 	if (!strcmp(format, "raw"))
 		return 0;
-	r = run_program_ex(NULL, argv, &(struct run_opts){.ret_status = &status, .ret_stderr = &errout},
-			   &out, err);
+	r = run_program_ex(NULL, argv,
+			   &(struct run_opts){.ret_status = &status, .ret_stderr = &errout}, &out,
+			   err);
 	if (r < 0)
 		return r;
 	if (status != 0) {
