@@ -4,8 +4,11 @@
  * state at save time; meant to find damage, not tampering. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "internal.h"
@@ -100,10 +103,124 @@ int checksum_file(int dirfd, const char *path, char **ret, qsnap_error *err)
 	return checksum_fd(fd, path, ret, err);
 }
 
-int checksum_vmstate(qsnap_vm *vm, const char *snapdir, char **ret, qsnap_error *err)
-{
-	_cleanup_free_ char *path = xasprintf("%s/vmstate", snapdir);
-	int r = checksum_file(vm->dirfd, path, ret, err);
+/* Hashing the machine state while QEMU writes it: QEMU writes the stream
+ * in order and never seeks, so every byte below the file's size is final.
+ * Hashed alongside the migration, the checksum costs the paused guest only
+ * the last few megabytes instead of a second pass over the whole file. */
+struct checksum_follow {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	int fd;
+	bool complete; /* the writer is done: hash to the end and stop */
+	bool cancel;
+	int error;     /* errno of a failed read */
+	struct hasher h;
+};
 
-	return r < 0 ? qerr_prefix(err, "checksum of the machine state in %s", vm->dir) : 0;
+static void *follow_thread(void *userdata)
+{
+	struct checksum_follow *f = userdata;
+	char *buf = xmalloc(CHUNK);
+	off_t off = 0;
+
+	for (;;) {
+		struct stat st;
+		bool complete;
+		ssize_t n = 0;
+
+		pthread_mutex_lock(&f->lock);
+		complete = f->complete;
+		if (f->cancel) {
+			pthread_mutex_unlock(&f->lock);
+			break;
+		}
+		pthread_mutex_unlock(&f->lock);
+		if (fstat(f->fd, &st) < 0) {
+			f->error = errno;
+			break;
+		}
+		if (st.st_size > off) {
+			n = pread(f->fd, buf, CHUNK, off);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				f->error = errno;
+				break;
+			}
+			hasher_update(&f->h, buf, (size_t)n);
+			off += n;
+		}
+		if (n > 0)
+			continue;
+		if (complete)
+			break; /* read to the end after the writer was done */
+		/* Caught up: wait for more, or for the end. */
+		pthread_mutex_lock(&f->lock);
+		if (!f->complete && !f->cancel) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 20 * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&f->wake, &f->lock, &ts);
+		}
+		pthread_mutex_unlock(&f->lock);
+	}
+	free(buf);
+	return NULL;
+}
+
+struct checksum_follow *checksum_follow_start(int fd)
+{
+	struct checksum_follow *f = xcalloc(1, sizeof(*f));
+
+	f->fd = fd;
+	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->wake, NULL);
+	hasher_init(&f->h);
+	if (pthread_create(&f->thread, NULL, follow_thread, f) != 0)
+		abort();
+	return f;
+}
+
+static void follow_stop(struct checksum_follow *f, bool cancel)
+{
+	pthread_mutex_lock(&f->lock);
+	f->complete = true;
+	f->cancel = cancel;
+	pthread_cond_signal(&f->wake);
+	pthread_mutex_unlock(&f->lock);
+	pthread_join(f->thread, NULL);
+	pthread_cond_destroy(&f->wake);
+	pthread_mutex_destroy(&f->lock);
+}
+
+int checksum_follow_finish(struct checksum_follow *f, const char *what, char **ret,
+			   qsnap_error *err)
+{
+	int e;
+
+	follow_stop(f, false);
+	e = f->error;
+	if (e) {
+		hasher_free(&f->h);
+		free(f);
+		return qerr(err, e, "cannot read %s for its checksum: %s", what, strerror(e));
+	}
+	*ret = hasher_final(&f->h);
+	free(f);
+	return 0;
+}
+
+void checksum_follow_cancel(struct checksum_follow *f)
+{
+	if (!f)
+		return;
+	follow_stop(f, true);
+	hasher_free(&f->h);
+	free(f);
 }

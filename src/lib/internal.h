@@ -222,8 +222,15 @@ int checksum_file(int dirfd, const char *path, char **ret, qsnap_error *err);
 /* The same, telling on_read how many bytes it read each time. */
 int checksum_fd_ex(int fd, const char *what, void (*on_read)(uint64_t n, void *userdata),
 		   void *userdata, char **ret, qsnap_error *err);
-/* The checksum of <snapdir>/vmstate, for save's commit. */
-int checksum_vmstate(qsnap_vm *vm, const char *snapdir, char **ret, qsnap_error *err);
+/* The checksum of a file that another process (QEMU's migration) is still
+ * appending to, hashed in a thread as it grows. finish: the writer is done;
+ * waits for the rest and returns the checksum (what names the file in
+ * errors). Both finish and cancel free f; cancel(NULL) does nothing. */
+struct checksum_follow;
+struct checksum_follow *checksum_follow_start(int fd);
+int checksum_follow_finish(struct checksum_follow *f, const char *what, char **ret,
+			   qsnap_error *err);
+void checksum_follow_cancel(struct checksum_follow *f);
 
 /* ---- disk images through qemu-img (publish.c) ---- */
 

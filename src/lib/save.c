@@ -137,7 +137,7 @@ static char *final_dir(qsnap_vm *vm, const char *name)
 }
 
 static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bool was_running,
-		  uint64_t size, bool replace, qsnap_error *err)
+		  uint64_t size, struct checksum_follow *sum_take, bool replace, qsnap_error *err)
 {
 	struct snapshot s = {0};
 	_cleanup_free_ char *old_dir = NULL;
@@ -155,7 +155,7 @@ static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bo
 		s.drives[s.n_drives].drive = xstrdup(cuts[i].d->id);
 		s.drives[s.n_drives++].layer = xstrdup(cuts[i].old_layer);
 	}
-	r = checksum_vmstate(vm, vm->st.pending, &s.vmstate_checksum, err);
+	r = checksum_follow_finish(sum_take, "the machine state", &s.vmstate_checksum, err);
 	if (r < 0)
 		goto fail;
 	r = write_meta(vm, vm->st.pending, &s, err);
@@ -213,6 +213,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	static const qsnap_save_opts dflt = {0};
 	_cleanup_free_ char *status = NULL;
 	_cleanup_close_ int fd = -1;
+	struct checksum_follow *sum = NULL;
 	struct cut *cuts = NULL;
 	size_t n = 0;
 	bool running = false, paused_here = false, switched = false;
@@ -275,6 +276,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 				 strerror(errno));
 			goto undo;
 		}
+		sum = checksum_follow_start(fd);
 	}
 	/* The new layers become active in state.json before QEMU switches to
 	 * them: each is an empty overlay on the old one, so it is the right
@@ -319,7 +321,8 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 		r = qerr(err, errno, "cannot sync the machine state: %s", strerror(errno));
 		goto undo;
 	}
-	r = commit(vm, name, cuts, n, running, (uint64_t)stt.st_size, opts->replace, err);
+	r = commit(vm, name, cuts, n, running, (uint64_t)stt.st_size, TAKE_PTR(sum), opts->replace,
+		   err);
 	if (r < 0)
 		goto undo;
 	if (paused_here) {
@@ -354,6 +357,7 @@ undo:
 				vm->dir);
 	}
 out:
+	checksum_follow_cancel(sum);
 	cuts_free(cuts, n);
 	return r;
 }
