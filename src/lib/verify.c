@@ -171,11 +171,15 @@ static const char *check_layer(struct verify *v, const char *layer)
 		lr->problem = xasprintf("qemu-img check finds %lld corruption(s): the layer is damaged",
 					(long long)jint(o, "corruptions", 0));
 	} else {
-		char *m = errout && *errout ? errout : out;
-		char *nl = strchr(m, '\n');
+		char *m = errout && *errout ? errout : out, *nl;
 
-		if (nl)
+		/* The first line that is not a warning (backing= warns on 7.2). */
+		while (strstr(m, "warning:") && (nl = strchr(m, '\n')))
+			m = nl + 1;
+		if ((nl = strchr(m, '\n')))
 			*nl = '\0';
+		if (!strncmp(m, "qemu-img: ", 10))
+			m += 10;
 		lr->problem = xasprintf("qemu-img check fails (exit %d)%s%s", status, *m ? ": " : "",
 					m);
 	}
