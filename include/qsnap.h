@@ -252,8 +252,9 @@ typedef struct qsnap_verify_opts {
 /* Check that every file snapshot name needs (every snapshot when name is
  * NULL) exists and is intact: the machine state against the size and
  * checksum recorded at save time, meta.json, qemu-img check of every layer
- * of its drives' chains, and each chain as state.json records it against
- * the backing files named in the qcow2 headers. Problems found are not
+ * of its drives' chains, each chain as state.json records it against the
+ * backing files named in the qcow2 headers, and that the base images, the
+ * kernel and the initrd can be read. Problems found are not
  * errors: they are listed in the report (ret_report->n_problems > 0); an
  * error means the check itself could not run. */
 int qsnap_vm_verify(qsnap_vm *vm, const char *name, const qsnap_verify_opts *opts,

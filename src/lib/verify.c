@@ -288,6 +288,15 @@ static void check_drive(struct verify *v, const struct snapshot *s, const qsnap_
 	strv_free(chain);
 }
 
+static void check_readable(struct verify *v, const struct snapshot *s, const char *path,
+			   const char *what)
+{
+	v->rep.n_files++;
+	if (access(path, R_OK) < 0)
+		problem(v, s->name, path, "%s (%s)", errno == ENOENT ? "missing" : strerror(errno),
+			what);
+}
+
 static void verify_snapshot(struct verify *v, const struct snapshot *s)
 {
 	struct stat st;
@@ -299,9 +308,19 @@ static void verify_snapshot(struct verify *v, const struct snapshot *s)
 		check_vmstate(v, s);
 		check_meta(v, s);
 	}
-	for (size_t i = 0; i < v->vm->def.n_drives; i++)
-		if (!v->vm->def.drives[i].readonly)
-			check_drive(v, s, &v->vm->def.drives[i]);
+	for (size_t i = 0; i < v->vm->def.n_drives; i++) {
+		const qsnap_drive_def *d = &v->vm->def.drives[i];
+
+		if (d->readonly)
+			check_readable(v, s, d->path, "the image of a read-only drive");
+		else
+			check_drive(v, s, d);
+	}
+	/* QEMU does not start without them, so no restore either. */
+	if (v->vm->def.kernel)
+		check_readable(v, s, v->vm->def.kernel, "the kernel vm.json boots");
+	if (v->vm->def.initrd)
+		check_readable(v, s, v->vm->def.initrd, "the initrd vm.json boots");
 }
 
 int qsnap_vm_verify(qsnap_vm *vm, const char *name, const qsnap_verify_opts *opts,
