@@ -16,7 +16,7 @@
 /* qemu-img convert's parallel requests. qcow2 compresses in a pool of at
  * most 4 threads (QEMU 7.2), and only with -W (out-of-order writes) do the
  * requests compress at the same time: measured 2.2 s instead of 3.9 s for
- * 512 MiB on 2 cores. */
+ * 256 MiB of half-random data on 2 cores. */
 #define CONVERT_COROUTINES "8"
 
 struct convert_watch {
