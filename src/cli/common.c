@@ -105,6 +105,7 @@ void cli_progress_init(struct cli_progress *p, bool quiet)
 	p->quiet = quiet;
 	p->tty = isatty(STDERR_FILENO);
 	p->last_print = -1;
+	p->phase[0] = '\0';
 }
 
 void cli_progress(const qsnap_progress *p, void *userdata)
@@ -113,6 +114,10 @@ void cli_progress(const qsnap_progress *p, void *userdata)
 	char done[32], total[32], rate[32];
 	double r = p->elapsed > 0 ? (double)p->done / p->elapsed : 0;
 
+	if (strncmp(cp->phase, p->phase, sizeof(cp->phase) - 1)) {
+		snprintf(cp->phase, sizeof(cp->phase), "%s", p->phase);
+		cp->last_print = -1;
+	}
 	if (cp->quiet || (p->finished && cp->last_print < 0))
 		return; /* short work shows no progress at all */
 	if (!p->finished && p->elapsed - cp->last_print < (cp->tty ? 0.1 : 1.0))

@@ -23,6 +23,7 @@ struct pump {
 	int level;
 	atomic_uint_fast64_t raw; /* uncompressed bytes through the pump */
 	int error;		  /* errno, read after join */
+	struct hasher hash;	  /* of the bytes written to the file */
 	char what[256];		  /* for messages: the file */
 };
 
@@ -77,6 +78,7 @@ static int run_compress(struct pump *p)
 				e = EIO;
 				break;
 			}
+			hasher_update(&p->hash, out, ob.pos);
 			if ((e = write_all(p->file_fd, out, ob.pos)))
 				break;
 		} while (mode == ZSTD_e_end ? left != 0 : ib.pos < ib.size);
@@ -182,6 +184,7 @@ static int run_write(struct pump *p)
 			break;
 		}
 		atomic_fetch_add(&p->raw, (uint64_t)n);
+		hasher_update(&p->hash, buf, (size_t)n);
 		whole = direct ? (size_t)n & ~(align - 1) : (size_t)n;
 		if (whole && (e = write_all(p->file_fd, buf, whole)))
 			break;
@@ -242,6 +245,7 @@ int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, st
 	bool to_file = kind != PUMP_DECOMPRESS;
 
 	p->kind = kind;
+	hasher_init(&p->hash);
 	p->file_fd = file_fd;
 	p->level = level > 0 ? level : 3;
 	snprintf(p->what, sizeof(p->what), "%s", what);
@@ -265,12 +269,20 @@ uint64_t pump_bytes(struct pump *p)
 
 int pump_finish(struct pump *p, qsnap_error *err)
 {
+	return pump_finish_checksum(p, NULL, err);
+}
+
+int pump_finish_checksum(struct pump *p, char **ret_checksum, qsnap_error *err)
+{
 	int e;
 
 	if (!p)
 		return 0;
 	pthread_join(p->thread, NULL);
 	e = p->error;
+	if (!e && ret_checksum)
+		*ret_checksum = hasher_final(&p->hash);
+	hasher_free(&p->hash);
 	if (e)
 		qerr(err, e, "%s %s: %s",
 		     p->kind == PUMP_COMPRESS	? "compressing into"

@@ -115,7 +115,8 @@ static int write_meta(qsnap_vm *vm, const char *dir, const struct snapshot *s, q
 		   json_object_new_int64(s->created), "mode", json_object_new_string(s->mode),
 		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
 		   json_object_new_int64((int64_t)s->vmstate_size), "compressed",
-		   json_object_new_boolean(s->compressed), "memory",
+		   json_object_new_boolean(s->compressed), "vmstate_checksum",
+		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL, "memory",
 		   json_object_new_int64((int64_t)vm->def.memory), "drives", drives, NULL);
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						      JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -312,6 +313,7 @@ static int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opt
 		.was_running = false,
 		.vmstate_size = src->vmstate_size,
 		.compressed = src->compressed,
+		.vmstate_checksum = xstrdup_or_null(src->vmstate_checksum),
 		.drives = xcalloc(src->n_drives, sizeof(struct snap_drive)),
 	};
 	for (size_t i = 0; i < src->n_drives; i++) {
@@ -361,7 +363,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	static const qsnap_save_opts dflt = {0};
 	_cleanup_free_ char *status = NULL;
 	_cleanup_close_ int fd = -1, qemu_fd = -1;
-	_cleanup_free_ char *stage = NULL;
+	_cleanup_free_ char *stage = NULL, *checksum = NULL;
 	struct pump *pump = NULL;
 	bool fd_passed = false;
 	struct cut *cuts = NULL;
@@ -504,7 +506,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			 err);
 	if (r < 0)
 		goto undo;
-	r = pump_finish(TAKE_PTR(pump), err);
+	r = pump_finish_checksum(TAKE_PTR(pump), &checksum, err);
 	if (r < 0)
 		goto undo;
 	if (shared) {
@@ -544,6 +546,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			.was_running = running,
 			.vmstate_size = (uint64_t)stt.st_size,
 			.compressed = opts->compress > 0,
+			.vmstate_checksum = TAKE_PTR(checksum),
 			.drives = xcalloc(n, sizeof(struct snap_drive)),
 		};
 		for (size_t i = 0; i < n; i++) {
