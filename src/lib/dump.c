@@ -82,8 +82,7 @@ int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts
 		if (r < 0)
 			goto fail;
 	}
-	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(DUMP_FD_NAME), NULL),
-			   pump ? qemu_fd : fd, NULL, 0, err);
+	r = migrate_pass_fd(q, DUMP_FD_NAME, pump ? qemu_fd : fd, err);
 	if (r < 0)
 		goto fail;
 	fd_passed = true;
@@ -96,13 +95,7 @@ int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts
 		r = migrate_setup(q, false, false, running, err);
 		if (r < 0)
 			goto fail;
-		qmp_drop_events(q, "MIGRATION");
-		r = qmp_execute(q, "migrate",
-				jbuild("uri", json_object_new_string("fd:" DUMP_FD_NAME), NULL), NULL, 0,
-				err);
-		if (r < 0)
-			goto fail;
-		r = migrate_wait(q,
+		r = migrate_run(q, DUMP_FD_NAME,
 				 &(struct mig_wait){.timeout_s = timeout,
 						    .phase = "dump",
 						    .progress = opts->progress,
@@ -172,17 +165,11 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
 		if (r < 0)
 			goto fail;
 	}
-	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(DUMP_FD_NAME), NULL),
-			   pump ? qemu_fd : fd, NULL, 0, err);
+	r = migrate_pass_fd(q, DUMP_FD_NAME, pump ? qemu_fd : fd, err);
 	closep(&qemu_fd);
 	if (r < 0)
 		goto fail;
-	qmp_drop_events(q, "MIGRATION");
-	r = qmp_execute(q, "migrate-incoming",
-			jbuild("uri", json_object_new_string("fd:" DUMP_FD_NAME), NULL), NULL, 0, err);
-	if (r < 0)
-		goto fail;
-	r = migrate_wait(q,
+	r = migrate_run(q, DUMP_FD_NAME,
 			 &(struct mig_wait){.incoming = true,
 					    .timeout_s = timeout > 0 ? timeout : DEFAULT_DUMP_TIMEOUT,
 					    .phase = "load dump",

@@ -212,6 +212,10 @@ struct mig_wait {
 };
 /* Wait for the MIGRATION event that ends a migration, reporting progress. */
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
+/* Hand QEMU a file descriptor under a name (getfd, SCM_RIGHTS). */
+int migrate_pass_fd(struct qmp *q, const char *name, int fd, qsnap_error *err);
+/* Migrate to (or, w->incoming, from) the fd passed under fdname, and wait. */
+int migrate_run(struct qmp *q, const char *fdname, const struct mig_wait *w, qsnap_error *err);
 
 /* ---- zstd between QEMU and a file (pump.c) ---- */
 

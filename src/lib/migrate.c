@@ -153,3 +153,20 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 		}
 	}
 }
+
+int migrate_pass_fd(struct qmp *q, const char *name, int fd, qsnap_error *err)
+{
+	return qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(name), NULL), fd,
+			      NULL, 0, err);
+}
+
+int migrate_run(struct qmp *q, const char *fdname, const struct mig_wait *w, qsnap_error *err)
+{
+	_cleanup_free_ char *uri = xasprintf("fd:%s", fdname);
+	int r;
+
+	qmp_drop_events(q, "MIGRATION");
+	r = qmp_execute(q, w->incoming ? "migrate-incoming" : "migrate",
+			jbuild("uri", json_object_new_string(uri), NULL), NULL, 0, err);
+	return r < 0 ? r : migrate_wait(q, w, err);
+}

@@ -482,19 +482,13 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (r < 0)
 		goto undo;
 	switched = true;
-	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL),
-			   pump ? qemu_fd : fd, NULL, 0, err);
+	r = migrate_pass_fd(q, MIGRATE_FD_NAME, qemu_fd, err);
 	if (r < 0)
 		goto undo;
 	fd_passed = true;
 	/* QEMU holds the pipe's write end now; ours would keep it open. */
 	closep(&qemu_fd);
-	qmp_drop_events(q, "MIGRATION");
-	r = qmp_execute(q, "migrate", jbuild("uri", json_object_new_string("fd:" MIGRATE_FD_NAME), NULL),
-			NULL, 0, err);
-	if (r < 0)
-		goto undo;
-	r = migrate_wait(q,
+	r = migrate_run(q, MIGRATE_FD_NAME,
 			 &(struct mig_wait){
 				 .timeout_s = opts->timeout > 0 ? opts->timeout : DEFAULT_SAVE_TIMEOUT,
 				 .phase = "save",
