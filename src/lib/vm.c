@@ -406,7 +406,10 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 	unsigned long long start;
 	int r;
 
+	/* run/ holds the QMP socket: the owner's alone, also in a directory
+	 * that was copied or unpacked with looser modes. */
 	mkdirat(vm->dirfd, "run", 0700);
+	fchmodat(vm->dirfd, "run", 0700, 0);
 	r = proc_build_argv(&vm->def, &vm->st, l, &argv, err);
 	if (r < 0)
 		return r;
