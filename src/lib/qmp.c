@@ -51,6 +51,7 @@ static int read_message(struct qmp *q, int64_t deadline, json_object **ret, qsna
 
 		if (nl) {
 			size_t linelen = (size_t)(nl - q->buf);
+			bool blank = linelen == 0 || (linelen == 1 && q->buf[0] == '\r');
 			enum json_tokener_error jerr;
 			json_tokener *tok;
 			json_object *o;
@@ -61,8 +62,10 @@ static int read_message(struct qmp *q, int64_t deadline, json_object **ret, qsna
 			json_tokener_free(tok);
 			memmove(q->buf, nl + 1, q->len - linelen - 1);
 			q->len -= linelen + 1;
-			if (linelen == 0 || (linelen == 1 && q->buf[0] == '\r'))
+			if (blank) {
+				json_object_put(o);
 				continue;
+			}
 			if (!o || jerr != json_tokener_success || !json_object_is_type(o, json_type_object)) {
 				json_object_put(o);
 				return qerr(err, EPROTO, "QEMU sent a QMP message that is not a JSON object");
