@@ -130,6 +130,7 @@ int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err)
 	_cleanup_free_ char *copy = xstrdup(spec);
 	qsnap_drive_def d = {.iface = QSNAP_IF_VIRTIO};
 	char *eq = strchr(copy, '='), *opts, *save = NULL;
+	const char *fmt = NULL; /* in copy; no allocation to undo on errors */
 
 	if (!eq)
 		return qerr(err, EINVAL, "drive '%s': expected ID=PATH[,if=virtio|scsi|ide|pflash][,format=qcow2|raw][,readonly]",
@@ -166,17 +167,16 @@ int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err)
 			if (strcmp(o + 7, "qcow2") && strcmp(o + 7, "raw"))
 				return qerr(err, EINVAL, "drive '%s': unknown format '%s' (use qcow2 or raw)",
 					    copy, o + 7);
-			free(d.format);
-			d.format = xstrdup(o + 7);
+			fmt = o + 7;
 		} else if (!strcmp(o, "readonly")) {
 			d.readonly = true;
 		} else {
-			free(d.format);
 			return qerr(err, EINVAL, "drive '%s': unknown option '%s'", copy, o);
 		}
 	}
 	d.id = xstrdup(copy);
 	d.path = absolute_path(path);
+	d.format = xstrdup_or_null(fmt);
 	def->drives = xrealloc(def->drives, (def->n_drives + 1) * sizeof(*def->drives));
 	def->drives[def->n_drives++] = d;
 	return 0;
