@@ -186,6 +186,9 @@ struct mig_wait {
 };
 /* Wait for the MIGRATION event that ends a migration, reporting progress. */
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
+/* Cancel an outgoing migration, if any, and wait until it has ended and
+ * QEMU accepts "cont" again. */
+void migrate_end(struct qmp *q);
 
 /* ---- vm.json (vmdef.c) ---- */
 

@@ -367,10 +367,7 @@ int save_recover(qsnap_vm *vm, qsnap_error *err)
 		return vm_write_state(vm, err);
 	}
 	/* A migration may still write into the removed file: end it. */
-	{
-		qsnap_error e2;
-		qmp_execute(q, "migrate_cancel", NULL, NULL, 5000, &e2);
-	}
+	migrate_end(q);
 	/* Make state.json name the layers QEMU really writes to: the crash may
 	 * have come before or after the switch. */
 	r = qmp_execute(q, "query-block", NULL, &blocks, 0, err);
