@@ -215,11 +215,90 @@ static int take_lock(qsnap_vm *vm, int timeout, qsnap_error *err)
 	return 0;
 }
 
-/* Finish or undo what an interrupted command left behind. */
-static int recover(qsnap_vm *vm, qsnap_error *err)
+/* The QEMU that run/qemu.pid names, if it is one that qsnap started for
+ * this VM and state.json does not know: a command was interrupted between
+ * starting it and recording it. It holds the VM's layers and sockets, so it
+ * ends. A QEMU of ours runs in the VM directory with -qmp on run/qmp.sock;
+ * that check also guards against a reused pid. */
+static void end_orphan_qemu(qsnap_vm *vm)
+{
+	_cleanup_free_ char *text = NULL, *cmdline = NULL;
+	char link[64], cwd[PATH_MAX];
+	unsigned long long start;
+	qsnap_error e2;
+	size_t len;
+	ssize_t n;
+	long pid;
+
+	if (read_file(vm->dirfd, "run/qemu.pid", &text, NULL, &e2) < 0)
+		return;
+	pid = strtol(text, NULL, 10);
+	if (pid <= 0 || pid > INT_MAX || pid == vm->st.qemu_pid)
+		return;
+	start = proc_start_time((pid_t)pid);
+	snprintf(link, sizeof(link), "/proc/%ld/cwd", pid);
+	n = readlink(link, cwd, sizeof(cwd) - 1);
+	if (!start || n < 0)
+		return;
+	cwd[n] = '\0';
+	snprintf(link, sizeof(link), "/proc/%ld/cmdline", pid);
+	if (strcmp(cwd, vm->dir) || read_file(AT_FDCWD, link, &cmdline, &len, &e2) < 0)
+		return;
+	for (const char *a = cmdline; a < cmdline + len; a += strlen(a) + 1)
+		if (!strncmp(a, "unix:run/qmp.sock,", 18)) {
+			kill((pid_t)pid, SIGKILL);
+			proc_wait_gone((pid_t)pid, start, 10000);
+			return;
+		}
+}
+
+/* Files that an interrupted command made before state.json named them:
+ * layers that qemu-img created for a save or a restore, a snapshot
+ * directory renamed into place just before the state naming it was
+ * written. Under the lock state.json is the whole truth, so a layer or a
+ * snapshot directory of qsnap's naming that it does not name is garbage. */
+static void sweep_strays(qsnap_vm *vm)
+{
+	static const char *const dirs[] = {"layers", "snapshots"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		int fd = openat(vm->dirfd, dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+		struct dirent *de;
+
+		if (!d) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		while ((de = readdir(d))) {
+			_cleanup_free_ char *rel = xasprintf("%s/%s", dirs[i], de->d_name);
+			const char *dot = strrchr(de->d_name, '.');
+			bool known = false;
+
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			if (i == 0) {
+				if (!dot || strcmp(dot, ".qcow2") || state_layer(&vm->st, rel))
+					continue;
+			} else {
+				for (size_t j = 0; j < vm->st.n_snapshots; j++)
+					known = known || !strcmp(vm->st.snapshots[j].dir, rel);
+				if (known || (vm->st.pending && !strcmp(vm->st.pending, rel)))
+					continue;
+			}
+			rm_rf(fd, de->d_name);
+		}
+		closedir(d);
+	}
+}
+
+/* The interrupted command itself: a save, a start or a restore. */
+static int recover_command(qsnap_vm *vm, qsnap_error *err)
 {
 	bool dirty = false;
 
+	end_orphan_qemu(vm);
 	if (vm->st.pending)
 		/* A save that never committed: its files go, the snapshot never was. */
 		return save_recover(vm, err);
@@ -242,6 +321,16 @@ static int recover(qsnap_vm *vm, qsnap_error *err)
 		}
 	}
 	return dirty ? vm_write_state(vm, err) : 0;
+}
+
+/* Finish or undo what an interrupted command left behind. */
+static int recover(qsnap_vm *vm, qsnap_error *err)
+{
+	int r = recover_command(vm, err);
+
+	if (r >= 0)
+		sweep_strays(vm);
+	return r;
 }
 
 int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **ret_vm,
