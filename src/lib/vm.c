@@ -72,6 +72,8 @@ static int check_drive_formats(qsnap_def *def, qsnap_error *err)
 		_cleanup_free_ char *fmt = NULL;
 		int r = image_format(d->path, &fmt, err);
 
+		if (r == -ENOENT) /* qemu-img itself is missing: the message says so */
+			return r;
 		if (r < 0)
 			return qerr_prefix(err, "drive '%s': %s is not a readable disk image", d->id,
 					   d->path);
@@ -110,6 +112,8 @@ static int mkdir_vm(const char *dir, bool *ret_created, qsnap_error *err)
 	if (errno != EEXIST)
 		return qerr(err, errno, "cannot create %s: %s", dir, strerror(errno));
 	d = opendir(dir);
+	if (!d && errno == ENOTDIR)
+		return qerr(err, EEXIST, "%s exists and is not a directory: choose a new directory", dir);
 	if (!d)
 		return qerr(err, errno, "cannot open %s: %s", dir, strerror(errno));
 	while ((de = readdir(d)))

@@ -243,9 +243,10 @@ int vmdef_check(const qsnap_def *def, qsnap_error *err)
 		if (d->iface == QSNAP_IF_PFLASH && ++n_pflash > 2)
 			return qerr(err, EINVAL, "at most two pflash drives (firmware, variables)");
 	}
-	for (const char *const *f = (const char *const[]){def->kernel, def->initrd, NULL}; *f; f++)
-		if (*f && access(*f, R_OK) < 0)
-			return qerr(err, ENOENT, "%s cannot be read: %s", *f, strerror(errno));
+	if (def->kernel && access(def->kernel, R_OK) < 0)
+		return qerr(err, ENOENT, "--kernel %s cannot be read: %s", def->kernel, strerror(errno));
+	if (def->initrd && access(def->initrd, R_OK) < 0)
+		return qerr(err, ENOENT, "--initrd %s cannot be read: %s", def->initrd, strerror(errno));
 	return 0;
 }
 
