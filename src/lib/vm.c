@@ -259,8 +259,9 @@ static void end_orphan_qemu(qsnap_vm *vm)
 /* Files that an interrupted command made before state.json named them:
  * layers that qemu-img created for a save or a restore, a snapshot
  * directory renamed into place just before the state naming it was
- * written. Under the lock state.json is the whole truth, so a layer or a
- * snapshot directory of qsnap's naming that it does not name is garbage. */
+ * written. Under the lock state.json is the whole truth, so a *.qcow2 in
+ * layers/ or an entry of snapshots/ that it does not name is garbage (new
+ * kinds of files in those two directories must be named in state.json). */
 static void sweep_strays(qsnap_vm *vm)
 {
 	static const char *const dirs[] = {"layers", "snapshots"};
