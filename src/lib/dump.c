@@ -124,7 +124,9 @@ fail:
 			qmp_execute(q, "closefd",
 				    jbuild("fdname", json_object_new_string(DUMP_FD_NAME), NULL), NULL,
 				    0, &e2);
-		pump_finish(TAKE_PTR(pump), &e2);
+		/* Our side of the pipe knows best why it broke (a full disk). */
+		if (pump_finish(TAKE_PTR(pump), &e2) < 0)
+			qerr(err, e2.code, "%s", e2.msg);
 		unlink(tmp);
 		if (!vm_qemu_alive(vm))
 			vm_err_qemu_log(vm, err);

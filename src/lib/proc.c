@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "internal.h"
@@ -280,6 +281,9 @@ int proc_spawn(const char *cwd, char *const argv[], const char *logpath, pid_t *
 				close_range(3, (unsigned)wr - 1, 0);
 			close_range((unsigned)wr + 1, ~0U, 0);
 			signal(SIGPIPE, SIG_DFL);
+			/* QEMU creates run/qmp.sock, the serial socket and its log
+			 * with its umask: only the VM's owner may reach them. */
+			umask(077);
 			execve(prog, argv, envp);
 		fail:;
 			int e = errno;

@@ -498,8 +498,19 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 				 .pump = pump,
 			 },
 			 err);
-	if (r < 0)
+	if (r < 0) {
+		qsnap_error e2;
+
+		/* QEMU saw only a broken pipe; our side knows why (a full disk).
+		 * A migration that never started leaves QEMU holding the pipe. */
+		if (vm_qemu_alive(vm))
+			qmp_execute(q, "closefd",
+				    jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL), NULL,
+				    0, &e2);
+		if (pump_finish(TAKE_PTR(pump), &e2) < 0)
+			qerr(err, e2.code, "%s", e2.msg);
 		goto undo;
+	}
 	r = pump_finish_checksum(TAKE_PTR(pump), &checksum, err);
 	if (r < 0)
 		goto undo;
@@ -633,10 +644,7 @@ int save_recover(qsnap_vm *vm, qsnap_error *err)
 		return vm_write_state(vm, err);
 	}
 	/* A migration may still write into the removed file: end it. */
-	{
-		qsnap_error e2;
-		qmp_execute(q, "migrate_cancel", NULL, NULL, 5000, &e2);
-	}
+	migrate_end(q);
 	/* Make state.json name the layers QEMU really writes to: the crash may
 	 * have come before or after the switch. */
 	r = qmp_execute(q, "query-block", NULL, &blocks, 0, err);

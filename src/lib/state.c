@@ -154,8 +154,9 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		const char *path = jstr(l, "path"), *drive = jstr(l, "drive");
 		const char *backing = jstr(l, "backing");
 
-		if (!rel_path_ok(path) || !drive || !drive_id_valid(drive) ||
-		    (backing && !rel_path_ok(backing)))
+		/* chain.c names backing files relative to layers/. */
+		if (!rel_path_ok(path) || strncmp(path, "layers/", 7) || !drive ||
+		    !drive_id_valid(drive) || (backing && !rel_path_ok(backing)))
 			goto fail_layers;
 		state_add_layer(st, path, drive, backing);
 	}
@@ -201,7 +202,7 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		}
 		json_object_object_foreach(drives, sdrive, slayer)
 		{
-			if (!json_object_is_type(slayer, json_type_string) ||
+			if (!drive_id_valid(sdrive) || !json_object_is_type(slayer, json_type_string) ||
 			    !state_layer(st, json_object_get_string(slayer))) {
 				snapshot_free(&sn);
 				goto fail_snapshots;
