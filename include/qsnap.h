@@ -206,8 +206,9 @@ typedef struct qsnap_save_opts {
 	/* Pause the guest only to cut the disks and save device state (a few
 	 * milliseconds); RAM is written while it runs, each page copied aside
 	 * before the guest first writes it (QEMU's background-snapshot). The
-	 * snapshot is the guest at that pause. A paused VM is saved the
-	 * ordinary way. RAM goes in the migration stream. */
+	 * snapshot is the guest at that pause. A paused VM, and RAM mapped
+	 * copy-on-write by a lazy restore, are saved the ordinary way
+	 * (stats.live says which). RAM goes in the migration stream. */
 	bool live;
 	/* Compress the migration stream with zstd at this level (1-19) in
 	 * several threads; 0: no compression. Shared-RAM snapshots keep their

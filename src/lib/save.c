@@ -396,8 +396,11 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	shared = vm->st.ram_file && vm->st.ram_shared;
 	/* A live save writes RAM while the guest runs: only QEMU can keep that
 	 * consistent, so RAM goes in the stream. A paused VM is saved the
-	 * ordinary way (QEMU would resume it). */
-	live = opts->live && running;
+	 * ordinary way (QEMU would resume it), and so is RAM mapped
+	 * copy-on-write from a snapshot after a lazy restore: QEMU 7.2 cannot
+	 * write-protect a private file mapping ("Background-snapshot is not
+	 * compatible with guest memory configuration"). stats.live tells. */
+	live = opts->live && running && !(vm->st.ram_file && !vm->st.ram_shared);
 	if (live)
 		shared = false;
 	if (shared) {

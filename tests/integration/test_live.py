@@ -75,3 +75,19 @@ def test_live_save_of_a_paused_vm_stays_paused(t):
     check(vm.status()["state"] == "paused", "restored running")
     qsnap("qmp", vm.dir, "cont")
     check(guest_view(vm) == saved, "paused live save restored wrong")
+
+
+def test_live_save_after_lazy_restore(t):
+    """QEMU cannot write-protect RAM mapped copy-on-write from a snapshot:
+    such a save is an ordinary one, and says so."""
+    vm = t.vm(extra_init=["--ram-mode", "shared"])
+    vm.boot()
+    fill_guest(vm, "a", mib=4)
+    vm.save("A")
+    vm.restore("A", "--lazy")
+    saved = fill_guest(vm, "b", mib=4)
+    p = qsnap("save", "--live", vm.dir, "B")
+    check(", live" not in p.stdout and "stream mode" in p.stdout, p.stdout)
+    vm.sh("X=later")
+    vm.restore("B")
+    check(guest_view(vm) == saved, "the save after a lazy restore restored wrong")

@@ -5,8 +5,12 @@ must not keep growing.
 QSNAP_SOAK_CYCLES sets the number of cycles (default 10, for make check);
 the long run is
     QSNAP_SOAK_CYCLES=100 tests/run test_soak
-QSNAP_SOAK_MODES is the list of snapshot modes that the cycles go through
-in turn (default "stream"); see save_args() for adding one.
+QSNAP_SOAK_MODES is the list of ways to save and restore that the cycles go
+through in turn, on a VM in shared-RAM mode (default all of them):
+  shared    save (RAM copied from the shared file), eager restore
+  lazy      save, restore --lazy (so the next save carries RAM in the stream)
+  live      save --live (RAM in the stream, written while the guest runs)
+  compress  save --compress (zstd stream)
 """
 
 import os
@@ -15,22 +19,22 @@ import time
 from harness import Fail, check, process_running
 
 CYCLES = int(os.environ.get("QSNAP_SOAK_CYCLES", "10"))
-MODES = [m for m in os.environ.get("QSNAP_SOAK_MODES", "stream").split(",") if m]
-# Growth allowed per cycle once the VM has warmed up. Each save --replace
-# plus restore leaves one more (small) layer in the live chain until qsnap
-# merges long chains (DESIGN.md, chain upkeep): about 0.3 MiB here. A leak
-# of anything real (a machine state, a RAM image) is tens of MiB per cycle.
+MODES = [m for m in os.environ.get("QSNAP_SOAK_MODES", "shared,lazy,live,compress").split(",")
+         if m]
+# Growth allowed per cycle once the VM has warmed up: a layer of the live
+# chain now and then, until a save compacts it (max_chain). A leak of
+# anything real (a machine state, a RAM image) is tens of MiB per cycle.
 DISK_PER_CYCLE = 2 << 20
-WARMUP = 2
+WARMUP = 4
+
+SAVE_ARGS = {"shared": [], "lazy": [], "live": ["--live"], "compress": ["--compress"]}
+RESTORE_ARGS = {"shared": [], "lazy": ["--lazy"], "live": [], "compress": []}
 
 
 def save_args(mode):
-    """The qsnap save options for a snapshot mode. The hook for alternating
-    modes: when shared-RAM mode lands, return its option here (e.g.
-    ["--mode", "shared"]) and run with QSNAP_SOAK_MODES=stream,shared."""
-    if mode == "stream":
-        return []
-    raise Fail(f"soak: snapshot mode {mode!r} is not supported yet (QSNAP_SOAK_MODES)")
+    if mode not in SAVE_ARGS:
+        raise Fail(f"soak: unknown mode {mode!r} in QSNAP_SOAK_MODES (have: {', '.join(SAVE_ARGS)})")
+    return SAVE_ARGS[mode]
 
 
 def mark(vm, tag, mib=4):
@@ -83,7 +87,7 @@ def qemus(vm):
 
 def test_save_restore_cycles(t):
     check(CYCLES >= 1 and MODES, "QSNAP_SOAK_CYCLES must be at least 1 and QSNAP_SOAK_MODES set")
-    vm = t.vm()
+    vm = t.vm(extra_init=["--ram-mode", "shared"])
     vm.boot()
     base = mark(vm, "base")
     vm.save("base")
@@ -96,7 +100,7 @@ def test_save_restore_cycles(t):
         # Break the guest: RAM, the shell, the disk.
         vm.sh("X=broken; dd if=/dev/urandom of=/tmp/ram.bin bs=1M count=2 2>/dev/null; "
               "echo broken > /mnt/who; sync")
-        vm.restore("lastgood")
+        vm.restore("lastgood", *RESTORE_ARGS[mode])
         got = view(vm)
         check(got == want, f"cycle {i} ({mode}): restored {got}, saved {want}")
         if i % 5 == 4:
