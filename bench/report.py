@@ -1,0 +1,249 @@
+"""The benchmark's results: summary statistics, results.json, results.md and
+chart.png (gnuplot). `python3 bench/report.py results.json [OUTDIR]` renders
+the Markdown and the chart again from a results.json."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+METHODS = {
+    "internal": "internal `savevm`/`loadvm`",
+    "stream": "qsnap stream",
+    "stream-live": "qsnap stream, `save --live`",
+    "shared-eager": "qsnap shared RAM, eager restore",
+    "shared-lazy": "qsnap shared RAM, `restore --lazy`",
+}
+METRICS = ("pause_s", "save_s", "restore_s", "restore_cmd_s", "disk_bytes",
+           "qemu_rss_save_kib", "qemu_rss_restore_kib", "qsnap_rss_save_kib",
+           "qsnap_rss_restore_kib")
+BASELINE = "internal"
+
+
+def stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def build(meta, samples, errors):
+    """results.json's content: the raw samples, and per workload and method
+    the median, min and max of every figure plus the ratios to the baseline."""
+    workloads = []
+    for s in samples + errors:
+        if s["workload"] not in workloads:
+            workloads.append(s["workload"])
+    summary = {}
+    for wl in workloads:
+        summary[wl] = {}
+        for m in meta["methods"]:
+            rows = [s for s in samples if s["workload"] == wl and s["method"] == m]
+            if rows:
+                summary[wl][m] = {k: stats([r.get(k) for r in rows]) for k in METRICS}
+        base = summary[wl].get(BASELINE)
+        for m, fig in summary[wl].items():
+            # baseline median / method median: above 1, the method is faster.
+            fig["vs_internal"] = {
+                k: (base[k]["median"] / fig[k]["median"]
+                    if base and base.get(k) and fig.get(k) and fig[k]["median"] > 0 else None)
+                for k in ("pause_s", "save_s", "restore_s")}
+    return {"meta": meta, "methods": {m: METHODS.get(m, m) for m in meta["methods"]},
+            "summary": summary, "samples": samples, "errors": errors}
+
+
+# ---- Markdown -------------------------------------------------------------
+
+def fmt_s(st):
+    if not st:
+        return "-"
+    med, lo, hi = st["median"], st["min"], st["max"]
+    digits = 3 if hi < 0.1 else 2
+    if st["n"] == 1:
+        return f"{med:.{digits}f} s"
+    return f"{med:.{digits}f} s ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def fmt_bytes(n):
+    if n is None:
+        return "-"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def fmt_kib(st):
+    return fmt_bytes(st["median"] * 1024) if st else "-"
+
+
+def fmt_ratio(r, better, worse):
+    if r is None:
+        return "-"
+    if r >= 1:
+        return f"**{r:.1f}x {better}**" if r >= 1.1 else f"{r:.2f}x (same)"
+    return f"{1 / r:.1f}x {worse}"
+
+
+def workload_title(wl):
+    memory, fill = wl.split("-", 1)
+    what = {"random": "half of RAM seeded random data in tmpfs",
+            "zero": "freshly booted, RAM mostly zero (4 MiB of data)"}[fill]
+    return f"{memory.replace('G', ' GiB')} guest, {what}"
+
+
+def machine_line(meta):
+    qemu = meta["qemu"].replace("QEMU emulator version ", "QEMU ")
+    return (f"{meta['date']}, {meta['host_cpu']} host with {meta['host_cores']} cores and "
+            f"{meta['host_memory_gib']} GiB ({meta['os']}, Linux {meta['host_kernel']}), "
+            f"accel {meta['accel']} (no KVM), {qemu}, qsnap {meta['qsnap_commit']}")
+
+
+def headline(results):
+    lines = []
+    for wl, methods in results["summary"].items():
+        for m, fig in methods.items():
+            if m == BASELINE:
+                continue
+            r = fig["vs_internal"]
+            lines.append(f"{wl} {m}: guest paused "
+                         f"{fmt_ratio(r['pause_s'], 'shorter', 'longer').strip('*')}, "
+                         f"restore {fmt_ratio(r['restore_s'], 'faster', 'slower').strip('*')} "
+                         f"than internal snapshots")
+    return "\n".join(lines)
+
+
+def markdown(results):
+    meta, summary = results["meta"], results["summary"]
+    reps = ", ".join(f"{n} ({m})" for m, n in zip(meta["memory"], meta["reps"]))
+    out = [
+        "# qsnap benchmark: qsnap against QEMU's internal snapshots",
+        "",
+        f"Measured {machine_line(meta)}. Guest: {meta['guest']}. "
+        f"Repetitions per method: {reps}; every cell is the median (min-max). "
+        f"The whole run took {meta['duration_s'] // 60} min {meta['duration_s'] % 60} s; "
+        f"load average {meta['load_before']:.1f} before, {meta['load_after']:.1f} after "
+        f"(other QEMUs ran on the machine meanwhile). Made by `make bench` (bench/run).",
+        "",
+        "## Against internal snapshots",
+        "",
+        "Internal median divided by the method's median, both from the same run.",
+        "",
+        "| workload | method | guest paused by save | save until durable | restore to running |",
+        "|---|---|---|---|---|",
+    ]
+    for wl, methods in summary.items():
+        for m, fig in methods.items():
+            if m == BASELINE:
+                continue
+            r = fig["vs_internal"]
+            out.append(f"| {wl} | {results['methods'][m]} | "
+                       f"{fmt_ratio(r['pause_s'], 'shorter', 'longer')} | "
+                       f"{fmt_ratio(r['save_s'], 'faster', 'slower')} | "
+                       f"{fmt_ratio(r['restore_s'], 'faster', 'slower')} |")
+    for wl, methods in summary.items():
+        out += ["", f"## {workload_title(wl)}", "",
+                "| method | guest paused by save | save until durable | restore to running "
+                "| snapshot on disk | QEMU peak RSS: save / restore | qsnap peak RSS: save / restore |",
+                "|---|---|---|---|---|---|---|"]
+        for m, fig in methods.items():
+            qs = "-" if not fig["qsnap_rss_save_kib"] else \
+                f"{fmt_kib(fig['qsnap_rss_save_kib'])} / {fmt_kib(fig['qsnap_rss_restore_kib'])}"
+            out.append(f"| {results['methods'][m]} | {fmt_s(fig['pause_s'])} | "
+                       f"{fmt_s(fig['save_s'])} | {fmt_s(fig['restore_s'])} | "
+                       f"{fmt_bytes(fig['disk_bytes']['median'])} | "
+                       f"{fmt_kib(fig['qemu_rss_save_kib'])} / {fmt_kib(fig['qemu_rss_restore_kib'])} "
+                       f"| {qs} |")
+    if results["errors"]:
+        out += ["", "## Failures", ""]
+        out += [f"- {e['workload']} {e['method']} (repetition {e['rep']}): {e['error']}"
+                for e in results["errors"]]
+    out += ["", "## How the figures are taken", "",
+            "- **guest paused by save**: from QEMU's own `STOP` and `RESUME` events, read on a "
+            "second QMP monitor that every VM has (the same extra `-qmp` argument for all "
+            "methods): the stopped time while the save ran.",
+            "- **save until durable**: wall time of `qsnap save` (internal: from submitting "
+            "the `snapshot-save` job until QEMU reports it concluded). Both end with the "
+            "snapshot written and flushed.",
+            "- **restore to running**: from the restore command (`qsnap restore`, or the "
+            "`snapshot-load` job) until the guest answers a command on its serial console.",
+            "- **snapshot on disk**: disk blocks the save allocated in the VM's `layers/` and "
+            "`snapshots/` (internal: growth of the qcow2 image).",
+            "- **QEMU peak RSS**: VmHWM of the QEMU process, reset before the save and read "
+            "after it; for the restore, the VmHWM of the QEMU that runs afterwards, read as "
+            "soon as the guest answers. **qsnap peak RSS**: ru_maxrss of the qsnap command.",
+            "- After every restore the guest's `md5sum` of its data must match the host-side "
+            "md5, a file written after the save must be gone and one written before it "
+            "present; the guest idles during saves and restores. Host page cache is warm.",
+            ""]
+    return "\n".join(out)
+
+
+# ---- chart ----------------------------------------------------------------
+
+def chart(results, png, scratch):
+    """Pause and restore time side by side per method, one panel per
+    workload, log scale, medians with min-max bars."""
+    summary = results["summary"]
+    wls = list(summary)
+    cols = 2 if len(wls) > 1 else 1
+    rows = (len(wls) + cols - 1) // cols
+    gp = [f"set terminal pngcairo size {620 * cols},{420 * rows} font 'sans,10'",
+          f"set output '{png}'",
+          f"set multiplot layout {rows},{cols} title "
+          f"'qsnap vs internal snapshots: {results['meta']['accel']}, "
+          f"{results['meta']['qemu'].split('(')[0].replace('QEMU emulator version', 'QEMU')}"
+          f"- median, bars min..max' font ',12'",
+          "set style data histogram",
+          "set style histogram errorbars gap 1 lw 1",
+          "set style fill solid 0.85 border -1",
+          "set boxwidth 0.9",
+          "set logscale y",
+          "set ylabel 'seconds (log scale)'",
+          "set grid ytics",
+          "set key top left",
+          "set xtics nomirror",
+          ]
+    for i, wl in enumerate(wls):
+        lines = []
+        for m, fig in summary[wl].items():
+            p, r = fig["pause_s"], fig["restore_s"]
+            lines.append(f"\"{m}\" {p['median']:.4f} {p['min']:.4f} {p['max']:.4f} "
+                         f"{r['median']:.4f} {r['min']:.4f} {r['max']:.4f}")
+        top = max(max(f["pause_s"]["max"], f["restore_s"]["max"]) for f in summary[wl].values())
+        gp += [f"$d{i} << EOD", *lines, "EOD",
+               f"set title '{workload_title(wl)}'",
+               # headroom above the bars for the key and the value labels
+               f"set yrange [0.01:{top * 8:.3f}]",
+               f"plot $d{i} using 2:3:4:xtic(1) title 'guest paused by save' lc rgb '#c0392b', "
+               f"'' using 5:6:7 title 'restore to running' lc rgb '#2471a3', "
+               f"'' using ($0-0.17):($2*1.25):(sprintf('%.2f',$2)) with labels notitle font ',8', "
+               f"'' using ($0+0.17):($5*1.25):(sprintf('%.2f',$5)) with labels notitle font ',8'"]
+    gp.append("unset multiplot")
+    script = os.path.join(scratch, "chart.gp")
+    with open(script, "w") as f:
+        f.write("\n".join(gp) + "\n")
+    subprocess.run(["gnuplot", script], check=True)
+
+
+def write_all(results, out, scratch):
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(markdown(results))
+    chart(results, os.path.join(out, "chart.png"), scratch)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: report.py results.json [OUTDIR]")
+    with open(sys.argv[1]) as f:
+        res = json.load(f)
+    outdir = sys.argv[2] if len(sys.argv) == 3 else os.path.dirname(os.path.abspath(sys.argv[1]))
+    os.makedirs(outdir, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_all(res, outdir, tmp)
