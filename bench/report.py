@@ -17,7 +17,11 @@ METHODS = {
     "shared-eager": "qsnap shared RAM, eager restore",
     "shared-lazy": "qsnap shared RAM, `restore --lazy`",
 }
-METRICS = ("pause_s", "save_s", "restore_s", "restore_cmd_s", "disk_bytes",
+# Chart labels: two short lines each.
+SHORT = {"internal": "internal\\nkept", "internal-replace": "internal\\nrolling",
+         "stream": "stream", "stream-live": "stream\\nlive", "shared-eager": "shared\\neager",
+         "shared-lazy": "shared\\nlazy"}
+METRICS = ("pause_s", "save_s", "durable_s", "restore_s", "restore_cmd_s", "disk_bytes",
            "qemu_rss_save_kib", "qemu_rss_restore_kib", "qsnap_rss_save_kib",
            "qsnap_rss_restore_kib")
 BASELINES = ("internal", "internal-replace")
@@ -34,7 +38,7 @@ def stats(values):
 def ratios(base, fig):
     return {k: (base[k]["median"] / fig[k]["median"]
                 if base and base.get(k) and fig.get(k) and fig[k]["median"] > 0 else None)
-            for k in ("pause_s", "save_s", "restore_s")}
+            for k in ("pause_s", "durable_s", "restore_s")}
 
 
 def build(meta, samples, errors):
@@ -94,10 +98,13 @@ def fmt_kib(st):
 
 
 def fmt_ratio(r, better, worse):
+    """r = baseline / method: above 1 the method is better."""
     if r is None:
         return "-"
+    if 1 / 1.1 < r < 1.1:
+        return f"{r:.2f}x (same)"
     if r >= 1:
-        return f"**{r:.1f}x {better}**" if r >= 1.1 else f"{r:.2f}x (same)"
+        return f"**{r:.1f}x {better}**"
     return f"{1 / r:.1f}x {worse}"
 
 
@@ -105,7 +112,7 @@ def workload_title(wl):
     memory, fill = wl.split("-", 1)
     what = {"random": "half of RAM seeded random data in tmpfs",
             "zero": "freshly booted, RAM mostly zero (4 MiB of data)"}[fill]
-    return f"{memory.replace('G', ' GiB')} guest, {what}"
+    return f"{memory[:-1]} {memory[-1]}iB guest, {what}"
 
 
 def machine_line(meta):
@@ -170,7 +177,7 @@ def markdown(results):
             qs = "-" if not fig["qsnap_rss_save_kib"] else \
                 f"{fmt_kib(fig['qsnap_rss_save_kib'])} / {fmt_kib(fig['qsnap_rss_restore_kib'])}"
             out.append(f"| {results['methods'][m]} | {fmt_s(fig['pause_s'])} | "
-                       f"{fmt_s(fig['save_s'])} | {fmt_s(fig['restore_s'])} | "
+                       f"{fmt_s(fig['durable_s'])} | {fmt_s(fig['restore_s'])} | "
                        f"{fmt_disk(fig['disk_bytes'])} | "
                        f"{fmt_kib(fig['qemu_rss_save_kib'])} / {fmt_kib(fig['qemu_rss_restore_kib'])} "
                        f"| {qs} |")
@@ -182,7 +189,9 @@ def markdown(results):
             "- **guest paused by save**: from QEMU's own `STOP` and `RESUME` events, read on a "
             "second QMP monitor that every VM has (the same extra `-qmp` argument for all "
             "methods): the stopped time while the save ran.",
-            "- **save until durable**: wall time of `qsnap save`; internal: from submitting "
+            "- **save until durable**: wall time of `qsnap save`, or longer if `qsnap list "
+            "--json` reports the snapshot `\"durable\": false` after it returned (a shared-RAM "
+            "snapshot persisted in the background); internal: from submitting "
             "the `snapshot-save` job until QEMU reports it concluded, or until QEMU answers "
             "HMP `savevm`. All end with the snapshot written and flushed (qcow2 flushes when "
             "it writes the snapshot table). The internal snapshots are driven over the same "
@@ -212,7 +221,7 @@ def chart(results, png, scratch):
     wls = list(summary)
     cols = 2 if len(wls) > 1 else 1
     rows = (len(wls) + cols - 1) // cols
-    gp = [f"set terminal pngcairo size {620 * cols},{420 * rows} font 'sans,10'",
+    gp = [f"set terminal pngcairo size {760 * cols},{440 * rows} font 'sans,10'",
           f"set output '{png}'",
           f"set multiplot layout {rows},{cols} title "
           f"'qsnap vs internal snapshots: {results['meta']['accel']}, "
@@ -227,12 +236,13 @@ def chart(results, png, scratch):
           "set grid ytics",
           "set key top left",
           "set xtics nomirror",
+          "set bmargin 4",
           ]
     for i, wl in enumerate(wls):
         lines = []
         for m, fig in summary[wl].items():
             p, r = fig["pause_s"], fig["restore_s"]
-            lines.append(f"\"{m}\" {p['median']:.4f} {p['min']:.4f} {p['max']:.4f} "
+            lines.append(f"\"{SHORT.get(m, m)}\" {p['median']:.4f} {p['min']:.4f} {p['max']:.4f} "
                          f"{r['median']:.4f} {r['min']:.4f} {r['max']:.4f}")
         top = max(max(f["pause_s"]["max"], f["restore_s"]["max"]) for f in summary[wl].values())
         gp += [f"$d{i} << EOD", *lines, "EOD",
@@ -241,8 +251,9 @@ def chart(results, png, scratch):
                f"set yrange [0.01:{top * 8:.3f}]",
                f"plot $d{i} using 2:3:4:xtic(1) title 'guest paused by save' lc rgb '#c0392b', "
                f"'' using 5:6:7 title 'restore to running' lc rgb '#2471a3', "
-               f"'' using ($0-0.17):($2*1.25):(sprintf('%.2f',$2)) with labels notitle font ',8', "
-               f"'' using ($0+0.17):($5*1.25):(sprintf('%.2f',$5)) with labels notitle font ',8'"]
+               # the median's value above each bar and its max whisker
+               f"'' using ($0-0.17):($4*1.2):(sprintf('%.2f',$2)) with labels notitle font ',8', "
+               f"'' using ($0+0.17):($7*1.2):(sprintf('%.2f',$5)) with labels notitle font ',8'"]
     gp.append("unset multiplot")
     script = os.path.join(scratch, "chart.gp")
     with open(script, "w") as f:
