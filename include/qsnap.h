@@ -49,6 +49,13 @@ typedef struct qsnap_drive_def {
 	bool readonly; /* read-only drives get no layers and are not snapshotted */
 } qsnap_drive_def;
 
+/* Where guest RAM lives, and so how a save gets it. */
+typedef enum qsnap_ram_mode {
+	QSNAP_RAM_STREAM, /* ordinary guest RAM, saved inside QEMU's migration stream */
+	QSNAP_RAM_SHARED, /* a shared file qsnap owns and copies itself; the stream
+			     carries device state only */
+} qsnap_ram_mode;
+
 typedef struct qsnap_def {
 	char *qemu;    /* QEMU binary; NULL: qemu-system-x86_64 from PATH */
 	char *machine; /* NULL: QEMU's default machine */
@@ -58,6 +65,9 @@ typedef struct qsnap_def {
 	uint64_t memory; /* bytes, default 1 GiB */
 	char *kernel, *initrd, *append; /* direct kernel boot, all optional */
 	bool serial;   /* first serial port on run/serial.sock (default true) */
+	qsnap_ram_mode ram_mode;
+	char *ram_dir; /* shared mode: where the RAM file lives; NULL: a private
+			  folder under /dev/shm */
 	size_t n_drives;
 	qsnap_drive_def *drives;
 	size_t n_extra;
@@ -71,6 +81,10 @@ void qsnap_def_free(qsnap_def *def);
 /* Add a drive from the command-line form ID=PATH[,if=...][,format=...][,readonly].
  * A relative PATH is taken relative to the current directory. */
 int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err);
+
+/* "stream" / "shared", and back; -EINVAL for an unknown word. */
+const char *qsnap_ram_mode_name(qsnap_ram_mode m);
+int qsnap_ram_mode_parse(const char *s, qsnap_ram_mode *ret);
 
 /* Parse a size such as "512M", "4G", "1073741824" (binary units). */
 int qsnap_parse_size(const char *s, uint64_t *ret_bytes, qsnap_error *err);
@@ -121,6 +135,7 @@ const char *qsnap_vm_dir(qsnap_vm *vm);
 typedef struct qsnap_start_opts {
 	bool paused;       /* leave the vCPUs stopped */
 	const char *from;  /* start from this snapshot (like restore) */
+	bool lazy;         /* with from: map the snapshot's RAM copy-on-write */
 	int timeout;       /* seconds for QEMU to come up or load state; 0: default */
 	qsnap_progress_fn progress;
 	void *userdata;
@@ -156,6 +171,10 @@ typedef struct qsnap_status {
 	size_t n_drives;
 	qsnap_drive_status *drives;
 	size_t n_snapshots;
+	qsnap_ram_mode ram_mode; /* the definition's */
+	char *ram_file;	 /* the file QEMU's RAM is mapped from, NULL: anonymous */
+	bool ram_lazy;	 /* mapped copy-on-write from a snapshot: the next save
+			    carries RAM in the migration stream */
 } qsnap_status;
 
 int qsnap_vm_status(qsnap_vm *vm, qsnap_status *ret_status, qsnap_error *err);
@@ -169,11 +188,30 @@ int qsnap_vm_qmp(qsnap_vm *vm, const char *command, const char *args_json, char 
 
 /* ---- Snapshots ---------------------------------------------------------- */
 
+typedef struct qsnap_save_stats {
+	double paused;	/* seconds the guest was paused (QEMU's STOP to RESUME) */
+	double total;	/* seconds the whole save took */
+	uint64_t bytes; /* bytes of machine state written (stream and RAM file) */
+	bool live;	/* RAM was written while the guest ran */
+	const char *mode; /* "stream" or "shared" */
+} qsnap_save_stats;
+
 typedef struct qsnap_save_opts {
 	bool replace; /* replace a snapshot of the same name */
+	/* Pause the guest only to cut the disks and save device state (a few
+	 * milliseconds); RAM is written while it runs, each page copied aside
+	 * before the guest first writes it (QEMU's background-snapshot). The
+	 * snapshot is the guest at that pause. A paused VM is saved the
+	 * ordinary way. RAM goes in the migration stream. */
+	bool live;
+	/* Compress the migration stream with zstd at this level (1-19) in
+	 * several threads; 0: no compression. Shared-RAM snapshots keep their
+	 * RAM file sparse instead. */
+	int compress;
 	int timeout;  /* seconds; 0: default (600) */
 	qsnap_progress_fn progress;
 	void *userdata;
+	qsnap_save_stats *stats; /* filled on success when not NULL */
 } qsnap_save_opts;
 
 /* Save the whole VM (every writable drive, RAM, CPU and device state) as
@@ -182,6 +220,10 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 
 typedef struct qsnap_restore_opts {
 	int timeout; /* seconds; 0: default (600) */
+	/* Shared-RAM snapshots: map the snapshot's RAM file copy-on-write
+	 * instead of copying it, so the restore does not read RAM at all. The
+	 * next save then carries RAM in the migration stream. */
+	bool lazy;
 	qsnap_progress_fn progress;
 	void *userdata;
 } qsnap_restore_opts;
@@ -195,14 +237,48 @@ typedef struct qsnap_snapshot_info {
 	char *name;
 	char *parent;	   /* NULL for a first snapshot */
 	int64_t created;   /* seconds since the epoch */
-	char *mode;	   /* "stream" */
+	char *mode;	   /* "stream" (RAM in the migration stream) or "shared"
+			      (RAM in its own file) */
 	uint64_t size;	   /* bytes on disk of the machine state and its own layers */
+	bool compressed;   /* the migration stream is zstd-compressed */
 	bool was_running;  /* restores running (else paused) */
 	bool current;	   /* the current state descends from this snapshot */
 } qsnap_snapshot_info;
 
 int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info **ret_list, size_t *ret_n, qsnap_error *err);
 void qsnap_snapshot_info_free(qsnap_snapshot_info *list, size_t n);
+
+typedef enum qsnap_dump_format {
+	QSNAP_DUMP_STREAM, /* QEMU's migration stream: loads back into QEMU
+			      (qsnap start --from-dump) */
+	QSNAP_DUMP_ELF,	   /* an ELF core of guest memory (dump-guest-memory),
+			      for crash(8) or gdb */
+} qsnap_dump_format;
+
+typedef struct qsnap_dump_opts {
+	qsnap_dump_format format;
+	int compress; /* zstd level, 0: default (3), -1: no compression */
+	int timeout;  /* seconds; 0: default (600) */
+	qsnap_progress_fn progress;
+	void *userdata;
+} qsnap_dump_opts;
+
+/* Write the machine state of the running (or paused) VM to output for
+ * post-mortem debugging, zstd-compressed in several threads; the VM goes on
+ * as it was (a running guest pauses only for milliseconds). The file
+ * appears under its name only when complete. After a dump of a paused VM,
+ * QEMU 7.2 refuses to save it until the guest has run again. */
+int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts *opts,
+			 qsnap_error *err);
+
+/* Start a stopped VM from a stream dump (compressed or not), paused and
+ * with read-only disks, for inspection with qsnap qmp. */
+int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_error *err);
+
+/* Change how RAM is kept (a stopped VM only): mode, and for shared mode
+ * the RAM directory (NULL: the default under /dev/shm). Existing snapshots
+ * of either mode stay restorable. */
+int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err);
 
 /* Delete a snapshot: its machine state, and every layer no other snapshot
  * and no live chain needs. Snapshots built on it stay restorable. */

@@ -31,6 +31,8 @@ int cmd_save(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+int cmd_dump_memory(int argc, char **argv);
 
 /* "qsnap: <message>" on stderr; returns EXIT_FAIL. */
 int cli_fail(const qsnap_error *err);
@@ -57,6 +59,20 @@ struct cli_progress {
 };
 void cli_progress_init(struct cli_progress *p, bool quiet);
 void cli_progress(const qsnap_progress *p, void *userdata);
+
+/* Background saves (background.c). */
+struct json_object;
+struct bg_progress {
+	qsnap_vm *vm;
+	const char *name;
+	double last;
+};
+void bg_progress_begin(struct bg_progress *bp);
+void bg_progress_write(const qsnap_progress *p, void *userdata);
+void bg_progress_end(struct bg_progress *bp, const qsnap_error *err);
+/* The running background save's progress, or the last one's result
+ * ("running": true/false), or NULL. */
+struct json_object *bg_status(qsnap_vm *vm);
 
 /* "1.5 GiB" */
 void cli_format_size(char *buf, size_t len, uint64_t bytes);

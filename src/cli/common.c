@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Error reporting, option parsing and progress display for every command. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,8 +62,15 @@ long cli_number(const char *cmd, const char *opt, const char *value)
 int cli_open(const char *dir, int lock_timeout, qsnap_vm **ret_vm)
 {
 	qsnap_error err = {0};
+	int r = qsnap_vm_open(dir, 0, 0, ret_vm, &err);
 
-	if (qsnap_vm_open(dir, 0, lock_timeout, ret_vm, &err) < 0)
+	if (r == -EBUSY && lock_timeout > 0) {
+		/* Say why nothing happens: e.g. a background save runs. */
+		fprintf(stderr, "qsnap: %s is busy with another qsnap command; waiting up to %d s\n",
+			dir, lock_timeout);
+		r = qsnap_vm_open(dir, 0, lock_timeout, ret_vm, &err);
+	}
+	if (r < 0)
 		return cli_fail(&err);
 	return EXIT_OK;
 }

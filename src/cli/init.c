@@ -25,13 +25,18 @@ static void help(void)
 	       "  --append CMDLINE   kernel command line for --kernel\n"
 	       "  --qemu BINARY      QEMU binary (default qemu-system-x86_64)\n"
 	       "  --no-serial        no serial console on VMDIR/run/serial.sock\n"
+	       "  --ram-mode MODE    stream: RAM is saved inside QEMU's migration stream (default)\n"
+	       "                     shared: RAM lives in a shared file that qsnap copies itself,\n"
+	       "                     much faster to save and restore (see qsnap restore --lazy)\n"
+	       "  --ram-dir DIR      shared mode: where the RAM file lives (default: a private\n"
+	       "                     folder under /dev/shm; a disk or hugetlbfs path also works)\n"
 	       "  -- QEMU-ARGS       extra QEMU arguments, appended as given\n");
 }
 
 int cmd_init(int argc, char **argv)
 {
 	enum { OPT_DRIVE = 256, OPT_MEMORY, OPT_SMP, OPT_MACHINE, OPT_ACCEL, OPT_CPU, OPT_KERNEL,
-	       OPT_INITRD, OPT_APPEND, OPT_QEMU, OPT_NO_SERIAL };
+	       OPT_INITRD, OPT_APPEND, OPT_QEMU, OPT_NO_SERIAL, OPT_RAM_MODE, OPT_RAM_DIR };
 	static const struct option opts[] = {
 		{"help", no_argument, NULL, 'h'},
 		{"drive", required_argument, NULL, OPT_DRIVE},
@@ -45,6 +50,8 @@ int cmd_init(int argc, char **argv)
 		{"append", required_argument, NULL, OPT_APPEND},
 		{"qemu", required_argument, NULL, OPT_QEMU},
 		{"no-serial", no_argument, NULL, OPT_NO_SERIAL},
+		{"ram-mode", required_argument, NULL, OPT_RAM_MODE},
+		{"ram-dir", required_argument, NULL, OPT_RAM_DIR},
 		{0},
 	};
 	qsnap_error err = {0};
@@ -92,6 +99,13 @@ int cmd_init(int argc, char **argv)
 		case OPT_NO_SERIAL:
 			def.serial = false;
 			break;
+		case OPT_RAM_MODE:
+			if (qsnap_ram_mode_parse(optarg, &def.ram_mode) < 0) {
+				rc = cli_usage_error("init", "--ram-mode is stream or shared, not '%s'", optarg);
+				goto out;
+			}
+			break;
+		case OPT_RAM_DIR: field = &def.ram_dir; break;
 		default:
 			goto out;
 		}

@@ -62,6 +62,7 @@ int cmd_list(int argc, char **argv)
 			json_object_object_add(o, "parent", list[i].parent ? json_object_new_string(list[i].parent) : NULL);
 			json_object_object_add(o, "created", json_object_new_int64(list[i].created));
 			json_object_object_add(o, "mode", json_object_new_string(list[i].mode));
+			json_object_object_add(o, "compressed", json_object_new_boolean(list[i].compressed));
 			json_object_object_add(o, "size", json_object_new_int64((int64_t)list[i].size));
 			json_object_object_add(o, "was_running", json_object_new_boolean(list[i].was_running));
 			json_object_object_add(o, "current", json_object_new_boolean(list[i].current));
@@ -81,9 +82,10 @@ int cmd_list(int argc, char **argv)
 
 			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
 			cli_format_size(size, sizeof(size), list[i].size);
-			printf("%s %-20s %-20s %-19s %-7s %10s  %s\n", list[i].current ? "*" : " ",
+			printf("%s %-20s %-20s %-19s %-7s %10s  %s%s\n", list[i].current ? "*" : " ",
 			       list[i].name, list[i].parent ? list[i].parent : "-", when,
-			       list[i].mode, size, list[i].was_running ? "running" : "paused");
+			       list[i].mode, size, list[i].was_running ? "running" : "paused",
+			       list[i].compressed ? ", zstd" : "");
 		}
 	}
 	qsnap_snapshot_info_free(list, n);

@@ -14,6 +14,8 @@ static const struct cli_cmd commands[] = {
 	{"restore", "bring the VM back to a snapshot", cmd_restore},
 	{"list", "list the snapshots", cmd_list},
 	{"delete", "delete a snapshot", cmd_delete},
+	{"dump-memory", "write the running VM's memory to a compressed file", cmd_dump_memory},
+	{"config", "change how a stopped VM keeps its RAM", cmd_config},
 	{"qmp", "send one QMP command to the running QEMU", cmd_qmp},
 };
 

@@ -13,6 +13,9 @@ static void help(void)
 	       "QEMU (if any) ends, and a new one starts with the snapshot's disks, RAM and\n"
 	       "device state. What the VM did since is discarded; other snapshots are kept.\n"
 	       "\n"
+	       "  --lazy             shared-RAM snapshots: map the snapshot's RAM copy-on-write\n"
+	       "                     instead of copying it (restore time does not grow with RAM;\n"
+	       "                     the next save then carries RAM in the migration stream)\n"
 	       "  --timeout SECONDS  give up after this long (default 600)\n"
 	       "  --lock-timeout S   how long to wait for another qsnap command on VMDIR (default 600)\n"
 	       "  -q, --quiet        no progress and no summary\n");
@@ -20,11 +23,12 @@ static void help(void)
 
 int cmd_restore(int argc, char **argv)
 {
-	enum { OPT_TIMEOUT = 256, OPT_LOCK };
+	enum { OPT_TIMEOUT = 256, OPT_LOCK, OPT_LAZY };
 	static const struct option opts[] = {
 		{"help", no_argument, NULL, 'h'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"lazy", no_argument, NULL, OPT_LAZY},
 		{"lock-timeout", required_argument, NULL, OPT_LOCK},
 		{0},
 	};
@@ -44,6 +48,9 @@ int cmd_restore(int argc, char **argv)
 			return EXIT_OK;
 		case 'q':
 			quiet = true;
+			break;
+		case OPT_LAZY:
+			ro.lazy = true;
 			break;
 		case OPT_TIMEOUT:
 			if ((n = cli_number("restore", "--timeout", optarg)) < 0)

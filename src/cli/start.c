@@ -13,6 +13,9 @@ static void help(void)
 	       "\n"
 	       "  --paused           leave the vCPUs stopped (continue with qsnap qmp VMDIR cont)\n"
 	       "  --from SNAPSHOT    start from a snapshot, as restore does\n"
+	       "  --lazy             with --from: map a shared-RAM snapshot's RAM copy-on-write\n"
+	       "  --from-dump FILE   load a memory dump (qsnap dump-memory) paused, with\n"
+	       "                     read-only disks, for inspection with qsnap qmp\n"
 	       "  --timeout SECONDS  how long QEMU may take to come up or load state (default 60/600)\n"
 	       "  --lock-timeout S   how long to wait for another qsnap command on VMDIR (default 600)\n"
 	       "  -q, --quiet        no progress\n");
@@ -20,12 +23,14 @@ static void help(void)
 
 int cmd_start(int argc, char **argv)
 {
-	enum { OPT_PAUSED = 256, OPT_FROM, OPT_TIMEOUT, OPT_LOCK };
+	enum { OPT_PAUSED = 256, OPT_FROM, OPT_TIMEOUT, OPT_LOCK, OPT_LAZY, OPT_FROM_DUMP };
 	static const struct option opts[] = {
 		{"help", no_argument, NULL, 'h'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"paused", no_argument, NULL, OPT_PAUSED},
 		{"from", required_argument, NULL, OPT_FROM},
+		{"lazy", no_argument, NULL, OPT_LAZY},
+		{"from-dump", required_argument, NULL, OPT_FROM_DUMP},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
 		{"lock-timeout", required_argument, NULL, OPT_LOCK},
 		{0},
@@ -36,6 +41,7 @@ int cmd_start(int argc, char **argv)
 	qsnap_vm *vm;
 	long lock = DEFAULT_LOCK_TIMEOUT, n;
 	bool quiet = false;
+	const char *dump = NULL;
 	int c, rc;
 
 	while ((c = cli_getopt("start", argc, argv, "hq", opts)) != -1) {
@@ -52,6 +58,12 @@ int cmd_start(int argc, char **argv)
 		case OPT_FROM:
 			so.from = optarg;
 			break;
+		case OPT_LAZY:
+			so.lazy = true;
+			break;
+		case OPT_FROM_DUMP:
+			dump = optarg;
+			break;
 		case OPT_TIMEOUT:
 			if ((n = cli_number("start", "--timeout", optarg)) < 0)
 				return EXIT_USAGE;
@@ -67,11 +79,21 @@ int cmd_start(int argc, char **argv)
 	}
 	if (optind + 1 != argc)
 		return cli_usage_error("start", optind < argc ? "too many arguments" : "VMDIR is missing");
+	if (so.lazy && !so.from)
+		return cli_usage_error("start", "--lazy goes with --from SNAPSHOT");
 	cli_progress_init(&cp, quiet);
 	rc = cli_open(argv[optind], (int)lock, &vm);
 	if (rc)
 		return rc;
-	if (qsnap_vm_start(vm, &so, &err) < 0)
+	if (dump) {
+		if (so.from)
+			rc = cli_usage_error("start", "--from and --from-dump exclude each other");
+		else if (qsnap_vm_start_from_dump(vm, dump, so.timeout, &err) < 0)
+			rc = cli_fail(&err);
+		else if (!quiet)
+			printf("loaded %s into %s, paused, disks read-only: inspect it with qsnap qmp\n",
+			       dump, argv[optind]);
+	} else if (qsnap_vm_start(vm, &so, &err) < 0)
 		rc = cli_fail(&err);
 	else if (!quiet)
 		printf("started %s%s%s%s\n", argv[optind], so.from ? " from " : "",

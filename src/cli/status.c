@@ -11,12 +11,13 @@ static void help(void)
 	       "\n"
 	       "Show whether the VM runs (running, paused, stopped, or crashed: QEMU is gone\n"
 	       "without qsnap stopping it), QEMU's pid, the snapshot the current state\n"
-	       "descends from, and every drive's layer chain (base image first).\n"
+	       "descends from, how RAM is kept, and every drive's layer chain (base image\n"
+	       "first).\n"
 	       "\n"
 	       "  --json   the same as one JSON object\n");
 }
 
-static void print_json(const qsnap_status *st, const char *dir)
+static void print_json(const qsnap_status *st, const char *dir, json_object *bg)
 {
 	json_object *o = json_object_new_object(), *drives = json_object_new_array();
 
@@ -27,6 +28,9 @@ static void print_json(const qsnap_status *st, const char *dir)
 	json_object_object_add(o, "pid", st->pid ? json_object_new_int(st->pid) : NULL);
 	json_object_object_add(o, "current", st->current ? json_object_new_string(st->current) : NULL);
 	json_object_object_add(o, "snapshots", json_object_new_int((int)st->n_snapshots));
+	json_object_object_add(o, "ram_mode", json_object_new_string(qsnap_ram_mode_name(st->ram_mode)));
+	json_object_object_add(o, "ram_file", st->ram_file ? json_object_new_string(st->ram_file) : NULL);
+	json_object_object_add(o, "ram_lazy", json_object_new_boolean(st->ram_lazy));
 	for (size_t i = 0; i < st->n_drives; i++) {
 		json_object *d = json_object_new_object(), *chain = json_object_new_array();
 
@@ -40,12 +44,43 @@ static void print_json(const qsnap_status *st, const char *dir)
 		json_object_array_add(drives, d);
 	}
 	json_object_object_add(o, "drives", drives);
+	json_object_object_add(o, "background_save", json_object_get(bg));
 	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 							      JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 }
 
-static void print_text(const qsnap_status *st, const char *dir)
+static void print_background(json_object *bg)
+{
+	json_object *v;
+	const char *name = json_object_object_get_ex(bg, "name", &v) ? json_object_get_string(v) : "?";
+
+	if (json_object_object_get_ex(bg, "running", &v) && json_object_get_boolean(v)) {
+		int64_t done = 0, total = 0;
+		char d[32], t[32];
+
+		if (json_object_object_get_ex(bg, "done", &v))
+			done = json_object_get_int64(v);
+		if (json_object_object_get_ex(bg, "total", &v))
+			total = json_object_get_int64(v);
+		cli_format_size(d, sizeof(d), (uint64_t)done);
+		cli_format_size(t, sizeof(t), (uint64_t)total);
+		printf("saving:    %s in the background: %s of %s", name, d, total ? t : "?");
+		if (total)
+			printf(" (%d%%)", (int)(100 * done / total));
+		printf("\n");
+	} else if (json_object_object_get_ex(bg, "ok", &v)) {
+		json_object *e;
+
+		if (json_object_get_boolean(v))
+			printf("last background save: %s, done\n", name);
+		else
+			printf("last background save: %s FAILED: %s\n", name,
+			       json_object_object_get_ex(bg, "error", &e) ? json_object_get_string(e) : "?");
+	}
+}
+
+static void print_text(const qsnap_status *st, const char *dir, json_object *bg)
 {
 	printf("vm:        %s\n", dir);
 	printf("state:     %s", qsnap_run_state_name(st->state));
@@ -55,6 +90,16 @@ static void print_text(const qsnap_status *st, const char *dir)
 		printf(" (QEMU is gone; see %s/run/qemu.log; restore a snapshot or start again)", dir);
 	printf("\ncurrent:   %s\n", st->current ? st->current : "(no snapshot)");
 	printf("snapshots: %zu\n", st->n_snapshots);
+	if (bg)
+		print_background(bg);
+	printf("ram:       %s mode", qsnap_ram_mode_name(st->ram_mode));
+	if (st->ram_lazy)
+		printf(", mapped copy-on-write from %s (the next save carries RAM in the stream)",
+		       st->ram_file);
+	else if (st->ram_file)
+		printf(", shared file %s (saves copy it; the stream carries device state only)",
+		       st->ram_file);
+	printf("\n");
 	for (size_t i = 0; i < st->n_drives; i++) {
 		printf("drive %s%s: %zu in chain\n", st->drives[i].id,
 		       st->drives[i].readonly ? " (read-only)" : "", st->drives[i].n_chain);
@@ -97,10 +142,13 @@ int cmd_status(int argc, char **argv)
 	if (qsnap_vm_status(vm, &st, &err) < 0) {
 		rc = cli_fail(&err);
 	} else {
+		json_object *bg = bg_status(vm);
+
 		if (json)
-			print_json(&st, qsnap_vm_dir(vm));
+			print_json(&st, qsnap_vm_dir(vm), bg);
 		else
-			print_text(&st, qsnap_vm_dir(vm));
+			print_text(&st, qsnap_vm_dir(vm), bg);
+		json_object_put(bg);
 		qsnap_status_free(&st);
 	}
 	qsnap_vm_close(vm);

@@ -79,6 +79,8 @@ int write_file_atomic(int dirfd, const char *path, const char *data, size_t len,
 		      qsnap_error *err);
 /* Read a whole file (relative to dirfd); NUL-terminated. */
 int read_file(int dirfd, const char *path, char **ret_data, size_t *ret_len, qsnap_error *err);
+/* fsync a file (relative to dirfd). */
+int fsync_file(int dirfd, const char *path, qsnap_error *err);
 /* fsync a directory (relative to dirfd). */
 int fsync_dir(int dirfd, const char *path, qsnap_error *err);
 /* Remove a directory tree (relative to dirfd); missing is not an error. */
@@ -140,9 +142,11 @@ int vm_query_status(qsnap_vm *vm, char **ret_status, bool *ret_running, qsnap_er
 
 /* Launch QEMU for this VM (proc.c builds the command line). */
 struct launch {
-	bool paused;
-	bool incoming; /* -incoming defer */
-	int timeout;   /* seconds for QMP to come up */
+	bool incoming;	      /* -incoming defer */
+	int timeout;	      /* seconds for QMP to come up */
+	const char *ram_file; /* guest RAM from this file; NULL: anonymous */
+	bool ram_share;	      /* MAP_SHARED (ours to copy) or copy-on-write */
+	bool readonly_disks;  /* inspecting a memory dump: change nothing */
 };
 int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err);
 /* Let the vCPUs run. */
@@ -172,8 +176,12 @@ const qsnap_drive_def *def_drive(const qsnap_def *def, const char *id);
 
 /* ---- migration (migrate.c) ---- */
 
-/* Migration capabilities and parameters qsnap uses at both ends. */
-int migrate_setup(struct qmp *q, bool incoming, qsnap_error *err);
+/* Migration capabilities and parameters qsnap uses at both ends.
+ * ignore_shared: leave shared RAM out of the stream (x-ignore-shared); the
+ * loading end must say the same as the saving end did. background: a live
+ * save (background-snapshot). */
+int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background,
+		  qsnap_error *err);
 
 struct mig_wait {
 	bool incoming;
@@ -182,10 +190,42 @@ struct mig_wait {
 	qsnap_progress_fn progress;
 	void *userdata;
 	int fd;		/* the file QEMU writes or reads: its offset is our progress */
+	struct pump *pump; /* or, through a pump, the bytes it moved */
 	uint64_t total; /* bytes expected when known (restore: the file's size) */
 };
 /* Wait for the MIGRATION event that ends a migration, reporting progress. */
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
+
+/* ---- zstd between QEMU and a file (pump.c) ---- */
+
+struct pump;
+/* Start a thread that compresses what QEMU writes into *ret_qemu_fd into
+ * file_fd (compress), or decompresses file_fd into *ret_qemu_fd for QEMU
+ * to read. Pass *ret_qemu_fd to QEMU, then close it here. */
+int pump_start(bool compress, int file_fd, int level, const char *what, struct pump **ret,
+	       int *ret_qemu_fd, qsnap_error *err);
+/* Uncompressed bytes through the pump so far. */
+uint64_t pump_bytes(struct pump *p);
+/* Wait until QEMU closed its end and the thread is done. */
+int pump_finish(struct pump *p, qsnap_error *err);
+
+/* ---- shared RAM files (ramfile.c) ---- */
+
+/* Copy a RAM file of size bytes: holes and zero pages stay holes. */
+int ramfile_copy(int srcdirfd, const char *src, int dstdirfd, const char *dst, uint64_t size,
+		 const char *phase, qsnap_progress_fn progress, void *userdata, qsnap_error *err);
+/* Bytes a file really occupies. */
+uint64_t ramfile_allocated(int dirfd, const char *path);
+/* Fail early and clearly when dir cannot take need more bytes. */
+int ramfile_check_space(int dirfd, const char *dir, uint64_t need, const char *what,
+			qsnap_error *err);
+
+/* The directory of this VM's shared RAM file (created 0700), absolute. */
+int vm_ram_dir(qsnap_vm *vm, char **ret, qsnap_error *err);
+/* Give the VM a fresh, empty shared RAM file for a new QEMU. */
+int vm_new_ram_file(qsnap_vm *vm, char **ret_path, qsnap_error *err);
+/* Forget (and for a shared file, remove) the RAM of a QEMU that is gone. */
+void vm_drop_ram(qsnap_vm *vm);
 
 /* ---- vm.json (vmdef.c) ---- */
 

@@ -12,14 +12,24 @@
 #define UNLIMITED_BANDWIDTH (100LL << 30)
 #define POLL_MS 200
 
-int migrate_setup(struct qmp *q, bool incoming, qsnap_error *err)
+static json_object *cap(const char *name, bool on)
+{
+	return jbuild("capability", json_object_new_string(name), "state",
+		      json_object_new_boolean(on), NULL);
+}
+
+int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background,
+		  qsnap_error *err)
 {
 	json_object *caps = json_object_new_array();
 	int r;
 
 	/* MIGRATION events tell us when it ends, at both ends. */
-	json_object_array_add(caps, jbuild("capability", json_object_new_string("events"), "state",
-					   json_object_new_boolean(true), NULL));
+	json_object_array_add(caps, cap("events", true));
+	/* Set either way: a QEMU keeps capabilities from its last migration. */
+	json_object_array_add(caps, cap("x-ignore-shared", ignore_shared));
+	if (!incoming)
+		json_object_array_add(caps, cap("background-snapshot", background));
 	r = qmp_execute(q, "migrate-set-capabilities", jbuild("capabilities", caps, NULL), NULL, 0,
 			err);
 	if (r < 0 || incoming)
@@ -44,10 +54,13 @@ static void report(const struct mig_wait *w, uint64_t done, uint64_t total, int6
 		w->progress(&p, w->userdata);
 }
 
-static uint64_t fd_offset(int fd)
+static uint64_t done_bytes(const struct mig_wait *w)
 {
-	off_t off = fd >= 0 ? lseek(fd, 0, SEEK_CUR) : -1;
+	off_t off;
 
+	if (w->pump)
+		return pump_bytes(w->pump);
+	off = w->fd >= 0 ? lseek(w->fd, 0, SEEK_CUR) : -1;
 	return off > 0 ? (uint64_t)off : 0;
 }
 
@@ -62,6 +75,29 @@ static char *source_error(struct qmp *q)
 		return xstrdup("no details");
 	desc = jstr(info, "error-desc");
 	return xstrdup(desc ? desc : "no details");
+}
+
+/* QEMU reports "completed" before its migration thread has cleaned up;
+ * until then the run state is still finish-migrate and "cont" is refused
+ * ("Migration is not finalized yet"). */
+static int wait_finalized(struct qmp *q, qsnap_error *err)
+{
+	int64_t deadline = now_ms() + 10000;
+
+	for (;;) {
+		_cleanup_json_ json_object *st = NULL;
+		const char *s;
+		int r = qmp_execute(q, "query-status", NULL, &st, 0, err);
+
+		if (r < 0)
+			return r;
+		s = jstr(st, "status");
+		if (!s || strcmp(s, "finish-migrate"))
+			return 0;
+		if (now_ms() > deadline)
+			return qerr(err, ETIMEDOUT, "QEMU did not finish the migration");
+		sleep_ms(2);
+	}
 }
 
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
@@ -79,9 +115,9 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 			if (!status)
 				continue;
 			if (!strcmp(status, "completed")) {
-				uint64_t done = fd_offset(w->fd);
+				uint64_t done = done_bytes(w);
 				report(w, done, total > done ? total : done, t0, true);
-				return 0;
+				return w->incoming ? 0 : wait_finalized(q, err);
 			}
 			if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
 				_cleanup_free_ char *why =
@@ -104,7 +140,7 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 					total = (uint64_t)t;
 			}
 		}
-		report(w, fd_offset(w->fd), total, t0, false);
+		report(w, done_bytes(w), total, t0, false);
 		if (now_ms() >= deadline) {
 			if (!w->incoming) {
 				qsnap_error e2;

@@ -17,21 +17,38 @@ static const char *const iface_device[] = {
 	[QSNAP_IF_IDE] = "ide-hd",
 };
 
+/* A value inside a QEMU option list: commas are doubled. */
+static char *opt_escape(const char *s)
+{
+	char *out = xmalloc(strlen(s) * 2 + 1), *o = out;
+
+	for (; *s; s++) {
+		*o++ = *s;
+		if (*s == ',')
+			*o++ = ',';
+	}
+	*o = '\0';
+	return out;
+}
+
 /* -blockdev for the top of a drive's chain: the qcow2 layer (QEMU opens the
  * backing chain from the image headers) or, for read-only drives, the base. */
-static void push_blockdev(char ***argv, size_t *n, const qsnap_drive_def *d, const char *layer)
+static void push_blockdev(char ***argv, size_t *n, const qsnap_drive_def *d, const char *layer,
+			  bool readonly)
 {
 	if (layer) {
 		_cleanup_free_ char *node = chain_node_name(layer);
 
 		strv_push(argv, n, "-blockdev");
-		strv_pushf(argv, n, "driver=qcow2,node-name=%s,file.driver=file,file.filename=%s",
-			   node, layer);
+		strv_pushf(argv, n, "driver=qcow2,node-name=%s,%sfile.driver=file,file.filename=%s",
+			   node, readonly ? "read-only=on," : "", layer);
 	} else {
+		_cleanup_free_ char *path = opt_escape(d->path);
+
 		strv_push(argv, n, "-blockdev");
 		strv_pushf(argv, n,
 			   "driver=%s,node-name=%s-ro,read-only=on,file.driver=file,file.filename=%s",
-			   d->format, d->id, d->path);
+			   d->format, d->id, path);
 	}
 }
 
@@ -56,7 +73,10 @@ int proc_build_argv(const qsnap_def *def, const struct state *st, const struct l
 		strv_push(&argv, &n, "-accel");
 		strv_push(&argv, &n, a);
 	}
-	machine = def->machine ? xstrdup(def->machine) : NULL;
+	/* Guest RAM is always the backend "ram0", so that its RAM block has the
+	 * same name in every mode and a snapshot loads into either. */
+	machine = def->machine ? xasprintf("%s,memory-backend=ram0", def->machine)
+			       : xstrdup("memory-backend=ram0");
 	for (size_t i = 0; i < def->n_drives; i++) {
 		const qsnap_drive_def *d = &def->drives[i];
 		struct active *a = d->readonly ? NULL : state_active((struct state *)st, d->id);
@@ -69,10 +89,8 @@ int proc_build_argv(const qsnap_def *def, const struct state *st, const struct l
 		free(machine);
 		machine = m;
 	}
-	if (machine) {
-		strv_push(&argv, &n, "-machine");
-		strv_push(&argv, &n, machine);
-	}
+	strv_push(&argv, &n, "-machine");
+	strv_push(&argv, &n, machine);
 	if (def->cpu) {
 		strv_push(&argv, &n, "-cpu");
 		strv_push(&argv, &n, def->cpu);
@@ -81,6 +99,16 @@ int proc_build_argv(const qsnap_def *def, const struct state *st, const struct l
 	strv_pushf(&argv, &n, "%u", def->smp);
 	strv_push(&argv, &n, "-m");
 	strv_pushf(&argv, &n, "%lluM", (unsigned long long)(def->memory >> 20));
+	strv_push(&argv, &n, "-object");
+	if (l->ram_file) {
+		_cleanup_free_ char *path = opt_escape(l->ram_file);
+
+		strv_pushf(&argv, &n, "memory-backend-file,id=ram0,size=%lluM,mem-path=%s,share=%s",
+			   (unsigned long long)(def->memory >> 20), path, l->ram_share ? "on" : "off");
+	} else {
+		strv_pushf(&argv, &n, "memory-backend-ram,id=ram0,size=%lluM",
+			   (unsigned long long)(def->memory >> 20));
+	}
 	strv_push(&argv, &n, "-qmp");
 	strv_push(&argv, &n, "unix:run/qmp.sock,server=on,wait=off");
 	strv_push(&argv, &n, "-pidfile");
@@ -117,7 +145,7 @@ int proc_build_argv(const qsnap_def *def, const struct state *st, const struct l
 					    d->id);
 			}
 		}
-		push_blockdev(&argv, &n, d, a ? a->layer : NULL);
+		push_blockdev(&argv, &n, d, a ? a->layer : NULL, l->readonly_disks);
 		if (d->iface == QSNAP_IF_PFLASH)
 			continue;
 		_cleanup_free_ char *node = a ? chain_node_name(a->layer) : xasprintf("%s-ro", d->id);

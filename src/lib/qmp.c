@@ -50,20 +50,28 @@ static int read_message(struct qmp *q, int64_t deadline, json_object **ret, qsna
 		char *nl = q->buf ? memchr(q->buf, '\n', q->len) : NULL;
 
 		if (nl) {
-			size_t linelen = (size_t)(nl - q->buf);
-			enum json_tokener_error jerr;
+			size_t linelen = (size_t)(nl - q->buf), end = 0;
+			enum json_tokener_error jerr = json_tokener_success;
 			json_tokener *tok;
-			json_object *o;
+			json_object *o = NULL;
+			bool blank = linelen == 0 || (linelen == 1 && q->buf[0] == '\r');
 
-			tok = json_tokener_new();
-			o = json_tokener_parse_ex(tok, q->buf, (int)linelen);
-			jerr = json_tokener_get_error(tok);
-			json_tokener_free(tok);
+			if (!blank) {
+				tok = json_tokener_new();
+				o = json_tokener_parse_ex(tok, q->buf, (int)linelen);
+				jerr = json_tokener_get_error(tok);
+				end = json_tokener_get_parse_end(tok);
+				json_tokener_free(tok);
+				/* Only white space may follow the object. */
+				while (end < linelen && strchr(" \t\r", q->buf[end]))
+					end++;
+			}
 			memmove(q->buf, nl + 1, q->len - linelen - 1);
 			q->len -= linelen + 1;
-			if (linelen == 0 || (linelen == 1 && q->buf[0] == '\r'))
+			if (blank)
 				continue;
-			if (!o || jerr != json_tokener_success || !json_object_is_type(o, json_type_object)) {
+			if (!o || jerr != json_tokener_success || end != linelen ||
+			    !json_object_is_type(o, json_type_object)) {
 				json_object_put(o);
 				return qerr(err, EPROTO, "QEMU sent a QMP message that is not a JSON object");
 			}

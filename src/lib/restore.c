@@ -43,7 +43,7 @@ int find_snapshot(qsnap_vm *vm, const char *name, struct snapshot **ret, qsnap_e
  * the running VM is touched. Returns the opened machine state. */
 static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsnap_error *err)
 {
-	_cleanup_free_ char *path = xasprintf("%s/vmstate", s->dir);
+	_cleanup_free_ char *path = snapshot_vmstate(s);
 	_cleanup_close_ int fd = -1;
 	char magic[4];
 	struct stat st;
@@ -72,6 +72,21 @@ static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsna
 			return qerr(err, errno, "snapshot '%s' needs the base image %s of drive '%s': %s",
 				    s->name, d->path, d->id, strerror(errno));
 	}
+	if (s->memory && s->memory != vm->def.memory)
+		return qerr(err, EINVAL, "snapshot '%s' was saved with %llu MiB of RAM but vm.json now says %llu MiB: set the memory back to restore it",
+			    s->name, (unsigned long long)(s->memory >> 20),
+			    (unsigned long long)(vm->def.memory >> 20));
+	if (!strcmp(s->mode, "shared")) {
+		_cleanup_free_ char *ram = xasprintf("%s/ram", s->dir);
+
+		if (fstatat(vm->dirfd, ram, &st, 0) < 0)
+			return qerr(err, errno, "snapshot '%s': %s/%s: %s", s->name, vm->dir, ram,
+				    strerror(errno));
+		if ((uint64_t)st.st_size != vm->def.memory)
+			return qerr(err, EINVAL, "snapshot '%s': %s/%s has %lld bytes, the guest's RAM %llu: the file is damaged",
+				    s->name, vm->dir, ram, (long long)st.st_size,
+				    (unsigned long long)vm->def.memory);
+	}
 	fd = openat(vm->dirfd, path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return qerr(err, errno, "snapshot '%s': cannot open %s/%s: %s", s->name, vm->dir, path,
@@ -80,18 +95,69 @@ static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsna
 		return qerr(err, EINVAL, "snapshot '%s': %s/%s has %lld bytes, %llu were saved: the file is damaged",
 			    s->name, vm->dir, path, (long long)st.st_size,
 			    (unsigned long long)s->vmstate_size);
-	/* QEMU's migration stream starts with "QEVM". */
-	if (pread(fd, magic, sizeof(magic), 0) != sizeof(magic) || memcmp(magic, "QEVM", 4))
+	/* QEMU's migration stream starts with "QEVM", a zstd frame with its
+	 * magic number. */
+	if (pread(fd, magic, sizeof(magic), 0) != sizeof(magic) ||
+	    memcmp(magic, s->compressed ? "\x28\xb5\x2f\xfd" : "QEVM", 4))
 		return qerr(err, EINVAL, "snapshot '%s': %s/%s is not a QEMU machine state", s->name,
 			    vm->dir, path);
 	*ret_fd = TAKE_FD(fd);
 	return 0;
 }
 
+/* Where the new QEMU's RAM comes from (see DESIGN.md, shared-RAM mode):
+ * - a shared snapshot, lazily (or into a stream-mode VM): the snapshot's
+ *   RAM file mapped copy-on-write, never written;
+ * - a shared snapshot, eagerly: a copy in a fresh shared RAM file;
+ * - a stream snapshot into a shared-mode VM: a fresh, empty shared file
+ *   that the stream fills;
+ * - otherwise anonymous RAM. */
+static int prepare_ram(qsnap_vm *vm, const struct snapshot *s, const qsnap_restore_opts *opts,
+		       struct launch *l, char **ret_file, qsnap_error *err)
+{
+	bool from_file = !strcmp(s->mode, "shared");
+	_cleanup_free_ char *file = NULL, *snapram = xasprintf("%s/ram", s->dir);
+	int r;
+
+	if (from_file && (opts->lazy || vm->def.ram_mode != QSNAP_RAM_SHARED)) {
+		*ret_file = TAKE_PTR(snapram);
+		l->ram_file = *ret_file;
+		l->ram_share = false;
+		return 0;
+	}
+	if (vm->def.ram_mode != QSNAP_RAM_SHARED) {
+		*ret_file = NULL;
+		return 0;
+	}
+	r = vm_new_ram_file(vm, &file, err);
+	if (r < 0)
+		return r;
+	if (from_file) {
+		_cleanup_free_ char *dir = xstrdup(file);
+		*strrchr(dir, '/') = '\0';
+		r = ramfile_check_space(vm->dirfd, dir, ramfile_allocated(vm->dirfd, snapram),
+					"restoring the guest's RAM", err);
+		if (r >= 0)
+			r = ramfile_copy(vm->dirfd, snapram, vm->dirfd, file, vm->def.memory,
+					 "restore RAM", opts->progress, opts->userdata, err);
+		if (r < 0) {
+			unlink(file);
+			return r;
+		}
+	}
+	*ret_file = TAKE_PTR(file);
+	l->ram_file = *ret_file;
+	l->ram_share = true;
+	return 0;
+}
+
 int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts, bool paused,
 		 qsnap_error *err)
 {
-	_cleanup_close_ int fd = -1;
+	_cleanup_close_ int fd = -1, qemu_fd = -1;
+	_cleanup_free_ char *ram = NULL, *vmstate = NULL;
+	struct pump *pump = NULL;
+	struct launch l = {.incoming = true, .timeout = 60};
 	struct snapshot *s;
 	struct stat st;
 	struct qmp *q;
@@ -133,15 +199,28 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	if (r < 0)
 		return r;
 
-	r = vm_launch(vm, &(struct launch){.incoming = true, .timeout = 60}, err);
+	r = prepare_ram(vm, s, opts, &l, &ram, err);
 	if (r < 0)
 		return qerr_prefix(err, "restoring '%s'", name);
+	r = vm_launch(vm, &l, err);
+	if (r < 0) {
+		if (l.ram_share)
+			unlink(ram);
+		return qerr_prefix(err, "restoring '%s'", name);
+	}
 	q = vm->qmp;
-	r = migrate_setup(q, true, err);
+	r = migrate_setup(q, true, !strcmp(s->mode, "shared"), false, err);
 	if (r < 0)
 		goto fail;
+	if (s->compressed) {
+		vmstate = snapshot_vmstate(s);
+		r = pump_start(false, fd, 0, vmstate, &pump, &qemu_fd, err);
+		if (r < 0)
+			goto fail;
+	}
 	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(INCOMING_FD_NAME), NULL),
-			   fd, NULL, 0, err);
+			   pump ? qemu_fd : fd, NULL, 0, err);
+	closep(&qemu_fd);
 	if (r < 0)
 		goto fail;
 	qmp_drop_events(q, "MIGRATION");
@@ -159,9 +238,13 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 				 .progress = opts->progress,
 				 .userdata = opts->userdata,
 				 .fd = fd,
-				 .total = (uint64_t)st.st_size,
+				 .pump = pump,
+				 .total = s->compressed ? 0 : (uint64_t)st.st_size,
 			 },
 			 err);
+	if (r < 0)
+		goto fail;
+	r = pump_finish(TAKE_PTR(pump), err);
 	if (r < 0)
 		goto fail;
 	if (s->was_running && !paused) {
@@ -176,6 +259,11 @@ fail:
 		bool died = !vm_qemu_alive(vm);
 
 		vm_kill_qemu(vm, 1, &e2);
+		/* With QEMU gone, its end of the pipe is closed: the pump ends. */
+		closep(&qemu_fd);
+		/* A damaged compressed file says so more clearly than QEMU. */
+		if (pump && pump_finish(TAKE_PTR(pump), &e2) < 0)
+			qerr(err, e2.code, "%s", e2.msg);
 		if (died)
 			vm_err_qemu_log(vm, err);
 		return qerr_prefix(err, "restoring '%s' failed; the VM is stopped", name);

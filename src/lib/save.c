@@ -112,7 +112,8 @@ static int write_meta(qsnap_vm *vm, const char *dir, const struct snapshot *s, q
 		   s->parent ? json_object_new_string(s->parent) : NULL, "created",
 		   json_object_new_int64(s->created), "mode", json_object_new_string(s->mode),
 		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
-		   json_object_new_int64((int64_t)s->vmstate_size), "memory",
+		   json_object_new_int64((int64_t)s->vmstate_size), "compressed",
+		   json_object_new_boolean(s->compressed), "memory",
 		   json_object_new_int64((int64_t)vm->def.memory), "drives", drives, NULL);
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						      JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -135,25 +136,21 @@ static char *final_dir(qsnap_vm *vm, const char *name)
 	return dir;
 }
 
-static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bool was_running,
-		  uint64_t size, bool replace, qsnap_error *err)
+/* Make the snapshot whose files are in the partial directory real: its
+ * meta.json, its final directory, and one atomic write of state.json.
+ * s (name, mode, run state, machine state and drives filled in) is taken. */
+static int commit(qsnap_vm *vm, struct snapshot s, qsnap_error *err)
 {
-	struct snapshot s = {0};
-	_cleanup_free_ char *old_dir = NULL;
+	_cleanup_free_ char *old_dir = NULL, *name = xstrdup(s.name);
 	struct snapshot *old = state_snapshot(&vm->st, name);
 	int r;
 
-	s.name = xstrdup(name);
-	s.parent = xstrdup_or_null(vm->st.current);
+	/* Replacing the current snapshot: the new one takes its place in the tree. */
+	s.parent = xstrdup_or_null(old && vm->st.current && !strcmp(vm->st.current, name)
+					   ? old->parent
+					   : vm->st.current);
 	s.created = (int64_t)time(NULL);
-	s.mode = xstrdup("stream");
-	s.was_running = was_running;
-	s.vmstate_size = size;
-	s.drives = xcalloc(n, sizeof(*s.drives));
-	for (size_t i = 0; i < n; i++) {
-		s.drives[s.n_drives].drive = xstrdup(cuts[i].d->id);
-		s.drives[s.n_drives++].layer = xstrdup(cuts[i].old_layer);
-	}
+	s.memory = vm->def.memory;
 	r = write_meta(vm, vm->st.pending, &s, err);
 	if (r < 0)
 		goto fail;
@@ -167,7 +164,6 @@ static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bo
 	if (r < 0)
 		goto fail;
 	if (old) {
-		(void)replace;
 		old_dir = TAKE_PTR(old->dir);
 		/* Children of the replaced snapshot keep their own state. */
 		state_remove_snapshot(&vm->st, name);
@@ -178,6 +174,10 @@ static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bo
 	vm->st.snapshots[vm->st.n_snapshots++] = s;
 	free(vm->st.current);
 	vm->st.current = xstrdup(name);
+	/* A paused VM is left in QEMU's postmigrate state, which refuses
+	 * another migration; its next save reuses this one's files. */
+	free(vm->st.postmigrate);
+	vm->st.postmigrate = s.was_running ? NULL : xstrdup(name);
 	r = vm_write_state(vm, err);
 	if (r < 0)
 		return r;
@@ -187,6 +187,102 @@ static int commit(qsnap_vm *vm, const char *name, struct cut *cuts, size_t n, bo
 fail:
 	snapshot_free(&s);
 	return r;
+}
+
+/* Shared RAM: copy the guest's RAM file into the snapshot while the guest
+ * is paused; the copy's size on disk is checked before anything starts. */
+static int save_ram(qsnap_vm *vm, const qsnap_save_opts *opts, qsnap_error *err)
+{
+	_cleanup_free_ char *dst = xasprintf("%s/ram", vm->st.pending);
+
+	return ramfile_copy(vm->dirfd, vm->st.ram_file, vm->dirfd, dst, vm->def.memory, "save RAM",
+			    opts->progress, opts->userdata, err);
+}
+
+static double event_time(json_object *ev)
+{
+	json_object *ts = jobj(ev, "timestamp");
+
+	return (double)jint(ts, "seconds", 0) + (double)jint(ts, "microseconds", 0) / 1e6;
+}
+
+/* How long the guest was paused: QEMU's STOP to RESUME events. */
+static double pause_seconds(struct qmp *q)
+{
+	_cleanup_json_ json_object *stop = NULL, *resume = NULL;
+	qsnap_error e2;
+
+	if (qmp_wait_event(q, "STOP", &stop, 0, &e2) < 0 ||
+	    qmp_wait_event(q, "RESUME", &resume, 1000, &e2) < 0)
+		return 0;
+	return event_time(resume) - event_time(stop);
+}
+
+/* A save of a VM that has stayed paused since its last save, which QEMU
+ * (in postmigrate state) would refuse: nothing in it changed, so the new
+ * snapshot shares that one's frozen layers and machine state files. */
+static int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
+		      qsnap_error *err)
+{
+	struct snapshot *src = vm->st.postmigrate ? state_snapshot(&vm->st, vm->st.postmigrate) : NULL;
+	_cleanup_free_ char *vmstate = NULL;
+	struct snapshot s = {0};
+	int64_t t0 = now_ms();
+	int r;
+
+	if (!src)
+		return qerr(err, EBUSY, "the VM in %s is paused after a migration, and QEMU refuses another until the guest runs: continue it (qsnap qmp %s cont) or restore a snapshot first",
+			    vm->dir, vm->dir);
+	vmstate = snapshot_vmstate(src);
+	vm->st.pending = xasprintf("snapshots/.partial-%lu", ++vm->st.seq);
+	vm->st.pending_resume = false;
+	if (mkdirat(vm->dirfd, vm->st.pending, 0755) < 0) {
+		r = qerr(err, errno, "cannot create %s/%s: %s", vm->dir, vm->st.pending, strerror(errno));
+		goto fail;
+	}
+	r = vm_write_state(vm, err);
+	if (r < 0)
+		goto fail;
+	const char *files[] = {strrchr(vmstate, '/') + 1, strcmp(src->mode, "shared") ? NULL : "ram"};
+	for (size_t i = 0; i < ARRAY_SIZE(files) && files[i]; i++) {
+		_cleanup_free_ char *from = xasprintf("%s/%s", src->dir, files[i]);
+		_cleanup_free_ char *to = xasprintf("%s/%s", vm->st.pending, files[i]);
+
+		if (linkat(vm->dirfd, from, vm->dirfd, to, 0) < 0) {
+			r = qerr(err, errno, "cannot link %s to %s: %s", from, to, strerror(errno));
+			goto fail;
+		}
+	}
+	s = (struct snapshot){
+		.name = xstrdup(name),
+		.mode = xstrdup(src->mode),
+		.was_running = false,
+		.vmstate_size = src->vmstate_size,
+		.compressed = src->compressed,
+		.drives = xcalloc(src->n_drives, sizeof(struct snap_drive)),
+	};
+	for (size_t i = 0; i < src->n_drives; i++) {
+		s.drives[s.n_drives].drive = xstrdup(src->drives[i].drive);
+		s.drives[s.n_drives++].layer = xstrdup(src->drives[i].layer);
+	}
+	r = commit(vm, s, err);
+	if (r < 0)
+		goto fail;
+	if (opts->stats)
+		*opts->stats = (qsnap_save_stats){
+			.total = (double)(now_ms() - t0) / 1000.0,
+			.mode = state_snapshot(&vm->st, name)->mode,
+		};
+	return 0;
+fail:
+	{
+		qsnap_error e2;
+
+		rm_rf(vm->dirfd, vm->st.pending);
+		free(TAKE_PTR(vm->st.pending));
+		vm_write_state(vm, &e2);
+	}
+	return qerr_prefix(err, "saving snapshot '%s' of %s failed; nothing was saved", name, vm->dir);
 }
 
 /* The checks that need no QEMU. */
@@ -201,6 +297,9 @@ static int check_save(qsnap_vm *vm, const char *name, bool replace, qsnap_error 
 	if (!vm_qemu_alive(vm))
 		return qerr(err, ESRCH, "the VM in %s is not running: start it (or restore a snapshot) before saving",
 			    vm->dir);
+	if (vm->st.inspect)
+		return qerr(err, EINVAL, "the VM in %s runs a memory dump for inspection (read-only disks): stop it and restore or start it to save",
+			    vm->dir);
 	return 0;
 }
 
@@ -208,10 +307,14 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 {
 	static const qsnap_save_opts dflt = {0};
 	_cleanup_free_ char *status = NULL;
-	_cleanup_close_ int fd = -1;
+	_cleanup_close_ int fd = -1, qemu_fd = -1;
+	struct pump *pump = NULL;
+	bool fd_passed = false;
 	struct cut *cuts = NULL;
 	size_t n = 0;
-	bool running = false, paused_here = false, switched = false;
+	bool running = false, paused_here = false, switched = false, shared, live;
+	int64_t t0 = now_ms();
+	uint64_t ram_bytes = 0;
 	struct qmp *q;
 	struct stat stt;
 	int r;
@@ -228,7 +331,27 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	    !strcmp(status, "guest-panicked") || !strcmp(status, "shutdown"))
 		return qerr(err, EINVAL, "the VM in %s is in state '%s' and cannot be saved", vm->dir,
 			    status);
+	if (!strcmp(status, "postmigrate"))
+		return save_again(vm, name, opts, err);
 	q = vm->qmp;
+	/* RAM that QEMU maps shared from our file stays out of the stream and
+	 * is copied by qsnap; otherwise (stream mode, or RAM mapped
+	 * copy-on-write after a lazy restore) it goes in the stream. */
+	shared = vm->st.ram_file && vm->st.ram_shared;
+	/* A live save writes RAM while the guest runs: only QEMU can keep that
+	 * consistent, so RAM goes in the stream. A paused VM is saved the
+	 * ordinary way (QEMU would resume it). */
+	live = opts->live && running;
+	if (live)
+		shared = false;
+	if (shared) {
+		_cleanup_free_ char *snapdir = vm_path(vm, "snapshots");
+
+		r = ramfile_check_space(AT_FDCWD, snapdir, ramfile_allocated(vm->dirfd, vm->st.ram_file),
+					"saving the guest's RAM", err);
+		if (r < 0)
+			return r;
+	}
 
 	cuts = xcalloc(vm->def.n_drives, sizeof(*cuts));
 	for (size_t i = 0; i < vm->def.n_drives; i++) {
@@ -260,16 +383,25 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	r = prepare_layers(vm, q, cuts, n, err);
 	if (r < 0)
 		goto undo;
-	r = migrate_setup(q, false, err);
+	r = migrate_setup(q, false, shared, live, err);
+	if (r < 0 && live)
+		qerr_prefix(err, "live save needs QEMU's background-snapshot (QEMU >= 6.0, userfaultfd write-protection in the kernel); save without --live");
 	if (r < 0)
 		goto undo;
 	{
-		_cleanup_free_ char *path = xasprintf("%s/vmstate", vm->st.pending);
+		_cleanup_free_ char *path = xasprintf("%s/%s", vm->st.pending,
+						      opts->compress ? "vmstate.zst" : "vmstate");
 		fd = openat(vm->dirfd, path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0) {
 			r = qerr(err, errno, "cannot create %s/%s: %s", vm->dir, path,
 				 strerror(errno));
 			goto undo;
+		}
+		/* Compressed: QEMU writes into a pipe, our threads compress. */
+		if (opts->compress) {
+			r = pump_start(true, fd, opts->compress, path, &pump, &qemu_fd, err);
+			if (r < 0)
+				goto undo;
 		}
 	}
 	/* The new layers become active in state.json before QEMU switches to
@@ -281,20 +413,26 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (r < 0)
 		goto undo;
 
+	qmp_drop_events(q, "STOP");
+	qmp_drop_events(q, "RESUME");
 	if (running) {
 		r = qmp_execute(q, "stop", NULL, NULL, 0, err);
 		if (r < 0)
 			goto undo;
-		paused_here = true;
+		/* A live save's QEMU resumes the guest by itself. */
+		paused_here = !live;
 	}
 	r = switch_layers(q, cuts, n, err);
 	if (r < 0)
 		goto undo;
 	switched = true;
 	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL),
-			   fd, NULL, 0, err);
+			   pump ? qemu_fd : fd, NULL, 0, err);
 	if (r < 0)
 		goto undo;
+	fd_passed = true;
+	/* QEMU holds the pipe's write end now; ours would keep it open. */
+	closep(&qemu_fd);
 	qmp_drop_events(q, "MIGRATION");
 	r = qmp_execute(q, "migrate", jbuild("uri", json_object_new_string("fd:" MIGRATE_FD_NAME), NULL),
 			NULL, 0, err);
@@ -307,21 +445,63 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 				 .progress = opts->progress,
 				 .userdata = opts->userdata,
 				 .fd = fd,
+				 .pump = pump,
 			 },
 			 err);
 	if (r < 0)
 		goto undo;
+	r = pump_finish(TAKE_PTR(pump), err);
+	if (r < 0)
+		goto undo;
+	if (shared) {
+		r = save_ram(vm, opts, err);
+		if (r < 0)
+			goto undo;
+	}
+	/* Everything the snapshot holds is written: the guest runs on while
+	 * it is made durable and committed. */
+	if (paused_here) {
+		r = vm_cont(vm, err);
+		if (r < 0)
+			goto undo;
+		paused_here = false;
+	}
 	if (fsync(fd) < 0 || fstat(fd, &stt) < 0) {
 		r = qerr(err, errno, "cannot sync the machine state: %s", strerror(errno));
 		goto undo;
 	}
-	r = commit(vm, name, cuts, n, running, (uint64_t)stt.st_size, opts->replace, err);
+	if (shared) {
+		_cleanup_free_ char *ram = xasprintf("%s/ram", vm->st.pending);
+		r = fsync_file(vm->dirfd, ram, err);
+		if (r < 0)
+			goto undo;
+		ram_bytes = ramfile_allocated(vm->dirfd, ram);
+	}
+	{
+		struct snapshot s = {
+			.name = xstrdup(name),
+			.mode = xstrdup(shared ? "shared" : "stream"),
+			.was_running = running,
+			.vmstate_size = (uint64_t)stt.st_size,
+			.compressed = opts->compress > 0,
+			.drives = xcalloc(n, sizeof(struct snap_drive)),
+		};
+		for (size_t i = 0; i < n; i++) {
+			s.drives[s.n_drives].drive = xstrdup(cuts[i].d->id);
+			s.drives[s.n_drives++].layer = xstrdup(cuts[i].old_layer);
+		}
+		r = commit(vm, s, err);
+	}
 	if (r < 0)
 		goto undo;
-	if (paused_here) {
-		r = vm_cont(vm, err);
-		if (r < 0)
-			r = qerr_prefix(err, "snapshot '%s' is saved, but the VM did not resume", name);
+	if (opts->stats) {
+		*opts->stats = (qsnap_save_stats){
+			.paused = running ? pause_seconds(q) : 0,
+			.total = (double)(now_ms() - t0) / 1000.0,
+			.bytes = (uint64_t)stt.st_size + ram_bytes,
+			.live = live,
+			.mode = shared ? "shared" : "stream",
+		};
 	}
 	goto out;
 
@@ -333,6 +513,13 @@ undo:
 		qsnap_error e2;
 		bool alive = vm_qemu_alive(vm);
 
+		/* QEMU lets go of the fd it was given: then the pump ends. */
+		closep(&qemu_fd);
+		if (alive && fd_passed)
+			qmp_execute(q, "closefd",
+				    jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL), NULL,
+				    0, &e2);
+		pump_finish(TAKE_PTR(pump), &e2);
 		if (!switched && alive)
 			drop_layers(vm, q, cuts, n);
 		if (vm->st.pending)

@@ -18,6 +18,7 @@ int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info **ret_list, size_t *ret_n, q
 		si->created = s->created;
 		si->mode = xstrdup(s->mode);
 		si->was_running = s->was_running;
+		si->compressed = s->compressed;
 		si->current = vm->st.current && !strcmp(vm->st.current, s->name);
 		si->size = disk_usage(vm->dirfd, s->dir);
 		for (size_t j = 0; j < s->n_drives; j++)

@@ -40,7 +40,14 @@ void state_free(struct state *st)
 	free(st->snapshots);
 	free(st->current);
 	free(st->pending);
+	free(st->ram_file);
+	free(st->postmigrate);
 	memset(st, 0, sizeof(*st));
+}
+
+char *snapshot_vmstate(const struct snapshot *s)
+{
+	return xasprintf("%s/%s", s->dir, s->compressed ? "vmstate.zst" : "vmstate");
 }
 
 struct layer *state_layer(struct state *st, const char *path)
@@ -103,10 +110,16 @@ void state_remove_snapshot(struct state *st, const char *name)
 		}
 }
 
-/* A relative path inside the VM directory: no "..", not absolute. */
+/* A relative path inside the VM directory: not absolute, no ".." component
+ * (a snapshot may well be called "a..b"). */
 static bool rel_path_ok(const char *p)
 {
-	return p && *p && p[0] != '/' && !strstr(p, "..");
+	if (!p || !*p || p[0] == '/')
+		return false;
+	for (const char *c = p; c; c = strchr(c, '/') ? strchr(c, '/') + 1 : NULL)
+		if (c[0] == '.' && c[1] == '.' && (c[2] == '/' || !c[2]))
+			return false;
+	return true;
 }
 
 static int bad(qsnap_error *err, const char *what, const char *detail)
@@ -177,6 +190,12 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.created = jint(s, "created", 0);
 		sn.was_running = jbool(s, "was_running", true);
 		sn.vmstate_size = (uint64_t)jint(s, "vmstate_size", 0);
+		sn.memory = (uint64_t)jint(s, "memory", 0);
+		sn.compressed = jbool(s, "compressed", false);
+		if (strcmp(mode, "stream") && strcmp(mode, "shared")) {
+			snapshot_free(&sn);
+			goto fail_snapshots;
+		}
 		json_object_object_foreach(drives, sdrive, slayer)
 		{
 			if (!json_object_is_type(slayer, json_type_string) ||
@@ -204,6 +223,24 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 	if (q) {
 		st->qemu_pid = (pid_t)jint(q, "pid", 0);
 		st->qemu_start = (unsigned long long)jint(q, "start_time", 0);
+		st->ram_file = xstrdup_or_null(jstr(q, "ram_file"));
+		st->ram_shared = jbool(q, "ram_shared", false);
+		st->postmigrate = xstrdup_or_null(jstr(q, "postmigrate"));
+		st->inspect = jbool(q, "inspect", false);
+		/* qsnap removes a shared RAM file when its QEMU is gone: only ever
+		 * one it made (".../ram" outside the VM directory), or a
+		 * snapshot's, which it never removes. */
+		if (st->ram_file) {
+			const char *base = strrchr(st->ram_file, '/');
+			bool ok = base && !strcmp(base, "/ram") &&
+				  (st->ram_shared ? st->ram_file[0] == '/' && !strstr(st->ram_file, "/../")
+						  : rel_path_ok(st->ram_file) &&
+							    !strncmp(st->ram_file, "snapshots/", 10));
+			if (!ok) {
+				state_free(st);
+				return bad(err, what, "bad 'qemu.ram_file'");
+			}
+		}
 	}
 	return 0;
 
@@ -249,7 +286,9 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 					 json_object_new_string(s->mode), "dir",
 					 json_object_new_string(s->dir), "was_running",
 					 json_object_new_boolean(s->was_running), "vmstate_size",
-					 json_object_new_int64((int64_t)s->vmstate_size), NULL);
+					 json_object_new_int64((int64_t)s->vmstate_size), "memory",
+					 json_object_new_int64((int64_t)s->memory), "compressed",
+					 json_object_new_boolean(s->compressed), NULL);
 
 		for (size_t j = 0; j < s->n_drives; j++)
 			json_object_object_add(drives, s->drives[j].drive,
@@ -264,11 +303,20 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 		json_object_object_add(o, "pending",
 				       jbuild("dir", json_object_new_string(st->pending), "resume",
 					      json_object_new_boolean(st->pending_resume), NULL));
-	if (st->qemu_pid > 0)
-		json_object_object_add(
-			o, "qemu",
-			jbuild("pid", json_object_new_int64(st->qemu_pid), "start_time",
-			       json_object_new_int64((int64_t)st->qemu_start), NULL));
+	if (st->qemu_pid > 0) {
+		json_object *q = jbuild("pid", json_object_new_int64(st->qemu_pid), "start_time",
+					json_object_new_int64((int64_t)st->qemu_start), NULL);
+
+		if (st->postmigrate)
+			json_object_object_add(q, "postmigrate", json_object_new_string(st->postmigrate));
+		if (st->inspect)
+			json_object_object_add(q, "inspect", json_object_new_boolean(true));
+		if (st->ram_file) {
+			json_object_object_add(q, "ram_file", json_object_new_string(st->ram_file));
+			json_object_object_add(q, "ram_shared", json_object_new_boolean(st->ram_shared));
+		}
+		json_object_object_add(o, "qemu", q);
+	}
 	*ret_text = xasprintf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 									     JSON_C_TO_STRING_NOSLASHESCAPE));
 	(void)err;

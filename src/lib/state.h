@@ -27,9 +27,11 @@ struct snapshot {
 	char *parent;
 	int64_t created;
 	char *dir;	  /* snapshots/<name>: vmstate, meta.json */
-	char *mode;	  /* "stream" */
+	char *mode;	  /* "stream", or "shared": RAM in <dir>/ram */
 	bool was_running; /* restore leaves the vCPUs running */
 	uint64_t vmstate_size;
+	uint64_t memory; /* guest RAM size at save time */
+	bool compressed; /* <dir>/vmstate.zst instead of <dir>/vmstate */
 	size_t n_drives;
 	struct snap_drive *drives;
 };
@@ -50,6 +52,13 @@ struct state {
 	char *current; /* the snapshot the current state descends from */
 	pid_t qemu_pid; /* 0: no QEMU */
 	unsigned long long qemu_start;
+	/* The file the running QEMU's RAM is mapped from (NULL: anonymous),
+	 * and whether it is ours and shared (else a snapshot's, copy-on-write). */
+	char *ram_file;
+	bool ram_shared;
+	/* The snapshot whose save left the (paused) QEMU in postmigrate state. */
+	char *postmigrate;
+	bool inspect; /* the QEMU runs a memory dump with read-only disks */
 	/* A save under way: its partial directory, and whether the VM ran
 	 * before it paused it. An interrupted save is undone on open. */
 	char *pending;
@@ -69,5 +78,7 @@ void state_set_active(struct state *st, const char *drive, const char *layer);
 /* Remove a snapshot entry (not its files). */
 void state_remove_snapshot(struct state *st, const char *name);
 void snapshot_free(struct snapshot *s);
+/* The machine state file of a snapshot, relative to the VM directory. */
+char *snapshot_vmstate(const struct snapshot *s);
 
 #endif

@@ -138,6 +138,15 @@ int fsync_dir(int dirfd, const char *path, qsnap_error *err)
 	return 0;
 }
 
+int fsync_file(int dirfd, const char *path, qsnap_error *err)
+{
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || fsync(fd) < 0)
+		return qerr(err, errno, "cannot sync %s: %s", path, strerror(errno));
+	return 0;
+}
+
 int write_file_atomic(int dirfd, const char *path, const char *data, size_t len,
 		      qsnap_error *err)
 {

@@ -17,6 +17,8 @@
 
 #define DEFAULT_START_TIMEOUT 60
 #define DEFAULT_STOP_TIMEOUT 10
+/* Starts the lines of each new QEMU in run/qemu.log. */
+#define LOG_MARK "--- qsnap: starting QEMU"
 
 char *vm_path(qsnap_vm *vm, const char *rel)
 {
@@ -224,8 +226,7 @@ static int recover(qsnap_vm *vm, qsnap_error *err)
 		/* A save that never committed: its files go, the snapshot never was. */
 		return save_recover(vm, err);
 	if (vm->st.qemu_pid && !vm_qemu_alive(vm)) {
-		vm->st.qemu_pid = 0;
-		vm->st.qemu_start = 0;
+		vm_forget_qemu(vm);
 		dirty = true;
 	} else if (vm->st.qemu_pid) {
 		/* A QEMU still waiting for a restore's incoming state never got
@@ -333,6 +334,76 @@ void vm_forget_qemu(qsnap_vm *vm)
 	vm_qmp_close(vm);
 	vm->st.qemu_pid = 0;
 	vm->st.qemu_start = 0;
+	free(TAKE_PTR(vm->st.postmigrate));
+	vm->st.inspect = false;
+	vm_drop_ram(vm);
+}
+
+void vm_drop_ram(qsnap_vm *vm)
+{
+	/* A shared RAM file is ours and dies with its QEMU (it holds the
+	 * guest's whole memory in /dev/shm); a copy-on-write one is a
+	 * snapshot's and stays. */
+	if (vm->st.ram_file && vm->st.ram_shared)
+		unlinkat(vm->dirfd, vm->st.ram_file, 0);
+	free(TAKE_PTR(vm->st.ram_file));
+	vm->st.ram_shared = false;
+}
+
+int vm_ram_dir(qsnap_vm *vm, char **ret, qsnap_error *err)
+{
+	_cleanup_free_ char *dir = NULL;
+	struct stat st;
+
+	if (vm->def.ram_dir) {
+		dir = xstrdup(vm->def.ram_dir);
+	} else {
+		/* One private folder per VM directory (device and inode tell
+		 * two apart even when they share a name). */
+		_cleanup_free_ char *top = xasprintf("/dev/shm/qsnap-%u", (unsigned)geteuid());
+		const char *base = strrchr(vm->dir, '/');
+
+		if (mkdir(top, 0700) < 0 && errno != EEXIST)
+			return qerr(err, errno, "cannot create %s: %s", top, strerror(errno));
+		if (fstat(vm->dirfd, &st) < 0)
+			return qerr(err, errno, "cannot stat %s: %s", vm->dir, strerror(errno));
+		dir = xasprintf("%s/%s.%lx.%lx", top, base ? base + 1 : "vm", (unsigned long)st.st_dev,
+				(unsigned long)st.st_ino);
+	}
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return qerr(err, errno, "cannot create the RAM directory %s: %s", dir, strerror(errno));
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+		return qerr(err, EPERM, "the RAM directory %s is not a directory of this user", dir);
+	*ret = TAKE_PTR(dir);
+	return 0;
+}
+
+int vm_new_ram_file(qsnap_vm *vm, char **ret_path, qsnap_error *err)
+{
+	_cleanup_free_ char *dir = NULL, *path = NULL;
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	r = vm_ram_dir(vm, &dir, err);
+	if (r < 0)
+		return r;
+	path = xasprintf("%s/ram", dir);
+	unlink(path);
+	/* A guest that touches a page the RAM directory has no room for gets
+	 * QEMU killed by SIGBUS: make sure all of it fits before starting. */
+	r = ramfile_check_space(AT_FDCWD, dir, vm->def.memory, "the guest's RAM", err);
+	if (r < 0)
+		return r;
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return qerr(err, errno, "cannot create %s: %s", path, strerror(errno));
+	if (ftruncate(fd, (off_t)vm->def.memory) < 0) {
+		r = qerr(err, errno, "cannot size %s: %s", path, strerror(errno));
+		unlink(path);
+		return r;
+	}
+	*ret_path = TAKE_PTR(path);
+	return 0;
 }
 
 /* The QMP socket path; through /proc/self/fd when the directory's path is
@@ -372,12 +443,18 @@ int vm_qmp(qsnap_vm *vm, struct qmp **ret, qsnap_error *err)
 
 int vm_err_qemu_log(qsnap_vm *vm, qsnap_error *err)
 {
-	_cleanup_free_ char *tail = file_tail(vm->dirfd, "run/qemu.log", 600);
+	_cleanup_free_ char *tail = file_tail(vm->dirfd, "run/qemu.log", 1000);
+	_cleanup_free_ char *msg = xstrdup(err->msg);
+	const char *from = tail, *mark;
 
 	if (!tail)
 		return -err->code;
-	return qerr(err, err->code, "%s; the end of %s/run/qemu.log says:\n%s", err->msg, vm->dir,
-		    tail);
+	/* Only what the last QEMU said. */
+	while ((mark = strstr(from, LOG_MARK)))
+		from = strchr(mark, '\n') ? strchr(mark, '\n') + 1 : mark + strlen(mark);
+	if (!*from)
+		return -err->code;
+	return qerr(err, err->code, "%s; the end of %s/run/qemu.log says:\n%s", msg, vm->dir, from);
 }
 
 int vm_query_status(qsnap_vm *vm, char **ret_status, bool *ret_running, qsnap_error *err)
@@ -415,7 +492,7 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 		_cleanup_close_ int log = openat(vm->dirfd, "run/qemu.log",
 						 O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		if (log >= 0)
-			dprintf(log, "--- qsnap: starting QEMU%s\n", l->incoming ? " -incoming defer" : "");
+			dprintf(log, LOG_MARK "%s\n", l->incoming ? " -incoming defer" : "");
 	}
 	r = proc_spawn(vm->dir, argv, "run/qemu.log", &pid, &start, err);
 	strv_free(argv);
@@ -423,6 +500,10 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 		return r;
 	vm->st.qemu_pid = pid;
 	vm->st.qemu_start = start;
+	free(vm->st.ram_file);
+	vm->st.ram_file = xstrdup_or_null(l->ram_file);
+	vm->st.ram_shared = l->ram_file && l->ram_share;
+	vm->st.inspect = l->readonly_disks;
 	if (start == 0) {
 		vm_forget_qemu(vm);
 		r = qerr(err, ECHILD, "QEMU exited at once");
@@ -487,6 +568,7 @@ int vm_cont(qsnap_vm *vm, qsnap_error *err)
 int qsnap_vm_start(qsnap_vm *vm, const qsnap_start_opts *opts, qsnap_error *err)
 {
 	static const qsnap_start_opts dflt = {0};
+	_cleanup_free_ char *ram = NULL;
 	struct launch l = {0};
 	int r;
 
@@ -497,15 +579,26 @@ int qsnap_vm_start(qsnap_vm *vm, const qsnap_start_opts *opts, qsnap_error *err)
 			    vm->dir, (int)vm->st.qemu_pid);
 	if (opts->from) {
 		qsnap_restore_opts ro = {.timeout = opts->timeout,
+					 .lazy = opts->lazy,
 					 .progress = opts->progress,
 					 .userdata = opts->userdata};
 		return restore_into(vm, opts->from, &ro, opts->paused, err);
 	}
 	vm_forget_qemu(vm);
 	l.timeout = opts->timeout;
+	if (vm->def.ram_mode == QSNAP_RAM_SHARED) {
+		r = vm_new_ram_file(vm, &ram, err);
+		if (r < 0)
+			return r;
+		l.ram_file = ram;
+		l.ram_share = true;
+	}
 	r = vm_launch(vm, &l, err);
-	if (r < 0)
+	if (r < 0) {
+		if (ram)
+			unlink(ram);
 		return r;
+	}
 	if (!opts->paused) {
 		r = vm_cont(vm, err);
 		if (r < 0)
@@ -561,6 +654,11 @@ int qsnap_vm_status(qsnap_vm *vm, qsnap_status *ret, qsnap_error *err)
 	}
 	st.current = xstrdup_or_null(vm->st.current);
 	st.n_snapshots = vm->st.n_snapshots;
+	st.ram_mode = vm->def.ram_mode;
+	if (st.pid && vm->st.ram_file) {
+		st.ram_file = xstrdup(vm->st.ram_file);
+		st.ram_lazy = !vm->st.ram_shared;
+	}
 	st.drives = xcalloc(vm->def.n_drives, sizeof(*st.drives));
 	for (size_t i = 0; i < vm->def.n_drives; i++) {
 		const qsnap_drive_def *d = &vm->def.drives[i];
@@ -592,6 +690,7 @@ void qsnap_status_free(qsnap_status *st)
 {
 	free(st->qemu_status);
 	free(st->current);
+	free(st->ram_file);
 	for (size_t i = 0; i < st->n_drives; i++) {
 		free(st->drives[i].id);
 		for (size_t j = 0; j < st->drives[i].n_chain; j++)
@@ -628,5 +727,32 @@ int qsnap_vm_qmp(qsnap_vm *vm, const char *command, const char *args_json, char 
 		return r;
 	*ret_json = xstrdup(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY |
 								     JSON_C_TO_STRING_NOSLASHESCAPE));
+	return 0;
+}
+
+int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	qsnap_def def;
+	int r;
+
+	if (vm_qemu_alive(vm))
+		return qerr(err, EBUSY, "the VM in %s is running: stop it (or save it) before changing its RAM mode",
+			    vm->dir);
+	def_copy(&def, &vm->def);
+	def.ram_mode = mode;
+	free(def.ram_dir);
+	def.ram_dir = xstrdup_or_null(ram_dir);
+	r = vmdef_check(&def, err);
+	if (r >= 0)
+		r = vmdef_to_json(&def, &text, err);
+	if (r >= 0)
+		r = write_file_atomic(vm->dirfd, "vm.json", text, strlen(text), err);
+	if (r < 0) {
+		qsnap_def_free(&def);
+		return r;
+	}
+	qsnap_def_free(&vm->def);
+	vm->def = def;
 	return 0;
 }

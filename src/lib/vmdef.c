@@ -34,6 +34,7 @@ void qsnap_def_free(qsnap_def *def)
 	free(def->kernel);
 	free(def->initrd);
 	free(def->append);
+	free(def->ram_dir);
 	for (size_t i = 0; i < def->n_drives; i++) {
 		free(def->drives[i].id);
 		free(def->drives[i].path);
@@ -44,6 +45,22 @@ void qsnap_def_free(qsnap_def *def)
 		free(def->extra[i]);
 	free(def->extra);
 	memset(def, 0, sizeof(*def));
+}
+
+const char *qsnap_ram_mode_name(qsnap_ram_mode m)
+{
+	return m == QSNAP_RAM_SHARED ? "shared" : "stream";
+}
+
+int qsnap_ram_mode_parse(const char *s, qsnap_ram_mode *ret)
+{
+	if (!strcmp(s, "stream"))
+		*ret = QSNAP_RAM_STREAM;
+	else if (!strcmp(s, "shared"))
+		*ret = QSNAP_RAM_SHARED;
+	else
+		return -EINVAL;
+	return 0;
 }
 
 bool qsnap_name_valid(const char *name)
@@ -159,13 +176,17 @@ int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err)
 	for (char *o = comma ? strtok_r(comma + 1, ",", &save) : NULL; o;
 	     o = strtok_r(NULL, ",", &save)) {
 		if (!strncmp(o, "if=", 3)) {
-			if (parse_iface(o + 3, &d.iface) < 0)
+			if (parse_iface(o + 3, &d.iface) < 0) {
+				free(d.format);
 				return qerr(err, EINVAL, "drive '%s': unknown interface '%s' (use virtio, scsi, ide or pflash)",
 					    copy, o + 3);
+			}
 		} else if (!strncmp(o, "format=", 7)) {
-			if (strcmp(o + 7, "qcow2") && strcmp(o + 7, "raw"))
+			if (strcmp(o + 7, "qcow2") && strcmp(o + 7, "raw")) {
+				free(d.format);
 				return qerr(err, EINVAL, "drive '%s': unknown format '%s' (use qcow2 or raw)",
 					    copy, o + 7);
+			}
 			free(d.format);
 			d.format = xstrdup(o + 7);
 		} else if (!strcmp(o, "readonly")) {
@@ -192,6 +213,7 @@ void def_copy(qsnap_def *dst, const qsnap_def *src)
 	dst->kernel = xstrdup_or_null(src->kernel);
 	dst->initrd = xstrdup_or_null(src->initrd);
 	dst->append = xstrdup_or_null(src->append);
+	dst->ram_dir = xstrdup_or_null(src->ram_dir);
 	dst->drives = xcalloc(src->n_drives, sizeof(qsnap_drive_def));
 	for (size_t i = 0; i < src->n_drives; i++) {
 		dst->drives[i] = src->drives[i];
@@ -246,6 +268,21 @@ int vmdef_check(const qsnap_def *def, qsnap_error *err)
 	for (const char *const *f = (const char *const[]){def->kernel, def->initrd, NULL}; *f; f++)
 		if (*f && access(*f, R_OK) < 0)
 			return qerr(err, ENOENT, "%s cannot be read: %s", *f, strerror(errno));
+	if (def->ram_mode == QSNAP_RAM_SHARED) {
+		/* x-ignore-shared leaves every shared RAM block out of the stream:
+		 * one that qsnap does not copy itself would be lost. */
+		for (size_t i = 0; i < def->n_extra; i++)
+			if (strstr(def->extra[i], "memory-backend") || strstr(def->extra[i], "share=on") ||
+			    !strcmp(def->extra[i], "-mem-path"))
+				return qerr(err, EINVAL, "extra QEMU argument '%s' adds guest memory that qsnap does not manage; shared-RAM mode would lose it: remove it or use --ram-mode stream",
+					    def->extra[i]);
+		if (def->ram_dir && def->ram_dir[0] != '/')
+			return qerr(err, EINVAL, "--ram-dir must be an absolute path");
+	}
+	for (size_t i = 0; i < def->n_extra; i++)
+		if (!strcmp(def->extra[i], "-m") || !strncmp(def->extra[i], "memory-backend=", 15))
+			return qerr(err, EINVAL, "extra QEMU argument '%s': set the memory with --memory instead",
+				    def->extra[i]);
 	return 0;
 }
 
@@ -266,8 +303,10 @@ int vmdef_to_json(const qsnap_def *def, char **ret_text, qsnap_error *err)
 	ADD_STR("kernel", def->kernel);
 	ADD_STR("initrd", def->initrd);
 	ADD_STR("append", def->append);
-#undef ADD_STR
 	json_object_object_add(o, "serial", json_object_new_boolean(def->serial));
+	json_object_object_add(o, "ram_mode", json_object_new_string(qsnap_ram_mode_name(def->ram_mode)));
+	ADD_STR("ram_dir", def->ram_dir);
+#undef ADD_STR
 	for (size_t i = 0; i < def->n_drives; i++) {
 		const qsnap_drive_def *d = &def->drives[i];
 
@@ -320,8 +359,13 @@ int vmdef_from_json(const char *text, const char *what, qsnap_def *def, qsnap_er
 	    (r = get_str(o, "cpu", &def->cpu, what, err)) < 0 ||
 	    (r = get_str(o, "kernel", &def->kernel, what, err)) < 0 ||
 	    (r = get_str(o, "initrd", &def->initrd, what, err)) < 0 ||
-	    (r = get_str(o, "append", &def->append, what, err)) < 0)
+	    (r = get_str(o, "append", &def->append, what, err)) < 0 ||
+	    (r = get_str(o, "ram_dir", &def->ram_dir, what, err)) < 0)
 		goto fail;
+	if (jstr(o, "ram_mode") && qsnap_ram_mode_parse(jstr(o, "ram_mode"), &def->ram_mode) < 0) {
+		r = qerr(err, EINVAL, "%s: 'ram_mode' must be \"stream\" or \"shared\"", what);
+		goto fail;
+	}
 	v = jint(o, "smp", 1);
 	if (v < 1 || v > 1024) {
 		r = qerr(err, EINVAL, "%s: 'smp' must be between 1 and 1024", what);

@@ -135,6 +135,11 @@ def test_paused_snapshot_restores_paused(t):
     check(json.loads(qsnap("qmp", vm.dir, "query-status").stdout)["running"] is False,
           "the VM ran after saving it paused")
     check(not vm.snapshots()[0]["was_running"], "list says the VM was running")
+    # QEMU refuses a second migration of a VM paused since the last one:
+    # a second save while paused must work all the same.
+    vm.save("P2")
+    check(json.loads(qsnap("qmp", vm.dir, "query-status").stdout)["running"] is False,
+          "the VM ran after the second paused save")
     qsnap("qmp", vm.dir, "cont")
     vm.sh("X=other")
     vm.restore("P")
@@ -142,6 +147,10 @@ def test_paused_snapshot_restores_paused(t):
     check(st["state"] == "paused", f"restored as {st['state']}")
     qsnap("qmp", vm.dir, "cont")
     check(guest_view(vm) == saved, "paused snapshot restored wrong")
+    vm.sh("X=other")
+    vm.restore("P2")
+    qsnap("qmp", vm.dir, "cont")
+    check(guest_view(vm) == saved, "second paused snapshot restored wrong")
 
 
 def test_names_and_errors(t):
@@ -193,20 +202,22 @@ def test_damaged_snapshot_leaves_vm_running(t):
 
 
 def test_qemu_killed_during_save(t):
-    vm = t.vm(memory="512M")
+    vm = t.vm(memory="1G")
     vm.boot()
     saved = fill_guest(vm, "e", mib=4)
     vm.save("early")
-    # Enough RAM in use that the save takes a while under TCG.
-    vm.sh("dd if=/dev/urandom of=/tmp/big bs=1M count=200 2>/dev/null")
+    # Enough RAM in use that the save takes a while (about a second).
+    vm.sh("dd if=/dev/urandom of=/tmp/big bs=1M count=450 2>/dev/null", timeout=120)
     pid = vm.qemu_pid()
     proc = subprocess.Popen([QSNAP, "save", vm.dir, "doomed"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
-    while not glob.glob(vm.path("snapshots", ".partial-*", "vmstate")):
+    while True:
+        files = glob.glob(vm.path("snapshots", ".partial-*", "vmstate"))
+        if files and os.path.getsize(files[0]) > 0:
+            break
         check(time.time() < deadline and proc.poll() is None, "the save never started")
-        time.sleep(0.01)
-    time.sleep(0.2)
+        time.sleep(0.002)
     os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     check(proc.returncode != 0, "the save of a killed QEMU succeeded")
@@ -227,3 +238,32 @@ def test_one_gib_guest_default_settings(t):
     vm.sh("X=gone")
     vm.restore("big")
     check(guest_view(vm) == saved, "1 GiB guest restored wrong")
+
+
+def test_compressed_snapshot(t):
+    vm = t.vm()
+    vm.boot()
+    # Compressible RAM: a file of repeated text in tmpfs.
+    vm.sh("yes qsnap-compress | head -c 1000000 > /tmp/a; "
+          "for i in $(seq 30); do cat /tmp/a; done > /tmp/text; rm /tmp/a", timeout=120)
+    saved = fill_guest(vm, "z", mib=2)
+    vm.save("plain")
+    vm.save("small", "--compress")
+    snaps = {s["name"]: s for s in vm.snapshots()}
+    check(snaps["small"]["compressed"] and not snaps["plain"]["compressed"], "compressed flag")
+    zst = os.path.getsize(vm.path("snapshots", "small", "vmstate.zst"))
+    raw = os.path.getsize(vm.path("snapshots", "plain", "vmstate"))
+    check(zst < raw / 2, f"compressed {zst} vs plain {raw}")
+    vm.sh("X=changed; rm /tmp/text")
+    vm.restore("small")
+    check(guest_view(vm) == saved, "compressed snapshot restored wrong")
+    check(vm.sh("head -c 1000000 /tmp/text | md5sum") == vm.sh("tail -c 1000000 /tmp/text | md5sum"),
+          "compressible data restored wrong")
+    # A damaged compressed stream is reported as such.
+    with open(vm.path("snapshots", "small", "vmstate.zst"), "r+b") as f:
+        f.seek(zst // 2)
+        f.write(b"\0" * 4096)
+    p = qsnap("restore", vm.dir, "small", ok=False)
+    check(p.returncode != 0 and "damaged" in p.stderr, p.stderr)
+    vm.restore("plain")
+    check(guest_view(vm) == saved, "the other snapshot does not restore after the failure")

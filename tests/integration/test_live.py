@@ -1,0 +1,77 @@
+"""Live save: the guest is paused for milliseconds, RAM written while it runs."""
+
+import glob
+import json
+import os
+import re
+import subprocess
+import time
+
+from harness import QSNAP, check, qsnap
+from test_snapshots import fill_guest, guest_view
+
+
+def wait_for_stream(vm, proc, timeout=60):
+    """Wait until the save writes RAM (so its pause is over)."""
+    deadline = time.time() + timeout
+    while True:
+        files = glob.glob(vm.path("snapshots", ".partial-*", "vmstate"))
+        if files and os.path.getsize(files[0]) > 0:
+            return
+        check(proc.poll() is None, "the save ended before it could be watched")
+        check(time.time() < deadline, "the save never started writing")
+        time.sleep(0.005)
+
+
+def test_live_save_is_the_guest_at_the_pause(t):
+    vm = t.vm(memory="512M")
+    vm.boot()
+    saved = fill_guest(vm, "live", mib=150)
+    proc = subprocess.Popen([QSNAP, "save", "--live", vm.dir, "L"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for_stream(vm, proc)
+    # The guest runs while RAM is written, and changes what is being saved.
+    vm.sh("X=during-the-save; dd if=/dev/urandom of=/tmp/ram.bin bs=1M count=150 conv=notrunc "
+          "2>/dev/null")
+    out, err = proc.communicate(timeout=300)
+    check(proc.returncode == 0, err)
+    m = re.search(r"guest paused ([0-9.]+) s, live", out)
+    check(m, f"no live pause reported: {out}")
+    check(float(m.group(1)) < 1.0, f"a live save paused the guest {m.group(1)} s")
+    check(vm.sh('echo "$X"') == "during-the-save", "the guest did not run during the save")
+    vm.restore("L")
+    check(guest_view(vm) == saved, "the live snapshot is not the guest at its pause")
+
+
+def test_live_save_no_wait(t):
+    vm = t.vm(memory="512M", extra_init=["--ram-mode", "shared"])
+    vm.boot()
+    saved = fill_guest(vm, "bg", mib=100)
+    p = qsnap("save", "--live", "--no-wait", vm.dir, "B")
+    check("background" in p.stdout, p.stdout)
+    st = json.loads(qsnap("status", "--json", vm.dir).stdout)
+    check(st["background_save"] and st["background_save"]["name"] == "B",
+          f"status does not show the background save: {st.get('background_save')}")
+    # Another command waits for it, then works.
+    p = qsnap("restore", vm.dir, "B")
+    vm.connect()
+    check(guest_view(vm) == saved, "the background snapshot restored wrong")
+    bg = json.loads(qsnap("status", "--json", vm.dir).stdout)["background_save"]
+    check(bg["ok"] is True and bg["running"] is False, f"background result: {bg}")
+    check([s["mode"] for s in vm.snapshots()] == ["stream"], "live save modes")
+
+
+def test_live_save_of_a_paused_vm_stays_paused(t):
+    vm = t.vm()
+    vm.boot()
+    saved = fill_guest(vm, "p", mib=4)
+    qsnap("qmp", vm.dir, "stop")
+    p = qsnap("save", "--live", vm.dir, "P")
+    check("live" not in p.stdout, f"a paused VM was saved live: {p.stdout}")
+    check(vm.status()["state"] == "paused", "the paused VM runs after the save")
+    qsnap("qmp", vm.dir, "cont")
+    vm.sh("X=x")
+    vm.restore("P")
+    check(vm.status()["state"] == "paused", "restored running")
+    qsnap("qmp", vm.dir, "cont")
+    check(guest_view(vm) == saved, "paused live save restored wrong")
