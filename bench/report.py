@@ -1,6 +1,7 @@
 """The benchmark's results: summary statistics, results.json, results.md and
 chart.png (gnuplot). `python3 bench/report.py results.json [OUTDIR]` renders
-the Markdown and the chart again from a results.json."""
+the Markdown and the chart again from a results.json; with --readme instead
+of OUTDIR it prints the table of README.md's Benchmark section."""
 
 import json
 import math
@@ -229,6 +230,19 @@ def markdown(results):
     return "\n".join(out)
 
 
+def readme_table(results):
+    """The compact table of README.md's Benchmark section."""
+    out = ["| workload | method | guest paused by save | save until durable "
+           "| restore to running | snapshot on disk |",
+           "|---|---|---|---|---|---|"]
+    for wl, methods in results["summary"].items():
+        for m, fig in methods.items():
+            out.append(f"| {wl} | {results['methods'][m]} | {fmt_s(fig['pause_s'])} | "
+                       f"{fmt_s(fig['durable_s'])} | {fmt_s(fig['restore_s'])} | "
+                       f"{fmt_disk(fig['disk_bytes'])} |")
+    return "\n".join(out)
+
+
 # ---- chart ----------------------------------------------------------------
 
 def chart(results, png, scratch):
@@ -293,9 +307,12 @@ def write_all(results, out, scratch):
 
 if __name__ == "__main__":
     if len(sys.argv) not in (2, 3):
-        sys.exit("usage: report.py results.json [OUTDIR]")
+        sys.exit("usage: report.py results.json [OUTDIR | --readme]")
     with open(sys.argv[1]) as f:
         res = json.load(f)
+    if sys.argv[2:] == ["--readme"]:
+        print(readme_table(res))
+        sys.exit(0)
     outdir = sys.argv[2] if len(sys.argv) == 3 else os.path.dirname(os.path.abspath(sys.argv[1]))
     os.makedirs(outdir, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
