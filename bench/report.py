@@ -225,7 +225,8 @@ def markdown(results):
             "there.",
             "- After every restore the guest's `md5sum` of its data must match the host-side "
             "md5, a file written after the save must be gone and one written before it "
-            "present; the guest idles during saves and restores. Host page cache is warm.",
+            "present; the guest idles during saves and restores. Each save and restore starts after a host "
+            "`sync`; the host page cache is warm (restores read what was just saved).",
             ""]
     return "\n".join(out)
 
