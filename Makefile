@@ -33,4 +33,4 @@ bench-quick: BENCH_ARGS = --quick
 bench-quick: bench
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-asan build-clang build-fuzz

@@ -68,11 +68,16 @@ typedef struct qsnap_def {
 	qsnap_ram_mode ram_mode;
 	char *ram_dir; /* shared mode: where the RAM file lives; NULL: a private
 			  folder under /dev/shm */
+	/* A save that leaves a live chain (base image and layers) longer than
+	 * this compacts it; 0: QSNAP_DEFAULT_MAX_CHAIN. */
+	unsigned max_chain;
 	size_t n_drives;
 	qsnap_drive_def *drives;
 	size_t n_extra;
 	char **extra; /* extra QEMU arguments, appended as given */
 } qsnap_def;
+
+#define QSNAP_DEFAULT_MAX_CHAIN 16
 
 /* Fill def with the defaults described above. */
 void qsnap_def_init(qsnap_def *def);
@@ -280,9 +285,112 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
  * of either mode stay restorable. */
 int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err);
 
+/* Set the chain length past which saves compact (0: the default). */
+int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err);
+
+typedef struct qsnap_compact_stats {
+	unsigned merged;    /* unneeded layers merged into the layer above */
+	unsigned flattened; /* live chains flattened onto their base image */
+	size_t longest;	    /* the longest live chain afterwards (base included) */
+} qsnap_compact_stats;
+
+/* Shorten the drives' layer chains without changing what any snapshot
+ * restores to: merge layers nothing needs, and flatten live chains longer
+ * than max_chain (0: the definition's limit) onto their base. Works with
+ * the VM running (QEMU streams into the active layer) or stopped. */
+int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_stats,
+		     qsnap_error *err);
+
 /* Delete a snapshot: its machine state, and every layer no other snapshot
  * and no live chain needs. Snapshots built on it stay restorable. */
 int qsnap_vm_delete(qsnap_vm *vm, const char *name, qsnap_error *err);
+
+/* ---- Publishing a drive ------------------------------------------------- */
+
+typedef struct qsnap_publish_opts {
+	const char *at;	    /* the snapshot to publish; NULL: the drive as it is now,
+			       which needs a stopped VM */
+	const char *format; /* "qcow2" (default) or "raw" */
+	bool compress;	    /* compressed qcow2 clusters (several threads) */
+	bool replace;	    /* replace an existing output file */
+	qsnap_progress_fn progress; /* phase "publish"; bytes of the virtual disk */
+	void *userdata;
+} qsnap_publish_opts;
+
+/* Write drive's whole layer chain (base image included) as one standalone
+ * image at output, which needs no backing file and can be the base image
+ * of a later VM. With opts->at the VM may keep running: a snapshot's layers
+ * are never written again. The image is written to a temporary name beside
+ * output, must pass qemu-img check, and is renamed to output only then; on
+ * failure nothing is left. Holds the VM's lock while it works. */
+int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
+		     const qsnap_publish_opts *opts, qsnap_error *err);
+
+/* ---- Verifying snapshots ---------------------------------------------- */
+
+typedef struct qsnap_verify_problem {
+	char *snapshot; /* the snapshot that needs the file */
+	char *file;	/* the file, as a path a user can open */
+	char *what;	/* what is wrong with it, one sentence */
+} qsnap_verify_problem;
+
+typedef struct qsnap_verify_report {
+	size_t n_snapshots; /* snapshots checked */
+	size_t n_files;	    /* files checked (machine states, meta files, layers, bases) */
+	size_t n_problems;
+	qsnap_verify_problem *problems;
+} qsnap_verify_report;
+
+typedef struct qsnap_verify_opts {
+	qsnap_progress_fn progress; /* phase "verify"; bytes of machine state hashed */
+	void *userdata;
+} qsnap_verify_opts;
+
+/* Check that every file snapshot name needs (every snapshot when name is
+ * NULL) exists and is intact: the machine state against the size and
+ * checksum recorded at save time, meta.json, qemu-img check of every layer
+ * of its drives' chains, each chain as state.json records it against the
+ * backing files named in the qcow2 headers, and that the base images, the
+ * kernel and the initrd can be read. Problems found are not
+ * errors: they are listed in the report (ret_report->n_problems > 0); an
+ * error means the check itself could not run. */
+int qsnap_vm_verify(qsnap_vm *vm, const char *name, const qsnap_verify_opts *opts,
+		    qsnap_verify_report *ret_report, qsnap_error *err);
+void qsnap_verify_report_free(qsnap_verify_report *report);
+
+/* ---- Moving a snapshot to another host -------------------------------- */
+
+typedef struct qsnap_export_opts {
+	bool compress;		    /* compressed qcow2 disk images in the archive */
+	bool replace;		    /* replace an existing output file */
+	qsnap_progress_fn progress; /* phases "flatten <drive>" and "export" */
+	void *userdata;
+} qsnap_export_opts;
+
+/* Write snapshot name as one tar file that another host can import with
+ * qsnap_import and restore with nothing else: its machine state and meta
+ * data, every drive flattened into one standalone qcow2 image as it was at
+ * the snapshot (base image included), the kernel and initrd, a vm.json that
+ * names them, and a manifest with a checksum of every file. The VM may keep
+ * running. Written to a temporary name beside output and renamed when
+ * complete. Extra QEMU arguments (vm.json extra_args) are copied as they
+ * are: files they name are not included. */
+int qsnap_vm_export(qsnap_vm *vm, const char *name, const char *output,
+		    const qsnap_export_opts *opts, qsnap_error *err);
+
+typedef struct qsnap_import_opts {
+	qsnap_progress_fn progress; /* phase "import"; bytes read from the archive */
+	void *userdata;
+} qsnap_import_opts;
+
+/* Make a new VM directory dir (it must not exist, or be empty) from a file
+ * that qsnap_vm_export wrote: the disks become its base images (in
+ * dir/images/), and the snapshot is ready to restore (qsnap_vm_restore, or
+ * qsnap_vm_start with from). Every checksum is verified before dir appears;
+ * a damaged or foreign archive leaves nothing behind. The snapshot's name
+ * is returned in ret_name (free() it) when ret_name is not NULL. */
+int qsnap_import(const char *dir, const char *input, const qsnap_import_opts *opts,
+		 char **ret_name, qsnap_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,22 +1,96 @@
-"""Runs the unit tests through meson and the integration tests, and prints
-the totals as the last line: "N passed, N failed"."""
+"""Runs all of qsnap's checks and prints the totals as the last line:
+"N passed, N failed".
+
+Without arguments (make check), in this order:
+  unit        the meson tests of build/ (cmocka cases, fuzz corpus replays)
+  valgrind    the same tests under valgrind
+  clang       a clang build with -Wall -Wextra -Werror (build-clang/)
+  asan        an ASan+UBSan build (build-asan/): its meson tests, and a few
+              integration tests against its qsnap binary
+  fuzz        the libFuzzer targets (build-fuzz/, clang), a short run each
+  integration every integration test against build/
+Every build, every test case, every fuzz target counts as one test.
+With arguments, only the integration tests whose name contains one of them.
+
+Environment: QSNAP_FUZZ_SECONDS (per fuzz target, default 15).
+"""
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
+FUZZ_TARGETS = ["qmp", "state", "vmdef", "input"]
+# Integration tests that also run against the ASan+UBSan binary: the main
+# paths (boot, save, restore, the tree), the error paths of bad input and
+# damaged files, and recovery after an interrupted save.
+ASAN_INTEGRATION = [
+    "test_foundation.test_boot_serial_status_stop",
+    "test_foundation.test_init_errors_write_nothing",
+    "test_foundation.test_help",
+    "test_snapshots.test_memory_and_cpu_state",
+    "test_snapshots.test_tree_restore_older_keeps_newer",
+    "test_snapshots.test_damaged_snapshot_leaves_vm_running",
+    "test_snapshots.test_compressed_snapshot",
+    "test_shared.test_shared_tree_eager_and_lazy",
+    "test_live.test_live_save_no_wait",
+    "test_dump.test_dump_running_guest_goes_on",
+    "test_compact.test_compact_running_and_stopped",
+    "test_faults.test_damaged_state_json",
+    "test_faults.test_qsnap_killed_during_save",
+    "test_badinput.",
+]
+SANITIZER_ENV = {
+    # A distinct exit code, so that a sanitizer report is never mistaken
+    # for an ordinary failure that a test expects.
+    "ASAN_OPTIONS": "detect_leaks=1:exitcode=86:abort_on_error=0",
+    "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1:exitcode=86",
+}
 
-def unit_tests(build):
-    """Each cmocka case counts once; a test program that fails without
-    saying which case (a crash) counts as one failure."""
-    subprocess.run(["meson", "test", "-C", build, "--print-errorlogs"], cwd=ROOT)
+
+class Totals:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def add(self, label, ok, detail=""):
+        """One check outside the test runners: a build, a fuzz run."""
+        if ok:
+            self.passed += 1
+            print(f"ok   {label}", flush=True)
+        else:
+            self.failed += 1
+            print(f"FAIL {label}\n     {detail.strip()}".replace("\n", "\n     "), flush=True)
+
+    def count(self, label, passed, failed):
+        print(f"{label}: {passed} passed, {failed} failed", flush=True)
+        self.passed += passed
+        self.failed += failed
+
+
+def tail(text, n=30):
+    return "\n".join(text.strip().splitlines()[-n:])
+
+
+def meson_tests(build, label, logbase="testlog", wrapper=None, env=None):
+    """Each cmocka case counts once; a test program that is not cmocka (a
+    fuzz corpus replay) counts once; a program that fails without naming a
+    failed case (a crash, a valgrind or sanitizer report) counts as one
+    failure."""
+    cmd = ["meson", "test", "-C", build, "--print-errorlogs", "--logbase", logbase]
+    if wrapper:
+        cmd += ["--wrapper", wrapper]
+    # meson adds the wrapper's name to the log's: testlog-valgrind.json.
+    name = logbase + ("-" + os.path.basename(wrapper.split()[0]) if wrapper else "")
+    log = os.path.join(ROOT, build, "meson-logs", name + ".json")
+    if os.path.exists(log):
+        os.unlink(log)
+    subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
     passed = failed = 0
-    log = os.path.join(ROOT, build, "meson-logs", "testlog.json")
     if not os.path.exists(log):
         return 0, 1
     with open(log) as f:
@@ -28,10 +102,109 @@ def unit_tests(build):
             bad = len(set(re.findall(r"^\[  FAILED  \] (?!\d+ test)(\S+)", out, re.M)))
             if t["result"] != "OK" and bad == 0:
                 bad = 1
+            elif t["result"] == "OK" and ok == 0 and bad == 0:
+                ok = 1
             passed += ok
             failed += bad
-    print(f"unit: {passed} passed, {failed} failed", flush=True)
     return passed, failed
+
+
+def meson_build(build, options=(), env=None):
+    """Set up (once) and build a variant; returns (ok, output)."""
+    env = {**os.environ, **(env or {})}
+    out = ""
+    if not os.path.exists(os.path.join(ROOT, build, "build.ninja")):
+        p = subprocess.run(["meson", "setup", build, *options], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+        out += p.stdout + p.stderr
+        if p.returncode != 0:
+            return False, out
+    p = subprocess.run(["ninja", "-C", build], cwd=ROOT, env=env, capture_output=True, text=True)
+    out += p.stdout + p.stderr
+    return p.returncode == 0, out
+
+
+def have(prog):
+    return shutil.which(prog) is not None
+
+
+def run_valgrind(tot):
+    if not have("valgrind"):
+        tot.add("valgrind: unit tests", False, "valgrind is not installed (scripts/bootstrap check)")
+        return
+    wrapper = ("valgrind --quiet --error-exitcode=99 --leak-check=full "
+               "--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect")
+    tot.count("valgrind", *meson_tests("build", "valgrind", wrapper=wrapper))
+
+
+def run_clang(tot):
+    if not have("clang"):
+        tot.add("clang: build with -Werror", False, "clang is not installed (scripts/bootstrap check)")
+        return
+    ok, out = meson_build("build-clang", env={"CC": "clang"})
+    tot.add("clang: build with -Wall -Wextra -Werror", ok, tail(out))
+
+
+def integration_subprocess(tot, label, build, names, env):
+    """Integration tests in a child (the harness reads QSNAP_BUILD when it
+    is imported); its lines are shown with the label in front."""
+    env = {**os.environ, **env, "QSNAP_BUILD": os.path.join(ROOT, build),
+           "QSNAP_GUEST": os.path.join(ROOT, "build", "guest")}
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "integration", "run.py"),
+                          *names], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    passed = failed = None
+    for line in p.stdout:
+        m = re.match(r"integration: (\d+) passed, (\d+) failed$", line.strip())
+        if m:
+            passed, failed = int(m.group(1)), int(m.group(2))
+        else:
+            print(f"{label} {line}" if line.strip() else line, end="", flush=True)
+    p.wait()
+    if passed is None:
+        tot.add(f"{label}: integration tests", False, f"the test run ended without totals "
+                f"(exit {p.returncode})")
+        return
+    tot.count(f"{label} integration", passed, failed)
+
+
+def run_asan(tot):
+    ok, out = meson_build("build-asan", ["-Db_sanitize=address,undefined", "-Db_lundef=false"])
+    tot.add("asan: ASan+UBSan build", ok, tail(out))
+    if not ok:
+        return
+    tot.count("asan unit", *meson_tests("build-asan", "asan", env=SANITIZER_ENV))
+    integration_subprocess(tot, "asan", "build-asan", ASAN_INTEGRATION, SANITIZER_ENV)
+
+
+def run_fuzz(tot):
+    if not have("clang"):
+        tot.add("fuzz: libFuzzer build", False, "clang is not installed (scripts/bootstrap check)")
+        return
+    ok, out = meson_build("build-fuzz", ["-Dfuzzing=true", "-Db_sanitize=address,undefined",
+                                         "-Db_lundef=false"], env={"CC": "clang"})
+    tot.add("fuzz: libFuzzer build (clang, ASan+UBSan)", ok, tail(out))
+    if not ok:
+        return
+    seconds = int(os.environ.get("QSNAP_FUZZ_SECONDS", "15"))
+    fuzz_dir = os.path.join(ROOT, "tests", "fuzz")
+    for t in FUZZ_TARGETS:
+        work = os.path.join(ROOT, "build-fuzz", "corpus-" + t)
+        arts = os.path.join(ROOT, "build-fuzz", "artifacts")
+        os.makedirs(work, exist_ok=True)
+        os.makedirs(arts, exist_ok=True)
+        # New inputs go to build-fuzz/corpus-NAME; the checked-in seeds are
+        # only read.
+        p = subprocess.run(
+            [os.path.join(ROOT, "build-fuzz", "tests", "fuzz", "fuzz-" + t),
+             f"-max_total_time={seconds}", "-timeout=10", "-max_len=65536", "-rss_limit_mb=2048",
+             "-print_final_stats=1", f"-dict={fuzz_dir}/json.dict",
+             f"-artifact_prefix={arts}/{t}-", work, os.path.join(fuzz_dir, "corpus", t)],
+            cwd=ROOT, env={**os.environ, **SANITIZER_ENV}, capture_output=True, text=True)
+        runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", p.stderr)
+        runs = runs.group(1) if runs else "?"
+        tot.add(f"fuzz: {t} ({seconds} s, {runs} runs)", p.returncode == 0,
+                "a crash, leak or hang; the input is in build-fuzz/artifacts/:\n" + tail(p.stderr, 40))
 
 
 def main():
@@ -39,13 +212,19 @@ def main():
     import run as integration
 
     only = sys.argv[1:] or None
-    up, uf = (0, 0) if only else unit_tests("build")
+    tot = Totals()
+    if not only:
+        tot.count("unit", *meson_tests("build", "unit"))
+        run_valgrind(tot)
+        run_clang(tot)
+        run_asan(tot)
+        run_fuzz(tot)
     mods = [__import__(m) for m in integration.MODULES
             if os.path.exists(os.path.join(ROOT, "tests", "integration", m + ".py"))]
     ip, if_ = harness.run_tests(mods, only=only)
-    print(f"integration: {ip} passed, {if_} failed", flush=True)
-    print(f"{up + ip} passed, {uf + if_} failed")
-    return 1 if uf + if_ else 0
+    tot.count("integration", ip, if_)
+    print(f"{tot.passed} passed, {tot.failed} failed")
+    return 1 if tot.failed else 0
 
 
 if __name__ == "__main__":

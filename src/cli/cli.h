@@ -32,7 +32,12 @@ int cmd_restore(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_compact(int argc, char **argv);
 int cmd_dump_memory(int argc, char **argv);
+int cmd_publish(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 /* "qsnap: <message>" on stderr; returns EXIT_FAIL. */
 int cli_fail(const qsnap_error *err);
@@ -56,6 +61,7 @@ struct cli_progress {
 	bool quiet;
 	bool tty;
 	double last_print;
+	char phase[32]; /* a command with several phases starts over at each */
 };
 void cli_progress_init(struct cli_progress *p, bool quiet);
 void cli_progress(const qsnap_progress *p, void *userdata);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Error reporting, option parsing and progress display for every command. */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,10 +37,20 @@ int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
 	opterr = 0;
 	c = getopt_long(argc, argv, shortopts, longopts, NULL);
 	if (c == '?') {
-		if (optopt)
-			cli_usage_error(cmd, "unknown option '-%c' or missing value", optopt);
+		/* A known long option without its value sets optopt to the
+		 * option's code (often >= 256, not a character); an unknown
+		 * long option leaves it 0. */
+		const char *arg = argv[optind - 1];
+		const char *eq = strchr(arg, '=');
+
+		if (!strncmp(arg, "--", 2) && optopt && eq)
+			cli_usage_error(cmd, "option '%.*s' takes no value", (int)(eq - arg), arg);
+		else if (!strncmp(arg, "--", 2) && optopt)
+			cli_usage_error(cmd, "option '%s' needs a value", arg);
+		else if (!strncmp(arg, "--", 2) || !optopt)
+			cli_usage_error(cmd, "unknown option '%s'", arg);
 		else
-			cli_usage_error(cmd, "unknown option '%s' or missing value", argv[optind - 1]);
+			cli_usage_error(cmd, "unknown option '-%c' or missing value", optopt);
 	} else if (c == ':') {
 		cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
 		c = '?';
@@ -50,9 +61,12 @@ int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
 long cli_number(const char *cmd, const char *opt, const char *value)
 {
 	char *end;
-	long v = strtol(value, &end, 10);
+	long v;
 
-	if (!*value || *end || v < 0) {
+	errno = 0;
+	v = strtol(value, &end, 10);
+	/* Callers keep the value in an int. */
+	if (!*value || *end || v < 0 || errno || v > INT_MAX) {
 		cli_usage_error(cmd, "%s needs a whole number, not '%s'", opt, value);
 		return -1;
 	}
@@ -105,6 +119,7 @@ void cli_progress_init(struct cli_progress *p, bool quiet)
 	p->quiet = quiet;
 	p->tty = isatty(STDERR_FILENO);
 	p->last_print = -1;
+	p->phase[0] = '\0';
 }
 
 void cli_progress(const qsnap_progress *p, void *userdata)
@@ -113,6 +128,10 @@ void cli_progress(const qsnap_progress *p, void *userdata)
 	char done[32], total[32], rate[32];
 	double r = p->elapsed > 0 ? (double)p->done / p->elapsed : 0;
 
+	if (strncmp(cp->phase, p->phase, sizeof(cp->phase) - 1)) {
+		snprintf(cp->phase, sizeof(cp->phase), "%s", p->phase);
+		cp->last_print = -1;
+	}
 	if (cp->quiet || (p->finished && cp->last_print < 0))
 		return; /* short work shows no progress at all */
 	if (!p->finished && p->elapsed - cp->last_print < (cp->tty ? 0.1 : 1.0))

@@ -15,7 +15,12 @@ static const struct cli_cmd commands[] = {
 	{"list", "list the snapshots", cmd_list},
 	{"delete", "delete a snapshot", cmd_delete},
 	{"dump-memory", "write the running VM's memory to a compressed file", cmd_dump_memory},
+	{"compact", "shorten the drives' layer chains", cmd_compact},
 	{"config", "change how a stopped VM keeps its RAM", cmd_config},
+	{"publish", "write a drive as one standalone image (at a snapshot, or now)", cmd_publish},
+	{"verify", "check that a snapshot's files are all there and intact", cmd_verify},
+	{"export", "write a snapshot and all it needs as one tar file", cmd_export},
+	{"import", "make a new VM directory from an exported snapshot", cmd_import},
 	{"qmp", "send one QMP command to the running QEMU", cmd_qmp},
 };
 

@@ -57,6 +57,8 @@ static int save_in_background(qsnap_vm *vm, const char *name, qsnap_save_opts *s
 		close(ready[0]);
 		printf("saving %s in the background (pid %d); qsnap status %s shows its progress\n",
 		       name, (int)pid, qsnap_vm_dir(vm));
+		/* Our copies of the lock and QMP fds go; the child's keep both. */
+		qsnap_vm_close(vm);
 		return EXIT_OK;
 	}
 	/* The child owns the VM's lock from here on (it shares the open file

@@ -19,6 +19,32 @@ char *chain_node_name(const char *layer_path)
 	return xasprintf("n%lu", dash ? strtoul(dash + 1, NULL, 10) : 0UL);
 }
 
+char *chain_base_node(size_t index)
+{
+	return xasprintf("base%zu", index);
+}
+
+size_t chain_layers(struct state *st, const char *top, const char ***ret)
+{
+	size_t n = 0;
+
+	*ret = NULL;
+	for (const char *l = top; l;) {
+		struct layer *ly = state_layer(st, l);
+
+		*ret = xrealloc(*ret, (n + 1) * sizeof(char *));
+		(*ret)[n++] = l;
+		l = ly ? ly->backing : NULL;
+	}
+	/* Bottom first. */
+	for (size_t i = 0; i < n / 2; i++) {
+		const char *t = (*ret)[i];
+		(*ret)[i] = (*ret)[n - 1 - i];
+		(*ret)[n - 1 - i] = t;
+	}
+	return n;
+}
+
 int chain_new_layer(qsnap_vm *vm, const qsnap_drive_def *d, const char *backing, char **ret_path,
 		    qsnap_error *err)
 {

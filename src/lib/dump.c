@@ -78,12 +78,11 @@ int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts
 	if (fd < 0)
 		return qerr(err, errno, "cannot create %s: %s", tmp, strerror(errno));
 	if (opts->compress >= 0) {
-		r = pump_start(true, fd, opts->compress, output, &pump, &qemu_fd, err);
+		r = pump_start(PUMP_COMPRESS, fd, opts->compress, output, &pump, &qemu_fd, err);
 		if (r < 0)
 			goto fail;
 	}
-	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(DUMP_FD_NAME), NULL),
-			   pump ? qemu_fd : fd, NULL, 0, err);
+	r = migrate_pass_fd(q, DUMP_FD_NAME, pump ? qemu_fd : fd, err);
 	if (r < 0)
 		goto fail;
 	fd_passed = true;
@@ -96,13 +95,7 @@ int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts
 		r = migrate_setup(q, false, false, running, err);
 		if (r < 0)
 			goto fail;
-		qmp_drop_events(q, "MIGRATION");
-		r = qmp_execute(q, "migrate",
-				jbuild("uri", json_object_new_string("fd:" DUMP_FD_NAME), NULL), NULL, 0,
-				err);
-		if (r < 0)
-			goto fail;
-		r = migrate_wait(q,
+		r = migrate_run(q, DUMP_FD_NAME,
 				 &(struct mig_wait){.timeout_s = timeout,
 						    .phase = "dump",
 						    .progress = opts->progress,
@@ -131,7 +124,9 @@ fail:
 			qmp_execute(q, "closefd",
 				    jbuild("fdname", json_object_new_string(DUMP_FD_NAME), NULL), NULL,
 				    0, &e2);
-		pump_finish(TAKE_PTR(pump), &e2);
+		/* Our side of the pipe knows best why it broke (a full disk). */
+		if (pump_finish(TAKE_PTR(pump), &e2) < 0)
+			qerr(err, e2.code, "%s", e2.msg);
 		unlink(tmp);
 		if (!vm_qemu_alive(vm))
 			vm_err_qemu_log(vm, err);
@@ -168,21 +163,15 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
 	if (r < 0)
 		goto fail;
 	if (!memcmp(magic, "\x28\xb5\x2f\xfd", 4)) {
-		r = pump_start(false, fd, 0, dump, &pump, &qemu_fd, err);
+		r = pump_start(PUMP_DECOMPRESS, fd, 0, dump, &pump, &qemu_fd, err);
 		if (r < 0)
 			goto fail;
 	}
-	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(DUMP_FD_NAME), NULL),
-			   pump ? qemu_fd : fd, NULL, 0, err);
+	r = migrate_pass_fd(q, DUMP_FD_NAME, pump ? qemu_fd : fd, err);
 	closep(&qemu_fd);
 	if (r < 0)
 		goto fail;
-	qmp_drop_events(q, "MIGRATION");
-	r = qmp_execute(q, "migrate-incoming",
-			jbuild("uri", json_object_new_string("fd:" DUMP_FD_NAME), NULL), NULL, 0, err);
-	if (r < 0)
-		goto fail;
-	r = migrate_wait(q,
+	r = migrate_run(q, DUMP_FD_NAME,
 			 &(struct mig_wait){.incoming = true,
 					    .timeout_s = timeout > 0 ? timeout : DEFAULT_DUMP_TIMEOUT,
 					    .phase = "load dump",

@@ -98,6 +98,18 @@ char *find_program(const char *name);
  * its stdout is returned in ret_out if non-NULL. */
 int run_program(const char *cwd, char *const argv[], char **ret_out, qsnap_error *err);
 
+struct run_opts {
+	/* Called with each piece of the child's stdout as it arrives. */
+	void (*on_stdout)(const char *data, size_t len, void *userdata);
+	void *userdata;
+	/* When set, any exit code is returned here instead of being an error,
+	 * and stderr in ret_stderr (if set). */
+	int *ret_status;
+	char **ret_stderr;
+};
+int run_program_ex(const char *cwd, char *const argv[], const struct run_opts *o, char **ret_out,
+		   qsnap_error *err);
+
 /* ---- JSON helpers (json.c) ---- */
 
 const char *jstr(json_object *o, const char *key);
@@ -169,8 +181,13 @@ int chain_new_layer(qsnap_vm *vm, const qsnap_drive_def *d, const char *backing,
 		    qsnap_error *err);
 /* Remove every layer file that neither a snapshot nor an active chain needs. */
 int chain_gc(qsnap_vm *vm, qsnap_error *err);
-/* The node name QEMU knows a layer by. */
+/* The node name QEMU knows a layer by, and the base image of the index-th
+ * drive of the definition. */
 char *chain_node_name(const char *layer_path);
+char *chain_base_node(size_t index);
+/* The layers of a chain, bottom first, ending with top (none if NULL);
+ * free() the array, not the strings. */
+size_t chain_layers(struct state *st, const char *top, const char ***ret);
 /* Virtual size of a drive's base image. */
 const qsnap_drive_def *def_drive(const qsnap_def *def, const char *id);
 
@@ -195,19 +212,29 @@ struct mig_wait {
 };
 /* Wait for the MIGRATION event that ends a migration, reporting progress. */
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
+/* Hand QEMU a file descriptor under a name (getfd, SCM_RIGHTS). */
+int migrate_pass_fd(struct qmp *q, const char *name, int fd, qsnap_error *err);
+/* Migrate to (or, w->incoming, from) the fd passed under fdname, and wait. */
+int migrate_run(struct qmp *q, const char *fdname, const struct mig_wait *w, qsnap_error *err);
 
 /* ---- zstd between QEMU and a file (pump.c) ---- */
 
 struct pump;
-/* Start a thread that compresses what QEMU writes into *ret_qemu_fd into
- * file_fd (compress), or decompresses file_fd into *ret_qemu_fd for QEMU
- * to read. Pass *ret_qemu_fd to QEMU, then close it here. */
-int pump_start(bool compress, int file_fd, int level, const char *what, struct pump **ret,
+enum pump_kind {
+	PUMP_COMPRESS,	 /* what QEMU writes, zstd-compressed into the file */
+	PUMP_DECOMPRESS, /* the file, decompressed, for QEMU to read */
+	PUMP_WRITE,	 /* what QEMU writes, into the file as it is (O_DIRECT) */
+};
+/* Start a thread between QEMU and file_fd through a pipe: pass
+ * *ret_qemu_fd to QEMU, then close it here. */
+int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, struct pump **ret,
 	       int *ret_qemu_fd, qsnap_error *err);
 /* Uncompressed bytes through the pump so far. */
 uint64_t pump_bytes(struct pump *p);
 /* Wait until QEMU closed its end and the thread is done. */
 int pump_finish(struct pump *p, qsnap_error *err);
+/* The same, with the checksum of what went into the file (to it only). */
+int pump_finish_checksum(struct pump *p, char **ret_checksum, qsnap_error *err);
 
 /* ---- shared RAM files (ramfile.c) ---- */
 
@@ -226,6 +253,68 @@ int vm_ram_dir(qsnap_vm *vm, char **ret, qsnap_error *err);
 int vm_new_ram_file(qsnap_vm *vm, char **ret_path, qsnap_error *err);
 /* Forget (and for a shared file, remove) the RAM of a QEMU that is gone. */
 void vm_drop_ram(qsnap_vm *vm);
+/* ---- checksums (checksum.c) ---- */
+
+#define CHECKSUM_PREFIX "xxh3-128:"
+
+struct XXH3_state_s;
+/* A checksum computed piece by piece. */
+struct hasher {
+	struct XXH3_state_s *state;
+	uint64_t bytes;
+};
+void hasher_init(struct hasher *h);
+void hasher_update(struct hasher *h, const void *data, size_t len);
+/* "xxh3-128:<hex>"; the hasher is done afterwards. */
+char *hasher_final(struct hasher *h);
+void hasher_free(struct hasher *h);
+/* Is s a checksum in the form hasher_final writes? */
+bool checksum_valid(const char *s);
+/* The checksum of a whole file; what names it in errors. */
+int checksum_fd(int fd, const char *what, char **ret, qsnap_error *err);
+int checksum_file(int dirfd, const char *path, char **ret, qsnap_error *err);
+/* The same, telling on_read how many bytes it read each time. */
+int checksum_fd_ex(int fd, const char *what, void (*on_read)(uint64_t n, void *userdata),
+		   void *userdata, char **ret, qsnap_error *err);
+/* The checksum of a file that another process (QEMU's migration) is still
+ * appending to, hashed in a thread as it grows. finish: the writer is done;
+ * waits for the rest and returns the checksum (what names the file in
+ * errors). Both finish and cancel free f; cancel(NULL) does nothing. */
+struct checksum_follow;
+struct checksum_follow *checksum_follow_start(int fd);
+int checksum_follow_finish(struct checksum_follow *f, const char *what, char **ret,
+			   qsnap_error *err);
+void checksum_follow_cancel(struct checksum_follow *f);
+
+/* ---- disk images through qemu-img (publish.c) ---- */
+
+struct convert {
+	const char *src;       /* the chain's top image */
+	const char *src_format;
+	bool force_share;      /* -U: the image is open in a running QEMU */
+	const char *dst;
+	const char *dst_format; /* "qcow2" or "raw" */
+	bool compress;
+	const char *phase;     /* for progress reports */
+	qsnap_progress_fn progress;
+	void *userdata;
+};
+/* qemu-img convert: one standalone image of a whole backing chain. */
+int image_convert(const struct convert *c, qsnap_error *err);
+/* "a, b, c": the drive ids of a definition. */
+char *drive_ids(const qsnap_def *def);
+/* qemu-img check of an image that must pass it. */
+int image_check(const char *path, const char *format, qsnap_error *err);
+
+/* ---- export and import (export.c, import.c) ---- */
+
+/* The first file of an export: what it holds, with sizes and checksums. */
+#define EXPORT_MANIFEST "qsnap-export.json"
+#define EXPORT_FORMAT "qsnap-export"
+#define EXPORT_VERSION 1
+/* Cancel an outgoing migration, if any, and wait until it has ended and
+ * QEMU accepts "cont" again. */
+void migrate_end(struct qmp *q);
 
 /* ---- vm.json (vmdef.c) ---- */
 

@@ -77,27 +77,47 @@ static char *source_error(struct qmp *q)
 	return xstrdup(desc ? desc : "no details");
 }
 
-/* QEMU reports "completed" before its migration thread has cleaned up;
- * until then the run state is still finish-migrate and "cont" is refused
- * ("Migration is not finalized yet"). */
-static int wait_finalized(struct qmp *q, qsnap_error *err)
+/* QEMU sends the MIGRATION event that ends an outgoing migration before it
+ * leaves the run state finish-migrate, and refuses "cont" until it has
+ * ("Migration is not finalized yet"): on a fast disk qsnap got there first.
+ * Wait (briefly) until QEMU has settled. */
+static void source_settle(struct qmp *q)
 {
 	int64_t deadline = now_ms() + 10000;
 
-	for (;;) {
+	while (now_ms() < deadline) {
 		_cleanup_json_ json_object *st = NULL;
+		qsnap_error e2;
 		const char *s;
-		int r = qmp_execute(q, "query-status", NULL, &st, 0, err);
 
-		if (r < 0)
-			return r;
+		if (qmp_execute(q, "query-status", NULL, &st, 5000, &e2) < 0)
+			return;
 		s = jstr(st, "status");
 		if (!s || strcmp(s, "finish-migrate"))
-			return 0;
-		if (now_ms() > deadline)
-			return qerr(err, ETIMEDOUT, "QEMU did not finish the migration");
-		sleep_ms(2);
+			return;
+		sleep_ms(5);
 	}
+}
+
+void migrate_end(struct qmp *q)
+{
+	int64_t deadline = now_ms() + 10000;
+	qsnap_error e2;
+
+	qmp_execute(q, "migrate_cancel", NULL, NULL, 5000, &e2);
+	while (now_ms() < deadline) {
+		_cleanup_json_ json_object *info = NULL;
+		const char *s;
+
+		if (qmp_execute(q, "query-migrate", NULL, &info, 5000, &e2) < 0)
+			return;
+		s = jstr(info, "status");
+		if (!s || !strcmp(s, "none") || !strcmp(s, "completed") || !strcmp(s, "failed") ||
+		    !strcmp(s, "cancelled"))
+			break;
+		sleep_ms(10);
+	}
+	source_settle(q);
 }
 
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
@@ -116,13 +136,19 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 				continue;
 			if (!strcmp(status, "completed")) {
 				uint64_t done = done_bytes(w);
+
+				if (!w->incoming)
+					source_settle(q);
 				report(w, done, total > done ? total : done, t0, true);
-				return w->incoming ? 0 : wait_finalized(q, err);
+				return 0;
 			}
 			if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
 				_cleanup_free_ char *why =
 					w->incoming ? xstrdup("QEMU could not load the state")
 						    : source_error(q);
+
+				if (!w->incoming)
+					source_settle(q);
 				return qerr(err, EIO, "migration %s: %s", status, why);
 			}
 			continue;
@@ -142,14 +168,27 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 		}
 		report(w, done_bytes(w), total, t0, false);
 		if (now_ms() >= deadline) {
-			if (!w->incoming) {
-				qsnap_error e2;
-
-				qmp_execute(q, "migrate_cancel", NULL, NULL, 5000, &e2);
-				qmp_wait_event(q, "MIGRATION", NULL, 5000, &e2);
-			}
+			if (!w->incoming)
+				migrate_end(q);
 			return qerr(err, ETIMEDOUT, "%s did not finish within %d s (raise --timeout if the VM is large or the disk slow)",
 				    w->phase, w->timeout_s);
 		}
 	}
+}
+
+int migrate_pass_fd(struct qmp *q, const char *name, int fd, qsnap_error *err)
+{
+	return qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(name), NULL), fd,
+			      NULL, 0, err);
+}
+
+int migrate_run(struct qmp *q, const char *fdname, const struct mig_wait *w, qsnap_error *err)
+{
+	_cleanup_free_ char *uri = xasprintf("fd:%s", fdname);
+	int r;
+
+	qmp_drop_events(q, "MIGRATION");
+	r = qmp_execute(q, w->incoming ? "migrate-incoming" : "migrate",
+			jbuild("uri", json_object_new_string(uri), NULL), NULL, 0, err);
+	return r < 0 ? r : migrate_wait(q, w, err);
 }

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "internal.h"
@@ -31,25 +32,30 @@ static char *opt_escape(const char *s)
 	return out;
 }
 
-/* -blockdev for the top of a drive's chain: the qcow2 layer (QEMU opens the
- * backing chain from the image headers) or, for read-only drives, the base. */
-static void push_blockdev(char ***argv, size_t *n, const qsnap_drive_def *d, const char *layer,
-			  bool readonly)
+/* -blockdev for every image of a drive's chain, each with a node name we
+ * know (chain_node_name, chain_base_node), so that block jobs can name any
+ * of them: the base image and all layers but the top read-only. */
+static void push_blockdev(char ***argv, size_t *n, const struct state *st, size_t idx,
+			  const qsnap_drive_def *d, const char *top, bool readonly)
 {
-	if (layer) {
-		_cleanup_free_ char *node = chain_node_name(layer);
+	_cleanup_free_ char *base = opt_escape(d->path), *below = chain_base_node(idx);
+	const char **layers = NULL;
+	size_t n_layers = chain_layers((struct state *)st, top, &layers);
+
+	strv_push(argv, n, "-blockdev");
+	strv_pushf(argv, n, "driver=%s,node-name=%s,read-only=on,file.driver=file,file.filename=%s",
+		   d->format, below, base);
+	for (size_t i = 0; i < n_layers; i++) {
+		char *node = chain_node_name(layers[i]);
+		bool ro = readonly || i + 1 < n_layers;
 
 		strv_push(argv, n, "-blockdev");
-		strv_pushf(argv, n, "driver=qcow2,node-name=%s,%sfile.driver=file,file.filename=%s",
-			   node, readonly ? "read-only=on," : "", layer);
-	} else {
-		_cleanup_free_ char *path = opt_escape(d->path);
-
-		strv_push(argv, n, "-blockdev");
-		strv_pushf(argv, n,
-			   "driver=%s,node-name=%s-ro,read-only=on,file.driver=file,file.filename=%s",
-			   d->format, d->id, path);
+		strv_pushf(argv, n, "driver=qcow2,node-name=%s,%sfile.driver=file,file.filename=%s,backing=%s",
+			   node, ro ? "read-only=on," : "", layers[i], below);
+		free(below);
+		below = node;
 	}
+	free(layers);
 }
 
 int proc_build_argv(const qsnap_def *def, const struct state *st, const struct launch *l,
@@ -83,7 +89,7 @@ int proc_build_argv(const qsnap_def *def, const struct state *st, const struct l
 
 		if (d->iface != QSNAP_IF_PFLASH)
 			continue;
-		_cleanup_free_ char *node = a ? chain_node_name(a->layer) : xasprintf("%s-ro", d->id);
+		_cleanup_free_ char *node = a ? chain_node_name(a->layer) : chain_base_node(i);
 		char *m = xasprintf("%s%spflash%zu=%s", machine ? machine : "", machine ? "," : "",
 				    n_pflash++, node);
 		free(machine);
@@ -145,10 +151,10 @@ int proc_build_argv(const qsnap_def *def, const struct state *st, const struct l
 					    d->id);
 			}
 		}
-		push_blockdev(&argv, &n, d, a ? a->layer : NULL, l->readonly_disks);
+		push_blockdev(&argv, &n, st, i, d, a ? a->layer : NULL, l->readonly_disks);
 		if (d->iface == QSNAP_IF_PFLASH)
 			continue;
-		_cleanup_free_ char *node = a ? chain_node_name(a->layer) : xasprintf("%s-ro", d->id);
+		_cleanup_free_ char *node = a ? chain_node_name(a->layer) : chain_base_node(i);
 		if (d->iface == QSNAP_IF_SCSI && !scsi) {
 			strv_push(&argv, &n, "-device");
 			strv_push(&argv, &n, "virtio-scsi-pci,id=scsi0");
@@ -275,6 +281,9 @@ int proc_spawn(const char *cwd, char *const argv[], const char *logpath, pid_t *
 				close_range(3, (unsigned)wr - 1, 0);
 			close_range((unsigned)wr + 1, ~0U, 0);
 			signal(SIGPIPE, SIG_DFL);
+			/* QEMU creates run/qmp.sock, the serial socket and its log
+			 * with its umask: only the VM's owner may reach them. */
+			umask(077);
 			execve(prog, argv, envp);
 		fail:;
 			int e = errno;

@@ -17,12 +17,13 @@
 
 struct pump {
 	pthread_t thread;
-	bool compress;
+	enum pump_kind kind;
 	int pipe_fd;	/* our end of the pipe */
 	int file_fd;	/* the compressed file */
 	int level;
 	atomic_uint_fast64_t raw; /* uncompressed bytes through the pump */
 	int error;		  /* errno, read after join */
+	struct hasher hash;	  /* of the bytes written to the file */
 	char what[256];		  /* for messages: the file */
 };
 
@@ -77,6 +78,7 @@ static int run_compress(struct pump *p)
 				e = EIO;
 				break;
 			}
+			hasher_update(&p->hash, out, ob.pos);
 			if ((e = write_all(p->file_fd, out, ob.pos)))
 				break;
 		} while (mode == ZSTD_e_end ? left != 0 : ib.pos < ib.size);
@@ -138,6 +140,70 @@ static int run_decompress(struct pump *p)
 	return e;
 }
 
+/* Fill buf from the pipe: short only at the end of the stream. */
+static ssize_t read_full(int fd, char *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = read(fd, buf + got, len - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/* The stream as it is, written around the page cache (O_DIRECT) in large
+ * aligned blocks. Profiled on our build machine (perf, QEMU 7.2, 1.6 GiB
+ * stream): two thirds of QEMU's time in a plain save went to copying into
+ * fresh page-cache pages (copy_folio_from_iter_atomic), which this kind of
+ * machine makes slow and erratic (167 MB/s to 2.6 GB/s for the same dd);
+ * direct writes ran at about 1 GB/s and the data is on disk when QEMU is
+ * done. The last, unaligned piece is written the ordinary way. */
+static int run_write(struct pump *p)
+{
+	const size_t cap = 8 << 20, align = 4096;
+	char *buf = NULL;
+	int flags = fcntl(p->file_fd, F_GETFL), e = 0;
+	bool direct = flags >= 0 && fcntl(p->file_fd, F_SETFL, flags | O_DIRECT) == 0;
+
+	if (posix_memalign((void **)&buf, align, cap))
+		return ENOMEM;
+	for (;;) {
+		ssize_t n = read_full(p->pipe_fd, buf, cap);
+		size_t whole;
+
+		if (n < 0) {
+			e = (int)-n;
+			break;
+		}
+		atomic_fetch_add(&p->raw, (uint64_t)n);
+		hasher_update(&p->hash, buf, (size_t)n);
+		whole = direct ? (size_t)n & ~(align - 1) : (size_t)n;
+		if (whole && (e = write_all(p->file_fd, buf, whole)))
+			break;
+		if ((size_t)n > whole) {
+			/* The tail: a direct write needs whole blocks. */
+			fcntl(p->file_fd, F_SETFL, flags);
+			direct = false;
+			if ((e = write_all(p->file_fd, buf + whole, (size_t)n - whole)))
+				break;
+		}
+		if ((size_t)n < cap)
+			break;
+	}
+	if (direct)
+		fcntl(p->file_fd, F_SETFL, flags);
+	free(buf);
+	return e;
+}
+
 static void *pump_main(void *arg)
 {
 	struct pump *p = arg;
@@ -148,14 +214,24 @@ static void *pump_main(void *arg)
 	sigaddset(&pipe_only, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &pipe_only, NULL);
 
-	p->error = p->compress ? run_compress(p) : run_decompress(p);
+	switch (p->kind) {
+	case PUMP_COMPRESS:
+		p->error = run_compress(p);
+		break;
+	case PUMP_DECOMPRESS:
+		p->error = run_decompress(p);
+		break;
+	case PUMP_WRITE:
+		p->error = run_write(p);
+		break;
+	}
 	/* The other end learns that we are done. */
 	close(p->pipe_fd);
 	p->pipe_fd = -1;
 	return NULL;
 }
 
-int pump_start(bool compress, int file_fd, int level, const char *what, struct pump **ret,
+int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, struct pump **ret,
 	       int *ret_qemu_fd, qsnap_error *err)
 {
 	struct pump *p;
@@ -166,13 +242,16 @@ int pump_start(bool compress, int file_fd, int level, const char *what, struct p
 	/* Bigger pipes mean fewer context switches between QEMU and us. */
 	fcntl(fds[0], F_SETPIPE_SZ, 1 << 20);
 	p = xcalloc(1, sizeof(*p));
-	p->compress = compress;
+	bool to_file = kind != PUMP_DECOMPRESS;
+
+	p->kind = kind;
+	hasher_init(&p->hash);
 	p->file_fd = file_fd;
 	p->level = level > 0 ? level : 3;
 	snprintf(p->what, sizeof(p->what), "%s", what);
-	/* Compressing: QEMU writes [1], we read [0]. Decompressing: the reverse. */
-	p->pipe_fd = compress ? fds[0] : fds[1];
-	*ret_qemu_fd = compress ? fds[1] : fds[0];
+	/* To the file: QEMU writes [1], we read [0]. From the file: the reverse. */
+	p->pipe_fd = to_file ? fds[0] : fds[1];
+	*ret_qemu_fd = to_file ? fds[1] : fds[0];
 	if (pthread_create(&p->thread, NULL, pump_main, p) != 0) {
 		close(fds[0]);
 		close(fds[1]);
@@ -190,14 +269,25 @@ uint64_t pump_bytes(struct pump *p)
 
 int pump_finish(struct pump *p, qsnap_error *err)
 {
+	return pump_finish_checksum(p, NULL, err);
+}
+
+int pump_finish_checksum(struct pump *p, char **ret_checksum, qsnap_error *err)
+{
 	int e;
 
 	if (!p)
 		return 0;
 	pthread_join(p->thread, NULL);
 	e = p->error;
+	if (!e && ret_checksum)
+		*ret_checksum = hasher_final(&p->hash);
+	hasher_free(&p->hash);
 	if (e)
-		qerr(err, e, "%s %s: %s", p->compress ? "compressing into" : "decompressing",
+		qerr(err, e, "%s %s: %s",
+		     p->kind == PUMP_COMPRESS	? "compressing into"
+		     : p->kind == PUMP_WRITE	? "writing"
+						: "decompressing",
 		     p->what, e == EBADMSG ? "the file is damaged (zstd)" : strerror(e));
 	free(p);
 	return e ? -e : 0;

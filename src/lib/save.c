@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 
 #include "internal.h"
@@ -113,7 +115,8 @@ static int write_meta(qsnap_vm *vm, const char *dir, const struct snapshot *s, q
 		   json_object_new_int64(s->created), "mode", json_object_new_string(s->mode),
 		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
 		   json_object_new_int64((int64_t)s->vmstate_size), "compressed",
-		   json_object_new_boolean(s->compressed), "memory",
+		   json_object_new_boolean(s->compressed), "vmstate_checksum",
+		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL, "memory",
 		   json_object_new_int64((int64_t)vm->def.memory), "drives", drives, NULL);
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						      JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -191,12 +194,63 @@ fail:
 
 /* Shared RAM: copy the guest's RAM file into the snapshot while the guest
  * is paused; the copy's size on disk is checked before anything starts. */
-static int save_ram(qsnap_vm *vm, const qsnap_save_opts *opts, qsnap_error *err)
+static bool on_tmpfs(int dirfd, const char *path)
 {
-	_cleanup_free_ char *dst = xasprintf("%s/ram", vm->st.pending);
+	struct statfs sf;
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
+	return fd >= 0 && fstatfs(fd, &sf) == 0 && sf.f_type == TMPFS_MAGIC;
+}
+
+/* The staging file of a save in the RAM directory. */
+static char *stage_path(qsnap_vm *vm)
+{
+	_cleanup_free_ char *dir = NULL;
+	qsnap_error e2;
+
+	return vm_ram_dir(vm, &dir, &e2) < 0 ? NULL : xasprintf("%s/stage", dir);
+}
+
+/* While the guest is paused, the RAM copy should go as fast as memory does:
+ * where the snapshot lives on a disk and the RAM directory (tmpfs) has room
+ * for a second copy, stage it there (*ret_stage) and persist it after the
+ * guest resumes; otherwise copy straight into the snapshot. */
+static int save_ram(qsnap_vm *vm, const qsnap_save_opts *opts, char **ret_stage,
+		    qsnap_error *err)
+{
+	_cleanup_free_ char *dst = xasprintf("%s/ram", vm->st.pending), *stage = stage_path(vm);
+	uint64_t need = ramfile_allocated(vm->dirfd, vm->st.ram_file);
+	qsnap_error e2;
+	int r;
+
+	*ret_stage = NULL;
+	if (stage && !on_tmpfs(vm->dirfd, "snapshots")) {
+		_cleanup_free_ char *dir = xstrdup(stage);
+
+		*strrchr(dir, '/') = '\0';
+		if (on_tmpfs(AT_FDCWD, dir) &&
+		    ramfile_check_space(AT_FDCWD, dir, need, "staging", &e2) == 0) {
+			r = ramfile_copy(vm->dirfd, vm->st.ram_file, AT_FDCWD, stage, vm->def.memory,
+					 "save RAM", opts->progress, opts->userdata, err);
+			if (r == 0)
+				*ret_stage = TAKE_PTR(stage);
+			return r;
+		}
+	}
 	return ramfile_copy(vm->dirfd, vm->st.ram_file, vm->dirfd, dst, vm->def.memory, "save RAM",
 			    opts->progress, opts->userdata, err);
+}
+
+/* The guest runs again: the staged RAM goes to the snapshot. */
+static int persist_ram(qsnap_vm *vm, const char *stage, const qsnap_save_opts *opts,
+		       qsnap_error *err)
+{
+	_cleanup_free_ char *dst = xasprintf("%s/ram", vm->st.pending);
+	int r = ramfile_copy(AT_FDCWD, stage, vm->dirfd, dst, vm->def.memory, "persist RAM",
+			     opts->progress, opts->userdata, err);
+
+	unlink(stage);
+	return r;
 }
 
 static double event_time(json_object *ev)
@@ -259,6 +313,7 @@ static int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opt
 		.was_running = false,
 		.vmstate_size = src->vmstate_size,
 		.compressed = src->compressed,
+		.vmstate_checksum = xstrdup_or_null(src->vmstate_checksum),
 		.drives = xcalloc(src->n_drives, sizeof(struct snap_drive)),
 	};
 	for (size_t i = 0; i < src->n_drives; i++) {
@@ -308,6 +363,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	static const qsnap_save_opts dflt = {0};
 	_cleanup_free_ char *status = NULL;
 	_cleanup_close_ int fd = -1, qemu_fd = -1;
+	_cleanup_free_ char *stage = NULL, *checksum = NULL;
 	struct pump *pump = NULL;
 	bool fd_passed = false;
 	struct cut *cuts = NULL;
@@ -397,12 +453,12 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 				 strerror(errno));
 			goto undo;
 		}
-		/* Compressed: QEMU writes into a pipe, our threads compress. */
-		if (opts->compress) {
-			r = pump_start(true, fd, opts->compress, path, &pump, &qemu_fd, err);
-			if (r < 0)
-				goto undo;
-		}
+		/* QEMU writes into a pipe; our thread compresses, or writes
+		 * around the page cache (pump.c says why). */
+		r = pump_start(opts->compress ? PUMP_COMPRESS : PUMP_WRITE, fd, opts->compress, path,
+			       &pump, &qemu_fd, err);
+		if (r < 0)
+			goto undo;
 	}
 	/* The new layers become active in state.json before QEMU switches to
 	 * them: each is an empty overlay on the old one, so it is the right
@@ -426,19 +482,13 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (r < 0)
 		goto undo;
 	switched = true;
-	r = qmp_execute_fd(q, "getfd", jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL),
-			   pump ? qemu_fd : fd, NULL, 0, err);
+	r = migrate_pass_fd(q, MIGRATE_FD_NAME, qemu_fd, err);
 	if (r < 0)
 		goto undo;
 	fd_passed = true;
 	/* QEMU holds the pipe's write end now; ours would keep it open. */
 	closep(&qemu_fd);
-	qmp_drop_events(q, "MIGRATION");
-	r = qmp_execute(q, "migrate", jbuild("uri", json_object_new_string("fd:" MIGRATE_FD_NAME), NULL),
-			NULL, 0, err);
-	if (r < 0)
-		goto undo;
-	r = migrate_wait(q,
+	r = migrate_run(q, MIGRATE_FD_NAME,
 			 &(struct mig_wait){
 				 .timeout_s = opts->timeout > 0 ? opts->timeout : DEFAULT_SAVE_TIMEOUT,
 				 .phase = "save",
@@ -448,13 +498,24 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 				 .pump = pump,
 			 },
 			 err);
-	if (r < 0)
+	if (r < 0) {
+		qsnap_error e2;
+
+		/* QEMU saw only a broken pipe; our side knows why (a full disk).
+		 * A migration that never started leaves QEMU holding the pipe. */
+		if (vm_qemu_alive(vm))
+			qmp_execute(q, "closefd",
+				    jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL), NULL,
+				    0, &e2);
+		if (pump_finish(TAKE_PTR(pump), &e2) < 0)
+			qerr(err, e2.code, "%s", e2.msg);
 		goto undo;
-	r = pump_finish(TAKE_PTR(pump), err);
+	}
+	r = pump_finish_checksum(TAKE_PTR(pump), &checksum, err);
 	if (r < 0)
 		goto undo;
 	if (shared) {
-		r = save_ram(vm, opts, err);
+		r = save_ram(vm, opts, &stage, err);
 		if (r < 0)
 			goto undo;
 	}
@@ -470,6 +531,12 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 		r = qerr(err, errno, "cannot sync the machine state: %s", strerror(errno));
 		goto undo;
 	}
+	if (stage) {
+		r = persist_ram(vm, stage, opts, err);
+		free(TAKE_PTR(stage));
+		if (r < 0)
+			goto undo;
+	}
 	if (shared) {
 		_cleanup_free_ char *ram = xasprintf("%s/ram", vm->st.pending);
 		r = fsync_file(vm->dirfd, ram, err);
@@ -484,6 +551,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			.was_running = running,
 			.vmstate_size = (uint64_t)stt.st_size,
 			.compressed = opts->compress > 0,
+			.vmstate_checksum = TAKE_PTR(checksum),
 			.drives = xcalloc(n, sizeof(struct snap_drive)),
 		};
 		for (size_t i = 0; i < n; i++) {
@@ -494,6 +562,21 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	}
 	if (r < 0)
 		goto undo;
+	/* Chain upkeep while the guest runs on (DESIGN.md: reads through long
+	 * chains slow the guest). */
+	{
+		unsigned limit = vm->def.max_chain ? vm->def.max_chain : QSNAP_DEFAULT_MAX_CHAIN;
+		struct active *a = n ? state_active(&vm->st, cuts[0].d->id) : NULL;
+		size_t len = 1;
+
+		for (struct layer *l = a ? state_layer(&vm->st, a->layer) : NULL; l;
+		     l = l->backing ? state_layer(&vm->st, l->backing) : NULL)
+			len++;
+		if (len > limit && (r = qsnap_vm_compact(vm, limit, NULL, err)) < 0) {
+			r = qerr_prefix(err, "snapshot '%s' is saved, but compacting the disks failed", name);
+			goto out;
+		}
+	}
 	if (opts->stats) {
 		*opts->stats = (qsnap_save_stats){
 			.paused = running ? pause_seconds(q) : 0,
@@ -520,6 +603,8 @@ undo:
 				    jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL), NULL,
 				    0, &e2);
 		pump_finish(TAKE_PTR(pump), &e2);
+		if (stage)
+			unlink(stage);
 		if (!switched && alive)
 			drop_layers(vm, q, cuts, n);
 		if (vm->st.pending)
@@ -549,15 +634,17 @@ int save_recover(qsnap_vm *vm, qsnap_error *err)
 
 	rm_rf(vm->dirfd, vm->st.pending);
 	free(TAKE_PTR(vm->st.pending));
+	if (vm->def.ram_mode == QSNAP_RAM_SHARED) {
+		_cleanup_free_ char *stage = stage_path(vm);
+		if (stage)
+			unlink(stage);
+	}
 	if (!vm_qemu_alive(vm) || vm_qmp(vm, &q, err) < 0) {
 		vm_forget_qemu(vm);
 		return vm_write_state(vm, err);
 	}
 	/* A migration may still write into the removed file: end it. */
-	{
-		qsnap_error e2;
-		qmp_execute(q, "migrate_cancel", NULL, NULL, 5000, &e2);
-	}
+	migrate_end(q);
 	/* Make state.json name the layers QEMU really writes to: the crash may
 	 * have come before or after the switch. */
 	r = qmp_execute(q, "query-block", NULL, &blocks, 0, err);

@@ -14,6 +14,7 @@ void snapshot_free(struct snapshot *s)
 	free(s->parent);
 	free(s->mode);
 	free(s->dir);
+	free(s->vmstate_checksum);
 	for (size_t i = 0; i < s->n_drives; i++) {
 		free(s->drives[i].drive);
 		free(s->drives[i].layer);
@@ -153,8 +154,9 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		const char *path = jstr(l, "path"), *drive = jstr(l, "drive");
 		const char *backing = jstr(l, "backing");
 
-		if (!rel_path_ok(path) || !drive || !drive_id_valid(drive) ||
-		    (backing && !rel_path_ok(backing)))
+		/* chain.c names backing files relative to layers/. */
+		if (!rel_path_ok(path) || strncmp(path, "layers/", 7) || !drive ||
+		    !drive_id_valid(drive) || (backing && !rel_path_ok(backing)))
 			goto fail_layers;
 		state_add_layer(st, path, drive, backing);
 	}
@@ -192,13 +194,15 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.vmstate_size = (uint64_t)jint(s, "vmstate_size", 0);
 		sn.memory = (uint64_t)jint(s, "memory", 0);
 		sn.compressed = jbool(s, "compressed", false);
-		if (strcmp(mode, "stream") && strcmp(mode, "shared")) {
+		sn.vmstate_checksum = xstrdup_or_null(jstr(s, "vmstate_checksum"));
+		if ((strcmp(mode, "stream") && strcmp(mode, "shared")) ||
+		    (sn.vmstate_checksum && !checksum_valid(sn.vmstate_checksum))) {
 			snapshot_free(&sn);
 			goto fail_snapshots;
 		}
 		json_object_object_foreach(drives, sdrive, slayer)
 		{
-			if (!json_object_is_type(slayer, json_type_string) ||
+			if (!drive_id_valid(sdrive) || !json_object_is_type(slayer, json_type_string) ||
 			    !state_layer(st, json_object_get_string(slayer))) {
 				snapshot_free(&sn);
 				goto fail_snapshots;
@@ -290,6 +294,9 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 					 json_object_new_int64((int64_t)s->memory), "compressed",
 					 json_object_new_boolean(s->compressed), NULL);
 
+		if (s->vmstate_checksum)
+			json_object_object_add(so, "vmstate_checksum",
+					       json_object_new_string(s->vmstate_checksum));
 		for (size_t j = 0; j < s->n_drives; j++)
 			json_object_object_add(drives, s->drives[j].drive,
 					       json_object_new_string(s->drives[j].layer));

@@ -32,6 +32,7 @@ struct snapshot {
 	uint64_t vmstate_size;
 	uint64_t memory; /* guest RAM size at save time */
 	bool compressed; /* <dir>/vmstate.zst instead of <dir>/vmstate */
+	char *vmstate_checksum; /* "xxh3-128:...", NULL for older snapshots */
 	size_t n_drives;
 	struct snap_drive *drives;
 };

@@ -323,6 +323,12 @@ char *find_program(const char *name)
 
 int run_program(const char *cwd, char *const argv[], char **ret_out, qsnap_error *err)
 {
+	return run_program_ex(cwd, argv, NULL, ret_out, err);
+}
+
+int run_program_ex(const char *cwd, char *const argv[], const struct run_opts *o, char **ret_out,
+		   qsnap_error *err)
+{
 	static char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
 				     "LC_ALL=C", NULL};
 	_cleanup_free_ char *prog = find_program(argv[0]);
@@ -384,6 +390,8 @@ int run_program(const char *cwd, char *const argv[], char **ret_out, qsnap_error
 				pfd[i].fd = -1;
 				continue;
 			}
+			if (i == 0 && o && o->on_stdout)
+				o->on_stdout(chunk, (size_t)n, o->userdata);
 			char **b = i == 0 ? &out : &errout;
 			size_t *l = i == 0 ? &outlen : &errlen;
 			*b = xrealloc(*b, *l + (size_t)n + 1);
@@ -394,6 +402,15 @@ int run_program(const char *cwd, char *const argv[], char **ret_out, qsnap_error
 	}
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
+	if (o && o->ret_status && WIFEXITED(status)) {
+		/* The caller reads the exit code itself (qemu-img check). */
+		*o->ret_status = WEXITSTATUS(status);
+		if (o->ret_stderr)
+			*o->ret_stderr = errout ? TAKE_PTR(errout) : xstrdup("");
+		if (ret_out)
+			*ret_out = out ? TAKE_PTR(out) : xstrdup("");
+		return 0;
+	}
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		char *e = errout ? errout : out ? out : "";
 		size_t l = strlen(e);

@@ -74,6 +74,8 @@ static int check_drive_formats(qsnap_def *def, qsnap_error *err)
 		_cleanup_free_ char *fmt = NULL;
 		int r = image_format(d->path, &fmt, err);
 
+		if (r == -ENOENT) /* qemu-img itself is missing: the message says so */
+			return r;
 		if (r < 0)
 			return qerr_prefix(err, "drive '%s': %s is not a readable disk image", d->id,
 					   d->path);
@@ -112,6 +114,8 @@ static int mkdir_vm(const char *dir, bool *ret_created, qsnap_error *err)
 	if (errno != EEXIST)
 		return qerr(err, errno, "cannot create %s: %s", dir, strerror(errno));
 	d = opendir(dir);
+	if (!d && errno == ENOTDIR)
+		return qerr(err, EEXIST, "%s exists and is not a directory: choose a new directory", dir);
 	if (!d)
 		return qerr(err, errno, "cannot open %s: %s", dir, strerror(errno));
 	while ((de = readdir(d)))
@@ -217,11 +221,91 @@ static int take_lock(qsnap_vm *vm, int timeout, qsnap_error *err)
 	return 0;
 }
 
-/* Finish or undo what an interrupted command left behind. */
-static int recover(qsnap_vm *vm, qsnap_error *err)
+/* The QEMU that run/qemu.pid names, if it is one that qsnap started for
+ * this VM and state.json does not know: a command was interrupted between
+ * starting it and recording it. It holds the VM's layers and sockets, so it
+ * ends. A QEMU of ours runs in the VM directory with -qmp on run/qmp.sock;
+ * that check also guards against a reused pid. */
+static void end_orphan_qemu(qsnap_vm *vm)
+{
+	_cleanup_free_ char *text = NULL, *cmdline = NULL;
+	char link[64], cwd[PATH_MAX];
+	unsigned long long start;
+	qsnap_error e2;
+	size_t len;
+	ssize_t n;
+	long pid;
+
+	if (read_file(vm->dirfd, "run/qemu.pid", &text, NULL, &e2) < 0)
+		return;
+	pid = strtol(text, NULL, 10);
+	if (pid <= 0 || pid > INT_MAX || pid == vm->st.qemu_pid)
+		return;
+	start = proc_start_time((pid_t)pid);
+	snprintf(link, sizeof(link), "/proc/%ld/cwd", pid);
+	n = readlink(link, cwd, sizeof(cwd) - 1);
+	if (!start || n < 0)
+		return;
+	cwd[n] = '\0';
+	snprintf(link, sizeof(link), "/proc/%ld/cmdline", pid);
+	if (strcmp(cwd, vm->dir) || read_file(AT_FDCWD, link, &cmdline, &len, &e2) < 0)
+		return;
+	for (const char *a = cmdline; a < cmdline + len; a += strlen(a) + 1)
+		if (!strncmp(a, "unix:run/qmp.sock,", 18)) {
+			kill((pid_t)pid, SIGKILL);
+			proc_wait_gone((pid_t)pid, start, 10000);
+			return;
+		}
+}
+
+/* Files that an interrupted command made before state.json named them:
+ * layers that qemu-img created for a save or a restore, a snapshot
+ * directory renamed into place just before the state naming it was
+ * written. Under the lock state.json is the whole truth, so a *.qcow2 in
+ * layers/ or an entry of snapshots/ that it does not name is garbage (new
+ * kinds of files in those two directories must be named in state.json). */
+static void sweep_strays(qsnap_vm *vm)
+{
+	static const char *const dirs[] = {"layers", "snapshots"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		int fd = openat(vm->dirfd, dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+		struct dirent *de;
+
+		if (!d) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		while ((de = readdir(d))) {
+			_cleanup_free_ char *rel = xasprintf("%s/%s", dirs[i], de->d_name);
+			const char *dot = strrchr(de->d_name, '.');
+			bool known = false;
+
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			if (i == 0) {
+				if (!dot || strcmp(dot, ".qcow2") || state_layer(&vm->st, rel))
+					continue;
+			} else {
+				for (size_t j = 0; j < vm->st.n_snapshots; j++)
+					known = known || !strcmp(vm->st.snapshots[j].dir, rel);
+				if (known || (vm->st.pending && !strcmp(vm->st.pending, rel)))
+					continue;
+			}
+			rm_rf(fd, de->d_name);
+		}
+		closedir(d);
+	}
+}
+
+/* The interrupted command itself: a save, a start or a restore. */
+static int recover_command(qsnap_vm *vm, qsnap_error *err)
 {
 	bool dirty = false;
 
+	end_orphan_qemu(vm);
 	if (vm->st.pending)
 		/* A save that never committed: its files go, the snapshot never was. */
 		return save_recover(vm, err);
@@ -243,6 +327,16 @@ static int recover(qsnap_vm *vm, qsnap_error *err)
 		}
 	}
 	return dirty ? vm_write_state(vm, err) : 0;
+}
+
+/* Finish or undo what an interrupted command left behind. */
+static int recover(qsnap_vm *vm, qsnap_error *err)
+{
+	int r = recover_command(vm, err);
+
+	if (r >= 0)
+		sweep_strays(vm);
+	return r;
 }
 
 int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **ret_vm,
@@ -483,7 +577,10 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 	unsigned long long start;
 	int r;
 
+	/* run/ holds the QMP socket: the owner's alone, also in a directory
+	 * that was copied or unpacked with looser modes. */
 	mkdirat(vm->dirfd, "run", 0700);
+	fchmodat(vm->dirfd, "run", 0700, 0);
 	r = proc_build_argv(&vm->def, &vm->st, l, &argv, err);
 	if (r < 0)
 		return r;
@@ -730,19 +827,12 @@ int qsnap_vm_qmp(qsnap_vm *vm, const char *command, const char *args_json, char 
 	return 0;
 }
 
-int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err)
+/* Check a changed definition and write it to vm.json; def is taken. */
+static int replace_def(qsnap_vm *vm, qsnap_def def, qsnap_error *err)
 {
 	_cleanup_free_ char *text = NULL;
-	qsnap_def def;
 	int r;
 
-	if (vm_qemu_alive(vm))
-		return qerr(err, EBUSY, "the VM in %s is running: stop it (or save it) before changing its RAM mode",
-			    vm->dir);
-	def_copy(&def, &vm->def);
-	def.ram_mode = mode;
-	free(def.ram_dir);
-	def.ram_dir = xstrdup_or_null(ram_dir);
 	r = vmdef_check(&def, err);
 	if (r >= 0)
 		r = vmdef_to_json(&def, &text, err);
@@ -755,4 +845,29 @@ int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsn
 	qsnap_def_free(&vm->def);
 	vm->def = def;
 	return 0;
+}
+
+int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err)
+{
+	qsnap_def def;
+
+	if (vm_qemu_alive(vm))
+		return qerr(err, EBUSY, "the VM in %s is running: stop it (or save it) before changing its RAM mode",
+			    vm->dir);
+	def_copy(&def, &vm->def);
+	def.ram_mode = mode;
+	free(def.ram_dir);
+	def.ram_dir = xstrdup_or_null(ram_dir);
+	return replace_def(vm, def, err);
+}
+
+int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err)
+{
+	qsnap_def def;
+
+	if (max_chain == 1 || max_chain > 1000)
+		return qerr(err, EINVAL, "the chain limit must be 0 (default) or between 2 and 1000");
+	def_copy(&def, &vm->def);
+	def.max_chain = max_chain;
+	return replace_def(vm, def, err);
 }

@@ -147,6 +147,7 @@ int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err)
 	_cleanup_free_ char *copy = xstrdup(spec);
 	qsnap_drive_def d = {.iface = QSNAP_IF_VIRTIO};
 	char *eq = strchr(copy, '='), *opts, *save = NULL;
+	const char *fmt = NULL; /* in copy; no allocation to undo on errors */
 
 	if (!eq)
 		return qerr(err, EINVAL, "drive '%s': expected ID=PATH[,if=virtio|scsi|ide|pflash][,format=qcow2|raw][,readonly]",
@@ -177,27 +178,24 @@ int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err)
 	     o = strtok_r(NULL, ",", &save)) {
 		if (!strncmp(o, "if=", 3)) {
 			if (parse_iface(o + 3, &d.iface) < 0) {
-				free(d.format);
 				return qerr(err, EINVAL, "drive '%s': unknown interface '%s' (use virtio, scsi, ide or pflash)",
 					    copy, o + 3);
 			}
 		} else if (!strncmp(o, "format=", 7)) {
 			if (strcmp(o + 7, "qcow2") && strcmp(o + 7, "raw")) {
-				free(d.format);
 				return qerr(err, EINVAL, "drive '%s': unknown format '%s' (use qcow2 or raw)",
 					    copy, o + 7);
 			}
-			free(d.format);
-			d.format = xstrdup(o + 7);
+			fmt = o + 7;
 		} else if (!strcmp(o, "readonly")) {
 			d.readonly = true;
 		} else {
-			free(d.format);
 			return qerr(err, EINVAL, "drive '%s': unknown option '%s'", copy, o);
 		}
 	}
 	d.id = xstrdup(copy);
 	d.path = absolute_path(path);
+	d.format = xstrdup_or_null(fmt);
 	def->drives = xrealloc(def->drives, (def->n_drives + 1) * sizeof(*def->drives));
 	def->drives[def->n_drives++] = d;
 	return 0;
@@ -265,9 +263,10 @@ int vmdef_check(const qsnap_def *def, qsnap_error *err)
 		if (d->iface == QSNAP_IF_PFLASH && ++n_pflash > 2)
 			return qerr(err, EINVAL, "at most two pflash drives (firmware, variables)");
 	}
-	for (const char *const *f = (const char *const[]){def->kernel, def->initrd, NULL}; *f; f++)
-		if (*f && access(*f, R_OK) < 0)
-			return qerr(err, ENOENT, "%s cannot be read: %s", *f, strerror(errno));
+	if (def->kernel && access(def->kernel, R_OK) < 0)
+		return qerr(err, ENOENT, "--kernel %s cannot be read: %s", def->kernel, strerror(errno));
+	if (def->initrd && access(def->initrd, R_OK) < 0)
+		return qerr(err, ENOENT, "--initrd %s cannot be read: %s", def->initrd, strerror(errno));
 	if (def->ram_mode == QSNAP_RAM_SHARED) {
 		/* x-ignore-shared leaves every shared RAM block out of the stream:
 		 * one that qsnap does not copy itself would be lost. */
@@ -305,6 +304,8 @@ int vmdef_to_json(const qsnap_def *def, char **ret_text, qsnap_error *err)
 	ADD_STR("append", def->append);
 	json_object_object_add(o, "serial", json_object_new_boolean(def->serial));
 	json_object_object_add(o, "ram_mode", json_object_new_string(qsnap_ram_mode_name(def->ram_mode)));
+	if (def->max_chain)
+		json_object_object_add(o, "max_chain", json_object_new_int64(def->max_chain));
 	ADD_STR("ram_dir", def->ram_dir);
 #undef ADD_STR
 	for (size_t i = 0; i < def->n_drives; i++) {
@@ -379,6 +380,12 @@ int vmdef_from_json(const char *text, const char *what, qsnap_def *def, qsnap_er
 	}
 	def->memory = (uint64_t)v;
 	def->serial = jbool(o, "serial", true);
+	v = jint(o, "max_chain", 0);
+	if (v < 0 || v == 1 || v > 1000) {
+		r = qerr(err, EINVAL, "%s: 'max_chain' must be 0 (default) or between 2 and 1000", what);
+		goto fail;
+	}
+	def->max_chain = (unsigned)v;
 	drives = jarr(o, "drives");
 	for (size_t i = 0; drives && i < json_object_array_length(drives); i++) {
 		json_object *d = json_object_array_get_idx(drives, i);

@@ -20,7 +20,9 @@ import traceback
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("QSNAP_BUILD", os.path.join(ROOT, "build"))
 QSNAP = os.path.join(BUILD, "src", "cli", "qsnap")
-GUEST = os.path.join(BUILD, "guest")
+# The guest is built once, in build/guest (make guest), also for the
+# sanitizer builds (tests/run.py sets QSNAP_GUEST for them).
+GUEST = os.environ.get("QSNAP_GUEST", os.path.join(BUILD, "guest"))
 # The build machines have no working KVM; QSNAP_TEST_ACCEL=kvm:tcg on a host
 # with KVM.
 ACCEL = os.environ.get("QSNAP_TEST_ACCEL", "tcg")
@@ -36,10 +38,21 @@ def check(cond, msg):
         raise Fail(msg)
 
 
-def qsnap(*args, ok=True, timeout=900):
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def check_no_sanitizer_report(stderr, what="qsnap"):
+    """A sanitizer build (tests/run.py) reports on stderr: always a failure,
+    also where the test expects the command to fail."""
+    for r in SANITIZER_REPORTS:
+        check(r not in stderr, f"{what}: sanitizer report:\n{stderr.strip()}")
+
+
+def qsnap(*args, ok=True, timeout=900, env=None):
     """Run the qsnap CLI; with ok=True a non-zero exit fails the test."""
     p = subprocess.run([QSNAP, *map(str, args)], capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, env=env)
+    check_no_sanitizer_report(p.stderr, f"qsnap {' '.join(map(str, args))}")
     if ok and p.returncode != 0:
         raise Fail(f"qsnap {' '.join(map(str, args))} exited {p.returncode}:\n"
                    f"{p.stderr.strip()}")

@@ -27,6 +27,10 @@ def test_shared_save_leaves_ram_out_of_the_stream(t):
     check(os.path.getsize(ram) == 256 << 20, "the RAM file is not the guest's RAM size")
     used = os.stat(ram).st_blocks * 512
     check(32 << 20 < used < 200 << 20, f"RAM file holds {used} bytes: holes not kept")
+    # The copy staged in the RAM directory while the guest was paused is gone.
+    ramdir = os.path.dirname(vm.status()["ram_file"])
+    check(os.listdir(ramdir) == ["ram"], f"left in the RAM directory: {os.listdir(ramdir)}")
+    qsnap("verify", vm.dir, "A")
     vm.sh("X=changed; rm /tmp/ram.bin")
     vm.restore("A")
     check(guest_view(vm) == saved, "eager restore gave another state")

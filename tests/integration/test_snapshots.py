@@ -254,6 +254,7 @@ def test_compressed_snapshot(t):
     zst = os.path.getsize(vm.path("snapshots", "small", "vmstate.zst"))
     raw = os.path.getsize(vm.path("snapshots", "plain", "vmstate"))
     check(zst < raw / 2, f"compressed {zst} vs plain {raw}")
+    qsnap("verify", vm.dir)
     vm.sh("X=changed; rm /tmp/text")
     vm.restore("small")
     check(guest_view(vm) == saved, "compressed snapshot restored wrong")
@@ -263,6 +264,8 @@ def test_compressed_snapshot(t):
     with open(vm.path("snapshots", "small", "vmstate.zst"), "r+b") as f:
         f.seek(zst // 2)
         f.write(b"\0" * 4096)
+    p = qsnap("verify", vm.dir, "small", ok=False)
+    check(p.returncode != 0 and "vmstate.zst" in p.stdout + p.stderr, "verify missed the damage")
     p = qsnap("restore", vm.dir, "small", ok=False)
     check(p.returncode != 0 and "damaged" in p.stderr, p.stderr)
     vm.restore("plain")

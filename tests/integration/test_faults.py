@@ -1,0 +1,377 @@
+"""Faults: processes killed halfway, a full disk, damaged state files, two
+commands at once. Each test ends the same way: every earlier snapshot still
+restores to its exact state, state.json parses, and no partial snapshot is
+listed or left on disk."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import time
+
+from harness import QSNAP, Fail, check, check_no_sanitizer_report, process_running, qsnap
+
+# Enough guest RAM in use that a save or a restore takes a while under TCG,
+# so that a kill lands in the middle of it.
+BIG_MIB = 200
+
+
+def mark(vm, tag, mib=4):
+    """Give the guest a state to come back to: a shell variable and a random
+    file in RAM, and a file on its disk. Returns what view() sees."""
+    vm.sh(f"X={tag}-$RANDOM$RANDOM")
+    vm.sh(f"dd if=/dev/urandom of=/tmp/ram.bin bs=1M count={mib} 2>/dev/null")
+    vm.sh(f"echo {tag} > /mnt/who; sync")
+    return view(vm)
+
+
+def view(vm):
+    return {
+        "x": vm.sh('echo "$X"'),
+        "ram": vm.sh("md5sum /tmp/ram.bin | cut -d' ' -f1"),
+        "disk": vm.sh("cat /mnt/who"),
+    }
+
+
+def fill_ram(vm, mib=BIG_MIB):
+    vm.sh(f"dd if=/dev/urandom of=/tmp/big bs=1M count={mib} 2>/dev/null", timeout=300)
+
+
+def vm_processes(vm):
+    """Live processes whose working directory is the VM directory: QEMU."""
+    pids = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{p}/cwd") == os.path.realpath(vm.dir) and process_running(p):
+                pids.append(int(p))
+        except OSError:
+            pass
+    return pids
+
+
+def assert_consistent(vm, expected):
+    """state.json parses, nothing partial is listed or left, no file is
+    left that state.json does not name, at most one QEMU runs, and every
+    snapshot restores to exactly the state it was saved in."""
+    with open(vm.path("state.json")) as f:
+        st = json.load(f)
+    check("pending" not in st, f"an interrupted save is still pending: {st.get('pending')}")
+    names = sorted(s["name"] for s in vm.snapshots())
+    check(names == sorted(expected), f"snapshots listed: {names}, expected {sorted(expected)}")
+    check(not glob.glob(vm.path("snapshots", ".partial-*")), "a partial snapshot is left")
+    dirs = sorted(os.listdir(vm.path("snapshots")))
+    want = sorted(os.path.basename(s["dir"]) for s in st["snapshots"])
+    check(dirs == want, f"snapshots/ holds {dirs}, state.json names {want}")
+    layers = sorted(os.listdir(vm.path("layers")))
+    want = sorted(os.path.basename(ly["path"]) for ly in st["layers"])
+    check(layers == want, f"layers/ holds {layers}, state.json names {want}")
+    check(len(vm_processes(vm)) <= 1, f"more than one QEMU for the VM: {vm_processes(vm)}")
+    for name, saved in expected.items():
+        vm.restore(name)
+        got = view(vm)
+        check(got == saved, f"snapshot {name} restored to {got}, saved {saved}")
+    check(len(vm_processes(vm)) == 1, f"QEMUs for the VM after the restores: {vm_processes(vm)}")
+
+
+def start_qsnap(*args):
+    return subprocess.Popen([QSNAP, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc, timeout=600):
+    out, err = proc.communicate(timeout=timeout)
+    check_no_sanitizer_report(err)
+    return proc.returncode, out, err
+
+
+def wait_for(cond, what, timeout=60, proc=None):
+    deadline = time.time() + timeout
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            return False
+        check(time.time() < deadline, f"timed out waiting for {what}")
+        time.sleep(0.005)
+    return True
+
+
+def partial_vmstate_written(vm):
+    files = glob.glob(vm.path("snapshots", ".partial-*", "vmstate"))
+    return any(os.path.getsize(f) > 0 for f in files if os.path.exists(f))
+
+
+def one_line(stderr):
+    return len(stderr.strip().splitlines()) == 1
+
+
+# ---- processes killed ------------------------------------------------------
+
+
+def test_qsnap_killed_during_save(t):
+    vm = t.vm(memory="512M")
+    vm.boot()
+    expected = {"early": mark(vm, "early")}
+    vm.save("early")
+    fill_ram(vm)
+    now = view(vm)
+    pid = vm.qemu_pid()
+    proc = start_qsnap("save", vm.dir, "doomed")
+    check(wait_for(lambda: partial_vmstate_written(vm), "the save to write", proc=proc),
+          "the save ended before it could be interrupted")
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    # What a reader sees before anyone cleans up: no partial snapshot.
+    names = [s["name"] for s in vm.snapshots()]
+    check(names == ["early"], f"after the killed save, listed: {names}")
+    check("pending" in vm.state(), "state.json does not record the interrupted save")
+    # The next command notices, undoes the save, resumes the guest, works.
+    p = vm.save("after")
+    check("saved after" in p.stdout, p.stdout)
+    check(vm.qemu_pid() == pid, "QEMU was replaced")
+    check(vm.status()["state"] == "running", f"state {vm.status()['state']}")
+    check(view(vm) == now, "the guest changed while the save was undone")
+    expected["after"] = now
+    assert_consistent(vm, expected)
+
+
+def test_qsnap_killed_during_restore(t):
+    vm = t.vm(memory="512M")
+    vm.boot()
+    expected = {"small": mark(vm, "small")}
+    vm.save("small")
+    fill_ram(vm)
+    expected["big"] = mark(vm, "big")
+    vm.save("big")
+    vm.sh("X=discarded")
+    # Kill qsnap at several points of the restore: while the old QEMU
+    # ends, just after the new one is started, and while it loads.
+    for stage in ("early", "launched", "loading"):
+        old = vm.qemu_pid()
+        proc = start_qsnap("restore", vm.dir, "big")
+        if stage == "early":
+            time.sleep(0.05)
+        elif stage == "launched":
+            wait_for(lambda: new_qemu(vm, old), "a new QEMU", proc=proc)
+        else:
+            wait_for(lambda: qemu_reads(new_qemu(vm, old), "vmstate"), "QEMU to load", proc=proc)
+        proc.send_signal(signal.SIGKILL)
+        finish(proc)
+        check(vm.snapshots() and sorted(s["name"] for s in vm.snapshots()) == ["big", "small"],
+              f"after killing the restore ({stage}): {vm.snapshots()}")
+        # The next command cleans up and works.
+        vm.restore("big")
+        check(view(vm) == expected["big"], f"restore after a killed restore ({stage}) is wrong")
+        check(len(vm_processes(vm)) == 1, f"QEMUs after ({stage}): {vm_processes(vm)}")
+    assert_consistent(vm, expected)
+
+
+def new_qemu(vm, old):
+    """The pid of a QEMU that is not old, from run/qemu.pid."""
+    try:
+        with open(vm.path("run", "qemu.pid")) as f:
+            pid = int(f.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if pid and pid != old and process_running(pid) else None
+
+
+def qemu_reads(pid, name):
+    """pid has a file called name open."""
+    if not pid:
+        return False
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith("/" + name):
+                return True
+    except OSError:
+        pass
+    return False
+
+
+def test_qemu_killed_during_restore(t):
+    vm = t.vm(memory="512M")
+    vm.boot()
+    expected = {"small": mark(vm, "small")}
+    vm.save("small")
+    fill_ram(vm)
+    expected["big"] = mark(vm, "big")
+    vm.save("big")
+    for attempt in range(5):
+        old = vm.qemu_pid()
+        proc = start_qsnap("restore", vm.dir, "big")
+        killed = None
+        if wait_for(lambda: qemu_reads(new_qemu(vm, old), "vmstate"), "QEMU to load", proc=proc):
+            killed = new_qemu(vm, old)
+            if killed:
+                os.kill(killed, signal.SIGKILL)
+        rc, out, err = finish(proc)
+        if rc == 0:
+            # The load won the race: try again.
+            continue
+        check(killed, f"restore failed without a kill: {err}")
+        check("restoring 'big' failed" in err and "stopped" in err, f"unclear error: {err}")
+        break
+    else:
+        raise Fail("could not kill QEMU during a restore in 5 attempts")
+    check(not process_running(killed), "the killed QEMU lives")
+    st = vm.status()
+    check(st["state"] == "stopped", f"status after QEMU died in a restore: {st['state']}")
+    assert_consistent(vm, expected)
+
+
+def test_leftovers_of_a_killed_command(t):
+    """What qsnap leaves when it is killed between making something and
+    recording it in state.json: a QEMU it started, a layer qemu-img made, a
+    snapshot directory renamed into place. The next command removes them
+    (the kills above hit these windows only by chance, so they are made
+    here by hand)."""
+    vm = t.vm()
+    vm.boot()
+    expected = {"a": mark(vm, "a")}
+    vm.save("a")
+    orphan = vm.qemu_pid()
+    st = vm.state()
+    del st["qemu"]
+    with open(vm.path("state.json"), "w") as f:
+        json.dump(st, f)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", vm.path("layers", "vda-999.qcow2"),
+                    "1M"], check=True)
+    os.makedirs(vm.path("snapshots", "ghost"))
+    with open(vm.path("snapshots", "ghost", "vmstate"), "wb") as f:
+        f.write(b"QEVM")
+    vm.serial.close()
+    vm.serial = None
+    try:
+        vm.boot()
+    finally:
+        # qsnap stop cannot end a QEMU that state.json does not know.
+        if process_running(orphan):
+            os.kill(orphan, signal.SIGKILL)
+            time.sleep(0.5)
+            check(False, "the orphan QEMU still ran after the next command")
+    check(vm.qemu_pid() != orphan, "the new QEMU is the orphan")
+    check(not os.path.exists(vm.path("layers", "vda-999.qcow2")), "the stray layer is left")
+    check(not os.path.exists(vm.path("snapshots", "ghost")), "the stray snapshot is left")
+    assert_consistent(vm, expected)
+
+
+# ---- a full disk -----------------------------------------------------------
+
+
+def test_disk_full_during_save(t):
+    mnt = os.path.join(t.dir, "vm")
+    os.makedirs(mnt)
+    # Room for one snapshot of a freshly booted guest, not for a second one
+    # with BIG_MIB more of RAM in use.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=180M,mode=0755", "tmpfs", mnt],
+                   check=True)
+    try:
+        vm = t.vm(memory="512M")
+        vm.boot()
+        expected = {"early": mark(vm, "early")}
+        vm.save("early")
+        fill_ram(vm)
+        now = view(vm)
+        pid = vm.qemu_pid()
+        p = qsnap("save", vm.dir, "toobig", ok=False)
+        check(p.returncode == 1, f"save on a full disk: exit {p.returncode}: {p.stderr}")
+        check("No space left on device" in p.stderr and "nothing was saved" in p.stderr,
+              f"unclear error: {p.stderr}")
+        check(vm.qemu_pid() == pid and vm.status()["state"] == "running", "the VM stopped")
+        check(view(vm) == now, "the guest changed")
+        check(not glob.glob(vm.path("snapshots", ".partial-*")), "partial files kept")
+        free = os.statvfs(mnt)
+        check(free.f_bavail * free.f_frsize > 50 << 20, "the failed save's files fill the disk")
+        # The VM goes on: once there is room (the guest's freed pages are
+        # not zero, so make the disk bigger), a change and a save work.
+        subprocess.run(["mount", "-o", "remount,size=800M", mnt], check=True)
+        expected["later"] = mark(vm, "later")
+        vm.save("later")
+        assert_consistent(vm, expected)
+    finally:
+        for vm in t.vms:
+            vm.stop()
+        subprocess.run(["umount", "-l", mnt])
+
+
+# ---- damaged state files ----------------------------------------------------
+
+
+def test_damaged_state_json(t):
+    vm = t.vm()
+    vm.boot()
+    expected = {"a": mark(vm, "a")}
+    vm.save("a")
+    now = view(vm)
+    pid = vm.qemu_pid()
+    for fname in ("state.json", "vm.json"):
+        path = vm.path(fname)
+        with open(path, "rb") as f:
+            good = f.read()
+        damages = {
+            "empty": b"",
+            "truncated": good[: len(good) // 2],
+            "not JSON": b"{this is not json\n",
+            "not an object": b"[1, 2]\n",
+        }
+        if fname == "state.json":
+            st = json.loads(good)
+            damages["unknown version"] = json.dumps({**st, "version": 99}).encode()
+            esc = json.loads(good)
+            esc["layers"][0]["path"] = "layers/../../outside.qcow2"
+            damages["path outside"] = json.dumps(esc).encode()
+        else:
+            damages["bad memory"] = json.dumps({**json.loads(good), "memory": "lots"}).encode()
+        for what, data in damages.items():
+            with open(path, "wb") as f:
+                f.write(data)
+            for cmd in (["status"], ["list"], ["save", "b"], ["restore", "a"], ["stop"],
+                        ["start"], ["delete", "a"], ["qmp", "query-status"]):
+                p = qsnap(cmd[0], vm.dir, *cmd[1:], ok=False)
+                check(p.returncode == 1, f"{fname} {what}: qsnap {cmd[0]} exited {p.returncode}")
+                check(path in p.stderr and one_line(p.stderr),
+                      f"{fname} {what}: qsnap {cmd[0]} does not name {path} in one line: "
+                      f"{p.stderr!r}")
+                with open(path, "rb") as f:
+                    check(f.read() == data, f"{fname} {what}: qsnap {cmd[0]} changed the file")
+        with open(path, "wb") as f:
+            f.write(good)
+    check(vm.qemu_pid() == pid and view(vm) == now, "the running VM was touched")
+    assert_consistent(vm, expected)
+
+
+# ---- two commands at once ----------------------------------------------------
+
+
+def test_two_commands_at_once(t):
+    vm = t.vm(memory="512M")
+    vm.boot()
+    fill_ram(vm)
+    now = mark(vm, "both")
+    first = start_qsnap("save", vm.dir, "first")
+    check(wait_for(lambda: glob.glob(vm.path("snapshots", ".partial-*")), "the save to start",
+                   proc=first), "the first save ended before the test could race it")
+    # No waiting: fails at once, clearly.
+    p = qsnap("save", vm.dir, "nowait", "--lock-timeout", "0", ok=False)
+    check(p.returncode == 1 and "busy" in p.stderr and "--lock-timeout" in p.stderr
+          and one_line(p.stderr), f"--lock-timeout 0: {p.stderr!r}")
+    # Waiting: runs after the first.
+    second = start_qsnap("save", vm.dir, "second")
+    # Reading never waits for the lock.
+    t0 = time.time()
+    st = vm.status()
+    check(time.time() - t0 < 10, "status waited for the save")
+    check(st["state"] == "running" and st.get("qemu_status") in ("busy", "paused",
+                                                                   "finish-migrate",
+                                                                   "postmigrate", "running"),
+          f"status during a save: {st}")
+    rc, out, err = finish(first)
+    check(rc == 0, f"the first save failed: {err}")
+    rc, out, err = finish(second)
+    check(rc == 0, f"the waiting save failed: {err}")
+    names = [s["name"] for s in vm.snapshots()]
+    check(names == ["first", "second"], f"snapshots: {names}")
+    check(not any(s["name"] == "nowait" for s in vm.snapshots()), "nowait was saved")
+    assert_consistent(vm, {"first": now, "second": now})
