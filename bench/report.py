@@ -226,7 +226,10 @@ def markdown(results):
             "- After every restore the guest's `md5sum` of its data must match the host-side "
             "md5, a file written after the save must be gone and one written before it "
             "present; the guest idles during saves and restores. Each save and restore starts after a host "
-            "`sync`; the host page cache is warm (restores read what was just saved).",
+            "`sync`, and nothing is dropped from the page cache: a restore right after a "
+            "save finds there what that save left (qsnap writes its snapshot files with "
+            "`O_DIRECT`, so it reads them from disk; `savevm` writes through the page "
+            "cache).",
             ""]
     return "\n".join(out)
 
