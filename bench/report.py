@@ -23,7 +23,7 @@ METHODS = {
 SHORT = {"internal": "internal\\nkept", "internal-replace": "internal\\nrolling",
          "stream": "stream", "stream-live": "stream\\nlive", "shared-eager": "shared\\neager",
          "shared-lazy": "shared\\nlazy"}
-METRICS = ("pause_s", "save_s", "durable_s", "restore_s", "restore_cmd_s", "disk_bytes",
+METRICS = ("pause_s", "save_s", "restore_s", "restore_cmd_s", "disk_bytes",
            "ram_file_bytes",
            "qemu_rss_save_kib", "qemu_rss_restore_kib", "qsnap_rss_save_kib",
            "qsnap_rss_restore_kib")
@@ -41,7 +41,7 @@ def stats(values):
 def ratios(base, fig):
     return {k: (base[k]["median"] / fig[k]["median"]
                 if base and base.get(k) and fig.get(k) and fig[k]["median"] > 0 else None)
-            for k in ("pause_s", "durable_s", "restore_s")}
+            for k in ("pause_s", "save_s", "restore_s")}
 
 
 def build(meta, samples, errors):
@@ -184,7 +184,7 @@ def markdown(results):
                 f"{fmt_kib(fig['qsnap_rss_save_kib'])} / {fmt_kib(fig['qsnap_rss_restore_kib'])}"
             rf = fig.get("ram_file_bytes")
             out.append(f"| {results['methods'][m]} | {fmt_s(fig['pause_s'])} | "
-                       f"{fmt_s(fig['durable_s'])} | {fmt_s(fig['restore_s'])} | "
+                       f"{fmt_s(fig['save_s'])} | {fmt_s(fig['restore_s'])} | "
                        f"{fmt_disk(fig['disk_bytes'])} | "
                        f"{fmt_kib(fig['qemu_rss_save_kib'])} / {fmt_kib(fig['qemu_rss_restore_kib'])} "
                        + (f"| {fmt_bytes(rf['median']) if rf else '-'} " if ram_file else "")
@@ -197,9 +197,8 @@ def markdown(results):
             "- **guest paused by save**: from QEMU's own `STOP` and `RESUME` events, read on a "
             "second QMP monitor that every VM has (the same extra `-qmp` argument for all "
             "methods): the stopped time while the save ran.",
-            "- **save until durable**: wall time of `qsnap save`, or longer if `qsnap list "
-            "--json` reports the snapshot `\"durable\": false` after it returned (a shared-RAM "
-            "snapshot persisted in the background); internal: from submitting "
+            "- **save until durable**: wall time of `qsnap save`, which returns once the "
+            "snapshot is fsynced and committed; internal: from submitting "
             "the `snapshot-save` job until QEMU reports it concluded, or until QEMU answers "
             "HMP `savevm`. All end with the snapshot written and flushed (qcow2 flushes when "
             "it writes the snapshot table). The internal snapshots are driven over the same "
@@ -242,7 +241,7 @@ def readme_table(results):
     for wl, methods in results["summary"].items():
         for m, fig in methods.items():
             out.append(f"| {wl} | {results['methods'][m]} | {fmt_s(fig['pause_s'])} | "
-                       f"{fmt_s(fig['durable_s'])} | {fmt_s(fig['restore_s'])} | "
+                       f"{fmt_s(fig['save_s'])} | {fmt_s(fig['restore_s'])} | "
                        f"{fmt_disk(fig['disk_bytes'])} |")
     return "\n".join(out)
 
