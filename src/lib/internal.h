@@ -223,7 +223,6 @@ struct pump;
 enum pump_kind {
 	PUMP_COMPRESS,	 /* what QEMU writes, zstd-compressed into the file */
 	PUMP_DECOMPRESS, /* the file, decompressed, for QEMU to read */
-	PUMP_WRITE,	 /* what QEMU writes, into the file as it is (O_DIRECT) */
 };
 /* Start a thread between QEMU and file_fd through a pipe: pass
  * *ret_qemu_fd to QEMU, then close it here. */

@@ -140,70 +140,6 @@ static int run_decompress(struct pump *p)
 	return e;
 }
 
-/* Fill buf from the pipe: short only at the end of the stream. */
-static ssize_t read_full(int fd, char *buf, size_t len)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = read(fd, buf + got, len - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
-}
-
-/* The stream as it is, written around the page cache (O_DIRECT) in large
- * aligned blocks. Profiled on our build machine (perf, QEMU 7.2, 1.6 GiB
- * stream): two thirds of QEMU's time in a plain save went to copying into
- * fresh page-cache pages (copy_folio_from_iter_atomic), which this kind of
- * machine makes slow and erratic (167 MB/s to 2.6 GB/s for the same dd);
- * direct writes ran at about 1 GB/s and the data is on disk when QEMU is
- * done. The last, unaligned piece is written the ordinary way. */
-static int run_write(struct pump *p)
-{
-	const size_t cap = 8 << 20, align = 4096;
-	char *buf = NULL;
-	int flags = fcntl(p->file_fd, F_GETFL), e = 0;
-	bool direct = flags >= 0 && fcntl(p->file_fd, F_SETFL, flags | O_DIRECT) == 0;
-
-	if (posix_memalign((void **)&buf, align, cap))
-		return ENOMEM;
-	for (;;) {
-		ssize_t n = read_full(p->pipe_fd, buf, cap);
-		size_t whole;
-
-		if (n < 0) {
-			e = (int)-n;
-			break;
-		}
-		atomic_fetch_add(&p->raw, (uint64_t)n);
-		hasher_update(&p->hash, buf, (size_t)n);
-		whole = direct ? (size_t)n & ~(align - 1) : (size_t)n;
-		if (whole && (e = write_all(p->file_fd, buf, whole)))
-			break;
-		if ((size_t)n > whole) {
-			/* The tail: a direct write needs whole blocks. */
-			fcntl(p->file_fd, F_SETFL, flags);
-			direct = false;
-			if ((e = write_all(p->file_fd, buf + whole, (size_t)n - whole)))
-				break;
-		}
-		if ((size_t)n < cap)
-			break;
-	}
-	if (direct)
-		fcntl(p->file_fd, F_SETFL, flags);
-	free(buf);
-	return e;
-}
-
 static void *pump_main(void *arg)
 {
 	struct pump *p = arg;
@@ -220,9 +156,6 @@ static void *pump_main(void *arg)
 		break;
 	case PUMP_DECOMPRESS:
 		p->error = run_decompress(p);
-		break;
-	case PUMP_WRITE:
-		p->error = run_write(p);
 		break;
 	}
 	/* The other end learns that we are done. */
@@ -242,7 +175,7 @@ int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, st
 	/* Bigger pipes mean fewer context switches between QEMU and us. */
 	fcntl(fds[0], F_SETPIPE_SZ, 1 << 20);
 	p = xcalloc(1, sizeof(*p));
-	bool to_file = kind != PUMP_DECOMPRESS;
+	bool to_file = kind == PUMP_COMPRESS;
 
 	p->kind = kind;
 	hasher_init(&p->hash);
@@ -285,9 +218,7 @@ int pump_finish_checksum(struct pump *p, char **ret_checksum, qsnap_error *err)
 	hasher_free(&p->hash);
 	if (e)
 		qerr(err, e, "%s %s: %s",
-		     p->kind == PUMP_COMPRESS	? "compressing into"
-		     : p->kind == PUMP_WRITE	? "writing"
-						: "decompressing",
+		     p->kind == PUMP_COMPRESS ? "compressing into" : "decompressing",
 		     p->what, e == EBADMSG ? "the file is damaged (zstd)" : strerror(e));
 	free(p);
 	return e ? -e : 0;

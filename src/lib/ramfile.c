@@ -167,15 +167,7 @@ int ramfile_copy(int srcdirfd, const char *src, int dstdirfd, const char *dst, u
 	/* The whole size as a hole first: what is not written reads as zeros. */
 	if (ftruncate(dfd, (off_t)size) < 0)
 		return qerr(err, errno, "cannot size %s: %s", dst, strerror(errno));
-	/* Every write is whole pages at page offsets: on a disk they go around
-	 * the page cache, which would hold yet another copy of the guest's RAM
-	 * and is slow to fill on fresh pages (see pump.c). tmpfs refuses, and
-	 * then the page cache is the file anyway. */
-	{
-		int fl = fcntl(dfd, F_GETFL);
-		if (fl >= 0)
-			fcntl(dfd, F_SETFL, fl | O_DIRECT);
-	}
+
 	if (size == 0)
 		return 0;
 	map = mmap(NULL, size, PROT_READ, MAP_SHARED, sfd, 0);
