@@ -438,8 +438,16 @@ void vm_drop_ram(qsnap_vm *vm)
 	/* A shared RAM file is ours and dies with its QEMU (it holds the
 	 * guest's whole memory in /dev/shm); a copy-on-write one is a
 	 * snapshot's and stays. */
-	if (vm->st.ram_file && vm->st.ram_shared)
+	if (vm->st.ram_file && vm->st.ram_shared) {
 		unlinkat(vm->dirfd, vm->st.ram_file, 0);
+		/* The default folder under /dev/shm is ours too (a --ram-dir is
+		 * the user's): gone when empty, so none pile up. */
+		if (!vm->def.ram_dir && vm->st.ram_file[0] == '/') {
+			_cleanup_free_ char *dir = xstrdup(vm->st.ram_file);
+			*strrchr(dir, '/') = '\0';
+			rmdir(dir);
+		}
+	}
 	free(TAKE_PTR(vm->st.ram_file));
 	vm->st.ram_shared = false;
 }
