@@ -150,7 +150,7 @@ def markdown(results):
         f"Repetitions per method: {reps}; every cell is the median (min-max). "
         f"The whole run took {meta['duration_s'] // 60} min {meta['duration_s'] % 60} s; "
         f"load average {meta['load_before']:.1f} before, {meta['load_after']:.1f} after "
-        f"(other QEMUs ran on the machine meanwhile). Made by `make bench` (bench/run).",
+        f"(the benchmark's own VMs count in the latter). Made by `make bench` (bench/run).",
         "",
         "## Against internal snapshots",
         "",
@@ -226,9 +226,8 @@ def markdown(results):
             "md5, a file written after the save must be gone and one written before it "
             "present; the guest idles during saves and restores. Each save and restore starts after a host "
             "`sync`, and nothing is dropped from the page cache: a restore right after a "
-            "save finds there what that save left (qsnap writes its snapshot files with "
-            "`O_DIRECT`, so it reads them from disk; `savevm` writes through the page "
-            "cache).",
+            "save finds there what that save left (qsnap's snapshot files, like `savevm`'s "
+            "vmstate, are written through the page cache).",
             ""]
     return "\n".join(out)
 
