@@ -194,10 +194,11 @@ def run_fuzz(tot):
         os.makedirs(work, exist_ok=True)
         os.makedirs(arts, exist_ok=True)
         # New inputs go to build-fuzz/corpus-NAME; the checked-in seeds are
-        # only read.
+        # only read. A fixed seed makes a run repeat the last one's inputs
+        # (as far as the time allows): a failure in CI reproduces.
         p = subprocess.run(
             [os.path.join(ROOT, "build-fuzz", "tests", "fuzz", "fuzz-" + t),
-             f"-max_total_time={seconds}", "-timeout=10", "-max_len=65536", "-rss_limit_mb=2048",
+             f"-max_total_time={seconds}", "-seed=1", "-timeout=10", "-max_len=65536", "-rss_limit_mb=2048",
              "-print_final_stats=1", f"-dict={fuzz_dir}/json.dict",
              f"-artifact_prefix={arts}/{t}-", work, os.path.join(fuzz_dir, "corpus", t)],
             cwd=ROOT, env={**os.environ, **SANITIZER_ENV}, capture_output=True, text=True)
