@@ -80,6 +80,9 @@ void bg_progress_end(struct bg_progress *bp, const qsnap_error *err);
  * ("running": true/false), or NULL. */
 struct json_object *bg_status(qsnap_vm *vm);
 
+/* Monotonic seconds, for "did X in N s". */
+double cli_clock(void);
+
 /* "1.5 GiB" */
 void cli_format_size(char *buf, size_t len, uint64_t bytes);
 

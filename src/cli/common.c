@@ -98,6 +98,14 @@ int cli_open_readonly(const char *dir, qsnap_vm **ret_vm)
 	return EXIT_OK;
 }
 
+double cli_clock(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 void cli_format_size(char *buf, size_t len, uint64_t bytes)
 {
 	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

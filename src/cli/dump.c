@@ -41,7 +41,7 @@ int cmd_dump_memory(int argc, char **argv)
 	struct cli_progress cp;
 	qsnap_dump_opts dopts = {.progress = cli_progress, .userdata = &cp};
 	qsnap_error err = {0};
-	struct timespec t0, t1;
+	double t0;
 	qsnap_vm *vm;
 	bool quiet = false;
 	long n;
@@ -88,18 +88,17 @@ int cmd_dump_memory(int argc, char **argv)
 	rc = cli_open(argv[optind], DEFAULT_LOCK_TIMEOUT, &vm);
 	if (rc)
 		return rc;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = cli_clock();
 	if (qsnap_vm_dump_memory(vm, argv[optind + 1], &dopts, &err) < 0) {
 		rc = cli_fail(&err);
 	} else if (!quiet) {
 		struct stat st;
 		char size[32] = "?";
 
-		clock_gettime(CLOCK_MONOTONIC, &t1);
 		if (stat(argv[optind + 1], &st) == 0)
 			cli_format_size(size, sizeof(size), (uint64_t)st.st_size);
 		printf("dumped %s to %s (%s) in %.2f s\n", argv[optind], argv[optind + 1], size,
-		       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+		       cli_clock() - t0);
 	}
 	qsnap_vm_close(vm);
 	return rc;

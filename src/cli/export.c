@@ -38,7 +38,7 @@ int cmd_export(int argc, char **argv)
 	struct cli_progress cp;
 	qsnap_export_opts eo = {.progress = cli_progress, .userdata = &cp};
 	qsnap_error err = {0};
-	struct timespec t0, t1;
+	double t0;
 	qsnap_vm *vm;
 	long lock = DEFAULT_LOCK_TIMEOUT;
 	bool quiet = false;
@@ -72,18 +72,17 @@ int cmd_export(int argc, char **argv)
 	rc = cli_open(argv[optind], (int)lock, &vm);
 	if (rc)
 		return rc;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = cli_clock();
 	if (qsnap_vm_export(vm, argv[optind + 1], argv[optind + 2], &eo, &err) < 0) {
 		rc = cli_fail(&err);
 	} else if (!quiet) {
 		struct stat st;
 		char size[32] = "?";
 
-		clock_gettime(CLOCK_MONOTONIC, &t1);
 		if (stat(argv[optind + 2], &st) == 0)
 			cli_format_size(size, sizeof(size), (uint64_t)st.st_size);
 		printf("exported %s to %s (%s) in %.2f s\n", argv[optind + 1], argv[optind + 2], size,
-		       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+		       cli_clock() - t0);
 	}
 	qsnap_vm_close(vm);
 	return rc;

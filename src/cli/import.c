@@ -32,7 +32,7 @@ int cmd_import(int argc, char **argv)
 	struct cli_progress cp;
 	qsnap_import_opts io = {.progress = cli_progress, .userdata = &cp};
 	qsnap_error err = {0};
-	struct timespec t0, t1;
+	double t0;
 	char *name = NULL;
 	bool quiet = false;
 	int c;
@@ -52,14 +52,13 @@ int cmd_import(int argc, char **argv)
 	if (argc - optind != 2)
 		return cli_usage_error("import", "expected VMDIR INPUT.tar");
 	cli_progress_init(&cp, quiet);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = cli_clock();
 	if (qsnap_import(argv[optind], argv[optind + 1], &io, &name, &err) < 0)
 		return cli_fail(&err);
 	if (!quiet) {
-		clock_gettime(CLOCK_MONOTONIC, &t1);
 		printf("imported snapshot %s into %s in %.2f s (restore it with: qsnap restore %s %s)\n",
 		       name, argv[optind],
-		       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+		       cli_clock() - t0,
 		       argv[optind], name);
 	}
 	free(name);

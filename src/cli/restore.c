@@ -35,7 +35,7 @@ int cmd_restore(int argc, char **argv)
 	struct cli_progress cp;
 	qsnap_restore_opts ro = {.progress = cli_progress, .userdata = &cp};
 	qsnap_error err = {0};
-	struct timespec t0, t1;
+	double t0;
 	qsnap_vm *vm;
 	long lock = DEFAULT_LOCK_TIMEOUT, n;
 	bool quiet = false;
@@ -71,13 +71,12 @@ int cmd_restore(int argc, char **argv)
 	rc = cli_open(argv[optind], (int)lock, &vm);
 	if (rc)
 		return rc;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = cli_clock();
 	if (qsnap_vm_restore(vm, argv[optind + 1], &ro, &err) < 0) {
 		rc = cli_fail(&err);
 	} else if (!quiet) {
-		clock_gettime(CLOCK_MONOTONIC, &t1);
 		printf("restored %s in %.2f s\n", argv[optind + 1],
-		       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+		       cli_clock() - t0);
 	}
 	qsnap_vm_close(vm);
 	return rc;

@@ -45,6 +45,15 @@ size_t chain_layers(struct state *st, const char *top, const char ***ret)
 	return n;
 }
 
+size_t chain_length(struct state *st, const char *top)
+{
+	const char **layers = NULL;
+	size_t n = chain_layers(st, top, &layers);
+
+	free(layers);
+	return n + 1; /* the base image */
+}
+
 int chain_new_layer(qsnap_vm *vm, const qsnap_drive_def *d, const char *backing, char **ret_path,
 		    qsnap_error *err)
 {

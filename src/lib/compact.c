@@ -44,15 +44,6 @@ static size_t children(const struct state *st, const char *layer, struct layer *
 	return n;
 }
 
-static size_t chain_length(struct state *st, const char *layer)
-{
-	size_t n = 1; /* the base image */
-
-	for (struct layer *l = state_layer(st, layer); l; l = l->backing ? state_layer(st, l->backing) : NULL)
-		n++;
-	return n;
-}
-
 /* Is layer part of the chain the running QEMU has open? */
 static bool in_use(qsnap_vm *vm, const char *layer)
 {

@@ -188,6 +188,8 @@ char *chain_base_node(size_t index);
 /* The layers of a chain, bottom first, ending with top (none if NULL);
  * free() the array, not the strings. */
 size_t chain_layers(struct state *st, const char *top, const char ***ret);
+/* How many images a drive reads through: the base and the layers up to top. */
+size_t chain_length(struct state *st, const char *top);
 /* Virtual size of a drive's base image. */
 const qsnap_drive_def *def_drive(const qsnap_def *def, const char *id);
 

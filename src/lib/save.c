@@ -579,12 +579,8 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	{
 		unsigned limit = vm->def.max_chain ? vm->def.max_chain : QSNAP_DEFAULT_MAX_CHAIN;
 		struct active *a = n ? state_active(&vm->st, cuts[0].d->id) : NULL;
-		size_t len = 1;
 
-		for (struct layer *l = a ? state_layer(&vm->st, a->layer) : NULL; l;
-		     l = l->backing ? state_layer(&vm->st, l->backing) : NULL)
-			len++;
-		if (len > limit && (r = qsnap_vm_compact(vm, limit, NULL, err)) < 0) {
+		if (a && chain_length(&vm->st, a->layer) > limit && (r = qsnap_vm_compact(vm, limit, NULL, err)) < 0) {
 			r = qerr_prefix(err, "snapshot '%s' is saved, but compacting the disks failed", name);
 			goto out;
 		}

@@ -769,22 +769,16 @@ int qsnap_vm_status(qsnap_vm *vm, qsnap_status *ret, qsnap_error *err)
 		const qsnap_drive_def *d = &vm->def.drives[i];
 		qsnap_drive_status *ds = &st.drives[st.n_drives++];
 		struct active *a = d->readonly ? NULL : state_active(&vm->st, d->id);
-		char **rev = NULL;
-		size_t n = 0;
+		const char **layers = NULL;
+		size_t n = chain_layers(&vm->st, a ? a->layer : NULL, &layers);
 
 		ds->id = xstrdup(d->id);
 		ds->readonly = d->readonly;
-		for (const char *l = a ? a->layer : NULL; l;) {
-			struct layer *ly = state_layer(&vm->st, l);
-
-			strv_push(&rev, &n, l);
-			l = ly ? ly->backing : NULL;
-		}
-		ds->chain = xcalloc(n + 2, sizeof(char *));
+		ds->chain = xcalloc(n + 1, sizeof(char *));
 		ds->chain[ds->n_chain++] = xstrdup(d->path);
-		while (n > 0)
-			ds->chain[ds->n_chain++] = xstrdup(rev[--n]);
-		strv_free(rev);
+		for (size_t j = 0; j < n; j++)
+			ds->chain[ds->n_chain++] = xstrdup(layers[j]);
+		free(layers);
 	}
 	(void)err;
 	*ret = st;
