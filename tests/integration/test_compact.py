@@ -36,8 +36,12 @@ def test_compact_running_and_stopped(t):
     check_snapshot(vm, "s5", names[:5])
     check_snapshot(vm, "s1", names[:1])
     check_snapshot(vm, "s6", names)
-    # The live chain flattened while the guest runs.
-    out = qsnap("compact", vm.dir, "--max-chain", "2").stdout
+    # The limit is exact: a chain as long as the limit stays, one image
+    # longer is flattened (while the guest runs).
+    n = chain_len(vm)
+    out = qsnap("compact", vm.dir, "--max-chain", str(n)).stdout
+    check("0 chains flattened" in out and chain_len(vm) == n, f"{out} / {chain_len(vm)}")
+    out = qsnap("compact", vm.dir, "--max-chain", str(n - 1)).stdout
     check("1 chains flattened" in out and chain_len(vm) == 2, f"{out} / {chain_len(vm)}")
     check(vm.sh("cat /mnt/last") == "s6", "the running guest's disk changed")
     check_snapshot(vm, "s5", names[:5])
@@ -56,7 +60,8 @@ def test_saves_compact_past_the_limit(t):
     vm.boot()
     qsnap("config", vm.dir, "--max-chain", "4")
     names = [f"a{i}" for i in range(6)]
-    saves(vm, names)
-    check(chain_len(vm) <= 4, f"chain grew to {chain_len(vm)} past the limit")
+    for i, n in enumerate(names):
+        saves(vm, [n])
+        check(chain_len(vm) <= 4, f"after {i + 1} saves the chain is {chain_len(vm)}, past the limit")
     for n in ["a0", "a3", "a5"]:
         check_snapshot(vm, n, names[: int(n[1:]) + 1])
