@@ -330,8 +330,19 @@ bool drive_id_valid(const char *id);
 
 int proc_build_argv(const qsnap_def *def, const struct state *st, const struct launch *l,
 		    char ***ret_argv, qsnap_error *err);
-int proc_spawn(const char *cwd, char *const argv[], const char *logpath, pid_t *ret_pid,
-	       unsigned long long *ret_start, qsnap_error *err);
+/* QEMU's end of the console relay's socket pair, at this fd in QEMU. */
+#define PROC_CONSOLE_FD 3
+#define PROC_CONSOLE_FD_STR "3"
+/* Start QEMU detached; console_fd (or -1) becomes its PROC_CONSOLE_FD. */
+int proc_spawn(const char *cwd, char *const argv[], const char *logpath, int console_fd,
+	       pid_t *ret_pid, unsigned long long *ret_start, qsnap_error *err);
+
+/* ---- the serial console relay (console.c) ---- */
+
+/* Listen on dir/run/serial.sock and start the relay process that serves it
+ * and appends the guest's output to run/serial.log; *ret_qemu_fd is the end
+ * for QEMU's serial chardev. The relay ends when that end closes. */
+int console_start(const char *dir, int *ret_qemu_fd, qsnap_error *err);
 /* Start time of a process (clock ticks after boot), 0 if gone or a zombie. */
 unsigned long long proc_start_time(pid_t pid);
 bool proc_alive(pid_t pid, unsigned long long start);

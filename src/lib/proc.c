@@ -120,10 +120,9 @@ int proc_build_argv(const qsnap_def *def, const struct state *st, const struct l
 	strv_push(&argv, &n, "-pidfile");
 	strv_push(&argv, &n, "run/qemu.pid");
 	if (def->serial) {
-		/* The log is appended to across QEMU restarts. */
+		/* The console relay's socket pair, passed as fd 3 (console.c). */
 		strv_push(&argv, &n, "-chardev");
-		strv_push(&argv, &n, "socket,id=serial0,path=run/serial.sock,server=on,wait=off,"
-				     "logfile=run/serial.log,logappend=on");
+		strv_push(&argv, &n, "socket,id=serial0,fd=" PROC_CONSOLE_FD_STR);
 		strv_push(&argv, &n, "-serial");
 		strv_push(&argv, &n, "chardev:serial0");
 	}
@@ -231,8 +230,8 @@ int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms)
 	return 0;
 }
 
-int proc_spawn(const char *cwd, char *const argv[], const char *logpath, pid_t *ret_pid,
-	       unsigned long long *ret_start, qsnap_error *err)
+int proc_spawn(const char *cwd, char *const argv[], const char *logpath, int console_fd,
+	       pid_t *ret_pid, unsigned long long *ret_start, qsnap_error *err)
 {
 	static char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C", NULL};
 	_cleanup_free_ char *prog = find_program(argv[0]);
@@ -267,6 +266,7 @@ int proc_spawn(const char *cwd, char *const argv[], const char *logpath, pid_t *
 		}
 		if (gc == 0) {
 			int log, devnull;
+			unsigned first = console_fd >= 0 ? PROC_CONSOLE_FD + 1 : 3;
 
 			if (chdir(cwd) < 0)
 				goto fail;
@@ -276,10 +276,19 @@ int proc_spawn(const char *cwd, char *const argv[], const char *logpath, pid_t *
 				goto fail;
 			if (dup2(devnull, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
 				goto fail;
-			/* No fd of ours leaks into QEMU; the pipe closes on exec. */
-			if (wr > 3)
-				close_range(3, (unsigned)wr - 1, 0);
-			close_range((unsigned)wr + 1, ~0U, 0);
+			/* The console's end as fd 3; the pipe is moved above it. */
+			if (console_fd >= 0) {
+				if (wr == PROC_CONSOLE_FD &&
+				    (wr = fcntl(wr, F_DUPFD_CLOEXEC, PROC_CONSOLE_FD + 1)) < 0)
+					goto fail;
+				if (console_fd == PROC_CONSOLE_FD ? fcntl(console_fd, F_SETFD, 0) < 0
+								  : dup2(console_fd, PROC_CONSOLE_FD) < 0)
+					goto fail;
+			}
+			/* No other fd of ours leaks into QEMU; the pipe closes on exec. */
+			if ((unsigned)wr > first)
+				close_range(first, (unsigned)wr - 1, 0);
+			close_range((unsigned)wr + 1 > first ? (unsigned)wr + 1 : first, ~0U, 0);
 			signal(SIGPIPE, SIG_DFL);
 			/* QEMU creates run/qmp.sock, the serial socket and its log
 			 * with its umask: only the VM's owner may reach them. */

@@ -580,6 +580,7 @@ int vm_query_status(qsnap_vm *vm, char **ret_status, bool *ret_running, qsnap_er
 
 int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 {
+	_cleanup_close_ int console = -1;
 	char **argv = NULL;
 	pid_t pid;
 	unsigned long long start;
@@ -599,7 +600,14 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 		if (log >= 0)
 			dprintf(log, LOG_MARK "%s\n", l->incoming ? " -incoming defer" : "");
 	}
-	r = proc_spawn(vm->dir, argv, "run/qemu.log", &pid, &start, err);
+	if (vm->def.serial) {
+		r = console_start(vm->dir, &console, err);
+		if (r < 0) {
+			strv_free(argv);
+			return r;
+		}
+	}
+	r = proc_spawn(vm->dir, argv, "run/qemu.log", console, &pid, &start, err);
 	strv_free(argv);
 	if (r < 0)
 		return r;
