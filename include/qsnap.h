@@ -32,6 +32,18 @@ typedef struct qsnap_error {
 	char msg[1024]; /* one or more sentences, no trailing newline */
 } qsnap_error;
 
+/* ---- the guest's serial console ---------------------------------------- */
+
+/* Connect to the guest's console (VMDIR/run/serial.sock), waiting up to
+ * timeout_ms for one to listen (while QEMU starts, or a restore replaces
+ * it); returns the connected socket (O_CLOEXEC), or a negative errno. Any
+ * number of clients up to 8 may be connected; each gets all the guest's
+ * output, a client that does not read loses its oldest output past 1 MiB
+ * rather than stopping the guest, and what clients type reaches the guest
+ * in order. The socket reads end-of-file when that QEMU ends (stop,
+ * restore): connect again. Needs no qsnap_vm and takes no lock. */
+int qsnap_console_connect(const char *vmdir, int timeout_ms, qsnap_error *err);
+
 /* ---- VM definition (vm.json) ------------------------------------------ */
 
 typedef enum qsnap_iface {

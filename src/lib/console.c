@@ -28,6 +28,7 @@
 
 #include "internal.h"
 
+#define CONSOLE_SOCKET "run/serial.sock"
 #define CONSOLE_MAX_CLIENTS 8
 /* What one client may have unread before its oldest output is dropped, and
  * what clients may have typed before the guest took it (then clients wait). */
@@ -173,20 +174,29 @@ static void relay(int guest, int listener, int log)
 	/* The socket's name stays: the next QEMU's relay binds it anew. */
 }
 
+static int console_addr(const char *dir, struct sockaddr_un *sa, qsnap_error *err)
+{
+	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+	if ((size_t)snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/" CONSOLE_SOCKET, dir) >=
+	    sizeof(sa->sun_path))
+		return qerr(err, ENAMETOOLONG,
+			    "the VM directory's path is too long for a socket (%zu bytes at most): "
+			    "move it to a shorter path",
+			    sizeof(sa->sun_path) - sizeof("/" CONSOLE_SOCKET));
+	return 0;
+}
+
 /* run/serial.sock, listening, reachable by the VM's owner only. */
 static int console_listen(const char *dir, qsnap_error *err)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct sockaddr_un sa;
 	_cleanup_close_ int fd = -1;
 	mode_t old;
 	int r;
 
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/run/serial.sock", dir) >=
-	    sizeof(sa.sun_path))
-		return qerr(err, ENAMETOOLONG,
-			    "the VM directory's path is too long for a socket (%zu bytes at most): "
-			    "move it to a shorter path",
-			    sizeof(sa.sun_path) - sizeof("/run/serial.sock"));
+	r = console_addr(dir, &sa, err);
+	if (r < 0)
+		return r;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return qerr(err, errno, "cannot create a socket: %s", strerror(errno));
@@ -256,4 +266,34 @@ int console_start(const char *dir, int *ret_qemu_fd, qsnap_error *err)
 		return qerr(err, ECHILD, "cannot start the console relay");
 	*ret_qemu_fd = TAKE_FD(theirs);
 	return 0;
+}
+
+int qsnap_console_connect(const char *dir, int timeout_ms, qsnap_error *err)
+{
+	struct sockaddr_un sa;
+	int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+	int r;
+
+	r = console_addr(dir, &sa, err);
+	if (r < 0)
+		return r;
+	for (;;) {
+		_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd < 0)
+			return qerr(err, errno, "cannot create a socket: %s", strerror(errno));
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return TAKE_FD(fd);
+		/* No console yet (QEMU not started, or being replaced by a
+		 * restore): wait for the next one. */
+		if (errno != ENOENT && errno != ECONNREFUSED && errno != EAGAIN)
+			return qerr(err, errno, "cannot connect to %s: %s", sa.sun_path,
+				    strerror(errno));
+		if (now_ms() >= deadline)
+			return qerr(err, ENOTCONN,
+				    "%s: no console is listening: the VM is not running "
+				    "(start it with 'qsnap start %s')",
+				    sa.sun_path, dir);
+		sleep_ms(20);
+	}
 }
