@@ -66,20 +66,6 @@ struct cli_progress {
 void cli_progress_init(struct cli_progress *p, bool quiet);
 void cli_progress(const qsnap_progress *p, void *userdata);
 
-/* Background saves (background.c). */
-struct json_object;
-struct bg_progress {
-	qsnap_vm *vm;
-	const char *name;
-	double last;
-};
-void bg_progress_begin(struct bg_progress *bp);
-void bg_progress_write(const qsnap_progress *p, void *userdata);
-void bg_progress_end(struct bg_progress *bp, const qsnap_error *err);
-/* The running background save's progress, or the last one's result
- * ("running": true/false), or NULL. */
-struct json_object *bg_status(qsnap_vm *vm);
-
 /* Monotonic seconds, for "did X in N s". */
 double cli_clock(void);
 

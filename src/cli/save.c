@@ -1,10 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* qsnap save: save the whole VM as a snapshot. */
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 
@@ -32,52 +30,25 @@ static void help(void)
 	       "  -q, --quiet        no progress and no summary\n");
 }
 
-/* The background save of --no-wait: detached, reporting through files in
- * run/ that qsnap status reads. */
+/* --no-wait: the library saves in a detached process, which reports
+ * through files in run/ that qsnap status reads. */
 static int save_in_background(qsnap_vm *vm, const char *name, qsnap_save_opts *so)
 {
-	struct bg_progress bp = {.vm = vm, .name = name};
 	qsnap_error err = {0};
-	int ready[2];
+	char *dir = strdup(qsnap_vm_dir(vm)); /* vm is closed on success */
 	pid_t pid;
-	char c;
+	int rc = EXIT_OK;
 
-	so->progress = bg_progress_write;
-	so->userdata = &bp;
 	fflush(NULL);
-	if (pipe2(ready, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
-		perror("qsnap: cannot start a background save");
-		return EXIT_FAIL;
-	}
-	if (pid > 0) {
-		/* Return once the child reports through run/, so that a status
-		 * right after this command already shows the save. */
-		close(ready[1]);
-		(void)!read(ready[0], &c, 1);
-		close(ready[0]);
-		printf("saving %s in the background (pid %d); qsnap status %s shows its progress\n",
-		       name, (int)pid, qsnap_vm_dir(vm));
-		/* Our copies of the lock and QMP fds go; the child's keep both. */
+	if (qsnap_vm_save_background(vm, name, so, &pid, &err) < 0) {
 		qsnap_vm_close(vm);
-		return EXIT_OK;
+		rc = cli_fail(&err);
+	} else {
+		printf("saving %s in the background (pid %d); qsnap status %s shows its progress\n",
+		       name, (int)pid, dir);
 	}
-	/* The child owns the VM's lock from here on (it shares the open file
-	 * description that holds it) and leaves the terminal alone. */
-	setsid();
-	signal(SIGHUP, SIG_IGN);
-	int devnull = open("/dev/null", O_RDWR);
-	if (devnull >= 0) {
-		dup2(devnull, 0);
-		dup2(devnull, 1);
-		dup2(devnull, 2);
-	}
-	bg_progress_begin(&bp);
-	close(ready[0]);
-	close(ready[1]);
-	int r = qsnap_vm_save(vm, name, so, &err);
-	bg_progress_end(&bp, r < 0 ? &err : NULL);
-	qsnap_vm_close(vm);
-	_exit(r < 0 ? EXIT_FAIL : EXIT_OK);
+	free(dir);
+	return rc;
 }
 
 int cmd_save(int argc, char **argv)

@@ -17,7 +17,28 @@ static void help(void)
 	       "  --json   the same as one JSON object\n");
 }
 
-static void print_json(const qsnap_status *st, const char *dir, json_object *bg)
+static json_object *bg_json(const qsnap_background_save *bg)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(bg->name));
+	if (bg->running) {
+		json_object_object_add(o, "phase", bg->phase ? json_object_new_string(bg->phase) : NULL);
+		json_object_object_add(o, "done", json_object_new_int64((int64_t)bg->done));
+		json_object_object_add(o, "total", json_object_new_int64((int64_t)bg->total));
+		json_object_object_add(o, "elapsed", json_object_new_double(bg->elapsed));
+		json_object_object_add(o, "pid", json_object_new_int(bg->pid));
+	} else {
+		json_object_object_add(o, "ok", json_object_new_boolean(bg->ok));
+		if (bg->error)
+			json_object_object_add(o, "error", json_object_new_string(bg->error));
+		json_object_object_add(o, "ended", json_object_new_int64(bg->ended));
+	}
+	json_object_object_add(o, "running", json_object_new_boolean(bg->running));
+	return o;
+}
+
+static void print_json(const qsnap_status *st, const char *dir, const qsnap_background_save *bg)
 {
 	json_object *o = json_object_new_object(), *drives = json_object_new_array();
 
@@ -44,43 +65,31 @@ static void print_json(const qsnap_status *st, const char *dir, json_object *bg)
 		json_object_array_add(drives, d);
 	}
 	json_object_object_add(o, "drives", drives);
-	json_object_object_add(o, "background_save", json_object_get(bg));
+	json_object_object_add(o, "background_save", bg ? bg_json(bg) : NULL);
 	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 							      JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 }
 
-static void print_background(json_object *bg)
+static void print_background(const qsnap_background_save *bg)
 {
-	json_object *v;
-	const char *name = json_object_object_get_ex(bg, "name", &v) ? json_object_get_string(v) : "?";
-
-	if (json_object_object_get_ex(bg, "running", &v) && json_object_get_boolean(v)) {
-		int64_t done = 0, total = 0;
+	if (bg->running) {
 		char d[32], t[32];
 
-		if (json_object_object_get_ex(bg, "done", &v))
-			done = json_object_get_int64(v);
-		if (json_object_object_get_ex(bg, "total", &v))
-			total = json_object_get_int64(v);
-		cli_format_size(d, sizeof(d), (uint64_t)done);
-		cli_format_size(t, sizeof(t), (uint64_t)total);
-		printf("saving:    %s in the background: %s of %s", name, d, total ? t : "?");
-		if (total)
-			printf(" (%d%%)", (int)(100 * done / total));
+		cli_format_size(d, sizeof(d), bg->done);
+		cli_format_size(t, sizeof(t), bg->total);
+		printf("saving:    %s in the background: %s of %s", bg->name, d, bg->total ? t : "?");
+		if (bg->total)
+			printf(" (%d%%)", (int)(100 * bg->done / bg->total));
 		printf("\n");
-	} else if (json_object_object_get_ex(bg, "ok", &v)) {
-		json_object *e;
-
-		if (json_object_get_boolean(v))
-			printf("last background save: %s, done\n", name);
-		else
-			printf("last background save: %s FAILED: %s\n", name,
-			       json_object_object_get_ex(bg, "error", &e) ? json_object_get_string(e) : "?");
+	} else if (bg->ok) {
+		printf("last background save: %s, done\n", bg->name);
+	} else {
+		printf("last background save: %s FAILED: %s\n", bg->name, bg->error ? bg->error : "?");
 	}
 }
 
-static void print_text(const qsnap_status *st, const char *dir, json_object *bg)
+static void print_text(const qsnap_status *st, const char *dir, const qsnap_background_save *bg)
 {
 	printf("vm:        %s\n", dir);
 	printf("state:     %s", qsnap_run_state_name(st->state));
@@ -142,13 +151,15 @@ int cmd_status(int argc, char **argv)
 	if (qsnap_vm_status(vm, &st, &err) < 0) {
 		rc = cli_fail(&err);
 	} else {
-		json_object *bg = bg_status(vm);
+		qsnap_background_save bg;
+		bool have_bg = qsnap_vm_background_save(vm, &bg, &err) > 0;
 
 		if (json)
-			print_json(&st, qsnap_vm_dir(vm), bg);
+			print_json(&st, qsnap_vm_dir(vm), have_bg ? &bg : NULL);
 		else
-			print_text(&st, qsnap_vm_dir(vm), bg);
-		json_object_put(bg);
+			print_text(&st, qsnap_vm_dir(vm), have_bg ? &bg : NULL);
+		if (have_bg)
+			qsnap_background_save_free(&bg);
 		qsnap_status_free(&st);
 	}
 	qsnap_vm_close(vm);
