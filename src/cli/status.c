@@ -5,18 +5,6 @@
 
 #include "cli.h"
 
-static void help(void)
-{
-	printf("Usage: qsnap status VMDIR [--json]\n"
-	       "\n"
-	       "Show whether the VM runs (running, paused, stopped, or crashed: QEMU is gone\n"
-	       "without qsnap stopping it), QEMU's pid, the snapshot the current state\n"
-	       "descends from, how RAM is kept, and every drive's layer chain (base image\n"
-	       "first).\n"
-	       "\n"
-	       "  --json   the same as one JSON object\n");
-}
-
 static json_object *bg_json(const qsnap_background_save *bg)
 {
 	json_object *o = json_object_new_object();
@@ -66,9 +54,7 @@ static void print_json(const qsnap_status *st, const char *dir, const qsnap_back
 	}
 	json_object_object_add(o, "drives", drives);
 	json_object_object_add(o, "background_save", bg ? bg_json(bg) : NULL);
-	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-							      JSON_C_TO_STRING_NOSLASHESCAPE));
-	json_object_put(o);
+	cli_print_json(o);
 }
 
 static void print_background(const qsnap_background_save *bg)
@@ -118,50 +104,37 @@ static void print_text(const qsnap_status *st, const char *dir, const qsnap_back
 	}
 }
 
-int cmd_status(int argc, char **argv)
+static int run(struct cli *c)
 {
-	static const struct option opts[] = {
-		{"help", no_argument, NULL, 'h'},
-		{"json", no_argument, NULL, 'j'},
-		{0},
-	};
-	qsnap_error err = {0};
 	qsnap_status st;
-	qsnap_vm *vm;
-	bool json = false;
-	int c, rc;
+	qsnap_background_save bg;
+	bool have_bg;
 
-	while ((c = cli_getopt("status", argc, argv, "h", opts)) != -1) {
-		switch (c) {
-		case 'h':
-			help();
-			return EXIT_OK;
-		case 'j':
-			json = true;
-			break;
-		default:
-			return EXIT_USAGE;
-		}
-	}
-	if (optind + 1 != argc)
-		return cli_usage_error("status", optind < argc ? "too many arguments" : "VMDIR is missing");
-	rc = cli_open_readonly(argv[optind], &vm);
-	if (rc)
-		return rc;
-	if (qsnap_vm_status(vm, &st, &err) < 0) {
-		rc = cli_fail(&err);
-	} else {
-		qsnap_background_save bg;
-		bool have_bg = qsnap_vm_background_save(vm, &bg, &err) > 0;
-
-		if (json)
-			print_json(&st, qsnap_vm_dir(vm), have_bg ? &bg : NULL);
-		else
-			print_text(&st, qsnap_vm_dir(vm), have_bg ? &bg : NULL);
-		if (have_bg)
-			qsnap_background_save_free(&bg);
-		qsnap_status_free(&st);
-	}
-	qsnap_vm_close(vm);
-	return rc;
+	if (qsnap_vm_status(c->vm, &st, &c->err) < 0)
+		return CLI_FAILED;
+	have_bg = qsnap_vm_background_save(c->vm, &bg, &c->err) > 0;
+	if (c->json)
+		print_json(&st, qsnap_vm_dir(c->vm), have_bg ? &bg : NULL);
+	else
+		print_text(&st, qsnap_vm_dir(c->vm), have_bg ? &bg : NULL);
+	if (have_bg)
+		qsnap_background_save_free(&bg);
+	qsnap_status_free(&st);
+	return 0;
 }
+
+const struct cli_cmd cli_cmd_status = {
+	.name = "status",
+	.summary = "show whether the VM runs, its drives and their layer chains",
+	.args = "VMDIR",
+	.min_args = 1,
+	.max_args = 1,
+	.about = "Show whether the VM runs (running, paused, stopped, or crashed: QEMU is gone\n"
+		 "without qsnap stopping it), QEMU's pid, the snapshot the current state\n"
+		 "descends from, how RAM is kept, and every drive's layer chain (base image\n"
+		 "first).\n",
+	.common = CLI_JSON,
+	.json_help = "the same as one JSON object",
+	.vm = CLI_VM_READONLY,
+	.run = run,
+};
