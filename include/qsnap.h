@@ -3,7 +3,7 @@
  * libqsnap: run QEMU virtual machines for automated testing, and save and
  * restore them whole (disks, RAM, CPU and device state).
  *
- * A VM lives in one directory (see DESIGN.md): vm.json (the definition),
+ * A VM lives in one directory (see docs/design.md): vm.json (the definition),
  * state.json (layer chains, snapshots, the running QEMU), layers/,
  * snapshots/ and run/.
  *

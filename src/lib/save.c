@@ -574,7 +574,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	}
 	if (r < 0)
 		goto undo;
-	/* Chain upkeep while the guest runs on (DESIGN.md: reads through long
+	/* Chain upkeep while the guest runs on (docs/design.md: reads through long
 	 * chains slow the guest). */
 	{
 		unsigned limit = vm->def.max_chain ? vm->def.max_chain : QSNAP_DEFAULT_MAX_CHAIN;
