@@ -259,7 +259,7 @@ typedef struct qsnap_save_stats {
 	double total;	/* seconds the whole save took */
 	uint64_t bytes; /* bytes of machine state written (stream and RAM file) */
 	bool live;	/* RAM was written while the guest ran */
-	const char *mode; /* "stream" or "shared" */
+	qsnap_ram_mode mode; /* where the snapshot's RAM went */
 } qsnap_save_stats;
 
 typedef struct qsnap_save_opts {
@@ -340,8 +340,8 @@ typedef struct qsnap_snapshot_info {
 	char *name;
 	char *parent;	   /* NULL for a first snapshot */
 	int64_t created;   /* seconds since the epoch */
-	char *mode;	   /* "stream" (RAM in the migration stream) or "shared"
-			      (RAM in its own file) */
+	qsnap_ram_mode mode; /* stream: RAM in the migration stream; shared: RAM in
+				its own file */
 	uint64_t size;	   /* bytes on disk of the machine state and its own layers */
 	bool compressed;   /* the migration stream is zstd-compressed */
 	bool was_running;  /* restores running (else paused) */
@@ -405,10 +405,19 @@ int qsnap_vm_delete(qsnap_vm *vm, const char *name, qsnap_error *err);
 
 /* ---- Publishing a drive ------------------------------------------------- */
 
+typedef enum qsnap_image_format {
+	QSNAP_IMAGE_QCOW2,
+	QSNAP_IMAGE_RAW,
+} qsnap_image_format;
+
+/* "qcow2" / "raw", and back; -EINVAL for an unknown word. */
+const char *qsnap_image_format_name(qsnap_image_format f);
+int qsnap_image_format_parse(const char *s, qsnap_image_format *ret);
+
 typedef struct qsnap_publish_opts {
 	const char *at;	    /* the snapshot to publish; NULL: the drive as it is now,
 			       which needs a stopped VM */
-	const char *format; /* "qcow2" (default) or "raw" */
+	qsnap_image_format format; /* QSNAP_IMAGE_QCOW2 (the default) or QSNAP_IMAGE_RAW */
 	bool compress;	    /* compressed qcow2 clusters (several threads) */
 	bool replace;	    /* replace an existing output file */
 	qsnap_progress_fn progress; /* phase "publish"; bytes of the virtual disk */

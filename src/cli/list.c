@@ -22,7 +22,7 @@ static int run(struct cli *c)
 			json_object_object_add(o, "name", json_object_new_string(list[i].name));
 			json_object_object_add(o, "parent", list[i].parent ? json_object_new_string(list[i].parent) : NULL);
 			json_object_object_add(o, "created", json_object_new_int64(list[i].created));
-			json_object_object_add(o, "mode", json_object_new_string(list[i].mode));
+			json_object_object_add(o, "mode", json_object_new_string(qsnap_ram_mode_name(list[i].mode)));
 			json_object_object_add(o, "compressed", json_object_new_boolean(list[i].compressed));
 			json_object_object_add(o, "size", json_object_new_int64((int64_t)list[i].size));
 			json_object_object_add(o, "was_running", json_object_new_boolean(list[i].was_running));
@@ -44,7 +44,7 @@ static int run(struct cli *c)
 			cli_format_size(size, sizeof(size), list[i].size);
 			printf("%s %-20s %-20s %-19s %-7s %10s  %s%s\n", list[i].current ? "*" : " ",
 			       list[i].name, list[i].parent ? list[i].parent : "-", when,
-			       list[i].mode, size, list[i].was_running ? "running" : "paused",
+			       qsnap_ram_mode_name(list[i].mode), size, list[i].was_running ? "running" : "paused",
 			       list[i].compressed ? ", zstd" : "");
 		}
 	}

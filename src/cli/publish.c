@@ -4,15 +4,14 @@
 
 #include "cli.h"
 
-enum { FORMAT_QCOW2, FORMAT_RAW };
 static const struct cli_choice formats[] = {
-	{"qcow2", FORMAT_QCOW2},
-	{"raw", FORMAT_RAW},
+	{"qcow2", QSNAP_IMAGE_QCOW2},
+	{"raw", QSNAP_IMAGE_RAW},
 	{0},
 };
 static bool compress, replace;
 static const char *at;
-static int format = FORMAT_QCOW2;
+static int format = QSNAP_IMAGE_QCOW2;
 
 static const struct cli_opt opts[] = {
 	{"at", 0, CLI_STRING, "SNAPSHOT",
@@ -26,14 +25,14 @@ static const struct cli_opt opts[] = {
 
 static int check(struct cli *c)
 {
-	if (compress && format != FORMAT_QCOW2)
+	if (compress && format != QSNAP_IMAGE_QCOW2)
 		return cli_usage(c, "--compress needs --format qcow2");
 	return 0;
 }
 
 static int run(struct cli *c)
 {
-	qsnap_publish_opts po = {.at = at, .format = formats[format].word, .compress = compress,
+	qsnap_publish_opts po = {.at = at, .format = (qsnap_image_format)format, .compress = compress,
 				 .replace = replace, .progress = cli_progress,
 				 .userdata = &c->progress};
 	char size[32];

@@ -71,7 +71,8 @@ static int run(struct cli *c)
 	if (!c->quiet) {
 		cli_format_size(size, sizeof(size), stats.bytes);
 		printf("saved %s in %.2f s (guest paused %.3f s%s; %s, %s mode)\n", c->argv[1],
-		       stats.total, stats.paused, stats.live ? ", live" : "", size, stats.mode);
+		       stats.total, stats.paused, stats.live ? ", live" : "", size,
+		       qsnap_ram_mode_name(stats.mode));
 	}
 	return 0;
 }
