@@ -3,7 +3,7 @@
  * libqsnap: run QEMU virtual machines for automated testing, and save and
  * restore them whole (disks, RAM, CPU and device state).
  *
- * A VM lives in one directory (see DESIGN.md): vm.json (the definition),
+ * A VM lives in one directory (see docs/design.md): vm.json (the definition),
  * state.json (layer chains, snapshots, the running QEMU), layers/,
  * snapshots/ and run/.
  *
@@ -14,6 +14,28 @@
  *  - Outputs named ret_* are written only on success.
  *  - The library never prints and never exits; progress is reported through
  *    a callback.
+ *
+ * Threads and processes:
+ *  - A qsnap_vm is used by one thread at a time: give each thread its own
+ *    (several threads may work on different VMs at once). Two handles on
+ *    the same VM directory, in one process or in two, take turns through
+ *    the VM's lock (qsnap_vm_open waits for it).
+ *  - Functions without a qsnap_vm (qsnap_def_*, qsnap_parse_size, ...) only
+ *    touch what they are given.
+ *  - The library forks and execs (no shell): qemu-img, waited for within
+ *    the call, and QEMU, started detached (a session of its own, not a
+ *    child of the caller) so that it runs on until qsnap_vm_stop, also
+ *    after the calling program ended. qsnap_vm_save_background forks a
+ *    detached process of the same kind. A SIGCHLD handler that reaps every
+ *    child (waitpid(-1, ...)) takes exit codes the library waits for.
+ *  - Inside a call it starts threads of its own (compression, checksums,
+ *    copying RAM) that end before the call returns.
+ *  - Its file descriptors are all O_CLOEXEC; it changes no signal
+ *    disposition of the calling process (SIGPIPE is blocked only in its own
+ *    threads, and sends use MSG_NOSIGNAL).
+ *
+ * Linking: pkg-config --cflags --libs qsnap. libqsnap.so exports only the
+ * qsnap_* names of this header.
  */
 #ifndef QSNAP_H
 #define QSNAP_H
@@ -112,15 +134,54 @@ bool qsnap_name_valid(const char *name);
 
 /* ---- Progress ---------------------------------------------------------- */
 
+/* The phases a progress callback reports, by the name in
+ * qsnap_progress.phase:
+ *   "save"            qsnap_vm_save: the migration stream (RAM in stream mode)
+ *   "save RAM"        shared-RAM save: copying the RAM file aside while the
+ *                     guest is paused
+ *   "persist RAM"     shared-RAM save: the copy into the snapshot, the guest
+ *                     running again
+ *   "restore"         qsnap_vm_restore, qsnap_vm_start with from: loading the
+ *                     migration stream
+ *   "restore RAM"     restoring a shared-RAM snapshot: copying its RAM file
+ *   "dump"            qsnap_vm_dump_memory
+ *   "load dump"       qsnap_vm_start_from_dump
+ *   "publish"         qsnap_vm_publish: bytes of the virtual disk
+ *   "verify"          qsnap_vm_verify: bytes of machine state hashed
+ *   "flatten <drive>" qsnap_vm_export: one drive's chain made one image
+ *   "export"          qsnap_vm_export: writing the archive
+ *   "import"          qsnap_import: bytes read from the archive
+ * qsnap_progress_phase() gives the same as an enum. */
+typedef enum qsnap_phase {
+	QSNAP_PHASE_OTHER, /* a name this version does not know */
+	QSNAP_PHASE_SAVE,
+	QSNAP_PHASE_SAVE_RAM,
+	QSNAP_PHASE_PERSIST_RAM,
+	QSNAP_PHASE_RESTORE,
+	QSNAP_PHASE_RESTORE_RAM,
+	QSNAP_PHASE_DUMP,
+	QSNAP_PHASE_LOAD_DUMP,
+	QSNAP_PHASE_PUBLISH,
+	QSNAP_PHASE_VERIFY,
+	QSNAP_PHASE_FLATTEN,
+	QSNAP_PHASE_EXPORT,
+	QSNAP_PHASE_IMPORT,
+} qsnap_phase;
+
 typedef struct qsnap_progress {
-	const char *phase;  /* "save", "restore", ... */
+	const char *phase;  /* one of the names above */
 	uint64_t done;      /* bytes done */
 	uint64_t total;     /* bytes expected, 0 when unknown */
 	double elapsed;     /* seconds since the phase began */
 	bool finished;      /* the last call for this phase */
 } qsnap_progress;
 
+/* Called in the thread that made the call, never after it returned. */
 typedef void (*qsnap_progress_fn)(const qsnap_progress *p, void *userdata);
+
+/* The phase of p as an enum (QSNAP_PHASE_FLATTEN for every drive's
+ * "flatten <drive>"). */
+qsnap_phase qsnap_progress_phase(const qsnap_progress *p);
 
 /* ---- A VM directory --------------------------------------------------- */
 
@@ -210,7 +271,7 @@ typedef struct qsnap_save_stats {
 	double total;	/* seconds the whole save took */
 	uint64_t bytes; /* bytes of machine state written (stream and RAM file) */
 	bool live;	/* RAM was written while the guest ran */
-	const char *mode; /* "stream" or "shared" */
+	qsnap_ram_mode mode; /* where the snapshot's RAM went */
 } qsnap_save_stats;
 
 typedef struct qsnap_save_opts {
@@ -236,6 +297,42 @@ typedef struct qsnap_save_opts {
  * snapshot name. The VM runs on afterwards as it was (running or paused). */
 int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err);
 
+/* Save as qsnap_vm_save does, in a background process, and return once it
+ * runs (qsnap save --live --no-wait). The process is detached from the
+ * caller (a session of its own, stdin, stdout and stderr on /dev/null, not
+ * a child the caller reaps), holds the VM's lock until the save has ended,
+ * and reports through the VM directory: qsnap_vm_background_save shows its
+ * progress and, after it, its result, to any process. opts->progress and
+ * opts->stats are not used. On success vm is closed in the calling process
+ * (as by qsnap_vm_close) and must not be used again; open the VM again to
+ * work on it (qsnap_vm_open waits for the save with its lock_timeout). The
+ * background process's pid goes to *ret_pid when ret_pid is not NULL. On
+ * failure vm is still open and unchanged. It forks: call it from a thread
+ * while no other thread of the program holds a lock (malloc's included)
+ * that the save would need, e.g. from a program with one thread. */
+int qsnap_vm_save_background(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
+			     pid_t *ret_pid, qsnap_error *err);
+
+typedef struct qsnap_background_save {
+	char *name;	/* the snapshot it saves (or saved) */
+	bool running;	/* still at work; else it ended: ok, error, ended */
+	pid_t pid;	/* while running: the background process */
+	char *phase;	/* while running: as in qsnap_progress, or NULL */
+	uint64_t done;	/* while running: bytes done */
+	uint64_t total; /* while running: bytes expected, 0 when unknown */
+	double elapsed; /* while running: seconds */
+	bool ok;	/* after it: the snapshot was saved */
+	char *error;	/* after a failure: why, or NULL */
+	int64_t ended;	/* after it: seconds since the epoch */
+} qsnap_background_save;
+
+/* The VM's running background save, or the last one's result: returns 1
+ * and fills ret_bg (free it with qsnap_background_save_free), or 0 when
+ * there is none. Works on a VM opened with QSNAP_OPEN_READONLY, also while
+ * the save holds the lock. */
+int qsnap_vm_background_save(qsnap_vm *vm, qsnap_background_save *ret_bg, qsnap_error *err);
+void qsnap_background_save_free(qsnap_background_save *bg);
+
 typedef struct qsnap_restore_opts {
 	int timeout; /* seconds; 0: default (600) */
 	/* Shared-RAM snapshots: map the snapshot's RAM file copy-on-write
@@ -255,8 +352,8 @@ typedef struct qsnap_snapshot_info {
 	char *name;
 	char *parent;	   /* NULL for a first snapshot */
 	int64_t created;   /* seconds since the epoch */
-	char *mode;	   /* "stream" (RAM in the migration stream) or "shared"
-			      (RAM in its own file) */
+	qsnap_ram_mode mode; /* stream: RAM in the migration stream; shared: RAM in
+				its own file */
 	uint64_t size;	   /* bytes on disk of the machine state and its own layers */
 	bool compressed;   /* the migration stream is zstd-compressed */
 	bool was_running;  /* restores running (else paused) */
@@ -320,10 +417,19 @@ int qsnap_vm_delete(qsnap_vm *vm, const char *name, qsnap_error *err);
 
 /* ---- Publishing a drive ------------------------------------------------- */
 
+typedef enum qsnap_image_format {
+	QSNAP_IMAGE_QCOW2,
+	QSNAP_IMAGE_RAW,
+} qsnap_image_format;
+
+/* "qcow2" / "raw", and back; -EINVAL for an unknown word. */
+const char *qsnap_image_format_name(qsnap_image_format f);
+int qsnap_image_format_parse(const char *s, qsnap_image_format *ret);
+
 typedef struct qsnap_publish_opts {
 	const char *at;	    /* the snapshot to publish; NULL: the drive as it is now,
 			       which needs a stopped VM */
-	const char *format; /* "qcow2" (default) or "raw" */
+	qsnap_image_format format; /* QSNAP_IMAGE_QCOW2 (the default) or QSNAP_IMAGE_RAW */
 	bool compress;	    /* compressed qcow2 clusters (several threads) */
 	bool replace;	    /* replace an existing output file */
 	qsnap_progress_fn progress; /* phase "publish"; bytes of the virtual disk */

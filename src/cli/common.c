@@ -1,102 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* Error reporting, option parsing and progress display for every command. */
-#include <errno.h>
-#include <limits.h>
-#include <stdarg.h>
+/* What several commands print: sizes, JSON, progress. */
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
-
-int cli_fail(const qsnap_error *err)
-{
-	fprintf(stderr, "qsnap: %s\n", err->msg[0] ? err->msg : "failed");
-	return EXIT_FAIL;
-}
-
-int cli_usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "qsnap %s: ", cmd);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, " (see qsnap %s --help)\n", cmd);
-	return EXIT_USAGE;
-}
-
-int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
-	       const struct option *longopts)
-{
-	int c;
-
-	opterr = 0;
-	c = getopt_long(argc, argv, shortopts, longopts, NULL);
-	if (c == '?') {
-		/* A known long option without its value sets optopt to the
-		 * option's code (often >= 256, not a character); an unknown
-		 * long option leaves it 0. */
-		const char *arg = argv[optind - 1];
-		const char *eq = strchr(arg, '=');
-
-		if (!strncmp(arg, "--", 2) && optopt && eq)
-			cli_usage_error(cmd, "option '%.*s' takes no value", (int)(eq - arg), arg);
-		else if (!strncmp(arg, "--", 2) && optopt)
-			cli_usage_error(cmd, "option '%s' needs a value", arg);
-		else if (!strncmp(arg, "--", 2) || !optopt)
-			cli_usage_error(cmd, "unknown option '%s'", arg);
-		else
-			cli_usage_error(cmd, "unknown option '-%c' or missing value", optopt);
-	} else if (c == ':') {
-		cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
-		c = '?';
-	}
-	return c;
-}
-
-long cli_number(const char *cmd, const char *opt, const char *value)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(value, &end, 10);
-	/* Callers keep the value in an int. */
-	if (!*value || *end || v < 0 || errno || v > INT_MAX) {
-		cli_usage_error(cmd, "%s needs a whole number, not '%s'", opt, value);
-		return -1;
-	}
-	return v;
-}
-
-int cli_open(const char *dir, int lock_timeout, qsnap_vm **ret_vm)
-{
-	qsnap_error err = {0};
-	int r = qsnap_vm_open(dir, 0, 0, ret_vm, &err);
-
-	if (r == -EBUSY && lock_timeout > 0) {
-		/* Say why nothing happens: e.g. a background save runs. */
-		fprintf(stderr, "qsnap: %s is busy with another qsnap command; waiting up to %d s\n",
-			dir, lock_timeout);
-		r = qsnap_vm_open(dir, 0, lock_timeout, ret_vm, &err);
-	}
-	if (r < 0)
-		return cli_fail(&err);
-	return EXIT_OK;
-}
-
-int cli_open_readonly(const char *dir, qsnap_vm **ret_vm)
-{
-	qsnap_error err = {0};
-
-	if (qsnap_vm_open(dir, QSNAP_OPEN_READONLY, 0, ret_vm, &err) < 0)
-		return cli_fail(&err);
-	return EXIT_OK;
-}
 
 double cli_clock(void)
 {
@@ -120,6 +32,23 @@ void cli_format_size(char *buf, size_t len, uint64_t bytes)
 		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
 	else
 		snprintf(buf, len, "%.1f %s", v, units[u]);
+}
+
+void cli_file_size(char *buf, size_t len, const char *path, bool allocated)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		snprintf(buf, len, "?");
+	else
+		cli_format_size(buf, len, allocated ? (uint64_t)st.st_blocks * 512 : (uint64_t)st.st_size);
+}
+
+void cli_print_json(json_object *o)
+{
+	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+							      JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
 }
 
 void cli_progress_init(struct cli_progress *p, bool quiet)

@@ -1,105 +1,65 @@
 /* SPDX-License-Identifier: MIT */
 /* qsnap dump-memory: the machine state of a running VM, for debugging. */
 #include <stdio.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
 #include "cli.h"
 
-static void help(void)
+static const struct cli_choice formats[] = {
+	{"stream", QSNAP_DUMP_STREAM},
+	{"elf", QSNAP_DUMP_ELF},
+	{0},
+};
+static int format = QSNAP_DUMP_STREAM, level;
+static bool no_compress;
+
+static const struct cli_opt opts[] = {
+	{"format", 0, CLI_CHOICE, "FORMAT",
+	 "stream: QEMU's migration stream, RAM and devices (default);\n"
+	 "load it for inspection with: qsnap start VMDIR2 --from-dump\n"
+	 "OUTPUT (paused, read-only disks), then qsnap qmp VMDIR2 ...\n"
+	 "elf: an ELF core of guest memory (QEMU's dump-guest-memory),\n"
+	 "for crash(8) or gdb after unzstd", .target = &format, .choices = formats},
+	{"level", 0, CLI_NUMBER, "N", "zstd level 1-19 (default 3)", .target = &level, .min = 1, .max = 19},
+	{"no-compress", 0, CLI_FLAG, NULL, "write the dump as it is", .target = &no_compress},
+	{0},
+};
+
+static int check(struct cli *c)
 {
-	printf("Usage: qsnap dump-memory VMDIR OUTPUT [--format stream|elf] [--level N | --no-compress]\n"
-	       "\n"
-	       "Write the machine state of the running (or paused) VM to OUTPUT, compressed\n"
-	       "with zstd in several threads; the VM goes on as it was (a running guest is\n"
-	       "paused only for milliseconds).\n"
-	       "\n"
-	       "  --format stream    QEMU's migration stream, RAM and devices (default); load\n"
-	       "                     it for inspection with: qsnap start VMDIR2 --from-dump OUTPUT\n"
-	       "                     (paused, read-only disks), then qsnap qmp VMDIR2 ...\n"
-	       "  --format elf       an ELF core of guest memory (QEMU's dump-guest-memory), for\n"
-	       "                     crash(8) or gdb after unzstd\n"
-	       "  --level N          zstd level 1-19 (default 3)\n"
-	       "  --no-compress      write the dump as it is\n"
-	       "  --timeout SECONDS  give up after this long (default 600)\n"
-	       "  -q, --quiet        no progress and no summary\n");
+	if (level && no_compress)
+		return cli_usage(c, "--level and --no-compress exclude each other");
+	return 0;
 }
 
-int cmd_dump_memory(int argc, char **argv)
+static int run(struct cli *c)
 {
-	enum { OPT_FORMAT = 256, OPT_LEVEL, OPT_NO_COMPRESS, OPT_TIMEOUT };
-	static const struct option opts[] = {
-		{"help", no_argument, NULL, 'h'},
-		{"quiet", no_argument, NULL, 'q'},
-		{"format", required_argument, NULL, OPT_FORMAT},
-		{"level", required_argument, NULL, OPT_LEVEL},
-		{"no-compress", no_argument, NULL, OPT_NO_COMPRESS},
-		{"timeout", required_argument, NULL, OPT_TIMEOUT},
-		{0},
-	};
-	struct cli_progress cp;
-	qsnap_dump_opts dopts = {.progress = cli_progress, .userdata = &cp};
-	qsnap_error err = {0};
-	double t0;
-	qsnap_vm *vm;
-	bool quiet = false;
-	long n;
-	int c, rc;
+	qsnap_dump_opts dopts = {.format = (qsnap_dump_format)format,
+				 .compress = no_compress ? -1 : level, .timeout = c->timeout,
+				 .progress = cli_progress, .userdata = &c->progress};
+	char size[32];
 
-	while ((c = cli_getopt("dump-memory", argc, argv, "hq", opts)) != -1) {
-		switch (c) {
-		case 'h':
-			help();
-			return EXIT_OK;
-		case 'q':
-			quiet = true;
-			break;
-		case OPT_FORMAT:
-			if (!strcmp(optarg, "stream"))
-				dopts.format = QSNAP_DUMP_STREAM;
-			else if (!strcmp(optarg, "elf"))
-				dopts.format = QSNAP_DUMP_ELF;
-			else
-				return cli_usage_error("dump-memory", "--format is stream or elf, not '%s'",
-						       optarg);
-			break;
-		case OPT_LEVEL:
-			if ((n = cli_number("dump-memory", "--level", optarg)) < 1 || n > 19)
-				return n == -1 ? EXIT_USAGE
-					       : cli_usage_error("dump-memory", "--level is 1 to 19");
-			dopts.compress = (int)n;
-			break;
-		case OPT_NO_COMPRESS:
-			dopts.compress = -1;
-			break;
-		case OPT_TIMEOUT:
-			if ((n = cli_number("dump-memory", "--timeout", optarg)) < 0)
-				return EXIT_USAGE;
-			dopts.timeout = (int)n;
-			break;
-		default:
-			return EXIT_USAGE;
-		}
+	if (qsnap_vm_dump_memory(c->vm, c->argv[1], &dopts, &c->err) < 0)
+		return CLI_FAILED;
+	if (!c->quiet) {
+		cli_file_size(size, sizeof(size), c->argv[1], false);
+		printf("dumped %s to %s (%s) in %.2f s\n", c->argv[0], c->argv[1], size,
+		       cli_clock() - c->started);
 	}
-	if (argc - optind != 2)
-		return cli_usage_error("dump-memory", "expected VMDIR OUTPUT");
-	cli_progress_init(&cp, quiet);
-	rc = cli_open(argv[optind], DEFAULT_LOCK_TIMEOUT, &vm);
-	if (rc)
-		return rc;
-	t0 = cli_clock();
-	if (qsnap_vm_dump_memory(vm, argv[optind + 1], &dopts, &err) < 0) {
-		rc = cli_fail(&err);
-	} else if (!quiet) {
-		struct stat st;
-		char size[32] = "?";
-
-		if (stat(argv[optind + 1], &st) == 0)
-			cli_format_size(size, sizeof(size), (uint64_t)st.st_size);
-		printf("dumped %s to %s (%s) in %.2f s\n", argv[optind], argv[optind + 1], size,
-		       cli_clock() - t0);
-	}
-	qsnap_vm_close(vm);
-	return rc;
+	return 0;
 }
+
+const struct cli_cmd cli_cmd_dump_memory = {
+	.name = "dump-memory",
+	.summary = "write the running VM's memory to a compressed file",
+	.args = "VMDIR OUTPUT",
+	.min_args = 2,
+	.max_args = 2,
+	.about = "Write the machine state of the running (or paused) VM to OUTPUT, compressed\n"
+		 "with zstd in several threads; the VM goes on as it was (a running guest is\n"
+		 "paused only for milliseconds).\n",
+	.opts = opts,
+	.common = CLI_TIMEOUT | CLI_LOCK_TIMEOUT | CLI_QUIET,
+	.vm = CLI_VM_LOCKED,
+	.check = check,
+	.run = run,
+};

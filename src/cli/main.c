@@ -1,27 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* qsnap: the command line. Parses arguments, calls libqsnap, prints. */
+/* qsnap: the command line. The table of commands; frame.c runs them. */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 
-static const struct cli_cmd commands[] = {
-	{"init", "create a VM directory from drives, a kernel and settings", cmd_init},
-	{"start", "start the VM's QEMU (or start from a snapshot with --from)", cmd_start},
-	{"stop", "stop the VM's QEMU", cmd_stop},
-	{"status", "show whether the VM runs, its drives and their layer chains", cmd_status},
-	{"save", "save the whole VM as a named snapshot", cmd_save},
-	{"restore", "bring the VM back to a snapshot", cmd_restore},
-	{"list", "list the snapshots", cmd_list},
-	{"delete", "delete a snapshot", cmd_delete},
-	{"dump-memory", "write the running VM's memory to a compressed file", cmd_dump_memory},
-	{"compact", "shorten the drives' layer chains", cmd_compact},
-	{"config", "change how a stopped VM keeps its RAM", cmd_config},
-	{"publish", "write a drive as one standalone image (at a snapshot, or now)", cmd_publish},
-	{"verify", "check that a snapshot's files are all there and intact", cmd_verify},
-	{"export", "write a snapshot and all it needs as one tar file", cmd_export},
-	{"import", "make a new VM directory from an exported snapshot", cmd_import},
-	{"qmp", "send one QMP command to the running QEMU", cmd_qmp},
+static const struct cli_cmd *const commands[] = {
+	&cli_cmd_init,	  &cli_cmd_start,   &cli_cmd_stop,	  &cli_cmd_status,
+	&cli_cmd_save,	  &cli_cmd_restore, &cli_cmd_list,	  &cli_cmd_delete,
+	&cli_cmd_dump_memory, &cli_cmd_compact, &cli_cmd_config,  &cli_cmd_publish,
+	&cli_cmd_verify,  &cli_cmd_export,  &cli_cmd_import,	  &cli_cmd_qmp,
 };
 
 static void usage(FILE *f)
@@ -33,7 +21,7 @@ static void usage(FILE *f)
 		   "\n"
 		   "Commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+		fprintf(f, "  %-9s %s\n", commands[i]->name, commands[i]->summary);
 	fprintf(f, "\n"
 		   "Run 'qsnap COMMAND --help' for the options of a command.\n"
 		   "Example:\n"
@@ -58,8 +46,8 @@ int main(int argc, char **argv)
 		return EXIT_OK;
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (!strcmp(argv[1], commands[i].name))
-			return commands[i].run(argc - 1, argv + 1);
+		if (!strcmp(argv[1], commands[i]->name))
+			return cli_run(commands[i], argc - 1, argv + 1);
 	fprintf(stderr, "qsnap: unknown command '%s' (run qsnap --help for the list)\n", argv[1]);
 	return EXIT_USAGE;
 }

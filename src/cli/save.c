@@ -1,168 +1,95 @@
 /* SPDX-License-Identifier: MIT */
 /* qsnap save: save the whole VM as a snapshot. */
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 
-static void help(void)
+static bool replace, live, no_wait;
+static int compress;
+
+static const struct cli_opt opts[] = {
+	{"live", 0, CLI_FLAG, NULL,
+	 "pause the guest only for milliseconds: RAM is written while\n"
+	 "it runs (QEMU's background-snapshot); the snapshot is the\n"
+	 "guest at that pause", .target = &live},
+	{"no-wait", 0, CLI_FLAG, NULL,
+	 "with --live: return at once; the save goes on in the\n"
+	 "background (qsnap status shows its progress, and other\n"
+	 "commands on VMDIR wait for it)", .target = &no_wait},
+	{"compress", 0, CLI_NUMBER, "LEVEL",
+	 "compress the migration stream with zstd (level 1-19,\n"
+	 "default 3) in several threads", .target = &compress, .min = 1, .max = 19, .optional_value = true,
+	 .dflt = 3},
+	{"replace", 0, CLI_FLAG, NULL,
+	 "replace an existing snapshot of that name (e.g. a rolling\n\"lastgood\")", .target = &replace},
+	{0},
+};
+
+static int check(struct cli *c)
 {
-	printf("Usage: qsnap save VMDIR NAME [--live [--no-wait]] [--replace] [--timeout SECONDS] [--quiet]\n"
-	       "\n"
-	       "Save every writable disk, RAM, CPU and device state as snapshot NAME. The\n"
-	       "guest is paused while its state is written and then runs on as before; a\n"
-	       "paused VM stays paused (and restores paused).\n"
-	       "NAME: letters, digits, '-', '_', '.'; not starting with '.'.\n"
-	       "\n"
-	       "  --live             pause the guest only for milliseconds: RAM is written while\n"
-	       "                     it runs (QEMU's background-snapshot); the snapshot is the\n"
-	       "                     guest at that pause\n"
-	       "  --no-wait          with --live: return at once; the save goes on in the\n"
-	       "                     background (qsnap status shows its progress, and other\n"
-	       "                     commands on VMDIR wait for it)\n"
-	       "  --compress[=LEVEL] compress the migration stream with zstd (level 1-19,\n"
-	       "                     default 3) in several threads\n"
-	       "  --replace          replace an existing snapshot of that name (e.g. a rolling\n"
-	       "                     \"lastgood\")\n"
-	       "  --timeout SECONDS  give up after this long (default 600)\n"
-	       "  --lock-timeout S   how long to wait for another qsnap command on VMDIR (default 600)\n"
-	       "  -q, --quiet        no progress and no summary\n");
+	if (!qsnap_name_valid(c->argv[1]))
+		return cli_usage(c, "snapshot name '%s' is not valid: use letters, digits, '-', '_' and '.', not starting with '.'",
+				 c->argv[1]);
+	if (no_wait && !live)
+		return cli_usage(c, "--no-wait goes with --live");
+	return 0;
 }
 
-/* The background save of --no-wait: detached, reporting through files in
- * run/ that qsnap status reads. */
-static int save_in_background(qsnap_vm *vm, const char *name, qsnap_save_opts *so)
+/* --no-wait: the library saves in a detached process, which reports
+ * through files in run/ that qsnap status reads. */
+static int save_in_background(struct cli *c, qsnap_save_opts *so)
 {
-	struct bg_progress bp = {.vm = vm, .name = name};
-	qsnap_error err = {0};
-	int ready[2];
+	char *dir = strdup(qsnap_vm_dir(c->vm)); /* the vm is closed on success */
 	pid_t pid;
-	char c;
+	int r;
 
-	so->progress = bg_progress_write;
-	so->userdata = &bp;
 	fflush(NULL);
-	if (pipe2(ready, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
-		perror("qsnap: cannot start a background save");
-		return EXIT_FAIL;
-	}
-	if (pid > 0) {
-		/* Return once the child reports through run/, so that a status
-		 * right after this command already shows the save. */
-		close(ready[1]);
-		(void)!read(ready[0], &c, 1);
-		close(ready[0]);
+	r = qsnap_vm_save_background(c->vm, c->argv[1], so, &pid, &c->err);
+	if (r == 0) {
+		c->vm = NULL;
 		printf("saving %s in the background (pid %d); qsnap status %s shows its progress\n",
-		       name, (int)pid, qsnap_vm_dir(vm));
-		/* Our copies of the lock and QMP fds go; the child's keep both. */
-		qsnap_vm_close(vm);
-		return EXIT_OK;
+		       c->argv[1], (int)pid, dir);
 	}
-	/* The child owns the VM's lock from here on (it shares the open file
-	 * description that holds it) and leaves the terminal alone. */
-	setsid();
-	signal(SIGHUP, SIG_IGN);
-	int devnull = open("/dev/null", O_RDWR);
-	if (devnull >= 0) {
-		dup2(devnull, 0);
-		dup2(devnull, 1);
-		dup2(devnull, 2);
-	}
-	bg_progress_begin(&bp);
-	close(ready[0]);
-	close(ready[1]);
-	int r = qsnap_vm_save(vm, name, so, &err);
-	bg_progress_end(&bp, r < 0 ? &err : NULL);
-	qsnap_vm_close(vm);
-	_exit(r < 0 ? EXIT_FAIL : EXIT_OK);
+	free(dir);
+	return r < 0 ? CLI_FAILED : 0;
 }
 
-int cmd_save(int argc, char **argv)
+static int run(struct cli *c)
 {
-	enum { OPT_REPLACE = 256, OPT_TIMEOUT, OPT_LOCK, OPT_LIVE, OPT_NO_WAIT, OPT_COMPRESS };
-	static const struct option opts[] = {
-		{"help", no_argument, NULL, 'h'},
-		{"quiet", no_argument, NULL, 'q'},
-		{"replace", no_argument, NULL, OPT_REPLACE},
-		{"live", no_argument, NULL, OPT_LIVE},
-		{"no-wait", no_argument, NULL, OPT_NO_WAIT},
-		{"compress", optional_argument, NULL, OPT_COMPRESS},
-		{"timeout", required_argument, NULL, OPT_TIMEOUT},
-		{"lock-timeout", required_argument, NULL, OPT_LOCK},
-		{0},
-	};
-	struct cli_progress cp;
 	qsnap_save_stats stats = {0};
-	qsnap_save_opts so = {.progress = cli_progress, .userdata = &cp, .stats = &stats};
-	qsnap_error err = {0};
-	qsnap_vm *vm;
-	long lock = DEFAULT_LOCK_TIMEOUT, n;
-	bool quiet = false, no_wait = false;
-	int c, rc;
+	qsnap_save_opts so = {.replace = replace, .live = live, .compress = compress,
+			      .timeout = c->timeout, .progress = cli_progress,
+			      .userdata = &c->progress, .stats = &stats};
+	char size[32];
 
-	while ((c = cli_getopt("save", argc, argv, "hq", opts)) != -1) {
-		switch (c) {
-		case 'h':
-			help();
-			return EXIT_OK;
-		case 'q':
-			quiet = true;
-			break;
-		case OPT_REPLACE:
-			so.replace = true;
-			break;
-		case OPT_LIVE:
-			so.live = true;
-			break;
-		case OPT_NO_WAIT:
-			no_wait = true;
-			break;
-		case OPT_COMPRESS:
-			so.compress = 3;
-			if (optarg && ((n = cli_number("save", "--compress", optarg)) < 1 || n > 19))
-				return n == -1 ? EXIT_USAGE
-					       : cli_usage_error("save", "--compress takes a level from 1 to 19");
-			if (optarg)
-				so.compress = (int)n;
-			break;
-		case OPT_TIMEOUT:
-			if ((n = cli_number("save", "--timeout", optarg)) < 0)
-				return EXIT_USAGE;
-			so.timeout = (int)n;
-			break;
-		case OPT_LOCK:
-			if ((lock = cli_number("save", "--lock-timeout", optarg)) < 0)
-				return EXIT_USAGE;
-			break;
-		default:
-			return EXIT_USAGE;
-		}
-	}
-	if (argc - optind != 2)
-		return cli_usage_error("save", "expected VMDIR NAME");
-	if (!qsnap_name_valid(argv[optind + 1]))
-		return cli_usage_error("save", "snapshot name '%s' is not valid: use letters, digits, '-', '_' and '.', not starting with '.'",
-				       argv[optind + 1]);
-	if (no_wait && !so.live)
-		return cli_usage_error("save", "--no-wait goes with --live");
-	cli_progress_init(&cp, quiet);
-	rc = cli_open(argv[optind], (int)lock, &vm);
-	if (rc)
-		return rc;
 	if (no_wait)
-		return save_in_background(vm, argv[optind + 1], &so);
-	if (qsnap_vm_save(vm, argv[optind + 1], &so, &err) < 0) {
-		rc = cli_fail(&err);
-	} else if (!quiet) {
-		char size[32];
-
+		return save_in_background(c, &so);
+	if (qsnap_vm_save(c->vm, c->argv[1], &so, &c->err) < 0)
+		return CLI_FAILED;
+	if (!c->quiet) {
 		cli_format_size(size, sizeof(size), stats.bytes);
-		printf("saved %s in %.2f s (guest paused %.3f s%s; %s, %s mode)\n", argv[optind + 1],
-		       stats.total, stats.paused, stats.live ? ", live" : "", size, stats.mode);
+		printf("saved %s in %.2f s (guest paused %.3f s%s; %s, %s mode)\n", c->argv[1],
+		       stats.total, stats.paused, stats.live ? ", live" : "", size,
+		       qsnap_ram_mode_name(stats.mode));
 	}
-	qsnap_vm_close(vm);
-	return rc;
+	return 0;
 }
+
+const struct cli_cmd cli_cmd_save = {
+	.name = "save",
+	.summary = "save the whole VM as a named snapshot",
+	.args = "VMDIR NAME",
+	.min_args = 2,
+	.max_args = 2,
+	.about = "Save every writable disk, RAM, CPU and device state as snapshot NAME. The\n"
+		 "guest is paused while its state is written and then runs on as before; a\n"
+		 "paused VM stays paused (and restores paused).\n"
+		 "NAME: letters, digits, '-', '_', '.'; not starting with '.'.\n",
+	.opts = opts,
+	.common = CLI_TIMEOUT | CLI_LOCK_TIMEOUT | CLI_QUIET,
+	.vm = CLI_VM_LOCKED,
+	.check = check,
+	.run = run,
+};

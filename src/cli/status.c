@@ -5,19 +5,28 @@
 
 #include "cli.h"
 
-static void help(void)
+static json_object *bg_json(const qsnap_background_save *bg)
 {
-	printf("Usage: qsnap status VMDIR [--json]\n"
-	       "\n"
-	       "Show whether the VM runs (running, paused, stopped, or crashed: QEMU is gone\n"
-	       "without qsnap stopping it), QEMU's pid, the snapshot the current state\n"
-	       "descends from, how RAM is kept, and every drive's layer chain (base image\n"
-	       "first).\n"
-	       "\n"
-	       "  --json   the same as one JSON object\n");
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(bg->name));
+	if (bg->running) {
+		json_object_object_add(o, "phase", bg->phase ? json_object_new_string(bg->phase) : NULL);
+		json_object_object_add(o, "done", json_object_new_int64((int64_t)bg->done));
+		json_object_object_add(o, "total", json_object_new_int64((int64_t)bg->total));
+		json_object_object_add(o, "elapsed", json_object_new_double(bg->elapsed));
+		json_object_object_add(o, "pid", json_object_new_int(bg->pid));
+	} else {
+		json_object_object_add(o, "ok", json_object_new_boolean(bg->ok));
+		if (bg->error)
+			json_object_object_add(o, "error", json_object_new_string(bg->error));
+		json_object_object_add(o, "ended", json_object_new_int64(bg->ended));
+	}
+	json_object_object_add(o, "running", json_object_new_boolean(bg->running));
+	return o;
 }
 
-static void print_json(const qsnap_status *st, const char *dir, json_object *bg)
+static void print_json(const qsnap_status *st, const char *dir, const qsnap_background_save *bg)
 {
 	json_object *o = json_object_new_object(), *drives = json_object_new_array();
 
@@ -44,43 +53,29 @@ static void print_json(const qsnap_status *st, const char *dir, json_object *bg)
 		json_object_array_add(drives, d);
 	}
 	json_object_object_add(o, "drives", drives);
-	json_object_object_add(o, "background_save", json_object_get(bg));
-	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-							      JSON_C_TO_STRING_NOSLASHESCAPE));
-	json_object_put(o);
+	json_object_object_add(o, "background_save", bg ? bg_json(bg) : NULL);
+	cli_print_json(o);
 }
 
-static void print_background(json_object *bg)
+static void print_background(const qsnap_background_save *bg)
 {
-	json_object *v;
-	const char *name = json_object_object_get_ex(bg, "name", &v) ? json_object_get_string(v) : "?";
-
-	if (json_object_object_get_ex(bg, "running", &v) && json_object_get_boolean(v)) {
-		int64_t done = 0, total = 0;
+	if (bg->running) {
 		char d[32], t[32];
 
-		if (json_object_object_get_ex(bg, "done", &v))
-			done = json_object_get_int64(v);
-		if (json_object_object_get_ex(bg, "total", &v))
-			total = json_object_get_int64(v);
-		cli_format_size(d, sizeof(d), (uint64_t)done);
-		cli_format_size(t, sizeof(t), (uint64_t)total);
-		printf("saving:    %s in the background: %s of %s", name, d, total ? t : "?");
-		if (total)
-			printf(" (%d%%)", (int)(100 * done / total));
+		cli_format_size(d, sizeof(d), bg->done);
+		cli_format_size(t, sizeof(t), bg->total);
+		printf("saving:    %s in the background: %s of %s", bg->name, d, bg->total ? t : "?");
+		if (bg->total)
+			printf(" (%d%%)", (int)(100 * bg->done / bg->total));
 		printf("\n");
-	} else if (json_object_object_get_ex(bg, "ok", &v)) {
-		json_object *e;
-
-		if (json_object_get_boolean(v))
-			printf("last background save: %s, done\n", name);
-		else
-			printf("last background save: %s FAILED: %s\n", name,
-			       json_object_object_get_ex(bg, "error", &e) ? json_object_get_string(e) : "?");
+	} else if (bg->ok) {
+		printf("last background save: %s, done\n", bg->name);
+	} else {
+		printf("last background save: %s FAILED: %s\n", bg->name, bg->error ? bg->error : "?");
 	}
 }
 
-static void print_text(const qsnap_status *st, const char *dir, json_object *bg)
+static void print_text(const qsnap_status *st, const char *dir, const qsnap_background_save *bg)
 {
 	printf("vm:        %s\n", dir);
 	printf("state:     %s", qsnap_run_state_name(st->state));
@@ -109,48 +104,37 @@ static void print_text(const qsnap_status *st, const char *dir, json_object *bg)
 	}
 }
 
-int cmd_status(int argc, char **argv)
+static int run(struct cli *c)
 {
-	static const struct option opts[] = {
-		{"help", no_argument, NULL, 'h'},
-		{"json", no_argument, NULL, 'j'},
-		{0},
-	};
-	qsnap_error err = {0};
 	qsnap_status st;
-	qsnap_vm *vm;
-	bool json = false;
-	int c, rc;
+	qsnap_background_save bg;
+	bool have_bg;
 
-	while ((c = cli_getopt("status", argc, argv, "h", opts)) != -1) {
-		switch (c) {
-		case 'h':
-			help();
-			return EXIT_OK;
-		case 'j':
-			json = true;
-			break;
-		default:
-			return EXIT_USAGE;
-		}
-	}
-	if (optind + 1 != argc)
-		return cli_usage_error("status", optind < argc ? "too many arguments" : "VMDIR is missing");
-	rc = cli_open_readonly(argv[optind], &vm);
-	if (rc)
-		return rc;
-	if (qsnap_vm_status(vm, &st, &err) < 0) {
-		rc = cli_fail(&err);
-	} else {
-		json_object *bg = bg_status(vm);
-
-		if (json)
-			print_json(&st, qsnap_vm_dir(vm), bg);
-		else
-			print_text(&st, qsnap_vm_dir(vm), bg);
-		json_object_put(bg);
-		qsnap_status_free(&st);
-	}
-	qsnap_vm_close(vm);
-	return rc;
+	if (qsnap_vm_status(c->vm, &st, &c->err) < 0)
+		return CLI_FAILED;
+	have_bg = qsnap_vm_background_save(c->vm, &bg, &c->err) > 0;
+	if (c->json)
+		print_json(&st, qsnap_vm_dir(c->vm), have_bg ? &bg : NULL);
+	else
+		print_text(&st, qsnap_vm_dir(c->vm), have_bg ? &bg : NULL);
+	if (have_bg)
+		qsnap_background_save_free(&bg);
+	qsnap_status_free(&st);
+	return 0;
 }
+
+const struct cli_cmd cli_cmd_status = {
+	.name = "status",
+	.summary = "show whether the VM runs, its drives and their layer chains",
+	.args = "VMDIR",
+	.min_args = 1,
+	.max_args = 1,
+	.about = "Show whether the VM runs (running, paused, stopped, or crashed: QEMU is gone\n"
+		 "without qsnap stopping it), QEMU's pid, the snapshot the current state\n"
+		 "descends from, how RAM is kept, and every drive's layer chain (base image\n"
+		 "first).\n",
+	.common = CLI_JSON,
+	.json_help = "the same as one JSON object",
+	.vm = CLI_VM_READONLY,
+	.run = run,
+};

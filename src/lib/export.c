@@ -156,7 +156,7 @@ static int collect(struct export *x, char **ret_manifest, qsnap_error *err)
 	int r;
 
 	/* The archive holds one plain machine state file. */
-	if (strcmp(s->mode, "stream") || s->compressed)
+	if (snapshot_ram_mode(s) != QSNAP_RAM_STREAM || s->compressed)
 		return qerr(err, ENOTSUP, "snapshot '%s' is %s: export takes stream-mode snapshots without --compress; restore it, then save it again in stream mode (qsnap config --ram-mode stream)",
 			    s->name, s->compressed ? "compressed" : "a shared-RAM snapshot");
 	def_copy(&def, &x->vm->def);

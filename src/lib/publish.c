@@ -235,10 +235,11 @@ int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 
 	if (!opts)
 		opts = &dflt;
-	format = opts->format ? opts->format : "qcow2";
-	if (strcmp(format, "qcow2") && strcmp(format, "raw"))
-		return qerr(err, EINVAL, "unknown image format '%s': use qcow2 or raw", format);
-	if (opts->compress && strcmp(format, "qcow2"))
+	if (opts->format != QSNAP_IMAGE_QCOW2 && opts->format != QSNAP_IMAGE_RAW)
+		return qerr(err, EINVAL, "unknown image format %d: use QSNAP_IMAGE_QCOW2 or QSNAP_IMAGE_RAW",
+			    (int)opts->format);
+	format = qsnap_image_format_name(opts->format);
+	if (opts->compress && opts->format != QSNAP_IMAGE_QCOW2)
 		return qerr(err, EINVAL, "only qcow2 images can be compressed: leave out --compress or use --format qcow2");
 	d = def_drive(&vm->def, drive);
 	if (!d) {

@@ -105,7 +105,7 @@ static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsna
 	return 0;
 }
 
-/* Where the new QEMU's RAM comes from (see DESIGN.md, shared-RAM mode):
+/* Where the new QEMU's RAM comes from (see docs/design.md, shared-RAM mode):
  * - a shared snapshot, lazily (or into a stream-mode VM): the snapshot's
  *   RAM file mapped copy-on-write, never written;
  * - a shared snapshot, eagerly: a copy in a fresh shared RAM file;

@@ -326,7 +326,7 @@ static int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opt
 	if (opts->stats)
 		*opts->stats = (qsnap_save_stats){
 			.total = (double)(now_ms() - t0) / 1000.0,
-			.mode = state_snapshot(&vm->st, name)->mode,
+			.mode = snapshot_ram_mode(state_snapshot(&vm->st, name)),
 		};
 	return 0;
 fail:
@@ -574,7 +574,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	}
 	if (r < 0)
 		goto undo;
-	/* Chain upkeep while the guest runs on (DESIGN.md: reads through long
+	/* Chain upkeep while the guest runs on (docs/design.md: reads through long
 	 * chains slow the guest). */
 	{
 		unsigned limit = vm->def.max_chain ? vm->def.max_chain : QSNAP_DEFAULT_MAX_CHAIN;
@@ -591,7 +591,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			.total = (double)(now_ms() - t0) / 1000.0,
 			.bytes = (uint64_t)stt.st_size + ram_bytes,
 			.live = live,
-			.mode = shared ? "shared" : "stream",
+			.mode = shared ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
 		};
 	}
 	goto out;

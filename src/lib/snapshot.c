@@ -16,7 +16,7 @@ int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info **ret_list, size_t *ret_n, q
 		si->name = xstrdup(s->name);
 		si->parent = xstrdup_or_null(s->parent);
 		si->created = s->created;
-		si->mode = xstrdup(s->mode);
+		si->mode = snapshot_ram_mode(s);
 		si->was_running = s->was_running;
 		si->compressed = s->compressed;
 		si->current = vm->st.current && !strcmp(vm->st.current, s->name);
@@ -35,7 +35,6 @@ void qsnap_snapshot_info_free(qsnap_snapshot_info *list, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		free(list[i].name);
 		free(list[i].parent);
-		free(list[i].mode);
 	}
 	free(list);
 }

@@ -46,6 +46,15 @@ void state_free(struct state *st)
 	memset(st, 0, sizeof(*st));
 }
 
+qsnap_ram_mode snapshot_ram_mode(const struct snapshot *s)
+{
+	qsnap_ram_mode m = QSNAP_RAM_STREAM;
+
+	/* state_from_json accepts no other word. */
+	qsnap_ram_mode_parse(s->mode, &m);
+	return m;
+}
+
 char *snapshot_vmstate(const struct snapshot *s)
 {
 	return xasprintf("%s/%s", s->dir, s->compressed ? "vmstate.zst" : "vmstate");

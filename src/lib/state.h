@@ -79,6 +79,8 @@ void state_set_active(struct state *st, const char *drive, const char *layer);
 /* Remove a snapshot entry (not its files). */
 void state_remove_snapshot(struct state *st, const char *name);
 void snapshot_free(struct snapshot *s);
+/* Where the snapshot's RAM is (state.json keeps the word). */
+qsnap_ram_mode snapshot_ram_mode(const struct snapshot *s);
 /* The machine state file of a snapshot, relative to the VM directory. */
 char *snapshot_vmstate(const struct snapshot *s);
 

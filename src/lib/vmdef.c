@@ -63,6 +63,22 @@ int qsnap_ram_mode_parse(const char *s, qsnap_ram_mode *ret)
 	return 0;
 }
 
+const char *qsnap_image_format_name(qsnap_image_format f)
+{
+	return f == QSNAP_IMAGE_RAW ? "raw" : "qcow2";
+}
+
+int qsnap_image_format_parse(const char *s, qsnap_image_format *ret)
+{
+	if (!strcmp(s, "qcow2"))
+		*ret = QSNAP_IMAGE_QCOW2;
+	else if (!strcmp(s, "raw"))
+		*ret = QSNAP_IMAGE_RAW;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 bool qsnap_name_valid(const char *name)
 {
 	size_t n = strlen(name);

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 
 from harness import check, process_running, qemu_img, qsnap
@@ -108,6 +109,34 @@ def test_help(t):
     check(p.returncode == 2 and "unknown command" in p.stderr, "unknown command accepted")
     p = qsnap("status", ok=False)
     check(p.returncode == 2 and "VMDIR" in p.stderr, "missing VMDIR not reported")
+
+
+def help_options(cmd):
+    """The options in qsnap CMD --help: those of its usage line and those
+    its option list describes, as two sets of long names."""
+    text = qsnap(cmd, "--help").stdout
+    usage, _, rest = text.partition("\n\n")
+    in_usage = set(re.findall(r"\[(--[a-z-]+)", usage))
+    listed = set(re.findall(r"^  (?:-[a-zA-Z], )?(--[a-z-]+)", rest, re.M))
+    return in_usage, listed
+
+
+def test_usage_lines_match_parsers(t):
+    listing = qsnap("--help").stdout.split("Commands:\n")[1].split("\n\n")[0]
+    cmds = re.findall(r"^  ([a-z-]+) ", listing, re.M)
+    check(len(cmds) >= 16, f"qsnap --help lists {cmds}")
+    for c in cmds:
+        in_usage, listed = help_options(c)
+        check(in_usage == listed, f"qsnap {c} --help: usage line {sorted(in_usage)} but "
+              f"options described {sorted(listed)}")
+        # Every option help names is one the command's parser takes.
+        for opt in listed:
+            p = qsnap(c, f"{opt}=1", "--help", ok=False)
+            check("unknown option" not in p.stderr, f"qsnap {c} --help names {opt}, which "
+                  f"qsnap {c} does not take: {p.stderr.strip()}")
+    # The two that had drifted.
+    check("--compress" in help_options("save")[0], "save's usage line lacks --compress")
+    check("--lazy" in help_options("restore")[0], "restore's usage line lacks --lazy")
 
 
 def test_qmp_passthrough(t):

@@ -1,0 +1,110 @@
+"""libqsnap as another program sees it: `meson install` into a scratch
+DESTDIR, the shared library's name and exports, and a C program built
+against that installed copy through pkg-config that creates, starts, saves
+and restores a VM (tests/embed/embed.c)."""
+
+import glob
+import json
+import os
+import re
+import subprocess
+
+from harness import ACCEL, BUILD, GUEST, ROOT, check, qemu_img, qsnap
+
+
+class Stopper:
+    """A VM directory the embedding program made: stopped after the test."""
+
+    def __init__(self, d):
+        self.dir = d
+
+    def stop(self):
+        if os.path.exists(os.path.join(self.dir, "state.json")):
+            qsnap("stop", self.dir, ok=False)
+
+
+def install(t):
+    """meson install into t.dir/dest; returns (destdir, the pkg-config env)."""
+    dest = os.path.join(t.dir, "dest")
+    p = subprocess.run(["meson", "install", "-C", BUILD, "--destdir", dest, "--no-rebuild",
+                        "--quiet"], capture_output=True, text=True)
+    check(p.returncode == 0, f"meson install failed:\n{p.stdout}{p.stderr}")
+    pcs = glob.glob(os.path.join(dest, "**", "pkgconfig", "qsnap.pc"), recursive=True)
+    check(len(pcs) == 1, f"meson install wrote no qsnap.pc (or several): {pcs}")
+    env = {**os.environ, "PKG_CONFIG_PATH": os.path.dirname(pcs[0]),
+           "PKG_CONFIG_SYSROOT_DIR": dest}
+    return dest, env
+
+
+def pkg_config(env, *args):
+    p = subprocess.run(["pkg-config", *args, "qsnap"], env=env, capture_output=True, text=True)
+    check(p.returncode == 0, f"pkg-config {' '.join(args)} qsnap: {p.stderr.strip()}")
+    return p.stdout.strip()
+
+
+def installed_dir(env, dest, var):
+    """A directory the .pc file names, inside dest (PKG_CONFIG_SYSROOT_DIR
+    puts dest in front)."""
+    d = pkg_config(env, f"--variable={var}")
+    check(d.startswith(dest + "/"), f"pkg-config's {var} {d} is not inside {dest}")
+    return d
+
+
+def test_install_shared_library(t):
+    dest, env = install(t)
+    libdir = installed_dir(env, dest, "libdir")
+    includedir = installed_dir(env, dest, "includedir")
+    check(os.path.isfile(os.path.join(includedir, "qsnap.h")), f"no qsnap.h in {includedir}")
+    so = os.path.join(libdir, "libqsnap.so")
+    check(os.path.islink(so) and os.path.exists(so), f"no libqsnap.so link in {libdir}")
+    dyn = subprocess.run(["readelf", "-d", so], capture_output=True, text=True).stdout
+    m = re.search(r"\(SONAME\)\s+Library soname: \[(.*)\]", dyn)
+    check(m and m.group(1) == "libqsnap.so.0", f"SONAME: {m and m.group(1)}")
+    check(os.path.exists(os.path.join(libdir, "libqsnap.so.0")), "no libqsnap.so.0")
+    check(os.path.realpath(so).endswith(".so.0.1.0"), f"not versioned: {os.path.realpath(so)}")
+    # Only qsnap_* is exported (and the version node of libqsnap.map).
+    nm = subprocess.run(["nm", "-D", "--defined-only", so], capture_output=True, text=True)
+    check(nm.returncode == 0, nm.stderr)
+    syms = [line.split()[-1] for line in nm.stdout.splitlines() if line.strip()]
+    foreign = [s for s in syms if not s.startswith("qsnap_") and s != "QSNAP_0"]
+    check(not foreign, f"libqsnap.so exports more than qsnap_*: {foreign[:20]}")
+    # Every function qsnap.h declares is exported, and nothing else.
+    with open(os.path.join(ROOT, "include", "qsnap.h")) as f:
+        declared = set(re.findall(r"\b(qsnap_[a-z_]+)\(", f.read()))
+    exported = {s.split("@")[0] for s in syms if s.startswith("qsnap_")}
+    check(declared == exported, f"qsnap.h and the exports differ: only declared "
+          f"{sorted(declared - exported)}, only exported {sorted(exported - declared)}")
+    # The installed CLI runs on the installed library.
+    qsnap_bin = glob.glob(os.path.join(dest, "**", "bin", "qsnap"), recursive=True)
+    check(len(qsnap_bin) == 1, f"meson install put no qsnap in a bin/: {qsnap_bin}")
+    p = subprocess.run([qsnap_bin[0], "--version"], capture_output=True, text=True,
+                       env={**os.environ, "LD_LIBRARY_PATH": libdir})
+    check(p.returncode == 0 and p.stdout.startswith("qsnap "), f"installed qsnap: {p.stderr}")
+
+
+def test_embed_program(t):
+    dest, env = install(t)
+    libdir = installed_dir(env, dest, "libdir")
+    flags = pkg_config(env, "--cflags", "--libs").split()
+    exe = os.path.join(t.dir, "embed")
+    p = subprocess.run(["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o", exe,
+                        os.path.join(ROOT, "tests", "embed", "embed.c"), *flags],
+                       capture_output=True, text=True)
+    check(p.returncode == 0, f"embed.c does not build against the installed qsnap.h and "
+          f"libqsnap.so ({' '.join(flags)}):\n{p.stderr}")
+    run_env = {**os.environ, "LD_LIBRARY_PATH": libdir}
+    ldd = subprocess.run(["ldd", exe], env=run_env, capture_output=True, text=True).stdout
+    m = re.search(r"libqsnap\.so\.0 => (\S+)", ldd)
+    check(m and m.group(1).startswith(dest), f"embed does not load the installed copy: {ldd}")
+    base = os.path.join(t.dir, "base.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "64M")
+    vmdir = os.path.join(t.dir, "vm")
+    t.vms.append(Stopper(vmdir))
+    p = subprocess.run([exe, vmdir, base, os.path.join(GUEST, "vmlinuz"),
+                        os.path.join(GUEST, "initramfs.img"), ACCEL],
+                       env=run_env, capture_output=True, text=True, timeout=900)
+    check(p.returncode == 0 and "embed: all checks passed" in p.stdout,
+          f"embed exited {p.returncode}:\n{p.stdout}{p.stderr}")
+    # What the program made is an ordinary VM directory for the CLI.
+    snaps = [s["name"] for s in json.loads(qsnap("list", "--json", vmdir).stdout)]
+    check(snaps == ["one", "two"], f"qsnap list after the embedding program: {snaps}")
