@@ -171,7 +171,12 @@ static void relay(int guest, int listener, int log)
 		if (typed.len && !buf_flush(&typed, guest))
 			break;
 	}
-	/* The socket's name stays: the next QEMU's relay binds it anew. */
+	/* No new client first, then the clients read end-of-file: one that
+	 * connects again reaches the next QEMU's relay, never this one. The
+	 * socket's name stays: the next relay binds it anew. */
+	close(listener);
+	for (size_t i = 0; i < n_clients; i++)
+		close(clients[i].fd);
 }
 
 static int console_addr(const char *dir, struct sockaddr_un *sa, qsnap_error *err)
@@ -291,9 +296,9 @@ int qsnap_console_connect(const char *dir, int timeout_ms, qsnap_error *err)
 				    strerror(errno));
 		if (now_ms() >= deadline)
 			return qerr(err, ENOTCONN,
-				    "%s: no console is listening: the VM is not running "
-				    "(start it with 'qsnap start %s')",
-				    sa.sun_path, dir);
+				    "%s: no console is listening: the VM is not running, or %s "
+				    "is no VM directory (see qsnap status %s)",
+				    sa.sun_path, dir, dir);
 		sleep_ms(20);
 	}
 }

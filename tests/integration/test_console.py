@@ -145,3 +145,53 @@ def test_console_after_restore(t):
         typist.type(n)
     typist.check_all_arrived("after restore")
     check(vm.sh('echo "$X"') == "saved", "the restore did not bring back the saved shell")
+
+
+def test_qsnap_console_across_restores(t):
+    """`qsnap console --reconnect` as a runner's one console for a whole run:
+    it goes on with the next QEMU after every restore."""
+    vm = t.vm(memory="256M")
+    vm.boot()
+    vm.sh("X=saved")
+    vm.save("s1")
+    vm.serial.close()
+    vm.serial = None
+    con = subprocess.Popen([QSNAP, "console", "--reconnect", vm.dir], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        serial = Serial.__new__(Serial)
+        serial.buf, serial.n = b"", 0
+
+        class Pipe:
+            """The console process's stdin and stdout as one socket-like end."""
+
+            def sendall(self, data):
+                con.stdin.write(data)
+                con.stdin.flush()
+
+            def settimeout(self, s):
+                self.timeout = s
+
+            def recv(self, n):
+                import select
+                r, _, _ = select.select([con.stdout], [], [], self.timeout)
+                if not r:
+                    raise socket.timeout()
+                return os.read(con.stdout.fileno(), n)
+
+        serial.sock = Pipe()
+        for round in range(3):
+            serial.sh(f"X=changed{round}")
+            qsnap("restore", vm.dir, "s1")
+            typist = Typist(serial, path=f"/tmp/typed{round}")
+            for n in (300, 40, 700):
+                typist.type(n)
+            typist.check_all_arrived(f"qsnap console after restore {round + 1}")
+            check(serial.sh('echo "$X"') == "saved",
+                  f"restore {round + 1}: the console does not talk to the restored guest")
+        check(con.poll() is None, "qsnap console ended")
+    finally:
+        con.stdin.close()
+        con.wait(timeout=30)
+    err = con.stderr.read().decode()
+    check(err.count("connected again") == 3, f"qsnap console said: {err}")
