@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Driving QEMU's migration to and from a file descriptor. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -77,14 +78,39 @@ static char *source_error(struct qmp *q)
 	return xstrdup(desc ? desc : "no details");
 }
 
+/* Does QEMU still hold the yank instance of a migration? */
+static bool migration_yank_registered(struct qmp *q)
+{
+	_cleanup_json_ json_object *list = NULL;
+	qsnap_error e2;
+
+	if (!caps_command(q, "query-yank") ||
+	    qmp_execute(q, "query-yank", NULL, &list, 5000, &e2) < 0)
+		return false;
+	for (size_t i = 0; json_object_is_type(list, json_type_array) &&
+			   i < json_object_array_length(list);
+	     i++) {
+		const char *type = jstr(json_object_array_get_idx(list, i), "type");
+
+		if (type && !strcmp(type, "migration"))
+			return true;
+	}
+	return false;
+}
+
 /* QEMU sends the MIGRATION event that ends an outgoing migration before it
  * leaves the run state finish-migrate, and refuses "cont" until it has
  * ("Migration is not finalized yet"): on a fast disk qsnap got there first.
- * Wait (briefly) until QEMU has settled. */
+ * And it unregisters the migration's yank instance only in its cleanup
+ * after that event: a migrate within ~5 ms of a finished background
+ * snapshot failed with "duplicate yank instance" and stayed stuck until
+ * migrate_cancel (QEMU 10.0.2). Wait (briefly) until QEMU has settled. */
 static void source_settle(struct qmp *q)
 {
 	int64_t deadline = now_ms() + 10000;
 
+	while (now_ms() < deadline && migration_yank_registered(q))
+		sleep_ms(2);
 	while (now_ms() < deadline) {
 		_cleanup_json_ json_object *st = NULL;
 		qsnap_error e2;
@@ -120,14 +146,36 @@ void migrate_end(struct qmp *q)
 	source_settle(q);
 }
 
+/* A live save stopped the guest for the disks' cut. QEMU 7.2 resumes it
+ * itself once the device state is saved; QEMU >= 9.0 puts it back into the
+ * run state it had when the migration began (paused), so qsnap sends cont,
+ * but only once RAM pages flow: a cont before QEMU has saved the device
+ * state is racy (QEMU stops the guest again and saves a later state,
+ * seen on 10.0.2). Returns true when the guest runs (or cannot be made to). */
+static bool live_resume(struct qmp *q, json_object *info, bool done, qsnap_error *err)
+{
+	_cleanup_json_ json_object *st = NULL;
+	json_object *ram = jobj(info, "ram");
+
+	if (!done && jint(ram, "normal", 0) + jint(ram, "duplicate", 0) <= 0)
+		return false;
+	if (qmp_execute(q, "query-status", NULL, &st, 5000, err) < 0)
+		return true;
+	if (jbool(st, "running", false))
+		return true;
+	qmp_execute(q, "cont", NULL, NULL, 5000, err);
+	return true;
+}
+
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 {
 	int64_t t0 = now_ms(), deadline = t0 + (int64_t)w->timeout_s * 1000;
 	uint64_t total = w->total;
+	bool to_resume = w->live && !w->incoming;
 
 	for (;;) {
 		_cleanup_json_ json_object *ev = NULL;
-		int r = qmp_wait_event(q, "MIGRATION", &ev, POLL_MS, err);
+		int r = qmp_wait_event(q, "MIGRATION", &ev, to_resume ? 2 : POLL_MS, err);
 
 		if (r == 0) {
 			const char *status = jstr(jobj(ev, "data"), "status");
@@ -139,6 +187,10 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 
 				if (!w->incoming)
 					source_settle(q);
+				if (to_resume) {
+					qsnap_error e2;
+					live_resume(q, NULL, true, &e2);
+				}
 				report(w, done, total > done ? total : done, t0, true);
 				return 0;
 			}
@@ -149,6 +201,10 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 
 				if (!w->incoming)
 					source_settle(q);
+				if (to_resume) {
+					qsnap_error e2;
+					live_resume(q, NULL, true, &e2);
+				}
 				return qerr(err, EIO, "migration %s: %s", status, why);
 			}
 			continue;
@@ -164,6 +220,8 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 
 				if (t > 0)
 					total = (uint64_t)t;
+				if (to_resume && live_resume(q, info, false, err))
+					to_resume = false;
 			}
 		}
 		report(w, done_bytes(w), total, t0, false);
@@ -182,13 +240,66 @@ int migrate_pass_fd(struct qmp *q, const char *name, int fd, qsnap_error *err)
 			      NULL, 0, err);
 }
 
-int migrate_run(struct qmp *q, const char *fdname, const struct mig_wait *w, qsnap_error *err)
+int migrate_pass(struct qmp *q, const char *name, int fd, bool file, struct mig_target *t,
+		 qsnap_error *err)
 {
-	_cleanup_free_ char *uri = xasprintf("fd:%s", fdname);
+	_cleanup_json_ json_object *ret = NULL;
+	int r;
+
+	*t = (struct mig_target){.fdset = -1};
+	if (!file || !caps_file_uri(q)) {
+		r = migrate_pass_fd(q, name, fd, err);
+		if (r < 0)
+			return r;
+		snprintf(t->name, sizeof(t->name), "%s", name);
+		snprintf(t->uri, sizeof(t->uri), "fd:%s", name);
+		return 0;
+	}
+	/* QEMU dups an fd of the set whose access mode (and O_DIRECT, 9.1+)
+	 * matches the open it does for the URI: O_WRONLY to save, O_RDONLY to
+	 * load (QEMU 10.0). */
+	r = qmp_execute_fd(q, "add-fd", jbuild("opaque", json_object_new_string(name), NULL), fd,
+			   &ret, 0, err);
+	if (r < 0)
+		return r;
+	t->fdset = jint(ret, "fdset-id", -1);
+	if (t->fdset < 0)
+		return qerr(err, EPROTO, "QEMU's add-fd gave no fdset-id");
+	snprintf(t->uri, sizeof(t->uri), "file:/dev/fdset/%lld", (long long)t->fdset);
+	return 0;
+}
+
+void migrate_release(struct qmp *q, struct mig_target *t)
+{
+	qsnap_error e2;
+
+	if (t->fdset >= 0)
+		qmp_execute(q, "remove-fd", jbuild("fdset-id", json_object_new_int64(t->fdset), NULL),
+			    NULL, 0, &e2);
+	else if (t->name[0])
+		qmp_execute(q, "closefd", jbuild("fdname", json_object_new_string(t->name), NULL),
+			    NULL, 0, &e2);
+	*t = (struct mig_target){.fdset = -1};
+}
+
+int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait *w,
+		qsnap_error *err)
+{
 	int r;
 
 	qmp_drop_events(q, "MIGRATION");
+	if (!w->incoming)
+		source_settle(q);
 	r = qmp_execute(q, w->incoming ? "migrate-incoming" : "migrate",
-			jbuild("uri", json_object_new_string(uri), NULL), NULL, 0, err);
+			jbuild("uri", json_object_new_string(t->uri), NULL), NULL, 0, err);
+	if (r < 0 && !w->incoming && strstr(err->msg, "yank")) {
+		/* The failed migrate leaves QEMU's migration stuck until
+		 * migrate_cancel (QEMU 10.0.2): never leave it so. */
+		migrate_end(q);
+		r = qmp_execute(q, "migrate", jbuild("uri", json_object_new_string(t->uri), NULL),
+				NULL, 0, err);
+		if (r < 0)
+			migrate_end(q);
+	}
 	return r < 0 ? r : migrate_wait(q, w, err);
 }

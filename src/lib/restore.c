@@ -157,6 +157,7 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	_cleanup_close_ int fd = -1, qemu_fd = -1;
 	_cleanup_free_ char *ram = NULL, *vmstate = NULL;
 	struct pump *pump = NULL;
+	struct mig_target tgt;
 	struct launch l = {.incoming = true, .timeout = 60};
 	struct snapshot *s;
 	struct stat st;
@@ -220,12 +221,12 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 		if (r < 0)
 			goto fail;
 	}
-	r = migrate_pass_fd(q, INCOMING_FD_NAME, pump ? qemu_fd : fd, err);
+	r = migrate_pass(q, INCOMING_FD_NAME, pump ? qemu_fd : fd, !pump, &tgt, err);
 	closep(&qemu_fd);
 	if (r < 0)
 		goto fail;
 	fstat(fd, &st);
-	r = migrate_run(q, INCOMING_FD_NAME,
+	r = migrate_run(q, &tgt,
 			 &(struct mig_wait){
 				 .incoming = true,
 				 .timeout_s = opts->timeout > 0 ? opts->timeout : DEFAULT_RESTORE_TIMEOUT,
@@ -239,6 +240,7 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 			 err);
 	if (r < 0)
 		goto fail;
+	migrate_release(q, &tgt);
 	r = pump_finish(TAKE_PTR(pump), err);
 	if (r < 0)
 		goto fail;

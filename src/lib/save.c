@@ -366,6 +366,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	_cleanup_free_ char *stage = NULL, *checksum = NULL;
 	struct pump *pump = NULL;
 	struct checksum_follow *sum = NULL;
+	struct mig_target tgt = {.fdset = -1};
 	bool fd_passed = false;
 	struct cut *cuts = NULL;
 	size_t n = 0;
@@ -467,6 +468,14 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 				goto undo;
 		} else {
 			sum = checksum_follow_start(fd);
+			/* QEMU's own handle (file: wants it O_WRONLY); its offset
+			 * is the save's progress. */
+			qemu_fd = openat(vm->dirfd, path, O_WRONLY | O_CLOEXEC);
+			if (qemu_fd < 0) {
+				r = qerr(err, errno, "cannot open %s/%s: %s", vm->dir, path,
+					 strerror(errno));
+				goto undo;
+			}
 		}
 	}
 	/* The new layers become active in state.json before QEMU switches to
@@ -491,20 +500,22 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (r < 0)
 		goto undo;
 	switched = true;
-	r = migrate_pass_fd(q, MIGRATE_FD_NAME, pump ? qemu_fd : fd, err);
+	r = migrate_pass(q, MIGRATE_FD_NAME, qemu_fd, !pump, &tgt, err);
 	if (r < 0)
 		goto undo;
 	fd_passed = true;
 	/* QEMU holds the pipe's write end now; ours would keep it open. */
-	closep(&qemu_fd);
-	r = migrate_run(q, MIGRATE_FD_NAME,
+	if (pump)
+		closep(&qemu_fd);
+	r = migrate_run(q, &tgt,
 			 &(struct mig_wait){
 				 .timeout_s = opts->timeout > 0 ? opts->timeout : DEFAULT_SAVE_TIMEOUT,
 				 .phase = "save",
 				 .progress = opts->progress,
 				 .userdata = opts->userdata,
-				 .fd = fd,
+				 .fd = pump ? fd : qemu_fd,
 				 .pump = pump,
+				 .live = live,
 			 },
 			 err);
 	if (r < 0) {
@@ -513,13 +524,14 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 		/* QEMU saw only a broken pipe; our side knows why (a full disk).
 		 * A migration that never started leaves QEMU holding the pipe. */
 		if (pump && vm_qemu_alive(vm))
-			qmp_execute(q, "closefd",
-				    jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL), NULL,
-				    0, &e2);
+			migrate_release(q, &tgt);
 		if (pump && pump_finish(TAKE_PTR(pump), &e2) < 0)
 			qerr(err, e2.code, "%s", e2.msg);
 		goto undo;
 	}
+	migrate_release(q, &tgt);
+	fd_passed = false;
+	closep(&qemu_fd);
 	if (pump)
 		r = pump_finish_checksum(TAKE_PTR(pump), &checksum, err);
 	else
@@ -607,9 +619,7 @@ undo:
 		/* QEMU lets go of the fd it was given: then the pump ends. */
 		closep(&qemu_fd);
 		if (alive && fd_passed)
-			qmp_execute(q, "closefd",
-				    jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL), NULL,
-				    0, &e2);
+			migrate_release(q, &tgt);
 		pump_finish(TAKE_PTR(pump), &e2);
 		checksum_follow_cancel(TAKE_PTR(sum));
 		if (stage)

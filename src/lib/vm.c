@@ -48,9 +48,10 @@ int vm_write_state(qsnap_vm *vm, qsnap_error *err)
 }
 
 /* Find out the format of an image with qemu-img. */
-static int image_format(const char *path, char **ret_format, qsnap_error *err)
+static int image_format(const char *qemu, const char *path, char **ret_format, qsnap_error *err)
 {
-	char *argv[] = {"qemu-img", "info", "-U", "--output=json", (char *)path, NULL};
+	_cleanup_free_ char *img = qemu_img_for(qemu);
+	char *argv[] = {img, "info", "-U", "--output=json", (char *)path, NULL};
 	_cleanup_free_ char *out = NULL;
 	_cleanup_json_ json_object *o = NULL;
 	const char *fmt;
@@ -72,7 +73,7 @@ static int check_drive_formats(qsnap_def *def, qsnap_error *err)
 	for (size_t i = 0; i < def->n_drives; i++) {
 		qsnap_drive_def *d = &def->drives[i];
 		_cleanup_free_ char *fmt = NULL;
-		int r = image_format(d->path, &fmt, err);
+		int r = image_format(def->qemu, d->path, &fmt, err);
 
 		if (r == -ENOENT) /* qemu-img itself is missing: the message says so */
 			return r;
@@ -524,7 +525,14 @@ static int vm_qmp_connect(qsnap_vm *vm, int timeout_ms, qsnap_error *err)
 {
 	_cleanup_free_ char *path = qmp_socket_path(vm);
 
-	return qmp_connect(path, timeout_ms, vm->st.qemu_pid, vm->st.qemu_start, &vm->qmp, err);
+	int r = qmp_connect(path, timeout_ms, vm->st.qemu_pid, vm->st.qemu_start, &vm->qmp, err);
+
+	if (r < 0)
+		return r;
+	r = caps_learn(vm->qmp, err);
+	if (r < 0)
+		vm_qmp_close(vm);
+	return r;
 }
 
 int vm_qmp(qsnap_vm *vm, struct qmp **ret, qsnap_error *err)
