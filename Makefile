@@ -4,7 +4,7 @@
 BUILD ?= build
 GUEST := $(BUILD)/guest
 
-.PHONY: all build bootstrap guest demo check bench bench-quick clean
+.PHONY: all build bootstrap guest qemu10 demo check bench bench-quick clean
 
 all: build
 
@@ -18,11 +18,15 @@ build: bootstrap
 guest: bootstrap
 	@guest/build.sh $(GUEST)
 
+# QEMU 10.0.2 beside the system's 7.2 (build/qemu10), for tests and bench.
+qemu10: bootstrap
+	@scripts/qemu10 $(BUILD)/qemu10 >/dev/null
+
 demo: build guest
 	@scripts/demo
 
 check: BOOTSTRAP_FOR = check
-check: build guest
+check: build guest qemu10
 	@tests/run
 
 bench: BOOTSTRAP_FOR = bench
