@@ -93,3 +93,68 @@ const char *caps_version(struct qmp *q)
 {
 	return qmp_caps(q)->known ? qmp_caps(q)->version : "";
 }
+
+int caps_has_machine(struct qmp *q, const char *name, bool *ret, qsnap_error *err)
+{
+	_cleanup_json_ json_object *list = NULL;
+	int r = qmp_execute(q, "query-machines", NULL, &list, 0, err);
+
+	if (r < 0)
+		return r;
+	*ret = false;
+	for (size_t i = 0; json_object_is_type(list, json_type_array) &&
+			   i < json_object_array_length(list);
+	     i++) {
+		const char *n = jstr(json_object_array_get_idx(list, i), "name");
+
+		if (n && !strcmp(n, name))
+			*ret = true;
+	}
+	return 0;
+}
+
+int caps_resolve_machine(struct qmp *q, const char *want, char **ret, qsnap_error *err)
+{
+	_cleanup_json_ json_object *list = NULL;
+	int r = qmp_execute(q, "query-machines", NULL, &list, 0, err);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; json_object_is_type(list, json_type_array) &&
+			   i < json_object_array_length(list);
+	     i++) {
+		json_object *m = json_object_array_get_idx(list, i);
+		const char *name = jstr(m, "name"), *alias = jstr(m, "alias");
+
+		if (!name)
+			continue;
+		/* On 7.2 and 10.0 the entry of the versioned type carries the
+		 * alias ("pc" -> pc-i440fx-7.2) and is-default. */
+		if (want ? (!strcmp(name, want) || (alias && !strcmp(alias, want)))
+			 : jbool(m, "is-default", false)) {
+			*ret = xstrdup(name);
+			return 0;
+		}
+	}
+	if (want) {
+		*ret = xstrdup(want);
+		return 0;
+	}
+	return qerr(err, ENOENT, "QEMU names no default machine type: set one with --machine");
+}
+
+int qemu_has_machine(const char *qemu, const char *machine, bool *ret, qsnap_error *err)
+{
+	char *argv[] = {(char *)(qemu ? qemu : "qemu-system-x86_64"), "-machine", "help", NULL};
+	_cleanup_free_ char *out = NULL;
+	size_t len = strlen(machine);
+	int r = run_program(NULL, argv, &out, err);
+
+	if (r < 0)
+		return r;
+	*ret = false;
+	for (const char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		if (!strncmp(l, machine, len) && (l[len] == ' ' || l[len] == '\n' || !l[len]))
+			*ret = true;
+	return 0;
+}

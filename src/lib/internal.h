@@ -163,7 +163,11 @@ struct launch {
 	const char *ram_file; /* guest RAM from this file; NULL: anonymous */
 	bool ram_share;	      /* MAP_SHARED (ours to copy) or copy-on-write */
 	bool readonly_disks;  /* inspecting a memory dump: change nothing */
+	const char *machine;  /* a snapshot's machine type; NULL: the VM's */
 };
+/* The machine type QEMU starts with when nothing else says: the versioned
+ * one recorded for vm.json's machine, else vm.json's (NULL: default). */
+const char *vm_machine(const qsnap_def *def, const struct state *st);
 int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err);
 /* Let the vCPUs run. */
 int vm_cont(qsnap_vm *vm, qsnap_error *err);
@@ -210,6 +214,14 @@ bool caps_command(struct qmp *q, const char *name);
 bool caps_file_uri(struct qmp *q);
 /* "10.0.2", or "" when unknown. */
 const char *caps_version(struct qmp *q);
+/* The versioned machine type want (NULL: QEMU's default; an alias such as
+ * pc or q35; a versioned type is kept as given) is on this QEMU. */
+int caps_resolve_machine(struct qmp *q, const char *want, char **ret, qsnap_error *err);
+/* Does the running QEMU have machine type name? */
+int caps_has_machine(struct qmp *q, const char *name, bool *ret, qsnap_error *err);
+/* Does the QEMU binary qemu (NULL: qemu-system-x86_64) have that machine
+ * type? Asked of the binary itself (-machine help), for a QEMU not running. */
+int qemu_has_machine(const char *qemu, const char *machine, bool *ret, qsnap_error *err);
 
 /* ---- migration (migrate.c) ---- */
 

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 #include "internal.h"
@@ -105,6 +106,50 @@ static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsna
 	return 0;
 }
 
+/* The snapshot loads only into the machine type it was saved with: a QEMU
+ * without it (one older than the snapshot's) is refused before the running
+ * VM is touched. The running QEMU is asked; a stopped VM's binary (unless
+ * it is the type this VM runs anyway) is asked with -machine help. */
+/* Is the running QEMU the binary vm.json names (it may have been edited)? */
+static bool running_binary_is_defs(qsnap_vm *vm)
+{
+	_cleanup_free_ char *exe = NULL, *prog = NULL, *link = NULL;
+	char real[PATH_MAX];
+	ssize_t n;
+
+	if (!vm_qemu_alive(vm))
+		return false;
+	prog = find_program(vm->def.qemu ? vm->def.qemu : "qemu-system-x86_64");
+	exe = xasprintf("/proc/%d/exe", (int)vm->st.qemu_pid);
+	link = xcalloc(1, PATH_MAX);
+	n = readlink(exe, link, PATH_MAX - 1);
+	return prog && n > 0 && realpath(prog, real) && !strcmp(real, link);
+}
+
+static int check_machine(qsnap_vm *vm, const struct snapshot *s, qsnap_error *err)
+{
+	struct qmp *q;
+	bool have = false;
+	int r;
+
+	if (!s->machine)
+		return 0;
+	if (running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0) {
+		if (vm->st.qemu_machine && !strcmp(vm->st.qemu_machine, s->machine))
+			return 0;
+		r = caps_has_machine(q, s->machine, &have, err);
+	} else {
+		r = qemu_has_machine(vm->def.qemu, s->machine, &have, err);
+	}
+	if (r < 0)
+		return r;
+	if (!have)
+		return qerr(err, ENOTSUP, "snapshot '%s' was saved on QEMU %s with machine type %s, which %s does not have: restore it with a QEMU that has it (\"qemu\" in vm.json)",
+			    s->name, s->qemu_version ? s->qemu_version : "(unknown)", s->machine,
+			    vm->def.qemu ? vm->def.qemu : "qemu-system-x86_64");
+	return 0;
+}
+
 /* Where the new QEMU's RAM comes from (see DESIGN.md, shared-RAM mode):
  * - a shared snapshot, lazily (or into a stream-mode VM): the snapshot's
  *   RAM file mapped copy-on-write, never written;
@@ -170,6 +215,10 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	r = check_files(vm, s, &fd, err);
 	if (r < 0)
 		return r;
+	r = check_machine(vm, s, err);
+	if (r < 0)
+		return r;
+	l.machine = s->machine;
 	r = vm_kill_qemu(vm, 0, err);
 	if (r < 0)
 		return r;

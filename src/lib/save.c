@@ -116,7 +116,9 @@ static int write_meta(qsnap_vm *vm, const char *dir, const struct snapshot *s, q
 		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
 		   json_object_new_int64((int64_t)s->vmstate_size), "compressed",
 		   json_object_new_boolean(s->compressed), "vmstate_checksum",
-		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL, "memory",
+		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL,
+		   "qemu_version", s->qemu_version ? json_object_new_string(s->qemu_version) : NULL,
+		   "machine", s->machine ? json_object_new_string(s->machine) : NULL, "memory",
 		   json_object_new_int64((int64_t)vm->def.memory), "drives", drives, NULL);
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						      JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -314,6 +316,8 @@ static int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opt
 		.vmstate_size = src->vmstate_size,
 		.compressed = src->compressed,
 		.vmstate_checksum = xstrdup_or_null(src->vmstate_checksum),
+		.qemu_version = xstrdup_or_null(src->qemu_version),
+		.machine = xstrdup_or_null(src->machine),
 		.drives = xcalloc(src->n_drives, sizeof(struct snap_drive)),
 	};
 	for (size_t i = 0; i < src->n_drives; i++) {
@@ -576,6 +580,8 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			.vmstate_size = (uint64_t)stt.st_size,
 			.compressed = opts->compress > 0,
 			.vmstate_checksum = TAKE_PTR(checksum),
+			.qemu_version = *caps_version(q) ? xstrdup(caps_version(q)) : NULL,
+			.machine = xstrdup_or_null(vm->st.qemu_machine),
 			.drives = xcalloc(n, sizeof(struct snap_drive)),
 		};
 		for (size_t i = 0; i < n; i++) {

@@ -430,6 +430,7 @@ void vm_forget_qemu(qsnap_vm *vm)
 	vm->st.qemu_pid = 0;
 	vm->st.qemu_start = 0;
 	free(TAKE_PTR(vm->st.postmigrate));
+	free(TAKE_PTR(vm->st.qemu_machine));
 	vm->st.inspect = false;
 	vm_drop_ram(vm);
 }
@@ -586,6 +587,31 @@ int vm_query_status(qsnap_vm *vm, char **ret_status, bool *ret_running, qsnap_er
 	return 0;
 }
 
+/* The first start records the versioned machine type vm.json's machine
+ * resolves to (pc -> pc-i440fx-7.2 on QEMU 7.2), and the running QEMU's
+ * type; a snapshot saved now then loads on a later QEMU too (QEMU 10.0
+ * still has pc-i440fx-7.2). */
+static int record_machine(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
+{
+	const char *from = vm->def.machine ? vm->def.machine : "";
+	const char *type = l->machine ? l->machine : vm_machine(&vm->def, &vm->st);
+	_cleanup_free_ char *resolved = NULL;
+	int r;
+
+	r = caps_resolve_machine(vm->qmp, type, &resolved, err);
+	if (r < 0)
+		return r;
+	free(vm->st.qemu_machine);
+	vm->st.qemu_machine = xstrdup(resolved);
+	if (!vm->st.machine || !vm->st.machine_for || strcmp(vm->st.machine_for, from)) {
+		free(vm->st.machine);
+		free(vm->st.machine_for);
+		vm->st.machine = TAKE_PTR(resolved);
+		vm->st.machine_for = xstrdup(from);
+	}
+	return vm_write_state(vm, err);
+}
+
 int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 {
 	char **argv = NULL;
@@ -637,7 +663,7 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 		vm_kill_qemu(vm, 1, &e2);
 		return vm_err_qemu_log(vm, err);
 	}
-	return 0;
+	return record_machine(vm, l, err);
 }
 
 int vm_kill_qemu(qsnap_vm *vm, int timeout, qsnap_error *err)

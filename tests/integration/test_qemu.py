@@ -1,9 +1,11 @@
 """What qsnap learns from the QEMU it runs, and what QEMU says about it."""
 
+import json
 import os
 import re
+import shutil
 
-from harness import QEMU, check, qsnap
+from harness import QEMU, ROOT, check, qsnap
 from test_snapshots import fill_guest, guest_view
 
 
@@ -34,3 +36,60 @@ def test_no_deprecation_warnings(t):
     log = qemu_log(vm)
     bad = [l for l in log.splitlines() if re.search(r"deprecat|warning", l, re.I)]
     check(not bad, f"QEMU ({QEMU or 'the system QEMU'}) warned:\n" + "\n".join(bad))
+
+
+SYSTEM_QEMU = shutil.which("qemu-system-x86_64")
+QEMU10 = os.path.join(ROOT, "build", "qemu10", "usr", "bin", "qemu-system-x86_64")
+
+
+def set_qemu(vm, binary):
+    """What a user does after a QEMU upgrade: vm.json names the new QEMU."""
+    with open(vm.path("vm.json")) as f:
+        d = json.load(f)
+    d["qemu"] = binary
+    with open(vm.path("vm.json"), "w") as f:
+        json.dump(d, f, indent=2)
+
+
+def test_snapshots_survive_a_qemu_upgrade(t):
+    """On the system's QEMU (7.2): stream, shared-RAM and live snapshots
+    restore on QEMU 10 (the VM keeps its versioned machine type). On QEMU
+    10: a snapshot of 10's machine type is refused by 7.2 with a clear
+    error, before the running VM is touched."""
+    check(os.path.exists(QEMU10), f"{QEMU10} is missing: run scripts/qemu10")
+    old, new = (QEMU10, SYSTEM_QEMU) if QEMU else (SYSTEM_QEMU, QEMU10)
+    vm = t.vm(extra_init=["--ram-mode", "shared", "--qemu", old])
+    vm.boot()
+    machine = vm.state()["machine"]["type"]
+    check(re.fullmatch(r"pc-i440fx-\d+\.\d+", machine), f"no versioned machine type: {machine}")
+    saved = {}
+    saved["shared"] = fill_guest(vm, "shared", mib=4)
+    vm.save("shared")
+    saved["live"] = fill_guest(vm, "live", mib=4)
+    vm.save("live", "--live")
+    vm.restore("shared", "--lazy")
+    saved["stream"] = fill_guest(vm, "stream", mib=4)
+    p = vm.save("stream")
+    check("stream" in p.stdout, p.stdout)
+    with open(vm.path("snapshots", "stream", "meta.json")) as f:
+        meta = json.load(f)
+    check(meta.get("machine") == machine and meta.get("qemu_version"),
+          f"meta.json does not record QEMU and machine type: {meta}")
+    set_qemu(vm, new)
+    if QEMU:
+        # 7.2 has no pc-i440fx-10.0.
+        before = vm.state()
+        p = qsnap("restore", vm.dir, "stream", ok=False)
+        check(p.returncode == 1 and machine in p.stderr and "QEMU 10" in p.stderr, p.stderr)
+        check(vm.state() == before, "the refused restore changed state.json")
+        check(vm.sh('echo "$X"') == saved["stream"]["x"], "the refused restore touched the VM")
+        return
+    for name in ("stream", "shared", "live"):
+        vm.restore(name)
+        check(guest_view(vm) == saved[name], f"snapshot {name} from QEMU 7.2 restored wrong on 10")
+        check(vm.status()["state"] == "running", "not running after the restore")
+    # A cold start on 10 keeps the recorded machine type, so later
+    # snapshots stay loadable on either.
+    vm.stop()
+    vm.boot()
+    check(vm.state()["qemu"]["machine"] == machine, "a cold start on 10 changed the machine type")
