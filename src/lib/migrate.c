@@ -195,9 +195,12 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 				return 0;
 			}
 			if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
-				_cleanup_free_ char *why =
-					w->incoming ? xstrdup("QEMU could not load the state")
-						    : source_error(q);
+				_cleanup_free_ char *why = source_error(q);
+
+				if (w->incoming && !strcmp(why, "no details")) {
+					free(why);
+					why = xstrdup("QEMU could not load the state");
+				}
 
 				if (!w->incoming)
 					source_settle(q);
@@ -290,8 +293,23 @@ int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait
 	qmp_drop_events(q, "MIGRATION");
 	if (!w->incoming)
 		source_settle(q);
-	r = qmp_execute(q, w->incoming ? "migrate-incoming" : "migrate",
-			jbuild("uri", json_object_new_string(t->uri), NULL), NULL, 0, err);
+	if (w->incoming) {
+		/* QEMU >= 9.1 can stay up after a failed load (exit-on-error
+		 * false) and say why in query-migrate; older ones do not know
+		 * the argument ("Parameter 'exit-on-error' is unexpected") and
+		 * exit, their reason in qemu.log. */
+		r = qmp_execute(q, "migrate-incoming",
+				jbuild("uri", json_object_new_string(t->uri), "exit-on-error",
+				       json_object_new_boolean(false), NULL),
+				NULL, 0, err);
+		if (r < 0 && strstr(err->msg, "exit-on-error"))
+			r = qmp_execute(q, "migrate-incoming",
+					jbuild("uri", json_object_new_string(t->uri), NULL), NULL, 0,
+					err);
+		return r < 0 ? r : migrate_wait(q, w, err);
+	}
+	r = qmp_execute(q, "migrate", jbuild("uri", json_object_new_string(t->uri), NULL), NULL, 0,
+			err);
 	if (r < 0 && !w->incoming && strstr(err->msg, "yank")) {
 		/* The failed migrate leaves QEMU's migration stuck until
 		 * migrate_cancel (QEMU 10.0.2): never leave it so. */

@@ -203,6 +203,7 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	_cleanup_free_ char *ram = NULL, *vmstate = NULL;
 	struct pump *pump = NULL;
 	struct mig_target tgt;
+	bool migrating = false;
 	struct launch l = {.incoming = true, .timeout = 60};
 	struct snapshot *s;
 	struct stat st;
@@ -275,6 +276,7 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	if (r < 0)
 		goto fail;
 	fstat(fd, &st);
+	migrating = true;
 	r = migrate_run(q, &tgt,
 			 &(struct mig_wait){
 				 .incoming = true,
@@ -310,7 +312,11 @@ fail:
 		/* A damaged compressed file says so more clearly than QEMU. */
 		if (pump && pump_finish(TAKE_PTR(pump), &e2) < 0)
 			qerr(err, e2.code, "%s", e2.msg);
-		if (died)
+		/* QEMU that stays up after a failed load (exit-on-error off) logs
+		 * more than query-migrate says ("error while loading state
+		 * section id 2(ram)" against "load of migration failed: Invalid
+		 * argument", QEMU 10.0.2). */
+		if (died || migrating)
 			vm_err_qemu_log(vm, err);
 		return qerr_prefix(err, "restoring '%s' failed; the VM is stopped", name);
 	}

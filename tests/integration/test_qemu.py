@@ -93,3 +93,27 @@ def test_snapshots_survive_a_qemu_upgrade(t):
     vm.stop()
     vm.boot()
     check(vm.state()["qemu"]["machine"] == machine, "a cold start on 10 changed the machine type")
+
+
+def test_restore_failure_says_why(t):
+    """A machine state that is damaged inside (size and header intact):
+    QEMU's own reason for refusing it reaches the user (QEMU >= 9.1 reports
+    it in query-migrate and stays up; older ones in qemu.log), and the
+    other snapshots still restore."""
+    vm = t.vm()
+    vm.boot()
+    saved = fill_guest(vm, "good", mib=4)
+    vm.save("good")
+    vm.save("bad")
+    path = vm.path("snapshots", "bad", "vmstate")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        f.write(b"\xa5" * (size // 4))
+    p = qsnap("restore", vm.dir, "bad", ok=False)
+    check(p.returncode == 1 and "restoring 'bad' failed" in p.stderr,
+          f"exit {p.returncode}: {p.stdout} {p.stderr}")
+    check("load of migration failed" in p.stderr and "section" in p.stderr,
+          f"QEMU's reason is not in the error: {p.stderr}")
+    vm.restore("good")
+    check(guest_view(vm) == saved, "the good snapshot restored wrong")
