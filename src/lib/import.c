@@ -97,6 +97,11 @@ static struct mfile *find_mfile(struct import *im, const char *path)
 	return NULL;
 }
 
+static bool all_zero(const char *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
+}
+
 static int parse_manifest(struct import *im, const char *text, qsnap_error *err)
 {
 	_cleanup_json_ json_object *o = json_tokener_parse(text);
@@ -194,7 +199,14 @@ static int read_entry(struct import *im, struct archive *a, struct mfile *mf, ch
 			break;
 		}
 		hasher_update(&h, at, (size_t)n);
-		if (dst) {
+		/* Zeros stay holes: a mapped-ram machine state or a RAM file is
+		 * as long as the guest's RAM and mostly holes. */
+		if (dst && all_zero(at, (size_t)n)) {
+			if (lseek(fd, n, SEEK_CUR) < 0) {
+				r = qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
+				break;
+			}
+		} else if (dst) {
 			for (la_ssize_t off = 0; off < n;) {
 				ssize_t w = write(fd, at + off, (size_t)(n - off));
 
@@ -213,6 +225,8 @@ static int read_entry(struct import *im, struct archive *a, struct mfile *mf, ch
 		report(im, false);
 	}
 done:
+	if (r == 0 && fd >= 0 && ftruncate(fd, (off_t)h.bytes) < 0)
+		r = qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
 	if (r < 0) {
 		hasher_free(&h);
 		return r;
@@ -459,6 +473,21 @@ static int build_vm(struct import *im, const char *stagedir, const char *final, 
 	s->was_running = im->was_running;
 	s->vmstate_size = vmstate->size;
 	s->vmstate_checksum = xstrdup(vmstate->checksum);
+	{
+		/* What the machine state needs to load: its format, QEMU
+		 * version and machine type (meta.json, checked by the manifest). */
+		_cleanup_json_ json_object *mo = im->meta ? json_tokener_parse(im->meta) : NULL;
+		const char *fmt = jstr(mo, "format");
+
+		if (fmt && strcmp(fmt, "mapped-ram")) {
+			r = qerr(err, EINVAL, "%s: the snapshot's machine state has an unknown format '%s'",
+				 im->input, fmt);
+			goto out;
+		}
+		s->format = xstrdup_or_null(fmt);
+		s->qemu_version = xstrdup_or_null(jstr(mo, "qemu_version"));
+		s->machine = xstrdup_or_null(jstr(mo, "machine"));
+	}
 	s->drives = xcalloc(def.n_drives, sizeof(*s->drives));
 	for (size_t i = 0; i < def.n_drives; i++) {
 		qsnap_drive_def *d = &def.drives[i];

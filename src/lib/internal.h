@@ -229,8 +229,13 @@ int qemu_has_machine(const char *qemu, const char *machine, bool *ret, qsnap_err
  * ignore_shared: leave shared RAM out of the stream (x-ignore-shared); the
  * loading end must say the same as the saving end did. background: a live
  * save (background-snapshot). */
-int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background,
+int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background, bool mapped,
 		  qsnap_error *err);
+/* mapped: the mapped-ram format (RAM pages at fixed offsets of a seekable
+ * file, written and read by multifd channels). Can this QEMU do it? */
+bool migrate_can_map(struct qmp *q);
+/* multifd channels: QSNAP_MULTIFD_CHANNELS, else the host's cores, at most 4. */
+unsigned migrate_channels(void);
 
 struct mig_wait {
 	bool incoming;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Driving QEMU's migration to and from a file descriptor. */
 #include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,25 +20,66 @@ static json_object *cap(const char *name, bool on)
 		      json_object_new_boolean(on), NULL);
 }
 
-int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background,
+unsigned migrate_channels(void)
+{
+	const char *env = getenv("QSNAP_MULTIFD_CHANNELS");
+	long n = env && *env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (env && *env && n >= 1 && n <= 64)
+		return (unsigned)n;
+	return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
+}
+
+bool migrate_can_map(struct qmp *q)
+{
+	/* mapped-ram (QEMU 9.0) writes each RAM page at its own offset of a
+	 * seekable file: file: only (fd: is refused), with multifd's
+	 * channels writing in parallel. */
+	return caps_migrate_cap(q, "mapped-ram") && caps_migrate_cap(q, "multifd") &&
+	       caps_migrate_param(q, "multifd-channels") && caps_file_uri(q);
+}
+
+int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background, bool mapped,
 		  qsnap_error *err)
 {
-	json_object *caps = json_object_new_array();
+	json_object *caps = json_object_new_array(), *params;
 	int r;
 
+	if (mapped && !migrate_can_map(q))
+		return qerr(err, ENOTSUP, "this QEMU (%s) has no mapped-ram migration (QEMU >= 9.0 has)",
+			    caps_version(q));
 	/* MIGRATION events tell us when it ends, at both ends. */
 	json_object_array_add(caps, cap("events", true));
 	/* Set either way: a QEMU keeps capabilities from its last migration. */
 	json_object_array_add(caps, cap("x-ignore-shared", ignore_shared));
 	if (!incoming)
 		json_object_array_add(caps, cap("background-snapshot", background));
+	/* Only the capabilities this QEMU has: setting an unknown one fails. */
+	if (caps_migrate_cap(q, "mapped-ram"))
+		json_object_array_add(caps, cap("mapped-ram", mapped));
+	if (caps_migrate_cap(q, "multifd"))
+		json_object_array_add(caps, cap("multifd", mapped));
 	r = qmp_execute(q, "migrate-set-capabilities", jbuild("capabilities", caps, NULL), NULL, 0,
 			err);
-	if (r < 0 || incoming)
+	if (r < 0)
 		return r;
-	return qmp_execute(q, "migrate-set-parameters",
-			   jbuild("max-bandwidth", json_object_new_int64(UNLIMITED_BANDWIDTH), NULL),
-			   NULL, 0, err);
+	params = json_object_new_object();
+	if (!incoming)
+		json_object_object_add(params, "max-bandwidth",
+				       json_object_new_int64(UNLIMITED_BANDWIDTH));
+	if (mapped)
+		json_object_object_add(params, "multifd-channels",
+				       json_object_new_int((int)migrate_channels()));
+	/* direct-io stays off: a restore then reads a recent snapshot from
+	 * the page cache, and QEMU 10.0.2 needs an O_DIRECT fd in the set
+	 * for it (it segfaults without one). */
+	if (caps_migrate_param(q, "direct-io"))
+		json_object_object_add(params, "direct-io", json_object_new_boolean(false));
+	if (!json_object_object_length(params)) {
+		json_object_put(params);
+		return 0;
+	}
+	return qmp_execute(q, "migrate-set-parameters", params, NULL, 0, err);
 }
 
 static void report(const struct mig_wait *w, uint64_t done, uint64_t total, int64_t t0,

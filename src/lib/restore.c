@@ -132,6 +132,11 @@ static int check_machine(qsnap_vm *vm, const struct snapshot *s, qsnap_error *er
 	bool have = false;
 	int r;
 
+	if (s->format && running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0 &&
+	    !migrate_can_map(q))
+		return qerr(err, ENOTSUP, "snapshot '%s' is in QEMU's %s format (saved on QEMU %s), which this QEMU (%s) cannot read: restore it with QEMU >= 9.0 (\"qemu\" in vm.json)",
+			    s->name, s->format, s->qemu_version ? s->qemu_version : "(unknown)",
+			    caps_version(q));
 	if (!s->machine)
 		return 0;
 	if (running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0) {
@@ -260,7 +265,7 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 		return qerr_prefix(err, "restoring '%s'", name);
 	}
 	q = vm->qmp;
-	r = migrate_setup(q, true, !strcmp(s->mode, "shared"), false, err);
+	r = migrate_setup(q, true, !strcmp(s->mode, "shared"), false, s->format != NULL, err);
 	if (r < 0)
 		goto fail;
 	/* QEMU reads a plain stream itself: measured here, reading it through

@@ -118,7 +118,8 @@ static int write_meta(qsnap_vm *vm, const char *dir, const struct snapshot *s, q
 		   json_object_new_boolean(s->compressed), "vmstate_checksum",
 		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL,
 		   "qemu_version", s->qemu_version ? json_object_new_string(s->qemu_version) : NULL,
-		   "machine", s->machine ? json_object_new_string(s->machine) : NULL, "memory",
+		   "machine", s->machine ? json_object_new_string(s->machine) : NULL, "format",
+		   s->format ? json_object_new_string(s->format) : NULL, "memory",
 		   json_object_new_int64((int64_t)vm->def.memory), "drives", drives, NULL);
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						      JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -318,6 +319,7 @@ static int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opt
 		.vmstate_checksum = xstrdup_or_null(src->vmstate_checksum),
 		.qemu_version = xstrdup_or_null(src->qemu_version),
 		.machine = xstrdup_or_null(src->machine),
+		.format = xstrdup_or_null(src->format),
 		.drives = xcalloc(src->n_drives, sizeof(struct snap_drive)),
 	};
 	for (size_t i = 0; i < src->n_drives; i++) {
@@ -374,7 +376,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	bool fd_passed = false;
 	struct cut *cuts = NULL;
 	size_t n = 0;
-	bool running = false, paused_here = false, switched = false, shared, live;
+	bool running = false, paused_here = false, switched = false, shared, live, mapped;
 	int64_t t0 = now_ms();
 	uint64_t ram_bytes = 0;
 	struct qmp *q;
@@ -448,7 +450,13 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	r = prepare_layers(vm, q, cuts, n, err);
 	if (r < 0)
 		goto undo;
-	r = migrate_setup(q, false, shared, live, err);
+	/* Uncompressed, non-live stream saves go in parallel where QEMU can
+	 * (mapped-ram + multifd). Not live: with background-snapshot QEMU
+	 * 10.0.2 wrote a mapped-ram file that does not load ("error while
+	 * loading state for instance 0x0 of device 'kvm-tpr-opt'"); not with
+	 * x-ignore-shared: that fails ("Bad address"). */
+	mapped = !opts->compress && !live && !shared && migrate_can_map(q);
+	r = migrate_setup(q, false, shared, live, mapped, err);
 	if (r < 0 && live)
 		qerr_prefix(err, "live save needs QEMU's background-snapshot (QEMU >= 6.0, userfaultfd write-protection in the kernel); save without --live");
 	if (r < 0)
@@ -471,7 +479,10 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			if (r < 0)
 				goto undo;
 		} else {
-			sum = checksum_follow_start(fd);
+			/* A mapped-ram file is written at random offsets: it is
+			 * hashed once it is complete. */
+			if (!mapped)
+				sum = checksum_follow_start(fd);
 			/* QEMU's own handle (file: wants it O_WRONLY); its offset
 			 * is the save's progress. */
 			qemu_fd = openat(vm->dirfd, path, O_WRONLY | O_CLOEXEC);
@@ -538,7 +549,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	closep(&qemu_fd);
 	if (pump)
 		r = pump_finish_checksum(TAKE_PTR(pump), &checksum, err);
-	else
+	else if (sum)
 		r = checksum_follow_finish(TAKE_PTR(sum), "the machine state", &checksum, err);
 	if (r < 0)
 		goto undo;
@@ -558,6 +569,11 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (fsync(fd) < 0 || fstat(fd, &stt) < 0) {
 		r = qerr(err, errno, "cannot sync the machine state: %s", strerror(errno));
 		goto undo;
+	}
+	if (mapped) {
+		r = checksum_fd(fd, "the machine state", &checksum, err);
+		if (r < 0)
+			goto undo;
 	}
 	if (stage) {
 		r = persist_ram(vm, stage, opts, err);
@@ -582,6 +598,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			.vmstate_checksum = TAKE_PTR(checksum),
 			.qemu_version = *caps_version(q) ? xstrdup(caps_version(q)) : NULL,
 			.machine = xstrdup_or_null(vm->st.qemu_machine),
+			.format = mapped ? xstrdup("mapped-ram") : NULL,
 			.drives = xcalloc(n, sizeof(struct snap_drive)),
 		};
 		for (size_t i = 0; i < n; i++) {

@@ -17,6 +17,7 @@ void snapshot_free(struct snapshot *s)
 	free(s->vmstate_checksum);
 	free(s->qemu_version);
 	free(s->machine);
+	free(s->format);
 	for (size_t i = 0; i < s->n_drives; i++) {
 		free(s->drives[i].drive);
 		free(s->drives[i].layer);
@@ -202,7 +203,9 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.vmstate_checksum = xstrdup_or_null(jstr(s, "vmstate_checksum"));
 		sn.qemu_version = xstrdup_or_null(jstr(s, "qemu_version"));
 		sn.machine = xstrdup_or_null(jstr(s, "machine"));
+		sn.format = xstrdup_or_null(jstr(s, "format"));
 		if ((strcmp(mode, "stream") && strcmp(mode, "shared")) ||
+		    (sn.format && strcmp(sn.format, "mapped-ram")) ||
 		    (sn.vmstate_checksum && !checksum_valid(sn.vmstate_checksum))) {
 			snapshot_free(&sn);
 			goto fail_snapshots;
@@ -312,6 +315,8 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 					       json_object_new_string(s->qemu_version));
 		if (s->machine)
 			json_object_object_add(so, "machine", json_object_new_string(s->machine));
+		if (s->format)
+			json_object_object_add(so, "format", json_object_new_string(s->format));
 		for (size_t j = 0; j < s->n_drives; j++)
 			json_object_object_add(drives, s->drives[j].drive,
 					       json_object_new_string(s->drives[j].layer));

@@ -37,6 +37,10 @@ struct snapshot {
 	 * older snapshots): it loads only into that machine type. */
 	char *qemu_version;
 	char *machine;
+	/* The vmstate's format: NULL for QEMU's plain stream, "mapped-ram"
+	 * for RAM at fixed offsets (a sparse file as long as the guest's RAM,
+	 * written by multifd channels; QEMU >= 9.0). */
+	char *format;
 	size_t n_drives;
 	struct snap_drive *drives;
 };

@@ -117,3 +117,54 @@ def test_restore_failure_says_why(t):
           f"QEMU's reason is not in the error: {p.stderr}")
     vm.restore("good")
     check(guest_view(vm) == saved, "the good snapshot restored wrong")
+
+
+def test_stream_format_per_qemu(t):
+    """A plain save is QEMU's mapped-ram format where QEMU has it (10:
+    a sparse file as long as the guest's RAM, written by multifd channels),
+    the sequential stream otherwise (7.2); compressed and live saves are
+    always the sequential stream. Each restores, verifies, and goes through
+    export and import."""
+    vm = t.vm(memory="256M")
+    vm.boot()
+    saved = fill_guest(vm, "m", mib=16)
+    vm.save("plain")
+    vm.save("zst", "--compress")
+    vm.save("live", "--live")
+    metas = {}
+    for s in ("plain", "zst", "live"):
+        with open(vm.path("snapshots", s, "meta.json")) as f:
+            metas[s] = json.load(f)
+    want = "mapped-ram" if QEMU else None
+    check(metas["plain"].get("format") == want, f"plain save format: {metas['plain']}")
+    check(metas["zst"].get("format") is None and metas["live"].get("format") is None,
+          f"compressed or live save not the plain stream: {metas}")
+    path = vm.path("snapshots", "plain", "vmstate")
+    st = os.stat(path)
+    if want:
+        check(st.st_size >= 256 << 20, f"mapped-ram file shorter than the RAM: {st.st_size}")
+        check(st.st_blocks * 512 < st.st_size // 2, "mapped-ram file is not sparse")
+    for s in ("plain", "zst", "live"):
+        vm.sh("X=changed")
+        vm.restore(s)
+        check(guest_view(vm) == saved, f"snapshot {s} restored wrong")
+    p = qsnap("verify", vm.dir)
+    check("all intact" in p.stdout, p.stdout)
+    tar = os.path.join(t.dir, "plain.tar")
+    qsnap("export", vm.dir, "plain", tar)
+    vm.stop()
+    dest = os.path.join(t.dir, "imported")
+    qsnap("import", dest, tar)
+    st2 = os.stat(os.path.join(dest, "snapshots", "plain", "vmstate"))
+    check(st2.st_size == st.st_size, "import changed the machine state's size")
+    check(not want or st2.st_blocks * 512 < st2.st_size * 3 // 4,
+          f"import filled the mapped-ram file's holes: {st.st_blocks} -> {st2.st_blocks} blocks")
+    qsnap("verify", dest)
+    qsnap("restore", dest, "plain")
+    try:
+        from harness import Serial
+        s = Serial(os.path.join(dest, "run", "serial.sock"))
+        check(s.sh('echo "$X"') == saved["x"], "the imported snapshot restored wrong")
+        s.close()
+    finally:
+        qsnap("stop", dest, ok=False)
