@@ -29,9 +29,12 @@ check: BOOTSTRAP_FOR = check
 check: build guest qemu10
 	@tests/run
 
+# make bench QEMU=10 runs it on QEMU 10 (build/qemu10); QEMU=PATH on any.
+QEMU ?=
+QEMU_BIN = $(if $(filter 10,$(QEMU)),$(BUILD)/qemu10/usr/bin/qemu-system-x86_64,$(QEMU))
 bench: BOOTSTRAP_FOR = bench
-bench: build guest
-	@bench/run $(BENCH_ARGS)
+bench: build guest qemu10
+	@bench/run $(BENCH_ARGS) $(if $(QEMU_BIN),--qemu $(QEMU_BIN))
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: bench
