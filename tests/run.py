@@ -51,6 +51,14 @@ ASAN_INTEGRATION = [
     "test_faults.test_qsnap_killed_during_save",
     "test_badinput.",
 ]
+# And against QEMU 10: the paths only a newer QEMU takes (file: through
+# add-fd, mapped-ram + multifd, cont after a live save's device state,
+# exit-on-error off).
+ASAN_INTEGRATION_QEMU10 = [
+    "test_qemu.test_stream_format_per_qemu",
+    "test_qemu.test_restore_failure_says_why",
+    "test_live.test_live_save_is_the_guest_at_the_pause",
+]
 SANITIZER_ENV = {
     # A distinct exit code, so that a sanitizer report is never mistaken
     # for an ordinary failure that a test expects.
@@ -190,6 +198,9 @@ def run_asan(tot):
         return
     tot.count("asan unit", *meson_tests("build-asan", "asan", env=SANITIZER_ENV))
     integration_subprocess(tot, "asan", "build-asan", ASAN_INTEGRATION, SANITIZER_ENV)
+    if os.path.exists(QEMU10):
+        integration_subprocess(tot, "asan-qemu10", "build-asan", ASAN_INTEGRATION_QEMU10,
+                               {**SANITIZER_ENV, "QSNAP_TEST_QEMU": QEMU10})
 
 
 def run_fuzz(tot):
