@@ -167,3 +167,24 @@ def test_stream_format_per_qemu(t):
         s.close()
     finally:
         qsnap("stop", dest, ok=False)
+
+
+def test_back_to_back_migrations(t):
+    """Live saves, dumps and plain saves one right after another: QEMU 10
+    refuses a migration that starts within milliseconds of a finished
+    background snapshot ("duplicate yank instance") and then stays stuck;
+    qsnap waits until QEMU has let go of the last one."""
+    vm = t.vm()
+    vm.boot()
+    saved = {}
+    for i in range(3):
+        saved[f"l{i}"] = fill_guest(vm, f"l{i}", mib=2)
+        vm.save(f"l{i}", "--live")
+        qsnap("dump-memory", vm.dir, os.path.join(t.dir, f"d{i}.zst"))
+        vm.save(f"p{i}")
+        saved[f"p{i}"] = saved[f"l{i}"]
+    st = json.loads(qsnap("qmp", vm.dir, "query-migrate").stdout)
+    check(st.get("status") == "completed", f"QEMU's last migration: {st}")
+    for name in ("l0", "p1", "l2"):
+        vm.restore(name)
+        check(guest_view(vm) == saved[name], f"snapshot {name} restored wrong")
