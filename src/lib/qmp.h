@@ -50,6 +50,7 @@ struct qemu_caps {
 	json_object *mig_caps;	   /* migration capabilities: name -> true */
 	json_object *mig_params;   /* migration parameters: name -> true */
 	json_object *commands;	   /* QMP commands: name -> true */
+	bool direct_io;		   /* the next migration uses direct-io (migrate_setup) */
 };
 /* The connection's capabilities (all false until caps_learn). */
 struct qemu_caps *qmp_caps(struct qmp *q);

@@ -188,3 +188,21 @@ def test_back_to_back_migrations(t):
     for name in ("l0", "p1", "l2"):
         vm.restore(name)
         check(guest_view(vm) == saved[name], f"snapshot {name} restored wrong")
+
+
+def test_direct_io_setting(t):
+    """QSNAP_DIRECT_IO=save,restore: a mapped-ram save and its restore with
+    QEMU's direct-io (QEMU 10; ignored where QEMU has no direct-io)."""
+    vm = t.vm()
+    vm.boot()
+    saved = fill_guest(vm, "dio", mib=8)
+    env = {**os.environ, "QSNAP_DIRECT_IO": "save,restore"}
+    qsnap("save", vm.dir, "D", env=env)
+    vm.sh("X=changed")
+    qsnap("restore", vm.dir, "D", env=env)
+    vm.connect()
+    check(guest_view(vm) == saved, "the direct-io snapshot restored wrong")
+    params = json.loads(qsnap("qmp", vm.dir, "query-migrate-parameters").stdout)
+    check(params.get("direct-io") is (True if QEMU else None), f"direct-io: {params.get('direct-io')}")
+    log = qemu_log(vm)
+    check("Segmentation" not in log and "error" not in log.lower(), f"QEMU said:\n{log}")
