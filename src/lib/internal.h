@@ -268,6 +268,8 @@ int migrate_pass(struct qmp *q, const char *name, int fd, bool file, struct mig_
 		 qsnap_error *err);
 /* QEMU lets go of the passed fd (closefd or remove-fd). */
 void migrate_release(struct qmp *q, struct mig_target *t);
+/* The same for whatever a command that was killed passed under name. */
+void migrate_release_name(struct qmp *q, const char *name);
 /* Migrate to (or, w->incoming, from) the target, and wait. */
 int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait *w,
 		qsnap_error *err);

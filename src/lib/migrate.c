@@ -359,6 +359,35 @@ void migrate_release(struct qmp *q, struct mig_target *t)
 	*t = (struct mig_target){.fdset = -1};
 }
 
+void migrate_release_name(struct qmp *q, const char *name)
+{
+	_cleanup_json_ json_object *sets = NULL;
+	qsnap_error e2;
+
+	qmp_execute(q, "closefd", jbuild("fdname", json_object_new_string(name), NULL), NULL, 0,
+		    &e2);
+	if (!caps_command(q, "query-fdsets") ||
+	    qmp_execute(q, "query-fdsets", NULL, &sets, 0, &e2) < 0)
+		return;
+	for (size_t i = 0; json_object_is_type(sets, json_type_array) &&
+			   i < json_object_array_length(sets);
+	     i++) {
+		json_object *set = json_object_array_get_idx(sets, i), *fds = jarr(set, "fds");
+		bool ours = false;
+
+		for (size_t j = 0; fds && j < json_object_array_length(fds); j++) {
+			const char *opaque = jstr(json_object_array_get_idx(fds, j), "opaque");
+
+			ours |= opaque && !strcmp(opaque, name);
+		}
+		if (ours)
+			qmp_execute(q, "remove-fd",
+				    jbuild("fdset-id", json_object_new_int64(jint(set, "fdset-id", -1)),
+					   NULL),
+				    NULL, 0, &e2);
+	}
+}
+
 int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait *w,
 		qsnap_error *err)
 {

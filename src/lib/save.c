@@ -685,8 +685,10 @@ int save_recover(qsnap_vm *vm, qsnap_error *err)
 		vm_forget_qemu(vm);
 		return vm_write_state(vm, err);
 	}
-	/* A migration may still write into the removed file: end it. */
+	/* A migration may still write into the removed file: end it, and
+	 * let QEMU close that file. */
 	migrate_end(q);
+	migrate_release_name(q, MIGRATE_FD_NAME);
 	/* Make state.json name the layers QEMU really writes to: the crash may
 	 * have come before or after the switch. */
 	r = qmp_execute(q, "query-block", NULL, &blocks, 0, err);
