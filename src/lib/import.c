@@ -355,11 +355,11 @@ out:
 	return r;
 }
 
-static int create_layer(const char *stagedir, const char *backing, const char *backing_fmt,
-			const char *name, qsnap_error *err)
+static int create_layer(const char *qemu_img, const char *stagedir, const char *backing,
+			const char *backing_fmt, const char *name, qsnap_error *err)
 {
 	_cleanup_free_ char *cwd = xasprintf("%s/layers", stagedir);
-	char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", (char *)backing_fmt,
+	char *argv[] = {(char *)qemu_img, "create", "-q", "-f", "qcow2", "-F", (char *)backing_fmt,
 			"-b", (char *)backing, (char *)name, NULL};
 
 	return run_program(cwd, argv, NULL, err);
@@ -388,10 +388,10 @@ static char *new_meta(struct import *im, const struct snapshot *s)
 
 /* An imported disk must stand alone: a qcow2 header that names a backing
  * or data file would make QEMU read a file of this host into the guest. */
-static int check_standalone(const char *stagedir, const char *path, const char *format,
-			    qsnap_error *err)
+static int check_standalone(const char *qemu_img, const char *stagedir, const char *path,
+			    const char *format, qsnap_error *err)
 {
-	char *argv[] = {"qemu-img", "info", "--output=json", "-f", (char *)format, (char *)path,
+	char *argv[] = {(char *)qemu_img, "info", "--output=json", "-f", (char *)format, (char *)path,
 			NULL};
 	_cleanup_free_ char *out = NULL;
 	_cleanup_json_ json_object *o = NULL;
@@ -420,7 +420,7 @@ static void repath(char **p, const char *root, const char *rel)
 static int build_vm(struct import *im, const char *stagedir, const char *final, qsnap_error *err)
 {
 	_cleanup_free_ char *what = xasprintf("vm.json in %s", im->input);
-	_cleanup_free_ char *text = NULL, *meta = NULL, *meta_path = NULL;
+	_cleanup_free_ char *text = NULL, *meta = NULL, *meta_path = NULL, *img = NULL;
 	struct state st = {0};
 	struct snapshot *s;
 	struct mfile *vmstate = find_mfile(im, "snapshot/vmstate");
@@ -430,6 +430,8 @@ static int build_vm(struct import *im, const char *stagedir, const char *final, 
 	r = vmdef_from_json(im->vmjson, what, &def, err);
 	if (r < 0)
 		return r;
+	/* The imported VM's QEMU (vm.json's "qemu") brings its qemu-img. */
+	img = qemu_img_for(def.qemu);
 	/* Every file vm.json names must have come in the archive. */
 	for (size_t i = 0; i < def.n_drives; i++) {
 		qsnap_drive_def *d = &def.drives[i];
@@ -440,7 +442,7 @@ static int build_vm(struct import *im, const char *stagedir, const char *final, 
 				 what, d->id, d->path);
 			goto out;
 		}
-		r = check_standalone(stagedir, want, d->format, err);
+		r = check_standalone(img, stagedir, want, d->format, err);
 		if (r < 0)
 			goto out;
 		free(d->path);
@@ -503,9 +505,9 @@ static int build_vm(struct import *im, const char *stagedir, const char *final, 
 		if (d->readonly)
 			continue;
 		/* Backing names relative to layers/, like every other layer. */
-		r = create_layer(stagedir, base, d->format, frozen, err);
+		r = create_layer(img, stagedir, base, d->format, frozen, err);
 		if (r >= 0)
-			r = create_layer(stagedir, frozen, "qcow2", active, err);
+			r = create_layer(img, stagedir, frozen, "qcow2", active, err);
 		if (r < 0) {
 			r = qerr_prefix(err, "cannot create the layers of drive '%s'", d->id);
 			goto out;
