@@ -4,7 +4,7 @@
 BUILD ?= build
 GUEST := $(BUILD)/guest
 
-.PHONY: all build bootstrap guest demo check bench bench-quick clean
+.PHONY: all build bootstrap guest qemu10 demo check bench bench-quick clean
 
 all: build
 
@@ -18,16 +18,23 @@ build: bootstrap
 guest: bootstrap
 	@guest/build.sh $(GUEST)
 
+# QEMU 10.0.2 beside the system's 7.2 (build/qemu10), for tests and bench.
+qemu10: bootstrap
+	@scripts/qemu10 $(BUILD)/qemu10 >/dev/null
+
 demo: build guest
 	@scripts/demo
 
 check: BOOTSTRAP_FOR = check
-check: build guest
+check: build guest qemu10
 	@tests/run
 
+# make bench QEMU=10 runs it on QEMU 10 (build/qemu10); QEMU=PATH on any.
+QEMU ?=
+QEMU_BIN = $(if $(filter 10,$(QEMU)),$(BUILD)/qemu10/usr/bin/qemu-system-x86_64,$(QEMU))
 bench: BOOTSTRAP_FOR = bench
-bench: build guest
-	@bench/run $(BENCH_ARGS)
+bench: build guest qemu10
+	@bench/run $(BENCH_ARGS) $(if $(QEMU_BIN),--qemu $(QEMU_BIN))
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: bench

@@ -8,11 +8,17 @@ Without arguments (make check), in this order:
   asan        an ASan+UBSan build (build-asan/): its meson tests, and a few
               integration tests against its qsnap binary
   fuzz        the libFuzzer targets (build-fuzz/, clang), a short run each
-  integration every integration test against build/
-Every build, every test case, every fuzz target counts as one test.
-With arguments, only the integration tests whose name contains one of them.
+  integration every integration test against build/, with the system's
+              QEMU (Debian 12: 7.2), then again with QEMU 10 (build/qemu10,
+              installed by scripts/qemu10) when it is there
+Every build, every test case, every fuzz target counts as one test; the
+totals per QEMU come before the overall line.
+With arguments, only the integration tests whose name contains one of them
+(on both QEMUs).
 
-Environment: QSNAP_FUZZ_SECONDS (per fuzz target, default 15).
+Environment: QSNAP_FUZZ_SECONDS (per fuzz target, default 15);
+QSNAP_TEST_QEMUS: which QEMUs the integration tests run on, "system",
+"qemu10" or "system,qemu10" (the default).
 """
 
 import json
@@ -44,6 +50,14 @@ ASAN_INTEGRATION = [
     "test_faults.test_damaged_state_json",
     "test_faults.test_qsnap_killed_during_save",
     "test_badinput.",
+]
+# And against QEMU 10: the paths only a newer QEMU takes (file: through
+# add-fd, mapped-ram + multifd, cont after a live save's device state,
+# exit-on-error off).
+ASAN_INTEGRATION_QEMU10 = [
+    "test_qemu.test_stream_format_per_qemu",
+    "test_qemu.test_restore_failure_says_why",
+    "test_live.test_live_save_is_the_guest_at_the_pause",
 ]
 SANITIZER_ENV = {
     # A distinct exit code, so that a sanitizer report is never mistaken
@@ -145,7 +159,7 @@ def run_clang(tot):
     tot.add("clang: build with -Wall -Wextra -Werror", ok, tail(out))
 
 
-def integration_subprocess(tot, label, build, names, env):
+def integration_subprocess(tot, label, build, names, env, total_label=None):
     """Integration tests in a child (the harness reads QSNAP_BUILD when it
     is imported); its lines are shown with the label in front."""
     env = {**os.environ, **env, "QSNAP_BUILD": os.path.join(ROOT, build),
@@ -165,7 +179,16 @@ def integration_subprocess(tot, label, build, names, env):
         tot.add(f"{label}: integration tests", False, f"the test run ended without totals "
                 f"(exit {p.returncode})")
         return
-    tot.count(f"{label} integration", passed, failed)
+    tot.count(total_label or f"{label} integration", passed, failed)
+
+
+QEMU10 = os.path.join(ROOT, "build", "qemu10", "usr", "bin", "qemu-system-x86_64")
+
+
+def qemu_version(binary):
+    p = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    m = re.search(r"version (\S+)", p.stdout)
+    return m.group(1) if m else "?"
 
 
 def run_asan(tot):
@@ -175,6 +198,9 @@ def run_asan(tot):
         return
     tot.count("asan unit", *meson_tests("build-asan", "asan", env=SANITIZER_ENV))
     integration_subprocess(tot, "asan", "build-asan", ASAN_INTEGRATION, SANITIZER_ENV)
+    if os.path.exists(QEMU10):
+        integration_subprocess(tot, "asan-qemu10", "build-asan", ASAN_INTEGRATION_QEMU10,
+                               {**SANITIZER_ENV, "QSNAP_TEST_QEMU": QEMU10})
 
 
 def run_fuzz(tot):
@@ -220,10 +246,27 @@ def main():
         run_clang(tot)
         run_asan(tot)
         run_fuzz(tot)
-    mods = [__import__(m) for m in integration.MODULES
-            if os.path.exists(os.path.join(ROOT, "tests", "integration", m + ".py"))]
-    ip, if_ = harness.run_tests(mods, only=only)
-    tot.count("integration", ip, if_)
+    which = os.environ.get("QSNAP_TEST_QEMUS", "system,qemu10").split(",")
+    per_qemu = []
+    if "system" in which:
+        mods = [__import__(m) for m in integration.MODULES
+                if os.path.exists(os.path.join(ROOT, "tests", "integration", m + ".py"))]
+        label = f"integration QEMU {qemu_version(shutil.which('qemu-system-x86_64') or 'qemu-system-x86_64')}"
+        before = (tot.passed, tot.failed)
+        ip, if_ = harness.run_tests(mods, only=only)
+        tot.count(label, ip, if_)
+        per_qemu.append((label, tot.passed - before[0], tot.failed - before[1]))
+    if "qemu10" in which:
+        label = f"integration QEMU {qemu_version(QEMU10) if os.path.exists(QEMU10) else '10'}"
+        before = (tot.passed, tot.failed)
+        if not os.path.exists(QEMU10):
+            tot.add(label, False, f"{QEMU10} is missing: run scripts/qemu10 (make check does)")
+        else:
+            integration_subprocess(tot, "qemu10", "build", only or [], {"QSNAP_TEST_QEMU": QEMU10},
+                                   total_label=label)
+        per_qemu.append((label, tot.passed - before[0], tot.failed - before[1]))
+    for label, p, f in per_qemu:
+        print(f"{label}: {p} passed, {f} failed")
     print(f"{tot.passed} passed, {tot.failed} failed")
     return 1 if tot.failed else 0
 

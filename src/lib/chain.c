@@ -63,7 +63,8 @@ int chain_new_layer(qsnap_vm *vm, const qsnap_drive_def *d, const char *backing,
 	const char *name = path + strlen("layers/");
 	const char *b = backing ? backing + strlen("layers/") : d->path;
 	const char *bfmt = backing ? "qcow2" : d->format;
-	char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", (char *)bfmt, "-b",
+	_cleanup_free_ char *img = qemu_img_for(vm->def.qemu);
+	char *argv[] = {img, "create", "-q", "-f", "qcow2", "-F", (char *)bfmt, "-b",
 			(char *)b, (char *)name, NULL};
 	int r;
 

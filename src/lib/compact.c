@@ -67,7 +67,8 @@ static int rebase(qsnap_vm *vm, struct layer *l, const char *backing, qsnap_erro
 	const qsnap_drive_def *d = def_drive(&vm->def, l->drive);
 	_cleanup_free_ char *layers = xasprintf("%s/layers", vm->dir);
 	const char *b = backing ? backing + strlen("layers/") : d->path;
-	char *argv[] = {"qemu-img", "rebase", "-q", "-f", "qcow2", "-F",
+	_cleanup_free_ char *img = qemu_img_for(vm->def.qemu);
+	char *argv[] = {img, "rebase", "-q", "-f", "qcow2", "-F",
 			(char *)(backing ? "qcow2" : d->format), "-b", (char *)b,
 			(char *)l->path + strlen("layers/"), NULL};
 	int r;

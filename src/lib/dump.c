@@ -59,7 +59,8 @@ int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts
 	_cleanup_free_ char *status = NULL, *tmp = NULL;
 	_cleanup_close_ int fd = -1, qemu_fd = -1;
 	struct pump *pump = NULL;
-	bool running, fd_passed = false;
+	struct mig_target tgt = {.fdset = -1};
+	bool running, live, paused_here = false, fd_passed = false;
 	int timeout, r;
 	struct qmp *q;
 
@@ -82,20 +83,38 @@ int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts
 		if (r < 0)
 			goto fail;
 	}
-	r = migrate_pass_fd(q, DUMP_FD_NAME, pump ? qemu_fd : fd, err);
-	if (r < 0)
-		goto fail;
-	fd_passed = true;
-	closep(&qemu_fd);
 	if (opts->format == QSNAP_DUMP_ELF) {
+		r = migrate_pass_fd(q, DUMP_FD_NAME, pump ? qemu_fd : fd, err);
+		if (r < 0)
+			goto fail;
+		tgt = (struct mig_target){.fdset = -1};
+		snprintf(tgt.name, sizeof(tgt.name), "%s", DUMP_FD_NAME);
+		fd_passed = true;
+		closep(&qemu_fd);
 		r = dump_elf(q, timeout, opts, err);
 	} else {
 		/* A running guest is dumped live (background-snapshot: paused for
-		 * milliseconds); RAM always goes in the stream. */
-		r = migrate_setup(q, false, false, running, err);
+		 * milliseconds); RAM always goes in the stream. RAM mapped
+		 * copy-on-write from a snapshot (after a lazy restore) cannot be
+		 * write-protected ("Background-snapshot is not compatible with
+		 * guest memory configuration", QEMU 7.2 and 10.0): then the
+		 * guest is paused for the dump, as a save does. */
+		live = running && !(vm->st.ram_file && !vm->st.ram_shared);
+		r = migrate_setup(q, false, false, live, false, err);
 		if (r < 0)
 			goto fail;
-		r = migrate_run(q, DUMP_FD_NAME,
+		r = migrate_pass(q, DUMP_FD_NAME, pump ? qemu_fd : fd, !pump, &tgt, err);
+		if (r < 0)
+			goto fail;
+		fd_passed = true;
+		closep(&qemu_fd);
+		if (running && !live) {
+			r = qmp_execute(q, "stop", NULL, NULL, 0, err);
+			if (r < 0)
+				goto fail;
+			paused_here = true;
+		}
+		r = migrate_run(q, &tgt,
 				 &(struct mig_wait){.timeout_s = timeout,
 						    .phase = "dump",
 						    .progress = opts->progress,
@@ -103,9 +122,14 @@ int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts
 						    .fd = fd,
 						    .pump = pump},
 				 err);
+		if (r == 0 && paused_here) {
+			paused_here = false;
+			r = vm_cont(vm, err);
+		}
 	}
 	if (r < 0)
 		goto fail;
+	migrate_release(q, &tgt);
 	fd_passed = false;
 	r = pump_finish(TAKE_PTR(pump), err);
 	if (r < 0)
@@ -121,9 +145,9 @@ fail:
 
 		closep(&qemu_fd);
 		if (fd_passed && vm_qemu_alive(vm))
-			qmp_execute(q, "closefd",
-				    jbuild("fdname", json_object_new_string(DUMP_FD_NAME), NULL), NULL,
-				    0, &e2);
+			migrate_release(q, &tgt);
+		if (paused_here && vm_qemu_alive(vm))
+			vm_cont(vm, &e2);
 		/* Our side of the pipe knows best why it broke (a full disk). */
 		if (pump_finish(TAKE_PTR(pump), &e2) < 0)
 			qerr(err, e2.code, "%s", e2.msg);
@@ -138,6 +162,7 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
 {
 	_cleanup_close_ int fd = -1, qemu_fd = -1;
 	struct pump *pump = NULL;
+	struct mig_target tgt;
 	unsigned char magic[4];
 	struct stat st;
 	struct qmp *q;
@@ -159,7 +184,7 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
 	if (r < 0)
 		return r;
 	q = vm->qmp;
-	r = migrate_setup(q, true, false, false, err);
+	r = migrate_setup(q, true, false, false, false, err);
 	if (r < 0)
 		goto fail;
 	if (!memcmp(magic, "\x28\xb5\x2f\xfd", 4)) {
@@ -167,11 +192,11 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
 		if (r < 0)
 			goto fail;
 	}
-	r = migrate_pass_fd(q, DUMP_FD_NAME, pump ? qemu_fd : fd, err);
+	r = migrate_pass(q, DUMP_FD_NAME, pump ? qemu_fd : fd, !pump, &tgt, err);
 	closep(&qemu_fd);
 	if (r < 0)
 		goto fail;
-	r = migrate_run(q, DUMP_FD_NAME,
+	r = migrate_run(q, &tgt,
 			 &(struct mig_wait){.incoming = true,
 					    .timeout_s = timeout > 0 ? timeout : DEFAULT_DUMP_TIMEOUT,
 					    .phase = "load dump",
@@ -180,6 +205,7 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
 			 err);
 	if (r < 0)
 		goto fail;
+	migrate_release(q, &tgt);
 	return pump_finish(TAKE_PTR(pump), err);
 fail:
 	{

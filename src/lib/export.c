@@ -110,7 +110,7 @@ static int flatten_drives(struct export *x, qsnap_def *def, qsnap_error *err)
 		_cleanup_free_ char *name = xasprintf("images/%s.%s", d->id, fmt);
 		_cleanup_free_ char *dst = xasprintf("%s/%s.%s", x->tmpdir, d->id, fmt);
 		_cleanup_free_ char *phase = xasprintf("flatten %s", d->id);
-		_cleanup_free_ char *src = NULL;
+		_cleanup_free_ char *src = NULL, *img = qemu_img_for(x->vm->def.qemu);
 		int r;
 
 		for (size_t j = 0; !d->readonly && j < x->s->n_drives; j++)
@@ -121,6 +121,7 @@ static int flatten_drives(struct export *x, qsnap_def *def, qsnap_error *err)
 				    x->s->name, d->id);
 		src = layer ? vm_path(x->vm, layer) : xstrdup(d->path);
 		r = image_convert(&(struct convert){
+					  .qemu_img = img,
 					  .src = src,
 					  .src_format = layer ? "qcow2" : d->format,
 					  .force_share = alive,

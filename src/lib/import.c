@@ -97,6 +97,11 @@ static struct mfile *find_mfile(struct import *im, const char *path)
 	return NULL;
 }
 
+static bool all_zero(const char *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
+}
+
 static int parse_manifest(struct import *im, const char *text, qsnap_error *err)
 {
 	_cleanup_json_ json_object *o = json_tokener_parse(text);
@@ -194,7 +199,14 @@ static int read_entry(struct import *im, struct archive *a, struct mfile *mf, ch
 			break;
 		}
 		hasher_update(&h, at, (size_t)n);
-		if (dst) {
+		/* Zeros stay holes: a mapped-ram machine state or a RAM file is
+		 * as long as the guest's RAM and mostly holes. */
+		if (dst && all_zero(at, (size_t)n)) {
+			if (lseek(fd, n, SEEK_CUR) < 0) {
+				r = qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
+				break;
+			}
+		} else if (dst) {
 			for (la_ssize_t off = 0; off < n;) {
 				ssize_t w = write(fd, at + off, (size_t)(n - off));
 
@@ -213,6 +225,8 @@ static int read_entry(struct import *im, struct archive *a, struct mfile *mf, ch
 		report(im, false);
 	}
 done:
+	if (r == 0 && fd >= 0 && ftruncate(fd, (off_t)h.bytes) < 0)
+		r = qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
 	if (r < 0) {
 		hasher_free(&h);
 		return r;
@@ -341,11 +355,11 @@ out:
 	return r;
 }
 
-static int create_layer(const char *stagedir, const char *backing, const char *backing_fmt,
-			const char *name, qsnap_error *err)
+static int create_layer(const char *qemu_img, const char *stagedir, const char *backing,
+			const char *backing_fmt, const char *name, qsnap_error *err)
 {
 	_cleanup_free_ char *cwd = xasprintf("%s/layers", stagedir);
-	char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", (char *)backing_fmt,
+	char *argv[] = {(char *)qemu_img, "create", "-q", "-f", "qcow2", "-F", (char *)backing_fmt,
 			"-b", (char *)backing, (char *)name, NULL};
 
 	return run_program(cwd, argv, NULL, err);
@@ -374,10 +388,10 @@ static char *new_meta(struct import *im, const struct snapshot *s)
 
 /* An imported disk must stand alone: a qcow2 header that names a backing
  * or data file would make QEMU read a file of this host into the guest. */
-static int check_standalone(const char *stagedir, const char *path, const char *format,
-			    qsnap_error *err)
+static int check_standalone(const char *qemu_img, const char *stagedir, const char *path,
+			    const char *format, qsnap_error *err)
 {
-	char *argv[] = {"qemu-img", "info", "--output=json", "-f", (char *)format, (char *)path,
+	char *argv[] = {(char *)qemu_img, "info", "--output=json", "-f", (char *)format, (char *)path,
 			NULL};
 	_cleanup_free_ char *out = NULL;
 	_cleanup_json_ json_object *o = NULL;
@@ -406,7 +420,7 @@ static void repath(char **p, const char *root, const char *rel)
 static int build_vm(struct import *im, const char *stagedir, const char *final, qsnap_error *err)
 {
 	_cleanup_free_ char *what = xasprintf("vm.json in %s", im->input);
-	_cleanup_free_ char *text = NULL, *meta = NULL, *meta_path = NULL;
+	_cleanup_free_ char *text = NULL, *meta = NULL, *meta_path = NULL, *img = NULL;
 	struct state st = {0};
 	struct snapshot *s;
 	struct mfile *vmstate = find_mfile(im, "snapshot/vmstate");
@@ -416,6 +430,8 @@ static int build_vm(struct import *im, const char *stagedir, const char *final, 
 	r = vmdef_from_json(im->vmjson, what, &def, err);
 	if (r < 0)
 		return r;
+	/* The imported VM's QEMU (vm.json's "qemu") brings its qemu-img. */
+	img = qemu_img_for(def.qemu);
 	/* Every file vm.json names must have come in the archive. */
 	for (size_t i = 0; i < def.n_drives; i++) {
 		qsnap_drive_def *d = &def.drives[i];
@@ -426,7 +442,7 @@ static int build_vm(struct import *im, const char *stagedir, const char *final, 
 				 what, d->id, d->path);
 			goto out;
 		}
-		r = check_standalone(stagedir, want, d->format, err);
+		r = check_standalone(img, stagedir, want, d->format, err);
 		if (r < 0)
 			goto out;
 		free(d->path);
@@ -459,6 +475,21 @@ static int build_vm(struct import *im, const char *stagedir, const char *final, 
 	s->was_running = im->was_running;
 	s->vmstate_size = vmstate->size;
 	s->vmstate_checksum = xstrdup(vmstate->checksum);
+	{
+		/* What the machine state needs to load: its format, QEMU
+		 * version and machine type (meta.json, checked by the manifest). */
+		_cleanup_json_ json_object *mo = im->meta ? json_tokener_parse(im->meta) : NULL;
+		const char *fmt = jstr(mo, "format");
+
+		if (fmt && strcmp(fmt, "mapped-ram")) {
+			r = qerr(err, EINVAL, "%s: the snapshot's machine state has an unknown format '%s'",
+				 im->input, fmt);
+			goto out;
+		}
+		s->format = xstrdup_or_null(fmt);
+		s->qemu_version = xstrdup_or_null(jstr(mo, "qemu_version"));
+		s->machine = xstrdup_or_null(jstr(mo, "machine"));
+	}
 	s->drives = xcalloc(def.n_drives, sizeof(*s->drives));
 	for (size_t i = 0; i < def.n_drives; i++) {
 		qsnap_drive_def *d = &def.drives[i];
@@ -474,9 +505,9 @@ static int build_vm(struct import *im, const char *stagedir, const char *final, 
 		if (d->readonly)
 			continue;
 		/* Backing names relative to layers/, like every other layer. */
-		r = create_layer(stagedir, base, d->format, frozen, err);
+		r = create_layer(img, stagedir, base, d->format, frozen, err);
 		if (r >= 0)
-			r = create_layer(stagedir, frozen, "qcow2", active, err);
+			r = create_layer(img, stagedir, frozen, "qcow2", active, err);
 		if (r < 0) {
 			r = qerr_prefix(err, "cannot create the layers of drive '%s'", d->id);
 			goto out;

@@ -93,6 +93,10 @@ char *file_tail(int dirfd, const char *path, size_t max);
 /* Find a program in PATH (or take an absolute/relative path as is). */
 char *find_program(const char *name);
 
+/* The qemu-img that belongs to a QEMU binary (vm.json's "qemu", NULL for
+ * qemu-system-x86_64 from PATH): the one beside it, else qemu-img from PATH. */
+char *qemu_img_for(const char *qemu);
+
 /* Run a helper program (qemu-img) without a shell, in directory cwd, with a
  * minimal environment; its stderr becomes part of the error on failure and
  * its stdout is returned in ret_out if non-NULL. */
@@ -159,7 +163,11 @@ struct launch {
 	const char *ram_file; /* guest RAM from this file; NULL: anonymous */
 	bool ram_share;	      /* MAP_SHARED (ours to copy) or copy-on-write */
 	bool readonly_disks;  /* inspecting a memory dump: change nothing */
+	const char *machine;  /* a snapshot's machine type; NULL: the VM's */
 };
+/* The machine type QEMU starts with when nothing else says: the versioned
+ * one recorded for vm.json's machine, else vm.json's (NULL: default). */
+const char *vm_machine(const qsnap_def *def, const struct state *st);
 int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err);
 /* Let the vCPUs run. */
 int vm_cont(qsnap_vm *vm, qsnap_error *err);
@@ -193,14 +201,41 @@ size_t chain_length(struct state *st, const char *top);
 /* Virtual size of a drive's base image. */
 const qsnap_drive_def *def_drive(const qsnap_def *def, const char *id);
 
+/* ---- what the running QEMU can do (caps.c) ---- */
+
+/* Ask a new connection's QEMU what it can do (query-version,
+ * query-migrate-capabilities, query-migrate-parameters, query-commands). */
+int caps_learn(struct qmp *q, qsnap_error *err);
+bool caps_migrate_cap(struct qmp *q, const char *name);
+bool caps_migrate_param(struct qmp *q, const char *name);
+bool caps_command(struct qmp *q, const char *name);
+/* The migration transport for a seekable file: file:/dev/fdset/N through
+ * add-fd, where QEMU has it; else fd: with getfd. */
+bool caps_file_uri(struct qmp *q);
+/* "10.0.2", or "" when unknown. */
+const char *caps_version(struct qmp *q);
+/* The versioned machine type want (NULL: QEMU's default; an alias such as
+ * pc or q35; a versioned type is kept as given) is on this QEMU. */
+int caps_resolve_machine(struct qmp *q, const char *want, char **ret, qsnap_error *err);
+/* Does the running QEMU have machine type name? */
+int caps_has_machine(struct qmp *q, const char *name, bool *ret, qsnap_error *err);
+/* Does the QEMU binary qemu (NULL: qemu-system-x86_64) have that machine
+ * type? Asked of the binary itself (-machine help), for a QEMU not running. */
+int qemu_has_machine(const char *qemu, const char *machine, bool *ret, qsnap_error *err);
+
 /* ---- migration (migrate.c) ---- */
 
 /* Migration capabilities and parameters qsnap uses at both ends.
  * ignore_shared: leave shared RAM out of the stream (x-ignore-shared); the
  * loading end must say the same as the saving end did. background: a live
  * save (background-snapshot). */
-int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background,
+int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background, bool mapped,
 		  qsnap_error *err);
+/* mapped: the mapped-ram format (RAM pages at fixed offsets of a seekable
+ * file, written and read by multifd channels). Can this QEMU do it? */
+bool migrate_can_map(struct qmp *q);
+/* multifd channels: QSNAP_MULTIFD_CHANNELS, else the host's cores, at most 4. */
+unsigned migrate_channels(void);
 
 struct mig_wait {
 	bool incoming;
@@ -211,13 +246,33 @@ struct mig_wait {
 	int fd;		/* the file QEMU writes or reads: its offset is our progress */
 	struct pump *pump; /* or, through a pump, the bytes it moved */
 	uint64_t total; /* bytes expected when known (restore: the file's size) */
+	/* A live save that stopped the guest for the disks' cut: let it run
+	 * again once QEMU writes RAM (QEMU >= 9.0 leaves it paused). */
+	bool live;
 };
 /* Wait for the MIGRATION event that ends a migration, reporting progress. */
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
 /* Hand QEMU a file descriptor under a name (getfd, SCM_RIGHTS). */
 int migrate_pass_fd(struct qmp *q, const char *name, int fd, qsnap_error *err);
-/* Migrate to (or, w->incoming, from) the fd passed under fdname, and wait. */
-int migrate_run(struct qmp *q, const char *fdname, const struct mig_wait *w, qsnap_error *err);
+/* Where a migration goes: a file passed to QEMU, and its URI. */
+struct mig_target {
+	char name[32];	/* getfd's name, for fd: */
+	long long fdset; /* add-fd's set, for file:/dev/fdset/N; -1: none */
+	char uri[64];
+};
+/* Pass fd for a migration: a seekable file (file) goes in an fd set as
+ * file:/dev/fdset/N where QEMU has that, anything else (a pipe) by getfd
+ * as fd:NAME. A file for saving must be open O_WRONLY, for loading
+ * O_RDONLY. */
+int migrate_pass(struct qmp *q, const char *name, int fd, bool file, struct mig_target *t,
+		 qsnap_error *err);
+/* QEMU lets go of the passed fd (closefd or remove-fd). */
+void migrate_release(struct qmp *q, struct mig_target *t);
+/* The same for whatever a command that was killed passed under name. */
+void migrate_release_name(struct qmp *q, const char *name);
+/* Migrate to (or, w->incoming, from) the target, and wait. */
+int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait *w,
+		qsnap_error *err);
 
 /* ---- zstd between QEMU and a file (pump.c) ---- */
 
@@ -290,6 +345,7 @@ void checksum_follow_cancel(struct checksum_follow *f);
 /* ---- disk images through qemu-img (publish.c) ---- */
 
 struct convert {
+	const char *qemu_img;  /* qemu_img_for() the VM's QEMU */
 	const char *src;       /* the chain's top image */
 	const char *src_format;
 	bool force_share;      /* -U: the image is open in a running QEMU */
@@ -305,7 +361,7 @@ int image_convert(const struct convert *c, qsnap_error *err);
 /* "a, b, c": the drive ids of a definition. */
 char *drive_ids(const qsnap_def *def);
 /* qemu-img check of an image that must pass it. */
-int image_check(const char *path, const char *format, qsnap_error *err);
+int image_check(const char *qemu_img, const char *path, const char *format, qsnap_error *err);
 
 /* ---- export and import (export.c, import.c) ---- */
 

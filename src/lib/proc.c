@@ -58,6 +58,15 @@ static void push_blockdev(char ***argv, size_t *n, const struct state *st, size_
 	free(layers);
 }
 
+const char *vm_machine(const qsnap_def *def, const struct state *st)
+{
+	const char *from = def->machine ? def->machine : "";
+
+	if (st->machine && st->machine_for && !strcmp(st->machine_for, from))
+		return st->machine;
+	return def->machine;
+}
+
 int proc_build_argv(const qsnap_def *def, const struct state *st, const struct launch *l,
 		    char ***ret_argv, qsnap_error *err)
 {
@@ -81,8 +90,12 @@ int proc_build_argv(const qsnap_def *def, const struct state *st, const struct l
 	}
 	/* Guest RAM is always the backend "ram0", so that its RAM block has the
 	 * same name in every mode and a snapshot loads into either. */
-	machine = def->machine ? xasprintf("%s,memory-backend=ram0", def->machine)
+	{
+		const char *type = l->machine ? l->machine : vm_machine(def, st);
+
+		machine = type ? xasprintf("%s,memory-backend=ram0", type)
 			       : xstrdup("memory-backend=ram0");
+	}
 	for (size_t i = 0; i < def->n_drives; i++) {
 		const qsnap_drive_def *d = &def->drives[i];
 		struct active *a = d->readonly ? NULL : state_active((struct state *)st, d->id);

@@ -64,10 +64,10 @@ static void on_convert_output(const char *data, size_t len, void *userdata)
 	}
 }
 
-static int virtual_size(const char *path, const char *format, bool force_share,
+static int virtual_size(const char *qemu_img, const char *path, const char *format, bool force_share,
 			uint64_t *ret_size, qsnap_error *err)
 {
-	char *argv[] = {"qemu-img", "info", "--output=json", "-f", (char *)format, (char *)path,
+	char *argv[] = {(char *)qemu_img, "info", "--output=json", "-f", (char *)format, (char *)path,
 			force_share ? "-U" : NULL, NULL};
 	_cleanup_free_ char *out = NULL;
 	_cleanup_json_ json_object *o = NULL;
@@ -92,10 +92,10 @@ int image_convert(const struct convert *c, qsnap_error *err)
 	size_t n = 0;
 	int r;
 
-	r = virtual_size(c->src, c->src_format, c->force_share, &w.total, err);
+	r = virtual_size(c->qemu_img, c->src, c->src_format, c->force_share, &w.total, err);
 	if (r < 0)
 		return r;
-	strv_push(&argv, &n, "qemu-img");
+	strv_push(&argv, &n, c->qemu_img);
 	strv_push(&argv, &n, "convert");
 	strv_push(&argv, &n, "-p");
 	/* Frozen layers are never written again, so reading them while QEMU
@@ -124,9 +124,9 @@ int image_convert(const struct convert *c, qsnap_error *err)
 	return 0;
 }
 
-int image_check(const char *path, const char *format, qsnap_error *err)
+int image_check(const char *qemu_img, const char *path, const char *format, qsnap_error *err)
 {
-	char *argv[] = {"qemu-img", "check", "-q", "-f", (char *)format, (char *)path, NULL};
+	char *argv[] = {(char *)qemu_img, "check", "-q", "-f", (char *)format, (char *)path, NULL};
 	_cleanup_free_ char *out = NULL, *errout = NULL;
 	int status = 0, r;
 
@@ -229,6 +229,7 @@ int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 	const char *format, *layer;
 	const qsnap_drive_def *d;
 	_cleanup_free_ char *src = NULL, *tmp = NULL, *dir = NULL, *base = NULL;
+	_cleanup_free_ char *img = qemu_img_for(vm->def.qemu);
 	bool alive;
 	struct stat st;
 	int r;
@@ -278,6 +279,7 @@ int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 	tmp = xasprintf("%s/.%s.qsnap-partial-%d", dir, base, (int)getpid());
 	unlink(tmp);
 	r = image_convert(&(struct convert){
+				  .qemu_img = img,
 				  .src = src,
 				  .src_format = layer ? "qcow2" : d->format,
 				  .force_share = alive,
@@ -290,7 +292,7 @@ int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 			  },
 			  err);
 	if (r >= 0)
-		r = image_check(tmp, format, err);
+		r = image_check(img, tmp, format, err);
 	if (r >= 0)
 		r = fsync_path(tmp, false, err);
 	if (r >= 0 && rename(tmp, output) < 0)

@@ -20,7 +20,13 @@ struct qmp {
 	json_object **events;
 	size_t n_events;
 	uint64_t next_id;
+	struct qemu_caps caps;
 };
+
+struct qemu_caps *qmp_caps(struct qmp *q)
+{
+	return &q->caps;
+}
 
 void qmp_free(struct qmp *q)
 {
@@ -32,6 +38,9 @@ void qmp_free(struct qmp *q)
 		json_object_put(q->events[i]);
 	free(q->events);
 	free(q->buf);
+	json_object_put(q->caps.mig_caps);
+	json_object_put(q->caps.mig_params);
+	json_object_put(q->caps.commands);
 	free(q);
 }
 

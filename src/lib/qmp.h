@@ -41,4 +41,18 @@ int qmp_wait_event(struct qmp *q, const char *name, json_object **ret_event, int
 /* Drop every queued event called name (NULL: all). */
 void qmp_drop_events(struct qmp *q, const char *name);
 
+/* What the QEMU on a connection can do, learnt once per connection
+ * (caps.c): qsnap picks its paths from this, never from the version. */
+struct qemu_caps {
+	bool known;
+	int major, minor, micro;
+	char version[32];	   /* "10.0.2" */
+	json_object *mig_caps;	   /* migration capabilities: name -> true */
+	json_object *mig_params;   /* migration parameters: name -> true */
+	json_object *commands;	   /* QMP commands: name -> true */
+	bool direct_io;		   /* the next migration uses direct-io (migrate_setup) */
+};
+/* The connection's capabilities (all false until caps_learn). */
+struct qemu_caps *qmp_caps(struct qmp *q);
+
 #endif

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 #include "internal.h"
@@ -105,6 +106,55 @@ static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsna
 	return 0;
 }
 
+/* The snapshot loads only into the machine type it was saved with: a QEMU
+ * without it (one older than the snapshot's) is refused before the running
+ * VM is touched. The running QEMU is asked; a stopped VM's binary (unless
+ * it is the type this VM runs anyway) is asked with -machine help. */
+/* Is the running QEMU the binary vm.json names (it may have been edited)? */
+static bool running_binary_is_defs(qsnap_vm *vm)
+{
+	_cleanup_free_ char *exe = NULL, *prog = NULL, *link = NULL;
+	char real[PATH_MAX];
+	ssize_t n;
+
+	if (!vm_qemu_alive(vm))
+		return false;
+	prog = find_program(vm->def.qemu ? vm->def.qemu : "qemu-system-x86_64");
+	exe = xasprintf("/proc/%d/exe", (int)vm->st.qemu_pid);
+	link = xcalloc(1, PATH_MAX);
+	n = readlink(exe, link, PATH_MAX - 1);
+	return prog && n > 0 && realpath(prog, real) && !strcmp(real, link);
+}
+
+static int check_machine(qsnap_vm *vm, const struct snapshot *s, qsnap_error *err)
+{
+	struct qmp *q;
+	bool have = false;
+	int r;
+
+	if (s->format && running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0 &&
+	    !migrate_can_map(q))
+		return qerr(err, ENOTSUP, "snapshot '%s' is in QEMU's %s format (saved on QEMU %s), which this QEMU (%s) cannot read: restore it with QEMU >= 9.0 (\"qemu\" in vm.json)",
+			    s->name, s->format, s->qemu_version ? s->qemu_version : "(unknown)",
+			    caps_version(q));
+	if (!s->machine)
+		return 0;
+	if (running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0) {
+		if (vm->st.qemu_machine && !strcmp(vm->st.qemu_machine, s->machine))
+			return 0;
+		r = caps_has_machine(q, s->machine, &have, err);
+	} else {
+		r = qemu_has_machine(vm->def.qemu, s->machine, &have, err);
+	}
+	if (r < 0)
+		return r;
+	if (!have)
+		return qerr(err, ENOTSUP, "snapshot '%s' was saved on QEMU %s with machine type %s, which %s does not have: restore it with a QEMU that has it (\"qemu\" in vm.json)",
+			    s->name, s->qemu_version ? s->qemu_version : "(unknown)", s->machine,
+			    vm->def.qemu ? vm->def.qemu : "qemu-system-x86_64");
+	return 0;
+}
+
 /* Where the new QEMU's RAM comes from (see docs/design.md, shared-RAM mode):
  * - a shared snapshot, lazily (or into a stream-mode VM): the snapshot's
  *   RAM file mapped copy-on-write, never written;
@@ -157,6 +207,8 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	_cleanup_close_ int fd = -1, qemu_fd = -1;
 	_cleanup_free_ char *ram = NULL, *vmstate = NULL;
 	struct pump *pump = NULL;
+	struct mig_target tgt;
+	bool migrating = false;
 	struct launch l = {.incoming = true, .timeout = 60};
 	struct snapshot *s;
 	struct stat st;
@@ -169,6 +221,10 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	r = check_files(vm, s, &fd, err);
 	if (r < 0)
 		return r;
+	r = check_machine(vm, s, err);
+	if (r < 0)
+		return r;
+	l.machine = s->machine;
 	r = vm_kill_qemu(vm, 0, err);
 	if (r < 0)
 		return r;
@@ -209,7 +265,7 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 		return qerr_prefix(err, "restoring '%s'", name);
 	}
 	q = vm->qmp;
-	r = migrate_setup(q, true, !strcmp(s->mode, "shared"), false, err);
+	r = migrate_setup(q, true, !strcmp(s->mode, "shared"), false, s->format != NULL, err);
 	if (r < 0)
 		goto fail;
 	/* QEMU reads a plain stream itself: measured here, reading it through
@@ -220,12 +276,13 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 		if (r < 0)
 			goto fail;
 	}
-	r = migrate_pass_fd(q, INCOMING_FD_NAME, pump ? qemu_fd : fd, err);
+	r = migrate_pass(q, INCOMING_FD_NAME, pump ? qemu_fd : fd, !pump, &tgt, err);
 	closep(&qemu_fd);
 	if (r < 0)
 		goto fail;
 	fstat(fd, &st);
-	r = migrate_run(q, INCOMING_FD_NAME,
+	migrating = true;
+	r = migrate_run(q, &tgt,
 			 &(struct mig_wait){
 				 .incoming = true,
 				 .timeout_s = opts->timeout > 0 ? opts->timeout : DEFAULT_RESTORE_TIMEOUT,
@@ -239,6 +296,7 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 			 err);
 	if (r < 0)
 		goto fail;
+	migrate_release(q, &tgt);
 	r = pump_finish(TAKE_PTR(pump), err);
 	if (r < 0)
 		goto fail;
@@ -259,7 +317,11 @@ fail:
 		/* A damaged compressed file says so more clearly than QEMU. */
 		if (pump && pump_finish(TAKE_PTR(pump), &e2) < 0)
 			qerr(err, e2.code, "%s", e2.msg);
-		if (died)
+		/* QEMU that stays up after a failed load (exit-on-error off) logs
+		 * more than query-migrate says ("error while loading state
+		 * section id 2(ram)" against "load of migration failed: Invalid
+		 * argument", QEMU 10.0.2). */
+		if (died || migrating)
 			vm_err_qemu_log(vm, err);
 		return qerr_prefix(err, "restoring '%s' failed; the VM is stopped", name);
 	}

@@ -116,7 +116,10 @@ static int write_meta(qsnap_vm *vm, const char *dir, const struct snapshot *s, q
 		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
 		   json_object_new_int64((int64_t)s->vmstate_size), "compressed",
 		   json_object_new_boolean(s->compressed), "vmstate_checksum",
-		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL, "memory",
+		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL,
+		   "qemu_version", s->qemu_version ? json_object_new_string(s->qemu_version) : NULL,
+		   "machine", s->machine ? json_object_new_string(s->machine) : NULL, "format",
+		   s->format ? json_object_new_string(s->format) : NULL, "memory",
 		   json_object_new_int64((int64_t)vm->def.memory), "drives", drives, NULL);
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						      JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -314,6 +317,9 @@ static int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opt
 		.vmstate_size = src->vmstate_size,
 		.compressed = src->compressed,
 		.vmstate_checksum = xstrdup_or_null(src->vmstate_checksum),
+		.qemu_version = xstrdup_or_null(src->qemu_version),
+		.machine = xstrdup_or_null(src->machine),
+		.format = xstrdup_or_null(src->format),
 		.drives = xcalloc(src->n_drives, sizeof(struct snap_drive)),
 	};
 	for (size_t i = 0; i < src->n_drives; i++) {
@@ -366,10 +372,11 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	_cleanup_free_ char *stage = NULL, *checksum = NULL;
 	struct pump *pump = NULL;
 	struct checksum_follow *sum = NULL;
+	struct mig_target tgt = {.fdset = -1};
 	bool fd_passed = false;
 	struct cut *cuts = NULL;
 	size_t n = 0;
-	bool running = false, paused_here = false, switched = false, shared, live;
+	bool running = false, paused_here = false, switched = false, shared, live, mapped;
 	int64_t t0 = now_ms();
 	uint64_t ram_bytes = 0;
 	struct qmp *q;
@@ -443,7 +450,13 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	r = prepare_layers(vm, q, cuts, n, err);
 	if (r < 0)
 		goto undo;
-	r = migrate_setup(q, false, shared, live, err);
+	/* Uncompressed, non-live stream saves go in parallel where QEMU can
+	 * (mapped-ram + multifd). Not live: with background-snapshot QEMU
+	 * 10.0.2 wrote a mapped-ram file that does not load ("error while
+	 * loading state for instance 0x0 of device 'kvm-tpr-opt'"); not with
+	 * x-ignore-shared: that fails ("Bad address"). */
+	mapped = !opts->compress && !live && !shared && migrate_can_map(q);
+	r = migrate_setup(q, false, shared, live, mapped, err);
 	if (r < 0 && live)
 		qerr_prefix(err, "live save needs QEMU's background-snapshot (QEMU >= 6.0, userfaultfd write-protection in the kernel); save without --live");
 	if (r < 0)
@@ -466,7 +479,18 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			if (r < 0)
 				goto undo;
 		} else {
-			sum = checksum_follow_start(fd);
+			/* A mapped-ram file is written at random offsets: it is
+			 * hashed once it is complete. */
+			if (!mapped)
+				sum = checksum_follow_start(fd);
+			/* QEMU's own handle (file: wants it O_WRONLY); its offset
+			 * is the save's progress. */
+			qemu_fd = openat(vm->dirfd, path, O_WRONLY | O_CLOEXEC);
+			if (qemu_fd < 0) {
+				r = qerr(err, errno, "cannot open %s/%s: %s", vm->dir, path,
+					 strerror(errno));
+				goto undo;
+			}
 		}
 	}
 	/* The new layers become active in state.json before QEMU switches to
@@ -491,20 +515,22 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (r < 0)
 		goto undo;
 	switched = true;
-	r = migrate_pass_fd(q, MIGRATE_FD_NAME, pump ? qemu_fd : fd, err);
+	r = migrate_pass(q, MIGRATE_FD_NAME, qemu_fd, !pump, &tgt, err);
 	if (r < 0)
 		goto undo;
 	fd_passed = true;
 	/* QEMU holds the pipe's write end now; ours would keep it open. */
-	closep(&qemu_fd);
-	r = migrate_run(q, MIGRATE_FD_NAME,
+	if (pump)
+		closep(&qemu_fd);
+	r = migrate_run(q, &tgt,
 			 &(struct mig_wait){
 				 .timeout_s = opts->timeout > 0 ? opts->timeout : DEFAULT_SAVE_TIMEOUT,
 				 .phase = "save",
 				 .progress = opts->progress,
 				 .userdata = opts->userdata,
-				 .fd = fd,
+				 .fd = pump ? fd : qemu_fd,
 				 .pump = pump,
+				 .live = live,
 			 },
 			 err);
 	if (r < 0) {
@@ -513,16 +539,17 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 		/* QEMU saw only a broken pipe; our side knows why (a full disk).
 		 * A migration that never started leaves QEMU holding the pipe. */
 		if (pump && vm_qemu_alive(vm))
-			qmp_execute(q, "closefd",
-				    jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL), NULL,
-				    0, &e2);
+			migrate_release(q, &tgt);
 		if (pump && pump_finish(TAKE_PTR(pump), &e2) < 0)
 			qerr(err, e2.code, "%s", e2.msg);
 		goto undo;
 	}
+	migrate_release(q, &tgt);
+	fd_passed = false;
+	closep(&qemu_fd);
 	if (pump)
 		r = pump_finish_checksum(TAKE_PTR(pump), &checksum, err);
-	else
+	else if (sum)
 		r = checksum_follow_finish(TAKE_PTR(sum), "the machine state", &checksum, err);
 	if (r < 0)
 		goto undo;
@@ -542,6 +569,11 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (fsync(fd) < 0 || fstat(fd, &stt) < 0) {
 		r = qerr(err, errno, "cannot sync the machine state: %s", strerror(errno));
 		goto undo;
+	}
+	if (mapped) {
+		r = checksum_fd(fd, "the machine state", &checksum, err);
+		if (r < 0)
+			goto undo;
 	}
 	if (stage) {
 		r = persist_ram(vm, stage, opts, err);
@@ -564,6 +596,9 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			.vmstate_size = (uint64_t)stt.st_size,
 			.compressed = opts->compress > 0,
 			.vmstate_checksum = TAKE_PTR(checksum),
+			.qemu_version = *caps_version(q) ? xstrdup(caps_version(q)) : NULL,
+			.machine = xstrdup_or_null(vm->st.qemu_machine),
+			.format = mapped ? xstrdup("mapped-ram") : NULL,
 			.drives = xcalloc(n, sizeof(struct snap_drive)),
 		};
 		for (size_t i = 0; i < n; i++) {
@@ -607,9 +642,7 @@ undo:
 		/* QEMU lets go of the fd it was given: then the pump ends. */
 		closep(&qemu_fd);
 		if (alive && fd_passed)
-			qmp_execute(q, "closefd",
-				    jbuild("fdname", json_object_new_string(MIGRATE_FD_NAME), NULL), NULL,
-				    0, &e2);
+			migrate_release(q, &tgt);
 		pump_finish(TAKE_PTR(pump), &e2);
 		checksum_follow_cancel(TAKE_PTR(sum));
 		if (stage)
@@ -652,8 +685,10 @@ int save_recover(qsnap_vm *vm, qsnap_error *err)
 		vm_forget_qemu(vm);
 		return vm_write_state(vm, err);
 	}
-	/* A migration may still write into the removed file: end it. */
+	/* A migration may still write into the removed file: end it, and
+	 * let QEMU close that file. */
 	migrate_end(q);
+	migrate_release_name(q, MIGRATE_FD_NAME);
 	/* Make state.json name the layers QEMU really writes to: the crash may
 	 * have come before or after the switch. */
 	r = qmp_execute(q, "query-block", NULL, &blocks, 0, err);

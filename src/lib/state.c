@@ -15,6 +15,9 @@ void snapshot_free(struct snapshot *s)
 	free(s->mode);
 	free(s->dir);
 	free(s->vmstate_checksum);
+	free(s->qemu_version);
+	free(s->machine);
+	free(s->format);
 	for (size_t i = 0; i < s->n_drives; i++) {
 		free(s->drives[i].drive);
 		free(s->drives[i].layer);
@@ -43,6 +46,9 @@ void state_free(struct state *st)
 	free(st->pending);
 	free(st->ram_file);
 	free(st->postmigrate);
+	free(st->machine);
+	free(st->machine_for);
+	free(st->qemu_machine);
 	memset(st, 0, sizeof(*st));
 }
 
@@ -204,7 +210,11 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.memory = (uint64_t)jint(s, "memory", 0);
 		sn.compressed = jbool(s, "compressed", false);
 		sn.vmstate_checksum = xstrdup_or_null(jstr(s, "vmstate_checksum"));
+		sn.qemu_version = xstrdup_or_null(jstr(s, "qemu_version"));
+		sn.machine = xstrdup_or_null(jstr(s, "machine"));
+		sn.format = xstrdup_or_null(jstr(s, "format"));
 		if ((strcmp(mode, "stream") && strcmp(mode, "shared")) ||
+		    (sn.format && strcmp(sn.format, "mapped-ram")) ||
 		    (sn.vmstate_checksum && !checksum_valid(sn.vmstate_checksum))) {
 			snapshot_free(&sn);
 			goto fail_snapshots;
@@ -226,6 +236,8 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		st->snapshots[st->n_snapshots++] = sn;
 	}
 	st->current = xstrdup_or_null(jstr(o, "current"));
+	st->machine = xstrdup_or_null(jstr(jobj(o, "machine"), "type"));
+	st->machine_for = xstrdup_or_null(jstr(jobj(o, "machine"), "from"));
 	st->pending = xstrdup_or_null(jstr(jobj(o, "pending"), "dir"));
 	st->pending_resume = jbool(jobj(o, "pending"), "resume", false);
 	if (st->pending && (!rel_path_ok(st->pending) || strncmp(st->pending, "snapshots/", 10))) {
@@ -240,6 +252,7 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		st->ram_shared = jbool(q, "ram_shared", false);
 		st->postmigrate = xstrdup_or_null(jstr(q, "postmigrate"));
 		st->inspect = jbool(q, "inspect", false);
+		st->qemu_machine = xstrdup_or_null(jstr(q, "machine"));
 		/* qsnap removes a shared RAM file when its QEMU is gone: only ever
 		 * one it made (".../ram" outside the VM directory), or a
 		 * snapshot's, which it never removes. */
@@ -306,6 +319,13 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 		if (s->vmstate_checksum)
 			json_object_object_add(so, "vmstate_checksum",
 					       json_object_new_string(s->vmstate_checksum));
+		if (s->qemu_version)
+			json_object_object_add(so, "qemu_version",
+					       json_object_new_string(s->qemu_version));
+		if (s->machine)
+			json_object_object_add(so, "machine", json_object_new_string(s->machine));
+		if (s->format)
+			json_object_object_add(so, "format", json_object_new_string(s->format));
 		for (size_t j = 0; j < s->n_drives; j++)
 			json_object_object_add(drives, s->drives[j].drive,
 					       json_object_new_string(s->drives[j].layer));
@@ -315,6 +335,11 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 	json_object_object_add(o, "snapshots", snaps);
 	if (st->current)
 		json_object_object_add(o, "current", json_object_new_string(st->current));
+	if (st->machine)
+		json_object_object_add(o, "machine",
+				       jbuild("type", json_object_new_string(st->machine), "from",
+					      json_object_new_string(st->machine_for ? st->machine_for : ""),
+					      NULL));
 	if (st->pending)
 		json_object_object_add(o, "pending",
 				       jbuild("dir", json_object_new_string(st->pending), "resume",
@@ -327,6 +352,8 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 			json_object_object_add(q, "postmigrate", json_object_new_string(st->postmigrate));
 		if (st->inspect)
 			json_object_object_add(q, "inspect", json_object_new_boolean(true));
+		if (st->qemu_machine)
+			json_object_object_add(q, "machine", json_object_new_string(st->qemu_machine));
 		if (st->ram_file) {
 			json_object_object_add(q, "ram_file", json_object_new_string(st->ram_file));
 			json_object_object_add(q, "ram_shared", json_object_new_boolean(st->ram_shared));

@@ -33,6 +33,14 @@ struct snapshot {
 	uint64_t memory; /* guest RAM size at save time */
 	bool compressed; /* <dir>/vmstate.zst instead of <dir>/vmstate */
 	char *vmstate_checksum; /* "xxh3-128:...", NULL for older snapshots */
+	/* The QEMU and versioned machine type it was saved with (NULL for
+	 * older snapshots): it loads only into that machine type. */
+	char *qemu_version;
+	char *machine;
+	/* The vmstate's format: NULL for QEMU's plain stream, "mapped-ram"
+	 * for RAM at fixed offsets (a sparse file as long as the guest's RAM,
+	 * written by multifd channels; QEMU >= 9.0). */
+	char *format;
 	size_t n_drives;
 	struct snap_drive *drives;
 };
@@ -60,10 +68,17 @@ struct state {
 	/* The snapshot whose save left the (paused) QEMU in postmigrate state. */
 	char *postmigrate;
 	bool inspect; /* the QEMU runs a memory dump with read-only disks */
+	char *qemu_machine; /* the machine type the running QEMU was started with */
 	/* A save under way: its partial directory, and whether the VM ran
 	 * before it paused it. An interrupted save is undone on open. */
 	char *pending;
 	bool pending_resume;
+	/* The versioned machine type (e.g. pc-i440fx-7.2) that vm.json's
+	 * machine (machine_for; "" for QEMU's default) resolved to when the VM
+	 * first started: QEMU always starts with it, so that snapshots load
+	 * after a QEMU upgrade too. */
+	char *machine;
+	char *machine_for;
 };
 
 int state_from_json(const char *text, const char *what, struct state *st, qsnap_error *err);

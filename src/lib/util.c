@@ -321,6 +321,23 @@ char *find_program(const char *name)
 	return NULL;
 }
 
+char *qemu_img_for(const char *qemu)
+{
+	_cleanup_free_ char *bin = find_program(qemu ? qemu : "qemu-system-x86_64");
+	char *slash = bin ? strrchr(bin, '/') : NULL;
+
+	/* The qemu-img of the VM's QEMU (its own directory, e.g. a QEMU
+	 * unpacked beside the system's), else the one on PATH. */
+	if (slash) {
+		char *img = xasprintf("%.*s/qemu-img", (int)(slash - bin), bin);
+
+		if (access(img, X_OK) == 0)
+			return img;
+		free(img);
+	}
+	return xstrdup("qemu-img");
+}
+
 int run_program(const char *cwd, char *const argv[], char **ret_out, qsnap_error *err)
 {
 	return run_program_ex(cwd, argv, NULL, ret_out, err);
@@ -341,7 +358,7 @@ int run_program_ex(const char *cwd, char *const argv[], const struct run_opts *o
 
 	if (!prog)
 		return qerr(err, ENOENT, "%s not found: install the Debian package %s", argv[0],
-			    !strncmp(argv[0], "qemu-img", 8) ? "qemu-utils" : argv[0]);
+			    strstr(argv[0], "qemu-img") ? "qemu-utils" : argv[0]);
 	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		int e = errno;
 		closep(&outp[0]), closep(&outp[1]), closep(&errp[0]), closep(&errp[1]);

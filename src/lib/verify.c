@@ -158,7 +158,8 @@ static const char *check_layer(struct verify *v, const char *layer)
 {
 	_cleanup_free_ char *opts = xasprintf("driver=qcow2,file.driver=file,file.filename=%s,backing=",
 					       layer);
-	char *argv[] = {"qemu-img", "check", "-U", "--output=json", "--image-opts", opts, NULL};
+	_cleanup_free_ char *img = qemu_img_for(v->vm->def.qemu);
+	char *argv[] = {img, "check", "-U", "--output=json", "--image-opts", opts, NULL};
 	_cleanup_free_ char *out = NULL, *errout = NULL;
 	_cleanup_json_ json_object *o = NULL;
 	struct layer_result *lr;
@@ -216,7 +217,8 @@ static char *real_path(qsnap_vm *vm, const char *p)
 static void check_backing(struct verify *v, const struct snapshot *s, const qsnap_drive_def *d,
 			  char **chain, size_t n)
 {
-	char *argv[] = {"qemu-img", "info", "--backing-chain", "-U", "--output=json", "-f", "qcow2",
+	_cleanup_free_ char *qemu_img = qemu_img_for(v->vm->def.qemu);
+	char *argv[] = {qemu_img, "info", "--backing-chain", "-U", "--output=json", "-f", "qcow2",
 			chain[0], NULL};
 	_cleanup_free_ char *out = NULL;
 	_cleanup_json_ json_object *o = NULL;

@@ -48,9 +48,10 @@ int vm_write_state(qsnap_vm *vm, qsnap_error *err)
 }
 
 /* Find out the format of an image with qemu-img. */
-static int image_format(const char *path, char **ret_format, qsnap_error *err)
+static int image_format(const char *qemu, const char *path, char **ret_format, qsnap_error *err)
 {
-	char *argv[] = {"qemu-img", "info", "-U", "--output=json", (char *)path, NULL};
+	_cleanup_free_ char *img = qemu_img_for(qemu);
+	char *argv[] = {img, "info", "-U", "--output=json", (char *)path, NULL};
 	_cleanup_free_ char *out = NULL;
 	_cleanup_json_ json_object *o = NULL;
 	const char *fmt;
@@ -72,7 +73,7 @@ static int check_drive_formats(qsnap_def *def, qsnap_error *err)
 	for (size_t i = 0; i < def->n_drives; i++) {
 		qsnap_drive_def *d = &def->drives[i];
 		_cleanup_free_ char *fmt = NULL;
-		int r = image_format(d->path, &fmt, err);
+		int r = image_format(def->qemu, d->path, &fmt, err);
 
 		if (r == -ENOENT) /* qemu-img itself is missing: the message says so */
 			return r;
@@ -429,6 +430,7 @@ void vm_forget_qemu(qsnap_vm *vm)
 	vm->st.qemu_pid = 0;
 	vm->st.qemu_start = 0;
 	free(TAKE_PTR(vm->st.postmigrate));
+	free(TAKE_PTR(vm->st.qemu_machine));
 	vm->st.inspect = false;
 	vm_drop_ram(vm);
 }
@@ -524,7 +526,14 @@ static int vm_qmp_connect(qsnap_vm *vm, int timeout_ms, qsnap_error *err)
 {
 	_cleanup_free_ char *path = qmp_socket_path(vm);
 
-	return qmp_connect(path, timeout_ms, vm->st.qemu_pid, vm->st.qemu_start, &vm->qmp, err);
+	int r = qmp_connect(path, timeout_ms, vm->st.qemu_pid, vm->st.qemu_start, &vm->qmp, err);
+
+	if (r < 0)
+		return r;
+	r = caps_learn(vm->qmp, err);
+	if (r < 0)
+		vm_qmp_close(vm);
+	return r;
 }
 
 int vm_qmp(qsnap_vm *vm, struct qmp **ret, qsnap_error *err)
@@ -576,6 +585,31 @@ int vm_query_status(qsnap_vm *vm, char **ret_status, bool *ret_running, qsnap_er
 	*ret_status = xstrdup(s ? s : "unknown");
 	*ret_running = jbool(reply, "running", false);
 	return 0;
+}
+
+/* The first start records the versioned machine type vm.json's machine
+ * resolves to (pc -> pc-i440fx-7.2 on QEMU 7.2), and the running QEMU's
+ * type; a snapshot saved now then loads on a later QEMU too (QEMU 10.0
+ * still has pc-i440fx-7.2). */
+static int record_machine(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
+{
+	const char *from = vm->def.machine ? vm->def.machine : "";
+	const char *type = l->machine ? l->machine : vm_machine(&vm->def, &vm->st);
+	_cleanup_free_ char *resolved = NULL;
+	int r;
+
+	r = caps_resolve_machine(vm->qmp, type, &resolved, err);
+	if (r < 0)
+		return r;
+	free(vm->st.qemu_machine);
+	vm->st.qemu_machine = xstrdup(resolved);
+	if (!vm->st.machine || !vm->st.machine_for || strcmp(vm->st.machine_for, from)) {
+		free(vm->st.machine);
+		free(vm->st.machine_for);
+		vm->st.machine = TAKE_PTR(resolved);
+		vm->st.machine_for = xstrdup(from);
+	}
+	return vm_write_state(vm, err);
 }
 
 int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
@@ -637,7 +671,7 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 		vm_kill_qemu(vm, 1, &e2);
 		return vm_err_qemu_log(vm, err);
 	}
-	return 0;
+	return record_machine(vm, l, err);
 }
 
 int vm_kill_qemu(qsnap_vm *vm, int timeout, qsnap_error *err)

@@ -27,6 +27,12 @@ GUEST = os.environ.get("QSNAP_GUEST", os.path.join(BUILD, "guest"))
 # with KVM.
 ACCEL = os.environ.get("QSNAP_TEST_ACCEL", "tcg")
 APPEND = "console=ttyS0 quiet"
+# The QEMU the tests run (tests/run.py runs them once with the system's
+# QEMU and once with the one scripts/qemu10 installs); its qemu-img is the
+# one beside it.
+QEMU = os.environ.get("QSNAP_TEST_QEMU") or None
+QEMU_ARGS = ["--qemu", QEMU] if QEMU else []
+QEMU_IMG = os.path.join(os.path.dirname(QEMU), "qemu-img") if QEMU else "qemu-img"
 
 
 class Fail(AssertionError):
@@ -60,7 +66,7 @@ def qsnap(*args, ok=True, timeout=900, env=None):
 
 
 def qemu_img(*args):
-    subprocess.run(["qemu-img", *map(str, args)], check=True, capture_output=True)
+    subprocess.run([QEMU_IMG, *map(str, args)], check=True, capture_output=True)
 
 
 class Serial:
@@ -141,7 +147,7 @@ class VM:
         qsnap("init", self.dir, *drives, "--memory", memory, "--accel", ACCEL,
               "--kernel", os.path.join(GUEST, "vmlinuz"),
               "--initrd", os.path.join(GUEST, "initramfs.img"),
-              "--append", APPEND, *extra_init)
+              "--append", APPEND, *QEMU_ARGS, *extra_init)
         t.vms.append(self)
 
     def path(self, *p):

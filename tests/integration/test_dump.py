@@ -61,3 +61,24 @@ def test_dump_elf_and_errors(t):
     vm.stop()
     p = qsnap("start", vm.dir, "--from-dump", out, ok=False)
     check(p.returncode != 0 and "ELF" in p.stderr, p.stderr)
+
+
+def test_dump_after_lazy_restore(t):
+    """RAM mapped copy-on-write from a snapshot cannot be write-protected for
+    a live dump: the dump pauses the guest instead, and the guest goes on."""
+    vm = t.vm(extra_init=["--ram-mode", "shared"])
+    vm.boot()
+    fill_guest(vm, "a", mib=4)
+    vm.save("A")
+    vm.restore("A", "--lazy")
+    saved = fill_guest(vm, "b", mib=4)
+    out = os.path.join(t.dir, "mem.zst")
+    p = qsnap("dump-memory", vm.dir, out)
+    check("dumped" in p.stdout, p.stdout)
+    check(vm.status()["state"] == "running", "the VM does not run after the dump")
+    check(guest_view(vm) == saved, "the dump changed the guest")
+    vm.stop()
+    qsnap("start", vm.dir, "--from-dump", out)
+    qsnap("qmp", vm.dir, "cont")
+    vm.connect()
+    check(guest_view(vm) == saved, "the loaded dump is not the guest at the dump")

@@ -132,6 +132,9 @@ def test_qsnap_killed_during_save(t):
     check(vm.qemu_pid() == pid, "QEMU was replaced")
     check(vm.status()["state"] == "running", f"state {vm.status()['state']}")
     check(view(vm) == now, "the guest changed while the save was undone")
+    # QEMU let go of the removed partial file (its space is free again).
+    held = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    check(not [h for h in held if ".partial" in h], f"QEMU still holds {held}")
     expected["after"] = now
     assert_consistent(vm, expected)
 

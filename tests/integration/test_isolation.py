@@ -6,9 +6,10 @@ import json
 import os
 import pwd
 import stat
+import shutil
 import subprocess
 
-from harness import check, process_running, qsnap
+from harness import QEMU, QEMU_IMG, check, process_running, qsnap
 
 # What qsnap passes to every program it starts (proc.c, util.c).
 QEMU_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C"]
@@ -123,15 +124,15 @@ def test_qemu_gets_no_shell_env_or_fds(t):
 
 def test_qemu_img_gets_no_env_or_fds(t):
     """qemu-img, run while qsnap holds the VM's lock, sees only stdio and
-    the minimal environment."""
-    vm = t.vm()
-    vm.boot()
+    the minimal environment; it is the one beside the VM's QEMU binary, not
+    the one on PATH."""
     bindir = os.path.join(t.dir, "bin")
     logdir = os.path.join(t.dir, "log")
     os.makedirs(bindir)
     os.makedirs(logdir)
-    real = subprocess.run(["sh", "-c", "command -v qemu-img"], capture_output=True,
-                          text=True).stdout.strip()
+    qemu = QEMU or shutil.which("qemu-system-x86_64")
+    os.symlink(qemu, os.path.join(bindir, "qemu-system-x86_64"))
+    real = QEMU_IMG if QEMU else shutil.which("qemu-img")
     wrapper = os.path.join(bindir, "qemu-img")
     with open(wrapper, "w") as f:
         f.write("#!/bin/sh\n"
@@ -141,11 +142,12 @@ def test_qemu_img_gets_no_env_or_fds(t):
                 f"ls -l /proc/self/fd > {logdir}/fd.$$\n"
                 f'exec {real} "$@"\n')
     os.chmod(wrapper, 0o755)
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-           "QSNAP_SECRET": "must-not-leak"}
+    vm = t.vm(extra_init=["--qemu", os.path.join(bindir, "qemu-system-x86_64")])
+    vm.boot()
+    env = {**os.environ, "QSNAP_SECRET": "must-not-leak"}
     qsnap("save", vm.dir, "s", env=env)
     runs = sorted(n for n in os.listdir(logdir) if n.startswith("env."))
-    check(runs, "the wrapper did not run: qsnap did not take qemu-img from PATH")
+    check(runs, "the wrapper did not run: qsnap did not take the qemu-img beside the VM's QEMU")
     for r in runs:
         with open(os.path.join(logdir, r), "rb") as f:
             got = f.read().decode().split("\0")[:-1]

@@ -12,11 +12,14 @@ from test_snapshots import fill_guest, guest_view
 
 
 def wait_for_stream(vm, proc, timeout=60):
-    """Wait until the save writes RAM (so its pause is over)."""
+    """Wait until the save writes RAM (so its pause is over). The file
+    starts with RAM's setup section before the device state is saved, and
+    input typed on the console while the guest is paused can be saved in
+    the serial port's FIFO: wait for megabytes of RAM pages."""
     deadline = time.time() + timeout
     while True:
         files = glob.glob(vm.path("snapshots", ".partial-*", "vmstate"))
-        if files and os.path.getsize(files[0]) > 0:
+        if files and os.path.getsize(files[0]) > 8 << 20:
             return
         check(proc.poll() is None, "the save ended before it could be watched")
         check(time.time() < deadline, "the save never started writing")

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import tarfile
 
-from harness import ACCEL, APPEND, GUEST, VM, check, qsnap
+from harness import ACCEL, APPEND, GUEST, QEMU_ARGS, VM, check, qsnap
 from test_snapshots import fill_guest, guest_view
 
 
@@ -18,7 +18,7 @@ def vm_on_base(t, name, base):
     vm.t, vm.dir, vm.serial = t, os.path.join(t.dir, name), None
     qsnap("init", vm.dir, "--drive", f"vda={base}", "--memory", "256M", "--accel", ACCEL,
           "--kernel", os.path.join(GUEST, "vmlinuz"),
-          "--initrd", os.path.join(GUEST, "initramfs.img"), "--append", APPEND)
+          "--initrd", os.path.join(GUEST, "initramfs.img"), "--append", APPEND, *QEMU_ARGS)
     t.vms.append(vm)
     return vm
 

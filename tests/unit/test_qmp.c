@@ -825,6 +825,67 @@ static void test_blank_line_skipped(void **ctx)
 	fake_finish(f);
 }
 
+/* What a QEMU can do, as 7.2 and 10.0 answer (shortened): arg "10" for
+ * 10.0.2, else 7.2.22. */
+static int script_caps(int s, const char *arg)
+{
+	bool ten = arg && !strcmp(arg, "10");
+	int64_t id;
+
+	SRV_CHECK(srv_handshake(s) == 0);
+	SRV_CHECK(srv_expect(s, "query-version", &id) == 0);
+	SRV_CHECK(srv_sendf(s, "{\"return\": {\"qemu\": {\"major\": %d, \"minor\": %d, \"micro\": %d}, "
+			       "\"package\": \"\"}, \"id\": %" PRId64 "}\r\n",
+			    ten ? 10 : 7, ten ? 0 : 2, ten ? 2 : 22, id) == 0);
+	SRV_CHECK(srv_expect(s, "query-migrate-capabilities", &id) == 0);
+	SRV_CHECK(srv_sendf(s, "{\"return\": [{\"capability\": \"events\", \"state\": false}, "
+			       "{\"capability\": \"multifd\", \"state\": false}, "
+			       "{\"capability\": \"%s\", \"state\": false}], \"id\": %" PRId64 "}\r\n",
+			    ten ? "mapped-ram" : "compress", id) == 0);
+	SRV_CHECK(srv_expect(s, "query-migrate-parameters", &id) == 0);
+	SRV_CHECK(srv_sendf(s, "{\"return\": {\"multifd-channels\": 2%s}, \"id\": %" PRId64 "}\r\n",
+			    ten ? ", \"direct-io\": false" : "", id) == 0);
+	SRV_CHECK(srv_expect(s, "query-commands", &id) == 0);
+	SRV_CHECK(srv_sendf(s, "{\"return\": [{\"name\": \"getfd\"}, {\"name\": \"add-fd\"}], "
+			       "\"id\": %" PRId64 "}\r\n", id) == 0);
+	return srv_wait_eof(s);
+}
+
+static void check_caps(void **ctx, const char *which)
+{
+	struct fake *f = *ctx;
+	qsnap_error err = {0};
+	bool ten = !strcmp(which, "10");
+
+	fake_start(f, script_caps, which);
+	client_open(f);
+	assert_int_equal(caps_learn(f->q, &err), 0);
+	/* Asked once per connection. */
+	assert_int_equal(caps_learn(f->q, &err), 0);
+	assert_string_equal(caps_version(f->q), ten ? "10.0.2" : "7.2.22");
+	assert_true(caps_migrate_cap(f->q, "multifd"));
+	assert_int_equal(caps_migrate_cap(f->q, "compress"), !ten);
+	assert_int_equal(caps_migrate_cap(f->q, "mapped-ram"), ten);
+	assert_int_equal(caps_migrate_param(f->q, "direct-io"), ten);
+	assert_true(caps_command(f->q, "add-fd"));
+	assert_false(caps_command(f->q, "query-yank"));
+	/* file: only where mapped-ram says QEMU has it; mapped-ram then. */
+	assert_int_equal(caps_file_uri(f->q), ten);
+	assert_int_equal(migrate_can_map(f->q), ten);
+	client_close(f);
+	fake_finish(f);
+}
+
+static void test_caps_qemu72(void **ctx)
+{
+	check_caps(ctx, "7.2");
+}
+
+static void test_caps_qemu10(void **ctx)
+{
+	check_caps(ctx, "10");
+}
+
 #define FAKE_TEST(t) cmocka_unit_test_setup_teardown(t, fake_setup, fake_teardown)
 
 int main(void)
@@ -844,6 +905,8 @@ int main(void)
 		FAKE_TEST(test_large_reply),
 		FAKE_TEST(test_stale_reply),
 		FAKE_TEST(test_blank_line_skipped),
+		FAKE_TEST(test_caps_qemu72),
+		FAKE_TEST(test_caps_qemu10),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
