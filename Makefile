@@ -34,7 +34,8 @@ QEMU ?=
 QEMU_BIN = $(if $(filter 10,$(QEMU)),$(BUILD)/qemu10/usr/bin/qemu-system-x86_64,$(QEMU))
 bench: BOOTSTRAP_FOR = bench
 bench: build guest qemu10
-	@bench/run $(BENCH_ARGS) $(if $(QEMU_BIN),--qemu $(QEMU_BIN))
+	@bench/run $(BENCH_ARGS) $(if $(QEMU_BIN),--qemu $(QEMU_BIN)) \
+		$(if $(filter 10,$(QEMU)),$(if $(findstring --quick,$(BENCH_ARGS)),,--out bench/qemu10))
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: bench
