@@ -38,6 +38,8 @@ int cmd_publish(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_push(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
 
 /* "qsnap: <message>" on stderr; returns EXIT_FAIL. */
 int cli_fail(const qsnap_error *err);

@@ -21,6 +21,8 @@ static const struct cli_cmd commands[] = {
 	{"verify", "check that a snapshot's files are all there and intact", cmd_verify},
 	{"export", "write a snapshot and all it needs as one tar file", cmd_export},
 	{"import", "make a new VM directory from an exported snapshot", cmd_import},
+	{"push", "push a snapshot to an OCI registry", cmd_push},
+	{"pull", "pull a snapshot from an OCI registry", cmd_pull},
 	{"qmp", "send one QMP command to the running QEMU", cmd_qmp},
 };
 

@@ -374,7 +374,7 @@ static char *new_meta(struct import *im, const struct snapshot *s)
 
 /* An imported disk must stand alone: a qcow2 header that names a backing
  * or data file would make QEMU read a file of this host into the guest. */
-static int check_standalone(const char *stagedir, const char *path, const char *format,
+int check_standalone(const char *stagedir, const char *path, const char *format,
 			    qsnap_error *err)
 {
 	char *argv[] = {"qemu-img", "info", "--output=json", "-f", (char *)format, (char *)path,
