@@ -171,3 +171,97 @@ def test_push_pull_restore_and_start_from(t):
         check(guest_view(vm3) == saved, f"start --from guest differs: {guest_view(vm3)}")
         check(vm3.sh("cat /mnt/file") == "on-disk", "start --from disk differs")
         vm3.stop()
+
+
+def test_child_push_sends_only_what_changed(t):
+    vm, saved = saved_guest(t)
+    with registry(t) as reg:
+        first = push(vm, "S", reg.ref("qsnap/vm"))
+        saved2 = fill_guest(vm, "child", mib=4)
+        vm.sh("echo child > /mnt/file; sync")
+        vm.save("C")
+        before = reg.uploads()
+        child = push(vm, "C", reg.ref("qsnap/vm"))
+        # The base image, the kernel, the initrd and S's layer are there.
+        check(child["uploaded"] < child["blobs"] and child["present"] >= 4,
+              f"child push: {child}")
+        check(reg.uploads() - before == child["uploaded"],
+              f"the registry saw {reg.uploads() - before} uploads, the push says {child['uploaded']}")
+        check(child["uploaded_bytes"] < first["uploaded_bytes"], f"{child} vs {first}")
+        before = reg.uploads()
+        again = push(vm, "C", reg.ref("qsnap/vm"))
+        check(again["uploaded"] == 0 and again["digest"] == child["digest"], f"re-push: {again}")
+        check(reg.uploads() == before, f"a re-push opened {reg.uploads() - before} uploads")
+        vm.stop()
+
+        # S into a fresh directory, then C into the same one: only what C
+        # adds is downloaded, and both restore.
+        new = os.path.join(t.dir, "pulled")
+        a = pull(reg.ref("qsnap/vm", "S"), new)
+        b = pull(reg.ref("qsnap/vm", "C"), new)
+        check(b["reused"] >= 4 and b["downloaded"] < b["blobs"]
+              and b["downloaded_bytes"] < a["downloaded_bytes"], f"second pull: {b} (first {a})")
+        names = sorted(s["name"] for s in json.loads(qsnap("list", "--json", new).stdout))
+        check(names == ["C", "S"], f"snapshots after two pulls: {names}")
+        qsnap("verify", new)
+        vm2 = pulled_vm(t, new)
+        vm2.restore("C")
+        check(guest_view(vm2) == saved2 and vm2.sh("cat /mnt/file") == "child",
+              f"C pulled: {guest_view(vm2)}")
+        vm2.restore("S")
+        check(guest_view(vm2) == saved and vm2.sh("cat /mnt/file") == "on-disk",
+              f"S pulled: {guest_view(vm2)}")
+        # The same snapshot again is refused, and changes nothing.
+        state = open(os.path.join(new, "state.json")).read()
+        p = pull(reg.ref("qsnap/vm", "C"), new, ok=False)
+        check(p.returncode == 1 and "has a snapshot 'C' already" in p.stderr, p.stderr)
+        check(open(os.path.join(new, "state.json")).read() == state, "state.json changed")
+
+
+def test_shared_ram_zero_chunks(t):
+    vm = t.vm(memory="512M", extra_init=("--ram-mode", "shared"))
+    vm.boot()
+    saved = fill_guest(vm, "shared", mib=4)
+    vm.save("S")
+    with registry(t) as reg:
+        rep = push(vm, "S", reg.ref("qsnap/shared"))
+        # Most of a freshly booted guest's RAM is zero: recorded, not sent.
+        check(rep["zero_chunks"] >= 4 and rep["uploaded_bytes"] < 256 << 20, f"push: {rep}")
+        vm.stop()
+        new = os.path.join(t.dir, "pulled")
+        pull(reg.ref("qsnap/shared", "S"), new)
+        ram = glob.glob(os.path.join(new, "snapshots", "S", "ram"))
+        check(ram and os.path.getsize(ram[0]) == 512 << 20, f"ram file: {ram}")
+        check(os.stat(ram[0]).st_blocks * 512 < 256 << 20, "the pulled RAM file is not sparse")
+        vm2 = pulled_vm(t, new)
+        vm2.restore("S")
+        check(guest_view(vm2) == saved, f"pulled shared-RAM guest differs: {guest_view(vm2)}")
+
+
+def test_skopeo_reads_the_artifact(t):
+    vm, _ = saved_guest(t)
+    vm.stop()
+    with registry(t) as reg:
+        rep = push(vm, "S", reg.ref("qsnap/vm", "v1"))
+        p = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                            f"docker://{reg.ref('qsnap/vm', 'v1')}"],
+                           capture_output=True, timeout=120)
+        check(p.returncode == 0, f"skopeo inspect: {p.stderr.decode()}")
+        check("sha256:" + hashlib.sha256(p.stdout).hexdigest() == rep["digest"],
+              "skopeo's manifest is not the one qsnap pushed")
+        m = json.loads(p.stdout)
+        check(m["artifactType"] == "application/vnd.qsnap.snapshot.v1"
+              and m["config"]["mediaType"] == "application/vnd.qsnap.snapshot.config.v1+json",
+              f"manifest: {m}")
+        check(len(m["layers"]) + 1 == rep["blobs"], f"{len(m['layers'])} layers, {rep}")
+        out = os.path.join(t.dir, "layout")
+        p = subprocess.run(["skopeo", "copy", "--src-tls-verify=false",
+                            f"docker://{reg.ref('qsnap/vm', 'v1')}", f"oci:{out}:v1"],
+                           capture_output=True, text=True, timeout=300)
+        check(p.returncode == 0, f"skopeo copy: {p.stderr}")
+        for d in [m["config"]] + m["layers"]:
+            blob = os.path.join(out, "blobs", "sha256", d["digest"].split(":")[1])
+            check(os.path.getsize(blob) == d["size"], f"{blob}: wrong size")
+        check(any(b["digest"] == rep["digest"]
+                  for b in json.load(open(os.path.join(out, "index.json")))["manifests"]),
+              "the layout's index does not name the manifest")
