@@ -265,3 +265,183 @@ def test_skopeo_reads_the_artifact(t):
         check(any(b["digest"] == rep["digest"]
                   for b in json.load(open(os.path.join(out, "index.json")))["manifests"]),
               "the layout's index does not name the manifest")
+
+
+def spy_path(t):
+    """A PATH whose qemu-img records its argv and environment, then runs the
+    real one: what qsnap hands its children."""
+    d = os.path.join(t.dir, "spy")
+    os.makedirs(d, exist_ok=True)
+    log = os.path.join(d, "log")
+    real = shutil.which("qemu-img")
+    with open(os.path.join(d, "qemu-img"), "w") as f:
+        f.write(f"#!/bin/sh\n{{ echo \"$@\"; env; }} >> {log}\nexec {real} \"$@\"\n")
+    os.chmod(os.path.join(d, "qemu-img"), 0o755)
+    return f"{d}:{os.environ['PATH']}", log
+
+
+SECRET = "s3cret-Pa55"
+
+
+def check_no_secret(what, *texts):
+    for text in texts:
+        check(SECRET not in text, f"{what} shows the password: {text}")
+
+
+def test_basic_auth(t):
+    vm, saved = saved_guest(t)
+    vm.stop()
+    with registry(t, users={"alice": SECRET}) as reg:
+        ref = reg.ref("team/vm", "S")
+        home = os.path.join(t.dir, "home")
+        os.makedirs(home)
+        base = {k: v for k, v in os.environ.items() if not k.startswith("QSNAP_REGISTRY")}
+        base.update(HOME=home, DOCKER_CONFIG="")
+        # No credentials: a clear error, nothing pushed.
+        p = push(vm, "S", ref, ok=False, env=base)
+        check(p.returncode == 1 and "needs credentials" in p.stderr
+              and "QSNAP_REGISTRY_USER" in p.stderr and p.stderr.count("\n") == 1, p.stderr)
+        # A wrong password.
+        env = dict(base, QSNAP_REGISTRY_USER="alice", QSNAP_REGISTRY_PASSWORD="wrong")
+        p = push(vm, "S", ref, ok=False, env=env)
+        check(p.returncode == 1 and "refused the credentials of user 'alice'" in p.stderr
+              and p.stderr.count("\n") == 1, p.stderr)
+        check(reg.uploads() == 0, "uploads happened without valid credentials")
+        # The right one from the environment.
+        env["QSNAP_REGISTRY_PASSWORD"] = SECRET
+        p = qsnap("push", "--insecure", vm.dir, "S", ref, env=env)
+        check_no_secret("push", p.stdout, p.stderr)
+        # Pull with the Docker config (docker/podman/skopeo login's file),
+        # watching what the pull hands qemu-img.
+        docker = os.path.join(t.dir, "docker")
+        os.makedirs(docker)
+        with open(os.path.join(docker, "config.json"), "w") as f:
+            import base64
+            json.dump({"auths": {f"http://{reg.host}": {
+                "auth": base64.b64encode(f"alice:{SECRET}".encode()).decode()}}}, f)
+        path, spylog = spy_path(t)
+        env = dict(base, DOCKER_CONFIG=docker, PATH=path)
+        new = os.path.join(t.dir, "pulled")
+        p = qsnap("pull", "--insecure", ref, new, env=env)
+        check_no_secret("pull", p.stdout, p.stderr)
+        check(os.path.exists(spylog), "qemu-img was not run through the spy")
+        check_no_secret("qemu-img's argv or environment", open(spylog).read())
+        check("alice" not in open(spylog).read(), "the user name reached qemu-img")
+        vm2 = pulled_vm(t, new)
+        vm2.restore("S")
+        check(guest_view(vm2) == saved, "the guest pulled with basic auth differs")
+        # A wrong password in the Docker config fails the pull, leaving nothing.
+        with open(os.path.join(docker, "config.json"), "w") as f:
+            json.dump({"auths": {reg.host: {
+                "auth": base64.b64encode(b"alice:nope").decode()}}}, f)
+        p = pull(ref, os.path.join(t.dir, "other"), ok=False, env=env)
+        check(p.returncode == 1 and "refused the credentials of user 'alice'" in p.stderr
+              and "the Docker config" in p.stderr, p.stderr)
+        check(leftovers(t.dir, "other") == [], f"left: {leftovers(t.dir, 'other')}")
+
+
+class TokenServer:
+    """The Bearer-token flow of docker/distribution: a realm that checks a
+    user's basic credentials and answers with a JWT (RS256, signed by
+    openssl with a key whose self-signed certificate the registry trusts)
+    granting the scope asked for."""
+
+    def __init__(self, dir, users):
+        import http.server
+        import threading
+        self.key = os.path.join(dir, "token.key")
+        self.cert = os.path.join(dir, "token.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=qsnap-test-token", "-keyout", self.key, "-out", self.cert],
+                       check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", self.cert, "-outform", "DER"],
+                             check=True, capture_output=True).stdout
+        import base64
+        self.x5c = base64.b64encode(der).decode()
+        self.users = users
+        self.requests = []
+        server = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                auth = self.headers.get("Authorization", "")
+                ok = False
+                if auth.startswith("Basic "):
+                    u, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+                    ok = server.users.get(u) == pw
+                if not ok:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                body = json.dumps({"token": server.token(u, q.get("service", [""])[0],
+                                                         q.get("scope", []))}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        import urllib.parse
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def token(self, user, service, scopes):
+        import base64
+
+        def b64(b):
+            return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+        access = []
+        for s in scopes:
+            typ, name, actions = s.split(":")
+            access.append({"type": typ, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        claims = {"iss": "qsnap-test-issuer", "sub": user, "aud": service, "exp": now + 600,
+                  "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}
+        signing = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key],
+                             input=signing.encode(), check=True, capture_output=True).stdout
+        return signing + "." + b64(sig)
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_bearer_token_auth(t):
+    vm, saved = saved_guest(t)
+    vm.stop()
+    tok = TokenServer(t.dir, {"bob": SECRET})
+    try:
+        auth = ("auth:\n  token:\n"
+                f"    realm: http://127.0.0.1:{tok.port}/token\n"
+                "    service: qsnap-test-registry\n"
+                "    issuer: qsnap-test-issuer\n"
+                f"    rootcertbundle: {tok.cert}\n")
+        with registry(t, extra_auth=auth) as reg:
+            ref = reg.ref("team/vm", "S")
+            env = {k: v for k, v in os.environ.items() if not k.startswith("QSNAP_REGISTRY")}
+            env.update(HOME=os.path.join(t.dir, "nohome"), DOCKER_CONFIG="",
+                       QSNAP_REGISTRY_USER="bob", QSNAP_REGISTRY_PASSWORD="wrong")
+            p = push(vm, "S", ref, ok=False, env=env)
+            check(p.returncode == 1 and "refused the credentials of user 'bob'" in p.stderr,
+                  p.stderr)
+            env["QSNAP_REGISTRY_PASSWORD"] = SECRET
+            rep = push(vm, "S", ref, env=env)
+            check(rep["uploaded"] == rep["blobs"], f"push with a token: {rep}")
+            check(any("scope=repository%3Ateam%2Fvm%3Apull%2Cpush" in r for r in tok.requests),
+                  f"token requests: {tok.requests}")
+            new = os.path.join(t.dir, "pulled")
+            p = qsnap("pull", "--insecure", ref, new, env=env)
+            check_no_secret("pull", p.stdout, p.stderr)
+            vm2 = pulled_vm(t, new)
+            vm2.restore("S")
+            check(guest_view(vm2) == saved, "the guest pulled with a token differs")
+    finally:
+        tok.stop()
