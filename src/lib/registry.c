@@ -416,6 +416,11 @@ static int request(struct registry *r, CURL *c, const struct req *q, struct resp
 		   const char *what, qsnap_error *err)
 {
 	char errbuf[CURL_ERROR_SIZE];
+	/* Requests that carry and stream nothing are tried again after a
+	 * dropped connection (a registry restarting); the pieces of an upload
+	 * resume in reg_blob_upload_fd, a download fails. */
+	bool again = !q->body && !p->sink;
+	int lost = 0;
 
 	for (int attempt = 0;; attempt++) {
 		_cleanup_free_ char *auth = NULL;
@@ -436,6 +441,13 @@ static int request(struct registry *r, CURL *c, const struct req *q, struct resp
 		    q->body->err)
 			return qerr(err, q->body->err, "cannot read what goes to registry %s: %s",
 				    r->ref.host, strerror(q->body->err));
+		if (again && lost < RETRIES &&
+		    (rc == CURLE_COULDNT_CONNECT || rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR ||
+		     rc == CURLE_GOT_NOTHING)) {
+			sleep_ms(500 * ++lost);
+			attempt--;
+			continue;
+		}
 		if (rc != CURLE_OK && !p->too_long)
 			return net_err(r, rc, errbuf, what, err);
 		if (p->status != 401 || attempt >= 2)
@@ -618,46 +630,61 @@ int reg_blob_upload_fd(struct registry *r, reg_conn *c, int fd, uint64_t off, ui
 	uint64_t pos = 0;
 	int tries = 0, ret;
 
-	ret = upload_start(r, c, what, &url, err);
-	while (ret >= 0 && pos < len) {
-		uint64_t piece = len - pos < PIECE ? len - pos : PIECE;
-		struct body b = {.fd = fd, .off = off + pos, .len = piece, .on_bytes = on_bytes, .ud = ud};
-		char range[64];
-		struct resp p = {.max = MAX_ERROR_BODY};
+	for (;;) {
+		qsnap_error e2;
+		bool have;
 
-		snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)pos,
-			 (unsigned long long)(pos + piece - 1));
-		ret = request(r, c,
-			      &(struct req){.method = "PATCH", .url = url, .body = &b,
-					    .content_type = "application/octet-stream",
-					    .content_range = range},
-			      &p, what, err);
-		if (ret >= 0 && p.status == 202 && p.location) {
-			free(url);
-			url = resolve(r, p.location);
-			pos += piece;
-			tries = 0;
-			resp_free(&p);
-			continue;
-		}
-		if (ret >= 0)
-			ret = http_err(r, &p, what, err);
-		resp_free(&p);
-		if (ret == -EACCES || b.err || tries++ >= RETRIES)
-			break;
-		/* A dropped connection or a hiccup of the registry: ask where
-		 * the upload stands and go on from there. */
-		sleep_ms(500 * tries);
-		ret = upload_offset(r, c, &url, &pos, what, err);
-		if (ret == -ENOENT) {
-			free(TAKE_PTR(url));
+		if (!url) {
 			pos = 0;
 			ret = upload_start(r, c, what, &url, err);
+			if (ret < 0)
+				goto failed;
 		}
-	}
-	if (ret >= 0)
+		while (pos < len) {
+			uint64_t piece = len - pos < PIECE ? len - pos : PIECE;
+			struct body b = {.fd = fd, .off = off + pos, .len = piece,
+					 .on_bytes = on_bytes, .ud = ud};
+			char range[64];
+			struct resp p = {.max = MAX_ERROR_BODY};
+
+			snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)pos,
+				 (unsigned long long)(pos + piece - 1));
+			ret = request(r, c,
+				      &(struct req){.method = "PATCH", .url = url, .body = &b,
+						    .content_type = "application/octet-stream",
+						    .content_range = range},
+				      &p, what, err);
+			if (ret >= 0 && p.status == 202 && p.location) {
+				free(url);
+				url = resolve(r, p.location);
+				pos += piece;
+				resp_free(&p);
+				continue;
+			}
+			if (ret >= 0)
+				ret = http_err(r, &p, what, err);
+			resp_free(&p);
+			if (ret == -EACCES || b.err)
+				return ret;
+			goto failed;
+		}
 		ret = upload_finish(r, c, url, digest, NULL, what, err);
-	return ret;
+		if (ret >= 0 || ret == -EACCES)
+			return ret;
+	failed:
+		if (ret == -EACCES || tries++ >= RETRIES)
+			return ret;
+		/* A dropped connection or a registry restarting: the blob may be
+		 * complete after all (an answer lost), the session may go on
+		 * where the registry has it, or it starts over. Distribution
+		 * 2.8 drops a session whose PATCH was cut off: the bytes it
+		 * got no longer match the session's offset. */
+		sleep_ms(500 * tries);
+		if (reg_blob_exists(r, c, digest, &have, &e2) >= 0 && have)
+			return 0;
+		if (url && (upload_offset(r, c, &url, &pos, what, &e2) < 0 || pos > len))
+			free(TAKE_PTR(url));
+	}
 }
 
 int reg_blob_upload_mem(struct registry *r, reg_conn *c, const void *data, size_t len,

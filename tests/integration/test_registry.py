@@ -8,6 +8,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,7 +16,7 @@ import subprocess
 import time
 import urllib.request
 
-from harness import VM, Fail, check, qsnap
+from harness import QSNAP, VM, Fail, check, qsnap
 from test_snapshots import fill_guest, guest_view
 
 REGISTRY = "/usr/bin/docker-registry"
@@ -55,7 +56,9 @@ class Registry:
                     "log:\n  level: info\n  accesslog:\n    disabled: false\n"
                     f"storage:\n  filesystem:\n    rootdirectory: {self.store}\n"
                     "  delete:\n    enabled: true\n"
-                    f"http:\n  addr: {self.host}\n" + auth)
+                    f"http:\n  addr: {self.host}\n"
+                    # A fixed secret: upload sessions survive a restart.
+                    "  secret: qsnap-test-secret\n" + auth)
         self.proc = None
         self.start()
 
@@ -445,3 +448,163 @@ def test_bearer_token_auth(t):
             check(guest_view(vm2) == saved, "the guest pulled with a token differs")
     finally:
         tok.stop()
+
+
+def one_line(p):
+    return p.returncode == 1 and p.stderr.count("\n") == 1 and p.stderr.startswith("qsnap: ")
+
+
+def config_of(reg, repo, tag):
+    """The manifest and config the registry holds, read from its storage."""
+    base = os.path.join(reg.store, "docker", "registry", "v2", "repositories", repo,
+                        "_manifests", "tags", tag, "current", "link")
+    digest = open(base).read().strip()
+    m = json.load(open(reg.blob_path(digest)))
+    return m, json.load(open(reg.blob_path(m["config"]["digest"])))
+
+
+def flip(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xff]))
+
+
+def test_faults_damaged_blob_missing_tag(t):
+    vm, _ = saved_guest(t)
+    vm.save("C")
+    vm.stop()
+    with registry(t) as reg:
+        push(vm, "S", reg.ref("qsnap/vm"))
+        new = os.path.join(t.dir, "pulled")
+        # A tag that is not there.
+        p = pull(reg.ref("qsnap/vm", "nosuch"), new, ok=False)
+        check(one_line(p) and "qsnap/vm:nosuch is not in the registry" in p.stderr, p.stderr)
+        p = pull(reg.ref("qsnap/other", "S"), new, ok=False)
+        check(one_line(p) and "not in the registry" in p.stderr, p.stderr)
+        check(leftovers(t.dir, "pulled") == [], f"left: {leftovers(t.dir, 'pulled')}")
+
+        # A layer damaged in the registry's storage: the pull names the
+        # blob and the snapshot and leaves nothing.
+        m, cfg = config_of(reg, "qsnap/vm", "S")
+        layer = cfg["drives"][0]["layers"][0]["digest"]
+        flip(reg.blob_path(layer), 100)
+        p = pull(reg.ref("qsnap/vm", "S"), new, ok=False)
+        check(one_line(p) and layer in p.stderr and "layer 1 of drive 'vda' of snapshot 'S'"
+              in p.stderr and "does not match its digest" in p.stderr
+              and "nothing was created" in p.stderr, p.stderr)
+        check(leftovers(t.dir, "pulled") == [], f"left: {leftovers(t.dir, 'pulled')}")
+        flip(reg.blob_path(layer), 100)
+
+        # A machine state chunk cut short.
+        chunk = next(c for c in cfg["machine_state"]["chunks"] if c)
+        data = open(reg.blob_path(chunk), "rb").read()
+        with open(reg.blob_path(chunk), "wb") as f:
+            f.write(data[: len(data) // 2])
+        p = pull(reg.ref("qsnap/vm", "S"), new, ok=False)
+        check(one_line(p) and chunk in p.stderr and "machine state chunk" in p.stderr, p.stderr)
+        check(leftovers(t.dir, "pulled") == [], f"left: {leftovers(t.dir, 'pulled')}")
+        with open(reg.blob_path(chunk), "wb") as f:
+            f.write(data)
+
+        # Into an existing VM: the damaged child adds nothing and keeps
+        # what the VM had.
+        pull(reg.ref("qsnap/vm", "S"), new)
+        push(vm, "C", reg.ref("qsnap/vm"))
+        _, cc = config_of(reg, "qsnap/vm", "C")
+        chunk = next(c for c in cc["machine_state"]["chunks"] if c)
+        flip(reg.blob_path(chunk), 5)
+        state = open(os.path.join(new, "state.json")).read()
+        files = sorted(os.listdir(os.path.join(new, "layers")))
+        p = pull(reg.ref("qsnap/vm", "C"), new, ok=False)
+        check(one_line(p) and chunk in p.stderr and "nothing was added" in p.stderr, p.stderr)
+        check(open(os.path.join(new, "state.json")).read() == state, "state.json changed")
+        check(sorted(os.listdir(os.path.join(new, "layers"))) == files, "layers changed")
+        check(not [f for f in os.listdir(new) if f.startswith(".qsnap-pull")], "staging left")
+        qsnap("verify", new)
+
+
+def test_faults_registry_dies_mid_pull(t):
+    vm, _ = saved_guest(t, disk_size="256M")
+    vm.sh("dd if=/dev/urandom of=/mnt/big bs=1M count=96 2>/dev/null; sync")
+    vm.save("B")
+    vm.stop()
+    with registry(t) as reg:
+        push(vm, "B", reg.ref("qsnap/vm"))
+        new = os.path.join(t.dir, "pulled")
+        p = subprocess.Popen([QSNAP, "pull",
+                              "--insecure", "--quiet", reg.ref("qsnap/vm", "B"), new],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Once the staging directory has data coming in, the registry dies.
+        deadline = time.time() + 60
+        while time.time() < deadline and p.poll() is None:
+            stage = [f for f in os.listdir(t.dir) if f.startswith(".pulled.qsnap-pull")]
+            if stage and any(os.path.getsize(f) > 0 for f in
+                             glob.glob(os.path.join(t.dir, stage[0], "**", "*"), recursive=True)
+                             if os.path.isfile(f)):
+                break
+            time.sleep(0.01)
+        reg.stop()
+        out, errout = p.communicate(timeout=120)
+        check(p.returncode == 1 and errout.count("\n") == 1 and "registry" in errout
+              and "nothing was created" in errout, f"{p.returncode}: {errout}")
+        check(leftovers(t.dir, "pulled") == [], f"left: {leftovers(t.dir, 'pulled')}")
+
+
+def test_faults_push_killed_completes_next_time(t):
+    vm, saved = saved_guest(t, disk_size="256M")
+    vm.sh("dd if=/dev/urandom of=/mnt/big bs=1M count=96 2>/dev/null; sync")
+    saved = guest_view(vm)
+    vm.save("B")
+    vm.stop()
+    with registry(t) as reg:
+        ref = reg.ref("qsnap/vm")
+        p = subprocess.Popen([QSNAP, "push", "--insecure", "--quiet",
+                              vm.dir, "B", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while time.time() < deadline and p.poll() is None:
+            if '"PATCH /v2/' in open(reg.log).read():
+                break
+            time.sleep(0.01)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        m = os.path.join(reg.store, "docker", "registry", "v2", "repositories", "qsnap", "vm",
+                         "_manifests", "tags", "B")
+        check(not os.path.exists(m), "the killed push left a tag")
+        # The next push completes; the VM's lock was released by the kill.
+        rep = push(vm, "B", ref)
+        check(rep["uploaded"] + rep["present"] == rep["blobs"], f"{rep}")
+        vm2 = pulled_vm(t, os.path.join(t.dir, "pulled"))
+        pull(reg.ref("qsnap/vm", "B"), vm2.dir)
+        vm2.restore("B")
+        check(guest_view(vm2) == saved, "the guest of the completed push differs")
+
+
+def test_faults_registry_restarts_mid_upload(t):
+    vm, saved = saved_guest(t, disk_size="512M")
+    vm.sh("dd if=/dev/urandom of=/mnt/big bs=1M count=200 2>/dev/null; sync")
+    vm.save("B")
+    vm.stop()
+    with registry(t) as reg:
+        p = subprocess.Popen([QSNAP, "push", "--insecure", "--json",
+                              vm.dir, "B", reg.ref("qsnap/vm")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and p.poll() is None:
+            if open(reg.log).read().count('"PATCH /v2/') >= 2:
+                break
+            time.sleep(0.01)
+        reg.stop()
+        time.sleep(0.3)
+        reg.start()
+        out, errout = p.communicate(timeout=300)
+        check(p.returncode == 0, f"the push did not survive a registry restart: {errout}")
+        rep = json.loads(out)
+        check(rep["uploaded"] == rep["blobs"], f"{rep}")
+        # It asked where an interrupted upload stood (GET on its session).
+        check(re.search(r'"GET /v2/qsnap/vm/blobs/uploads/', open(reg.log).read()),
+              "no upload was taken up again")
+        new = os.path.join(t.dir, "pulled")
+        pull(reg.ref("qsnap/vm", "B"), new)
+        qsnap("verify", new)
