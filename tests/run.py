@@ -44,6 +44,9 @@ ASAN_INTEGRATION = [
     "test_faults.test_damaged_state_json",
     "test_faults.test_qsnap_killed_during_save",
     "test_badinput.",
+    "test_registry.test_push_pull_restore_and_start_from",
+    "test_registry.test_child_push_sends_only_what_changed",
+    "test_registry.test_faults_damaged_blob_missing_tag",
 ]
 SANITIZER_ENV = {
     # A distinct exit code, so that a sanitizer report is never mistaken

@@ -351,6 +351,12 @@ static int artifact_def(struct pull *p, qsnap_def *def, qsnap_error *err)
 
 	if (r < 0)
 		return r;
+	/* Programs and folders of the pushing host are not this one's: the
+	 * default QEMU, the default RAM folder. */
+	free(def->qemu);
+	def->qemu = NULL;
+	free(def->ram_dir);
+	def->ram_dir = NULL;
 	if (def->n_drives != p->snap.n_drives)
 		goto bad;
 	for (size_t i = 0; i < def->n_drives; i++) {
@@ -891,7 +897,7 @@ int qsnap_pull(const char *ref, const char *dir, const qsnap_pull_opts *opts, ch
 	static const qsnap_pull_opts dflt = {0};
 	struct pull p = {.opts = opts ? opts : &dflt, .ref = ref, .stagefd = -1};
 	_cleanup_free_ char *c1 = xstrdup(dir), *c2 = xstrdup(dir), *final = NULL;
-	_cleanup_free_ char *manifest = NULL, *config = NULL, *vmjson = NULL;
+	_cleanup_free_ char *manifest = NULL, *config = NULL;
 	_cleanup_json_ json_object *layers = NULL;
 	const char *base = basename(c2);
 	struct oci_item cfg;
