@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
@@ -33,6 +34,8 @@ struct job {
 	size_t dst;
 	uint64_t off;
 	char *title; /* "layer 2 of drive 'vda'" */
+	char *local; /* copied from this file of the VM (an earlier pull's chunk) */
+	uint64_t local_off;
 };
 
 struct pull {
@@ -51,6 +54,7 @@ struct pull {
 	int64_t t0;
 	qsnap_pull_stats st;
 	json_object *record; /* registry.json: digests of pulled files */
+	int vmdirfd;	     /* pulling into an existing VM: its directory, else -1 */
 };
 
 /* ---- registry.json: which local file holds which blob ---- */
@@ -110,6 +114,50 @@ static int record_save(json_object *rec, int dirfd, qsnap_error *err)
 	return write_file_atomic(dirfd, RECORD, text, strlen(text), err);
 }
 
+/* A pulled machine state or RAM file: the digest of each of its chunks. */
+static void record_set_chunks(json_object *rec, int dirfd, const char *path,
+			      const struct oci_pchunks *ch)
+{
+	json_object *list = json_object_new_array(), *f;
+
+	for (size_t i = 0; i < ch->n; i++)
+		json_object_array_add(list, ch->chunks[i].digest[0]
+						    ? json_object_new_string(ch->chunks[i].digest)
+						    : NULL);
+	record_set(rec, dirfd, path, "");
+	f = jobj(jobj(rec, "files"), path);
+	if (!f) {
+		json_object_put(list);
+		return;
+	}
+	json_object_object_add(f, "chunk_size", json_object_new_int64((int64_t)ch->chunk_size));
+	json_object_object_add(f, "chunks", list);
+}
+
+/* An unchanged file of the VM that has a chunk with this digest. */
+static const char *record_find_chunk(json_object *rec, int dirfd, const char *digest,
+				     uint64_t *ret_off)
+{
+	json_object_object_foreach(jobj(rec, "files"), path, f)
+	{
+		json_object *list = jarr(f, "chunks");
+		int64_t cs = jint(f, "chunk_size", 0);
+
+		if (!list || cs <= 0 || !record_match(rec, dirfd, path, ""))
+			continue;
+		for (size_t i = 0; i < json_object_array_length(list); i++) {
+			json_object *e = json_object_array_get_idx(list, i);
+
+			if (e && json_object_is_type(e, json_type_string) &&
+			    !strcmp(json_object_get_string(e), digest)) {
+				*ret_off = (uint64_t)cs * i;
+				return path;
+			}
+		}
+	}
+	return NULL;
+}
+
 /* ---- downloads ---- */
 
 static size_t add_dst(struct pull *p, const char *rel, uint64_t size)
@@ -136,8 +184,19 @@ static void add_chunk_jobs(struct pull *p, const struct oci_pchunks *ch, const c
 	for (size_t i = 0; i < ch->n; i++) {
 		_cleanup_free_ char *title = xasprintf("%s chunk %zu", what, i);
 
-		if (ch->chunks[i].digest[0])
-			add_job(p, &ch->chunks[i], d, (uint64_t)i * ch->chunk_size, title);
+		const char *local = NULL;
+		uint64_t loff = 0;
+
+		if (!ch->chunks[i].digest[0])
+			continue;
+		if (p->vmdirfd >= 0)
+			local = record_find_chunk(p->record, p->vmdirfd, ch->chunks[i].digest, &loff);
+		add_job(p, &ch->chunks[i], d, (uint64_t)i * ch->chunk_size, title);
+		if (local) {
+			p->jobs[p->n_jobs - 1].local = xstrdup(local);
+			p->jobs[p->n_jobs - 1].local_off = loff;
+			p->total -= ch->chunks[i].size;
+		}
 	}
 }
 
@@ -196,6 +255,44 @@ static int sink(const void *data, size_t len, void *ud, qsnap_error *err)
 	return 0;
 }
 
+/* A chunk the VM has in an earlier pulled snapshot's file, copied and
+ * checked against its digest; -1 when that copy cannot be used. */
+static int copy_local(struct pull *p, struct job *j, struct sinkctx *k)
+{
+	_cleanup_close_ int fd = openat(p->vmdirfd, j->local, O_RDONLY | O_CLOEXEC);
+	char got[DIGEST_LEN + 1];
+	struct sha256 h;
+	uint64_t pos = 0;
+	qsnap_error e;
+
+	if (fd < 0)
+		return -1;
+	sha256_init(&h);
+	while (pos < j->item.size) {
+		size_t want = j->item.size - pos < SINK_BUF - k->fill ? (size_t)(j->item.size - pos)
+								   : SINK_BUF - k->fill;
+		ssize_t n = pread(fd, k->buf + k->fill, want, (off_t)(j->local_off + pos));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			sha256_free(&h);
+			return -1;
+		}
+		sha256_update(&h, k->buf + k->fill, (size_t)n);
+		k->fill += (size_t)n;
+		pos += (uint64_t)n;
+		if (k->fill == SINK_BUF && sink_flush(k, &e) < 0) {
+			sha256_free(&h);
+			return -1;
+		}
+	}
+	sha256_final(&h, got);
+	if (strcmp(got, j->item.digest) || sink_flush(k, &e) < 0)
+		return -1;
+	return 0;
+}
+
 static int download_job(struct registry *r, reg_conn *c, size_t i, void *ud, qsnap_error *err)
 {
 	struct pull *p = ud;
@@ -204,9 +301,25 @@ static int download_job(struct registry *r, reg_conn *c, size_t i, void *ud, qsn
 			    .buf = xmalloc(SINK_BUF)};
 	int ret;
 
+	if (j->local && copy_local(p, j, &k) == 0) {
+		free(k.buf);
+		return 0;
+	}
+	/* Nothing of a failed local copy may stay where zero blocks are not
+	 * written. */
+	if (j->local && fallocate(k.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)j->off,
+				  (off_t)j->item.size) < 0) {
+		free(k.buf);
+		return qerr(err, errno, "cannot clear %s/%s: %s", p->stage, p->dsts[j->dst].rel,
+			    strerror(errno));
+	}
+	k.pos = j->off;
+	k.fill = 0;
 	ret = reg_blob_get(r, c, j->item.digest, j->item.size, sink, &k, err);
 	if (ret >= 0)
 		ret = sink_flush(&k, err);
+	/* Downloaded after all: the local copy did not match. */
+	free(TAKE_PTR(j->local));
 	free(k.buf);
 	if (ret < 0)
 		return qerr_prefix(err, "%s of snapshot '%s'", j->title, p->snap.name);
@@ -256,8 +369,13 @@ static int download_all(struct pull *p, qsnap_error *err)
 		p->dsts[i].fd = -1;
 	}
 	for (size_t i = 0; i < p->n_jobs; i++) {
-		p->st.downloaded++;
-		p->st.downloaded_bytes += p->jobs[i].item.size;
+		if (p->jobs[i].local) {
+			p->st.reused++;
+			p->st.reused_bytes += p->jobs[i].item.size;
+		} else {
+			p->st.downloaded++;
+			p->st.downloaded_bytes += p->jobs[i].item.size;
+		}
 	}
 	return 0;
 }
@@ -522,8 +640,14 @@ static int pull_new(struct pull *p, const char *final, qsnap_error *err)
 		r = state_to_json(&st, &text, err);
 	if (r >= 0)
 		r = write_file_atomic(p->stagefd, "state.json", text, strlen(text), err);
-	if (r >= 0)
+	if (r >= 0) {
+		record_set_chunks(p->record, p->stagefd, statefile, &p->snap.state);
+		if (p->snap.has_ram) {
+			_cleanup_free_ char *ram = xasprintf("%s/ram", sdir);
+			record_set_chunks(p->record, p->stagefd, ram, &p->snap.ram);
+		}
 		r = record_save(p->record, p->stagefd, err);
+	}
 	for (const char *const *d = (const char *const[]){"images", "boot", "layers", sdir, NULL};
 	     r >= 0 && *d; d++)
 		r = fsync_dir(p->stagefd, *d, err);
@@ -803,6 +927,14 @@ static int pull_add(struct pull *p, qsnap_vm *vm, qsnap_error *err)
 				if (!strcmp(p->dsts[p->jobs[j].dst].rel, moved[k]))
 					record_set(p->record, vm->dirfd, moved[k], p->jobs[j].item.digest);
 		}
+		{
+			_cleanup_free_ char *sf = xasprintf("%s/%s", sdir, p->snap.state.file);
+			_cleanup_free_ char *rf = xasprintf("%s/ram", sdir);
+
+			record_set_chunks(p->record, vm->dirfd, sf, &p->snap.state);
+			if (p->snap.has_ram)
+				record_set_chunks(p->record, vm->dirfd, rf, &p->snap.ram);
+		}
 		/* Only a cache: losing it costs downloads, not correctness. */
 		qsnap_error e2;
 		record_save(p->record, vm->dirfd, &e2);
@@ -882,8 +1014,10 @@ static void pull_free(struct pull *p)
 		free(p->dsts[i].rel);
 	}
 	free(p->dsts);
-	for (size_t i = 0; i < p->n_jobs; i++)
+	for (size_t i = 0; i < p->n_jobs; i++) {
 		free(p->jobs[i].title);
+		free(p->jobs[i].local);
+	}
 	free(p->jobs);
 	free(p->stage);
 	json_object_put(p->record);
@@ -895,7 +1029,7 @@ int qsnap_pull(const char *ref, const char *dir, const qsnap_pull_opts *opts, ch
 	       qsnap_error *err)
 {
 	static const qsnap_pull_opts dflt = {0};
-	struct pull p = {.opts = opts ? opts : &dflt, .ref = ref, .stagefd = -1};
+	struct pull p = {.opts = opts ? opts : &dflt, .ref = ref, .stagefd = -1, .vmdirfd = -1};
 	_cleanup_free_ char *c1 = xstrdup(dir), *c2 = xstrdup(dir), *final = NULL;
 	_cleanup_free_ char *manifest = NULL, *config = NULL;
 	_cleanup_json_ json_object *layers = NULL;
@@ -942,6 +1076,7 @@ int qsnap_pull(const char *ref, const char *dir, const qsnap_pull_opts *opts, ch
 		if (r < 0)
 			goto out;
 		p.record = record_load(vm->dirfd);
+		p.vmdirfd = vm->dirfd;
 		r = pull_add(&p, vm, err);
 	} else {
 		sweep_stages(parent, base);

@@ -239,6 +239,27 @@ def test_shared_ram_zero_chunks(t):
         vm2 = pulled_vm(t, new)
         vm2.restore("S")
         check(guest_view(vm2) == saved, f"pulled shared-RAM guest differs: {guest_view(vm2)}")
+        vm2.stop()
+        # A child: the RAM chunks that did not change are not sent, and a
+        # pull into the same directory copies them from S instead of
+        # downloading them.
+        qsnap("start", vm.dir, "--from", "S")
+        vm.connect()
+        saved2 = fill_guest(vm, "child", mib=4)
+        vm.save("C")
+        vm.stop()
+        child = push(vm, "C", reg.ref("qsnap/shared"))
+        ram_chunks = 512 // 32
+        check(child["uploaded"] < child["blobs"]
+              and child["present"] + child["zero_chunks"] > 4 + ram_chunks // 2,
+              f"child push: {child}")
+        got = pull(reg.ref("qsnap/shared", "C"), new)
+        check(got["downloaded"] <= child["uploaded"]
+              and got["downloaded_bytes"] <= child["uploaded_bytes"], f"{got} vs {child}")
+        vm2.restore("C")
+        check(guest_view(vm2) == saved2, f"pulled child differs: {guest_view(vm2)}")
+        vm2.restore("S")
+        check(guest_view(vm2) == saved, f"S after C differs: {guest_view(vm2)}")
 
 
 def test_skopeo_reads_the_artifact(t):
