@@ -24,6 +24,7 @@ struct oci_blob {
 	bool dup;      /* the same digest as an earlier blob */
 	bool present;  /* the registry had it */
 	bool uploaded; /* this push sent it */
+	bool known;    /* its digest is in registry.json: not hashed again */
 };
 
 struct oci_drive {
@@ -98,5 +99,21 @@ int oci_manifest_parse(const char *text, const char *what, struct oci_item *ret_
 int oci_config_parse(const char *text, const char *what, json_object *layers,
 		     struct oci_snapshot *ret, qsnap_error *err);
 void oci_snapshot_free(struct oci_snapshot *s);
+
+/* ---- registry.json (oci_record.c) ---- */
+
+json_object *oci_record_load(int dirfd);
+bool oci_record_match(json_object *rec, int dirfd, const char *path, const char *digest);
+void oci_record_set(json_object *rec, int dirfd, const char *path, const char *digest);
+/* A pulled layer: it holds blob digest, re-pointed at a local backing file. */
+void oci_record_set_rebased(json_object *rec, int dirfd, const char *path, const char *digest);
+int oci_record_save(json_object *rec, int dirfd, qsnap_error *err);
+void oci_record_set_chunks(json_object *rec, int dirfd, const char *path, uint64_t chunk_size,
+			   const char *const *digests, size_t n);
+const char *oci_record_find_chunk(json_object *rec, int dirfd, const char *digest,
+				  uint64_t *ret_off);
+const char *oci_record_digest(json_object *rec, int dirfd, const char *path);
+bool oci_record_chunks(json_object *rec, int dirfd, const char *path, uint64_t chunk_size,
+		       size_t n, char (*ret)[DIGEST_LEN + 1]);
 
 #endif

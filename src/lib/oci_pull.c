@@ -57,108 +57,20 @@ struct pull {
 	int vmdirfd;	     /* pulling into an existing VM: its directory, else -1 */
 };
 
-/* ---- registry.json: which local file holds which blob ---- */
-
-#define RECORD "registry.json"
-
-static json_object *record_load(int dirfd)
-{
-	_cleanup_free_ char *text = NULL;
-	qsnap_error e;
-	json_object *o = NULL;
-
-	if (read_file(dirfd, RECORD, &text, NULL, &e) >= 0)
-		o = json_tokener_parse(text);
-	if (!o || !jobj(o, "files")) {
-		json_object_put(o);
-		o = jbuild("files", json_object_new_object(), NULL);
-	}
-	return o;
-}
-
-/* The file is unchanged since it was recorded with that digest. */
-static bool record_match(json_object *rec, int dirfd, const char *path, const char *digest)
-{
-	json_object *f = jobj(jobj(rec, "files"), path);
-	struct stat st;
-
-	if (!f || !jstr(f, "digest") || strcmp(jstr(f, "digest"), digest) ||
-	    fstatat(dirfd, path, &st, 0) < 0)
-		return false;
-	return jint(f, "size", -1) == (int64_t)st.st_size &&
-	       jint(f, "ino", -1) == (int64_t)st.st_ino &&
-	       jint(f, "mtime", -1) == (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
-}
-
-static void record_set(json_object *rec, int dirfd, const char *path, const char *digest)
-{
-	struct stat st;
-
-	if (fstatat(dirfd, path, &st, 0) < 0)
-		return;
-	json_object_object_add(
-		jobj(rec, "files"), path,
-		jbuild("digest", json_object_new_string(digest), "size",
-		       json_object_new_int64((int64_t)st.st_size), "ino",
-		       json_object_new_int64((int64_t)st.st_ino), "mtime",
-		       json_object_new_int64((int64_t)st.st_mtim.tv_sec * 1000000000LL +
-					     st.st_mtim.tv_nsec),
-		       NULL));
-}
-
-static int record_save(json_object *rec, int dirfd, qsnap_error *err)
-{
-	const char *text = json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PRETTY |
-								       JSON_C_TO_STRING_NOSLASHESCAPE);
-
-	return write_file_atomic(dirfd, RECORD, text, strlen(text), err);
-}
+/* ---- downloads ---- */
 
 /* A pulled machine state or RAM file: the digest of each of its chunks. */
-static void record_set_chunks(json_object *rec, int dirfd, const char *path,
-			      const struct oci_pchunks *ch)
+static void record_chunks(json_object *rec, int dirfd, const char *path,
+			  const struct oci_pchunks *ch)
 {
-	json_object *list = json_object_new_array(), *f;
+	const char **d = xcalloc(ch->n, sizeof(char *));
 
 	for (size_t i = 0; i < ch->n; i++)
-		json_object_array_add(list, ch->chunks[i].digest[0]
-						    ? json_object_new_string(ch->chunks[i].digest)
-						    : NULL);
-	record_set(rec, dirfd, path, "");
-	f = jobj(jobj(rec, "files"), path);
-	if (!f) {
-		json_object_put(list);
-		return;
-	}
-	json_object_object_add(f, "chunk_size", json_object_new_int64((int64_t)ch->chunk_size));
-	json_object_object_add(f, "chunks", list);
+		d[i] = ch->chunks[i].digest[0] ? ch->chunks[i].digest : NULL;
+	oci_record_set_chunks(rec, dirfd, path, ch->chunk_size, d, ch->n);
+	free(d);
 }
 
-/* An unchanged file of the VM that has a chunk with this digest. */
-static const char *record_find_chunk(json_object *rec, int dirfd, const char *digest,
-				     uint64_t *ret_off)
-{
-	json_object_object_foreach(jobj(rec, "files"), path, f)
-	{
-		json_object *list = jarr(f, "chunks");
-		int64_t cs = jint(f, "chunk_size", 0);
-
-		if (!list || cs <= 0 || !record_match(rec, dirfd, path, ""))
-			continue;
-		for (size_t i = 0; i < json_object_array_length(list); i++) {
-			json_object *e = json_object_array_get_idx(list, i);
-
-			if (e && json_object_is_type(e, json_type_string) &&
-			    !strcmp(json_object_get_string(e), digest)) {
-				*ret_off = (uint64_t)cs * i;
-				return path;
-			}
-		}
-	}
-	return NULL;
-}
-
-/* ---- downloads ---- */
 
 static size_t add_dst(struct pull *p, const char *rel, uint64_t size)
 {
@@ -190,7 +102,7 @@ static void add_chunk_jobs(struct pull *p, const struct oci_pchunks *ch, const c
 		if (!ch->chunks[i].digest[0])
 			continue;
 		if (p->vmdirfd >= 0)
-			local = record_find_chunk(p->record, p->vmdirfd, ch->chunks[i].digest, &loff);
+			local = oci_record_find_chunk(p->record, p->vmdirfd, ch->chunks[i].digest, &loff);
 		add_job(p, &ch->chunks[i], d, (uint64_t)i * ch->chunk_size, title);
 		if (local) {
 			p->jobs[p->n_jobs - 1].local = xstrdup(local);
@@ -581,9 +493,9 @@ static int pull_new(struct pull *p, const char *final, qsnap_error *err)
 		}
 		if (r < 0)
 			break;
-		record_set(p->record, p->stagefd, base, pd->base.digest);
+		oci_record_set(p->record, p->stagefd, base, pd->base.digest);
 		for (size_t j = 0; j < pd->n_layers; j++)
-			record_set(p->record, p->stagefd, names[i][j], pd->layers[j].digest);
+			oci_record_set_rebased(p->record, p->stagefd, names[i][j], pd->layers[j].digest);
 		free(d->path);
 		d->path = xasprintf("%s/%s", p->stage, base);
 		if (pd->n_layers) {
@@ -598,6 +510,10 @@ static int pull_new(struct pull *p, const char *final, qsnap_error *err)
 	}
 	if (r < 0)
 		goto out;
+	if (p->snap.has_kernel)
+		oci_record_set(p->record, p->stagefd, "boot/kernel", p->snap.kernel.digest);
+	if (p->snap.has_initrd)
+		oci_record_set(p->record, p->stagefd, "boot/initrd", p->snap.initrd.digest);
 	if (def.kernel) {
 		free(def.kernel);
 		def.kernel = xasprintf("%s/boot/kernel", p->stage);
@@ -641,12 +557,12 @@ static int pull_new(struct pull *p, const char *final, qsnap_error *err)
 	if (r >= 0)
 		r = write_file_atomic(p->stagefd, "state.json", text, strlen(text), err);
 	if (r >= 0) {
-		record_set_chunks(p->record, p->stagefd, statefile, &p->snap.state);
+		record_chunks(p->record, p->stagefd, statefile, &p->snap.state);
 		if (p->snap.has_ram) {
 			_cleanup_free_ char *ram = xasprintf("%s/ram", sdir);
-			record_set_chunks(p->record, p->stagefd, ram, &p->snap.ram);
+			record_chunks(p->record, p->stagefd, ram, &p->snap.ram);
 		}
-		r = record_save(p->record, p->stagefd, err);
+		r = oci_record_save(p->record, p->stagefd, err);
 	}
 	for (const char *const *d = (const char *const[]){"images", "boot", "layers", sdir, NULL};
 	     r >= 0 && *d; d++)
@@ -677,7 +593,12 @@ static int local_digest_is(struct pull *p, qsnap_vm *vm, const char *path, const
 	char got[DIGEST_LEN + 1];
 	struct sha256 h;
 
-	if (record_match(p->record, vm->dirfd, path, digest)) {
+	size_t dl = strlen(vm->dir);
+
+	/* Files inside the VM directory are recorded by their relative path. */
+	if (!strncmp(path, vm->dir, dl) && path[dl] == '/')
+		path += dl + 1;
+	if (oci_record_match(p->record, vm->dirfd, path, digest)) {
 		*ret = true;
 		return 0;
 	}
@@ -702,7 +623,7 @@ static int local_digest_is(struct pull *p, qsnap_vm *vm, const char *path, const
 	sha256_final(&h, got);
 	*ret = !strcmp(got, digest);
 	if (*ret)
-		record_set(p->record, vm->dirfd, path, digest);
+		oci_record_set(p->record, vm->dirfd, path, digest);
 	return 0;
 }
 
@@ -770,7 +691,7 @@ static const char *reusable_layer(struct pull *p, qsnap_vm *vm, const char *driv
 		if (strcmp(l->drive, drive) || !l->backing != !below ||
 		    (below && strcmp(l->backing, below)))
 			continue;
-		if (record_match(p->record, vm->dirfd, l->path, digest))
+		if (oci_record_match(p->record, vm->dirfd, l->path, digest))
 			return l->path;
 	}
 	return NULL;
@@ -925,19 +846,19 @@ static int pull_add(struct pull *p, qsnap_vm *vm, qsnap_error *err)
 					pd = &p->snap.drives[i];
 			for (size_t j = 0; pd && j < p->n_jobs; j++)
 				if (!strcmp(p->dsts[p->jobs[j].dst].rel, moved[k]))
-					record_set(p->record, vm->dirfd, moved[k], p->jobs[j].item.digest);
+					oci_record_set_rebased(p->record, vm->dirfd, moved[k], p->jobs[j].item.digest);
 		}
 		{
 			_cleanup_free_ char *sf = xasprintf("%s/%s", sdir, p->snap.state.file);
 			_cleanup_free_ char *rf = xasprintf("%s/ram", sdir);
 
-			record_set_chunks(p->record, vm->dirfd, sf, &p->snap.state);
+			record_chunks(p->record, vm->dirfd, sf, &p->snap.state);
 			if (p->snap.has_ram)
-				record_set_chunks(p->record, vm->dirfd, rf, &p->snap.ram);
+				record_chunks(p->record, vm->dirfd, rf, &p->snap.ram);
 		}
 		/* Only a cache: losing it costs downloads, not correctness. */
 		qsnap_error e2;
-		record_save(p->record, vm->dirfd, &e2);
+		oci_record_save(p->record, vm->dirfd, &e2);
 	}
 out:
 	if (r < 0) {
@@ -1075,7 +996,7 @@ int qsnap_pull(const char *ref, const char *dir, const qsnap_pull_opts *opts, ch
 		r = qsnap_vm_open(final, 0, p.opts->lock_timeout, &vm, err);
 		if (r < 0)
 			goto out;
-		p.record = record_load(vm->dirfd);
+		p.record = oci_record_load(vm->dirfd);
 		p.vmdirfd = vm->dirfd;
 		r = pull_add(&p, vm, err);
 	} else {

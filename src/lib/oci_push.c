@@ -21,8 +21,11 @@
 
 struct pfile {
 	char *path; /* absolute */
+	char *key;  /* in registry.json: relative inside the VM directory */
 	int fd;
 	uint64_t size;
+	bool chunked;
+	size_t first, n; /* its blobs */
 };
 
 struct push {
@@ -49,7 +52,13 @@ static size_t add_file(struct push *p, const char *path, qsnap_error *err)
 		return (size_t)qerr(err, EINVAL, "%s is not a regular file: it cannot be pushed", path);
 	p->files = xrealloc(p->files, (p->n_files + 1) * sizeof(*p->files));
 	p->files[p->n_files] = (struct pfile){.path = xstrdup(path), .fd = TAKE_FD(fd),
-					      .size = (uint64_t)st.st_size};
+					      .size = (uint64_t)st.st_size, .first = p->n_blobs};
+	{
+		size_t dl = strlen(p->vm->dir);
+		bool inside = !strncmp(path, p->vm->dir, dl) && path[dl] == '/';
+
+		p->files[p->n_files].key = xstrdup(inside ? path + dl + 1 : path);
+	}
 	return p->n_files++;
 }
 
@@ -79,6 +88,7 @@ static ssize_t add_whole(struct push *p, const char *media_type, const char *tit
 	if ((ssize_t)f < 0)
 		return (ssize_t)f;
 	add_blob(p, media_type, title, f, 0, p->files[f].size);
+	p->files[f].n = 1;
 	return (ssize_t)(p->n_blobs - 1);
 }
 
@@ -101,6 +111,8 @@ static int add_chunked(struct push *p, const char *media_type, const char *what,
 		p->blobs[p->n_blobs - 1].chunk = true;
 	}
 	*ret_n = p->n_blobs - *ret_first;
+	p->files[f].chunked = true;
+	p->files[f].n = *ret_n;
 	return 0;
 }
 
@@ -142,6 +154,10 @@ static int hash_job(struct registry *r, reg_conn *c, size_t i, void *ud, qsnap_e
 	uint64_t pos = 0;
 
 	(void)r, (void)c;
+	if (b->known) {
+		__atomic_fetch_add(&p->hashed, b->size, __ATOMIC_RELAXED);
+		return 0;
+	}
 	/* A chunk of a sparse file with no data in it is zero without reading. */
 	if (b->chunk) {
 		off_t d = lseek(f->fd, (off_t)b->off, SEEK_DATA);
@@ -320,11 +336,65 @@ static int portable_vmjson(qsnap_vm *vm, char **ret, qsnap_error *err)
 	return r;
 }
 
+/* Digests of files that have not changed since an earlier push or pull. */
+static void recall(struct push *p, json_object *rec)
+{
+	for (size_t i = 0; i < p->n_files; i++) {
+		struct pfile *f = &p->files[i];
+
+		if (f->chunked) {
+			char (*d)[DIGEST_LEN + 1] = xcalloc(f->n ? f->n : 1, sizeof(*d));
+
+			if (oci_record_chunks(rec, p->vm->dirfd, f->key, OCI_CHUNK_SIZE, f->n, d))
+				for (size_t j = 0; j < f->n; j++) {
+					struct oci_blob *b = &p->blobs[f->first + j];
+
+					b->known = true;
+					b->zero = !d[j][0];
+					memcpy(b->digest, d[j], sizeof(b->digest));
+				}
+			free(d);
+		} else if (f->n == 1) {
+			const char *d = oci_record_digest(rec, p->vm->dirfd, f->key);
+
+			if (d) {
+				p->blobs[f->first].known = true;
+				snprintf(p->blobs[f->first].digest, sizeof(p->blobs[f->first].digest),
+					 "%s", d);
+			}
+		}
+	}
+}
+
+/* The digests for the next push; losing them costs hashing, not
+ * correctness. */
+static void remember(struct push *p, json_object *rec)
+{
+	qsnap_error e;
+
+	for (size_t i = 0; i < p->n_files; i++) {
+		struct pfile *f = &p->files[i];
+
+		if (f->chunked) {
+			const char **d = xcalloc(f->n ? f->n : 1, sizeof(char *));
+
+			for (size_t j = 0; j < f->n; j++)
+				d[j] = p->blobs[f->first + j].zero ? NULL : p->blobs[f->first + j].digest;
+			oci_record_set_chunks(rec, p->vm->dirfd, f->key, OCI_CHUNK_SIZE, d, f->n);
+			free(d);
+		} else if (f->n == 1) {
+			oci_record_set(rec, p->vm->dirfd, f->key, p->blobs[f->first].digest);
+		}
+	}
+	oci_record_save(rec, p->vm->dirfd, &e);
+}
+
 static void push_free(struct push *p)
 {
 	for (size_t i = 0; i < p->n_files; i++) {
 		closep(&p->files[i].fd);
 		free(p->files[i].path);
+		free(p->files[i].key);
 	}
 	free(p->files);
 	for (size_t i = 0; i < p->n_blobs; i++)
@@ -352,6 +422,7 @@ int qsnap_vm_push(qsnap_vm *vm, const char *name, const char *ref, const qsnap_p
 	struct push p = {.vm = vm, .opts = opts ? opts : &dflt, .phase = "digest"};
 	struct oci_config cfg = {.kernel = -1, .initrd = -1};
 	struct registry *reg = NULL;
+	json_object *rec = NULL;
 	_cleanup_free_ char *vmjson = NULL, *meta = NULL, *config = NULL, *manifest = NULL;
 	qsnap_push_stats st = {0};
 	struct snapshot *s;
@@ -360,6 +431,14 @@ int qsnap_vm_push(qsnap_vm *vm, const char *name, const char *ref, const qsnap_p
 	bool have;
 	int r;
 
+	{
+		struct reg_ref chk = {0};
+
+		r = reg_ref_parse(ref, name, &chk, err);
+		reg_ref_free(&chk);
+		if (r < 0)
+			return r;
+	}
 	r = find_snapshot(vm, name, &s, err);
 	if (r < 0)
 		return r;
@@ -376,6 +455,8 @@ int qsnap_vm_push(qsnap_vm *vm, const char *name, const char *ref, const qsnap_p
 	}
 	if (r < 0)
 		goto out;
+	rec = oci_record_load(vm->dirfd);
+	recall(&p, rec);
 	p.t0 = now_ms();
 	r = run_phase(&p, reg, "digest", hash_job, err);
 	if (r < 0)
@@ -443,7 +524,9 @@ int qsnap_vm_push(qsnap_vm *vm, const char *name, const char *ref, const qsnap_p
 	}
 	if (p.opts->stats)
 		*p.opts->stats = st;
+	remember(&p, rec);
 out:
+	json_object_put(rec);
 	reg_conn_free(c);
 	registry_close(reg);
 	oci_config_free(&cfg);

@@ -90,6 +90,11 @@ int reg_ref_parse(const char *s, const char *default_tag, struct reg_ref *ret, q
 	if (!host_valid(host))
 		return qerr(err, EINVAL, "'%s' in '%s' is not a registry host: write host[:port], e.g. localhost:5000",
 			    host, s);
+	/* As docker has it: a first component without '.' or ':' is a
+	 * repository of Docker Hub, which qsnap does not guess. */
+	if (!strpbrk(host, ".:") && strcmp(host, "localhost"))
+		return qerr(err, EINVAL, "'%s' does not start with a registry host: write host[:port]/repository[:tag], e.g. localhost:5000/%s",
+			    s, s);
 	if (strchr(rest, '@'))
 		return qerr(err, EINVAL, "'%s': references by digest (@sha256:...) are not supported; name a tag",
 			    s);

@@ -629,3 +629,54 @@ def test_faults_registry_restarts_mid_upload(t):
         new = os.path.join(t.dir, "pulled")
         pull(reg.ref("qsnap/vm", "B"), new)
         qsnap("verify", new)
+
+
+def tree(d):
+    out = {}
+    for root, dirs, files in os.walk(d):
+        for f in files:
+            p = os.path.join(root, f)
+            out[p] = (os.path.getsize(p), os.stat(p).st_mtime_ns)
+    return out
+
+
+def test_bad_input(t):
+    vm = t.vm()
+    qsnap("stop", vm.dir)  # makes the lock file, which any later command would
+    with registry(t) as reg:
+        before = tree(vm.dir)
+        bad = {
+            "vms/web": "does not start with a registry host",
+            f"{reg.host}/VMs": "not a repository name",
+            f"{reg.host}/vms:-x": "not a tag",
+            f"{reg.host}/vms@sha256:00": "by digest",
+            "nohost": "not a registry reference",
+        }
+        for ref, word in bad.items():
+            p = qsnap("push", "--insecure", vm.dir, "S", ref, ok=False)
+            check(one_line(p) and word in p.stderr, f"push {ref}: {p.stderr}")
+            p = qsnap("pull", "--insecure", ref, os.path.join(t.dir, "new"), ok=False)
+            check(one_line(p) and word in p.stderr, f"pull {ref}: {p.stderr}")
+        p = qsnap("push", "--insecure", vm.dir, "nosuch", reg.ref("vms"), ok=False)
+        check(one_line(p) and "snapshot 'nosuch' not found" in p.stderr, p.stderr)
+        for c, args in (("push", [vm.dir, "S"]), ("pull", [reg.ref("vms")])):
+            p = qsnap(c, *args, ok=False)
+            check(p.returncode == 2 and "expected" in p.stderr, f"{c}: {p.stderr}")
+            p = qsnap(c, "--bogus", *args, "x", ok=False)
+            check(p.returncode == 2 and "unknown option '--bogus'" in p.stderr, p.stderr)
+        # HTTPS against a plain-HTTP registry says what to do.
+        p = qsnap("pull", reg.ref("vms"), os.path.join(t.dir, "new"), ok=False)
+        check(one_line(p) and "--insecure" in p.stderr, p.stderr)
+        # Not a VM directory and not empty: refused before anything else.
+        other = os.path.join(t.dir, "other")
+        os.makedirs(other)
+        open(os.path.join(other, "f"), "w").close()
+        p = qsnap("pull", "--insecure", reg.ref("vms"), other, ok=False)
+        check(one_line(p) and "neither a VM directory nor empty" in p.stderr, p.stderr)
+        check(tree(vm.dir) == before, "a refused command changed the VM")
+        check(reg.uploads() == 0, "a refused push uploaded")
+    # No registry there at all.
+    p = qsnap("pull", "--insecure", f"127.0.0.1:{free_port()}/vms", os.path.join(t.dir, "new"),
+              ok=False)
+    check(one_line(p) and "is the registry running" in p.stderr, p.stderr)
+    check(leftovers(t.dir, "new") == [], f"left: {leftovers(t.dir, 'new')}")

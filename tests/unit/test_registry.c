@@ -43,10 +43,12 @@ static void test_refs(void **state)
 	ref_ok("localhost:5000/vms/web:booted", "x", "localhost:5000", "vms/web", "booted");
 	ref_ok("registry.example.com/a/b/c", "S1", "registry.example.com", "a/b/c", "S1");
 	ref_ok("127.0.0.1:5123/x", "latest", "127.0.0.1:5123", "x", "latest");
-	ref_ok("h/a.b_c__d-e", "t", "h", "a.b_c__d-e", "t");
+	ref_ok("h.example/a.b_c__d-e", "t", "h.example", "a.b_c__d-e", "t");
+	ref_ok("localhost/x", "t", "localhost", "x", "t");
 	ref_bad("vms", "not a registry reference");
 	ref_bad("/vms", "not a registry reference");
 	ref_bad("host:port/vms", "not a registry host");
+	ref_bad("vms/web:booted", "does not start with a registry host");
 	ref_bad("host:5000/VMs", "not a repository name");
 	ref_bad("host:5000/vms/", "not a repository name");
 	ref_bad("host:5000/a..b", "not a repository name");
