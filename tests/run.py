@@ -47,6 +47,7 @@ ASAN_INTEGRATION = [
     "test_registry.test_push_pull_restore_and_start_from",
     "test_registry.test_child_push_sends_only_what_changed",
     "test_registry.test_faults_damaged_blob_missing_tag",
+    "test_registry.test_bad_input",
 ]
 SANITIZER_ENV = {
     # A distinct exit code, so that a sanitizer report is never mistaken
