@@ -511,6 +511,69 @@ typedef struct qsnap_import_opts {
 int qsnap_import(const char *dir, const char *input, const qsnap_import_opts *opts,
 		 char **ret_name, qsnap_error *err);
 
+/* ---- Snapshots through an OCI registry ------------------------------- */
+
+/* A registry reference is host[:port]/repository[:tag]. Credentials come
+ * from QSNAP_REGISTRY_USER and QSNAP_REGISTRY_PASSWORD, else from the
+ * Docker-style config ($DOCKER_CONFIG/config.json or ~/.docker/config.json,
+ * "auths" with a base64 "auth"); Basic and Bearer-token registries work. */
+
+typedef struct qsnap_push_stats {
+	char digest[72];	 /* the manifest's, "sha256:<hex>" */
+	size_t blobs;		 /* blobs the manifest names, the config included */
+	size_t uploaded;	 /* blobs this push uploaded */
+	uint64_t uploaded_bytes;
+	size_t present;		 /* blobs the registry had already */
+	uint64_t present_bytes;
+	size_t zero_chunks;	 /* all-zero chunks: recorded in the config, not sent */
+	uint64_t zero_bytes;
+	uint64_t bytes;		 /* of all the blobs the manifest names */
+} qsnap_push_stats;
+
+typedef struct qsnap_push_opts {
+	bool insecure; /* plain HTTP (a registry on localhost); else HTTPS */
+	/* phases "digest" (bytes hashed), "check", "upload" (bytes sent) */
+	qsnap_progress_fn progress;
+	void *userdata;
+	qsnap_push_stats *stats; /* filled on success when not NULL */
+} qsnap_push_opts;
+
+/* Push snapshot name to ref (the tag defaults to the snapshot's name) as an
+ * OCI artifact: its drives' images as they are (base images and layers,
+ * not flattened), kernel, initrd, and the machine state and shared RAM in
+ * fixed-size chunks. Blobs the registry has are not sent again; all-zero
+ * chunks are not sent at all. The VM may keep running. */
+int qsnap_vm_push(qsnap_vm *vm, const char *name, const char *ref, const qsnap_push_opts *opts,
+		  qsnap_error *err);
+
+typedef struct qsnap_pull_stats {
+	char digest[72];	 /* the manifest's */
+	size_t blobs;		 /* blobs the snapshot needs */
+	size_t downloaded;	 /* blobs this pull downloaded */
+	uint64_t downloaded_bytes;
+	size_t reused;		 /* blobs the VM directory had already */
+	uint64_t reused_bytes;
+} qsnap_pull_stats;
+
+typedef struct qsnap_pull_opts {
+	bool insecure;
+	int lock_timeout;	    /* pulling into an existing VM: seconds to wait for its lock */
+	qsnap_progress_fn progress; /* phases "digest" (local base images), "download" */
+	void *userdata;
+	qsnap_pull_stats *stats;
+} qsnap_pull_opts;
+
+/* Pull the snapshot at ref (the tag defaults to "latest") into dir. A new
+ * (or empty) dir becomes a VM directory, staged under a hidden name beside
+ * it and renamed when complete. A dir that is a VM already gets the
+ * snapshot added, if its drives' base images are the snapshot's (checked
+ * by digest); layers it has from an earlier pull are not downloaded
+ * again. Every blob is checked against its sha256 as it arrives; on
+ * failure nothing is left. The snapshot's name is returned in ret_name
+ * (free() it) when not NULL. */
+int qsnap_pull(const char *ref, const char *dir, const qsnap_pull_opts *opts, char **ret_name,
+	       qsnap_error *err);
+
 #ifdef __cplusplus
 }
 #endif

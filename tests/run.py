@@ -50,6 +50,10 @@ ASAN_INTEGRATION = [
     "test_faults.test_damaged_state_json",
     "test_faults.test_qsnap_killed_during_save",
     "test_badinput.",
+    "test_registry.test_push_pull_restore_and_start_from",
+    "test_registry.test_child_push_sends_only_what_changed",
+    "test_registry.test_faults_damaged_blob_missing_tag",
+    "test_registry.test_bad_input",
 ]
 # And against QEMU 10: the paths only a newer QEMU takes (file: through
 # add-fd, mapped-ram + multifd, cont after a live save's device state,

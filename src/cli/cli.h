@@ -128,7 +128,7 @@ void cli_help(const struct cli_cmd *cmd);
 extern const struct cli_cmd cli_cmd_init, cli_cmd_start, cli_cmd_stop, cli_cmd_status,
 	cli_cmd_save, cli_cmd_restore, cli_cmd_list, cli_cmd_delete, cli_cmd_dump_memory,
 	cli_cmd_compact, cli_cmd_config, cli_cmd_publish, cli_cmd_verify, cli_cmd_export,
-	cli_cmd_import, cli_cmd_qmp, cli_cmd_console;
+	cli_cmd_import, cli_cmd_qmp, cli_cmd_console, cli_cmd_push, cli_cmd_pull;
 
 /* stream, shared: --ram-mode's words (config.c). */
 extern const struct cli_choice cli_ram_modes[];

@@ -10,7 +10,7 @@ static const struct cli_cmd *const commands[] = {
 	&cli_cmd_save,	  &cli_cmd_restore, &cli_cmd_list,	  &cli_cmd_delete,
 	&cli_cmd_dump_memory, &cli_cmd_compact, &cli_cmd_config,  &cli_cmd_publish,
 	&cli_cmd_verify,  &cli_cmd_export,  &cli_cmd_import,	  &cli_cmd_qmp,
-	&cli_cmd_console,
+	&cli_cmd_console, &cli_cmd_push, &cli_cmd_pull,
 };
 
 static void usage(FILE *f)

@@ -388,8 +388,8 @@ static char *new_meta(struct import *im, const struct snapshot *s)
 
 /* An imported disk must stand alone: a qcow2 header that names a backing
  * or data file would make QEMU read a file of this host into the guest. */
-static int check_standalone(const char *qemu_img, const char *stagedir, const char *path,
-			    const char *format, qsnap_error *err)
+int check_standalone(const char *qemu_img, const char *stagedir, const char *path,
+		     const char *format, qsnap_error *err)
 {
 	char *argv[] = {(char *)qemu_img, "info", "--output=json", "-f", (char *)format, (char *)path,
 			NULL};

@@ -369,6 +369,10 @@ int image_check(const char *qemu_img, const char *path, const char *format, qsna
 #define EXPORT_MANIFEST "qsnap-export.json"
 #define EXPORT_FORMAT "qsnap-export"
 #define EXPORT_VERSION 1
+/* A disk image (path relative to dir) names no backing or data file
+ * (import.c). */
+int check_standalone(const char *qemu_img, const char *dir, const char *path, const char *format,
+		     qsnap_error *err);
 /* Cancel an outgoing migration, if any, and wait until it has ended and
  * QEMU accepts "cont" again. */
 void migrate_end(struct qmp *q);
