@@ -83,9 +83,9 @@ bool caps_file_uri(struct qmp *q)
 {
 	/* The file: URI (QEMU 8.2) has no capability of its own; mapped-ram
 	 * (9.0) exists only for it, so a QEMU with mapped-ram has it. That
-	 * leaves 8.2-9.0 on fd:, which they take for files without the
-	 * deprecation warning that 9.1 added ("fd: migration to a file is
-	 * deprecated. Use file: instead."). */
+	 * leaves 8.x on fd:, which takes files without the deprecation
+	 * warning that 9.1 added ("fd: migration to a file is deprecated. Use
+	 * file: instead.", 10.0.2). */
 	return caps_command(q, "add-fd") && caps_migrate_cap(q, "mapped-ram");
 }
 

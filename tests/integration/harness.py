@@ -264,9 +264,13 @@ def run_tests(modules, only=None):
     """Run every test_* function of the modules; prints one line per test and
     returns (passed, failed)."""
     passed = failed = 0
+    # QSNAP_TEST_SKIP: tests left out (names containing one of these).
+    skip = [s for s in os.environ.get("QSNAP_TEST_SKIP", "").split(",") if s]
     for mod in modules:
         for name in sorted(n for n in dir(mod) if n.startswith("test_")):
             if only and not any(o in f"{mod.__name__}.{name}" for o in only):
+                continue
+            if any(s in f"{mod.__name__}.{name}" for s in skip):
                 continue
             t = T(name)
             t0 = time.time()
