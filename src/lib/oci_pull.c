@@ -381,10 +381,18 @@ static int artifact_def(struct pull *p, qsnap_def *def, qsnap_error *err)
 
 	if (r < 0)
 		return r;
-	/* Programs and folders of the pushing host are not this one's: the
-	 * default QEMU, the default RAM folder. */
-	free(def->qemu);
-	def->qemu = NULL;
+	/* Programs and folders of the pushing host may not be this one's: its
+	 * QEMU where this host has that binary too (a snapshot may need that
+	 * QEMU's format or machine type), else the default; the default RAM
+	 * folder. */
+	if (def->qemu) {
+		_cleanup_free_ char *prog = find_program(def->qemu);
+
+		if (!prog) {
+			free(def->qemu);
+			def->qemu = NULL;
+		}
+	}
 	free(def->ram_dir);
 	def->ram_dir = NULL;
 	if (def->n_drives != p->snap.n_drives)

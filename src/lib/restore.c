@@ -265,6 +265,14 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 		return qerr_prefix(err, "restoring '%s'", name);
 	}
 	q = vm->qmp;
+	/* A stopped VM's QEMU is asked only now (check_machine asks a running
+	 * one before anything is touched). */
+	if (s->format && !migrate_can_map(q)) {
+		r = qerr(err, ENOTSUP, "snapshot '%s' is in QEMU's %s format (saved on QEMU %s), which this QEMU (%s) cannot read: restore it with QEMU >= 9.0 (\"qemu\" in vm.json)",
+			 name, s->format, s->qemu_version ? s->qemu_version : "(unknown)",
+			 caps_version(q));
+		goto fail;
+	}
 	r = migrate_setup(q, true, !strcmp(s->mode, "shared"), false, s->format != NULL, err);
 	if (r < 0)
 		goto fail;
