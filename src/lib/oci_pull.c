@@ -331,6 +331,10 @@ static void fill_snapshot(struct pull *p, struct snapshot *s, const char *dir, c
 	s->memory = (uint64_t)jint(m, "memory", 0);
 	s->compressed = !strcmp(p->snap.state.file, "vmstate.zst");
 	s->vmstate_checksum = xstrdup(checksum);
+	/* What the machine state needs to load (format checked by artifact_def). */
+	s->format = xstrdup_or_null(jstr(m, "format"));
+	s->qemu_version = xstrdup_or_null(jstr(m, "qemu_version"));
+	s->machine = xstrdup_or_null(jstr(m, "machine"));
 	s->drives = xcalloc(p->snap.n_drives, sizeof(*s->drives));
 	for (size_t i = 0; i < p->snap.n_drives; i++)
 		if (tops[i]) {
@@ -355,6 +359,12 @@ static char *meta_text(const struct snapshot *s)
 		   json_object_new_boolean(s->compressed), "vmstate_checksum",
 		   json_object_new_string(s->vmstate_checksum), "memory",
 		   json_object_new_int64((int64_t)s->memory), "drives", drives, NULL);
+	if (s->format)
+		json_object_object_add(o, "format", json_object_new_string(s->format));
+	if (s->qemu_version)
+		json_object_object_add(o, "qemu_version", json_object_new_string(s->qemu_version));
+	if (s->machine)
+		json_object_object_add(o, "machine", json_object_new_string(s->machine));
 	return xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 							      JSON_C_TO_STRING_NOSLASHESCAPE));
 }
@@ -381,6 +391,13 @@ static int artifact_def(struct pull *p, qsnap_def *def, qsnap_error *err)
 
 	if (r < 0)
 		return r;
+	{
+		const char *fmt = jstr(p->snap.meta, "format");
+
+		if (fmt && strcmp(fmt, "mapped-ram"))
+			return qerr(err, EINVAL, "%s: the snapshot's machine state has an unknown format '%s'",
+				    p->ref, fmt);
+	}
 	/* Programs and folders of the pushing host may not be this one's: its
 	 * QEMU where this host has that binary too (a snapshot may need that
 	 * QEMU's format or machine type), else the default; the default RAM
