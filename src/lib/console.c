@@ -142,9 +142,8 @@ static void relay(int guest, int listener, int log)
 		 * its place) leaves the pollfd indexes of the others right. */
 		for (size_t i = n_clients; i-- > 0;) {
 			short ev = p[2 + i].revents;
-			bool gone = false;
-
 			size_t room = CONSOLE_BACKLOG - typed.len;
+			bool gone = false;
 
 			if ((ev & (POLLIN | POLLHUP | POLLERR)) && room > 0) {
 				ssize_t r = read(clients[i].fd, chunk,
