@@ -546,21 +546,6 @@ out:
 	return r;
 }
 
-static bool dir_empty(const char *path)
-{
-	DIR *d = opendir(path);
-	struct dirent *de;
-	bool empty = true;
-
-	if (!d)
-		return false;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			empty = false;
-	closedir(d);
-	return empty;
-}
-
 int qsnap_import(const char *dir, const char *input, const qsnap_import_opts *opts,
 		 char **ret_name, qsnap_error *err)
 {
@@ -580,7 +565,7 @@ int qsnap_import(const char *dir, const char *input, const qsnap_import_opts *op
 		return qerr(err, errno, "cannot import into %s: %s", dir, strerror(errno));
 	final = xasprintf("%s/%s", strcmp(parent, "/") ? parent : "", base);
 	/* A new VM directory only: an existing VM is never changed by an import. */
-	if (lstat(final, &st) == 0 && (!S_ISDIR(st.st_mode) || !dir_empty(final)))
+	if (lstat(final, &st) == 0 && (!S_ISDIR(st.st_mode) || !dir_is_empty(final)))
 		return qerr(err, EEXIST, "%s exists and is not empty: import into a new directory",
 			    dir);
 	stage = xasprintf("%s/.%s.qsnap-import-%d", strcmp(parent, "/") ? parent : "", base,

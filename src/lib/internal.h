@@ -85,6 +85,8 @@ int fsync_file(int dirfd, const char *path, qsnap_error *err);
 int fsync_dir(int dirfd, const char *path, qsnap_error *err);
 /* Remove a directory tree (relative to dirfd); missing is not an error. */
 int rm_rf(int dirfd, const char *path);
+/* A directory that exists and holds nothing. */
+bool dir_is_empty(const char *path);
 /* Bytes allocated on disk by a file or a directory tree. */
 uint64_t disk_usage(int dirfd, const char *path);
 /* The last lines of a file, at most max bytes, for error messages. */

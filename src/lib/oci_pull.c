@@ -343,32 +343,6 @@ static void fill_snapshot(struct pull *p, struct snapshot *s, const char *dir, c
 		}
 }
 
-static char *meta_text(const struct snapshot *s)
-{
-	_cleanup_json_ json_object *o = NULL;
-	json_object *drives = json_object_new_object();
-
-	for (size_t i = 0; i < s->n_drives; i++)
-		json_object_object_add(drives, s->drives[i].drive,
-				       json_object_new_string(s->drives[i].layer));
-	o = jbuild("name", json_object_new_string(s->name), "parent",
-		   s->parent ? json_object_new_string(s->parent) : NULL, "created",
-		   json_object_new_int64(s->created), "mode", json_object_new_string(s->mode),
-		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
-		   json_object_new_int64((int64_t)s->vmstate_size), "compressed",
-		   json_object_new_boolean(s->compressed), "vmstate_checksum",
-		   json_object_new_string(s->vmstate_checksum), "memory",
-		   json_object_new_int64((int64_t)s->memory), "drives", drives, NULL);
-	if (s->format)
-		json_object_object_add(o, "format", json_object_new_string(s->format));
-	if (s->qemu_version)
-		json_object_object_add(o, "qemu_version", json_object_new_string(s->qemu_version));
-	if (s->machine)
-		json_object_object_add(o, "machine", json_object_new_string(s->machine));
-	return xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-							      JSON_C_TO_STRING_NOSLASHESCAPE));
-}
-
 /* The reassembled machine state is the one that was saved. */
 static int check_state(struct pull *p, const char *rel, char **ret_sum, qsnap_error *err)
 {
@@ -571,7 +545,7 @@ static int pull_new(struct pull *p, const char *final, qsnap_error *err)
 	st.snapshots = xcalloc(1, sizeof(*st.snapshots));
 	fill_snapshot(p, &st.snapshots[st.n_snapshots++], sdir, tops, NULL, sum);
 	st.current = xstrdup(p->snap.name);
-	meta = meta_text(&st.snapshots[0]);
+	meta = snapshot_meta_text(&st.snapshots[0]);
 	meta_path = xasprintf("%s/meta.json", sdir);
 	r = write_file_atomic(p->stagefd, meta_path, meta, strlen(meta), err);
 	if (r >= 0)
@@ -856,7 +830,7 @@ static int pull_add(struct pull *p, qsnap_vm *vm, qsnap_error *err)
 		memset(s, 0, sizeof(*s));
 		fill_snapshot(p, s, sdir, tops, known ? parent : NULL, sum);
 	}
-	meta = meta_text(s);
+	meta = snapshot_meta_text(s);
 	meta_path = xasprintf("%s/meta.json", sdir);
 	r = write_file_atomic(vm->dirfd, meta_path, meta, strlen(meta), err);
 	for (const char *const *d = (const char *const[]){"layers", sdir, NULL}; r >= 0 && *d; d++)
@@ -914,21 +888,6 @@ out:
 }
 
 /* ---- the whole pull ---- */
-
-static bool dir_is_empty(const char *path)
-{
-	DIR *d = opendir(path);
-	struct dirent *de;
-	bool empty = true;
-
-	if (!d)
-		return false;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			empty = false;
-	closedir(d);
-	return empty;
-}
 
 /* Staging directories of pulls that were killed: .NAME.qsnap-pull-PID of
  * a PID that is gone. */

@@ -102,27 +102,9 @@ static int switch_layers(struct qmp *q, struct cut *cuts, size_t n, qsnap_error 
 
 static int write_meta(qsnap_vm *vm, const char *dir, const struct snapshot *s, qsnap_error *err)
 {
-	_cleanup_json_ json_object *o = NULL;
 	_cleanup_free_ char *path = xasprintf("%s/meta.json", dir);
-	json_object *drives = json_object_new_object();
-	const char *text;
+	_cleanup_free_ char *text = snapshot_meta_text(s);
 
-	for (size_t i = 0; i < s->n_drives; i++)
-		json_object_object_add(drives, s->drives[i].drive,
-				       json_object_new_string(s->drives[i].layer));
-	o = jbuild("name", json_object_new_string(s->name), "parent",
-		   s->parent ? json_object_new_string(s->parent) : NULL, "created",
-		   json_object_new_int64(s->created), "mode", json_object_new_string(s->mode),
-		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
-		   json_object_new_int64((int64_t)s->vmstate_size), "compressed",
-		   json_object_new_boolean(s->compressed), "vmstate_checksum",
-		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL,
-		   "qemu_version", s->qemu_version ? json_object_new_string(s->qemu_version) : NULL,
-		   "machine", s->machine ? json_object_new_string(s->machine) : NULL, "format",
-		   s->format ? json_object_new_string(s->format) : NULL, "memory",
-		   json_object_new_int64((int64_t)vm->def.memory), "drives", drives, NULL);
-	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-						      JSON_C_TO_STRING_NOSLASHESCAPE);
 	return write_file_atomic(vm->dirfd, path, text, strlen(text), err);
 }
 

@@ -365,3 +365,26 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 	(void)err;
 	return 0;
 }
+
+char *snapshot_meta_text(const struct snapshot *s)
+{
+	_cleanup_json_ json_object *o = NULL;
+	json_object *drives = json_object_new_object();
+
+	for (size_t i = 0; i < s->n_drives; i++)
+		json_object_object_add(drives, s->drives[i].drive,
+				       json_object_new_string(s->drives[i].layer));
+	o = jbuild("name", json_object_new_string(s->name), "parent",
+		   s->parent ? json_object_new_string(s->parent) : NULL, "created",
+		   json_object_new_int64(s->created), "mode", json_object_new_string(s->mode),
+		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
+		   json_object_new_int64((int64_t)s->vmstate_size), "compressed",
+		   json_object_new_boolean(s->compressed), "vmstate_checksum",
+		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL,
+		   "qemu_version", s->qemu_version ? json_object_new_string(s->qemu_version) : NULL,
+		   "machine", s->machine ? json_object_new_string(s->machine) : NULL, "format",
+		   s->format ? json_object_new_string(s->format) : NULL, "memory",
+		   json_object_new_int64((int64_t)s->memory), "drives", drives, NULL);
+	return xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+							      JSON_C_TO_STRING_NOSLASHESCAPE));
+}

@@ -98,5 +98,8 @@ void snapshot_free(struct snapshot *s);
 qsnap_ram_mode snapshot_ram_mode(const struct snapshot *s);
 /* The machine state file of a snapshot, relative to the VM directory. */
 char *snapshot_vmstate(const struct snapshot *s);
+/* The snapshot's meta.json (save writes it; pull writes it anew with the
+ * pulled layers). */
+char *snapshot_meta_text(const struct snapshot *s);
 
 #endif

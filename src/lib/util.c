@@ -444,3 +444,18 @@ int run_program_ex(const char *cwd, char *const argv[], const struct run_opts *o
 		*ret_out = out ? TAKE_PTR(out) : xstrdup("");
 	return 0;
 }
+
+bool dir_is_empty(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	bool empty = true;
+
+	if (!d)
+		return false;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			empty = false;
+	closedir(d);
+	return empty;
+}
