@@ -3,6 +3,7 @@
 
 Without arguments (make check), in this order:
   unit        the meson tests of build/ (cmocka cases, fuzz corpus replays)
+  layers      the library's floors, on its object files (tests/layers.py)
   valgrind    the same tests under valgrind
   clang       a clang build with -Wall -Wextra -Werror (build-clang/)
   asan        an ASan+UBSan build (build-asan/): its meson tests, and a few
@@ -264,6 +265,15 @@ def run_fuzz(tot):
                 "a crash, leak or hang; the input is in build-fuzz/artifacts/:\n" + tail(p.stderr, 40))
 
 
+def run_layers(tot):
+    """The library's floors hold on its object files (tests/layers.py)."""
+    lib = os.path.join(ROOT, "build", "src", "lib", "libqsnap-internal.a")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "layers.py"), lib],
+                       capture_output=True, text=True)
+    tot.add("layers: no call cycle, no use of a floor above", r.returncode == 0,
+            r.stdout + r.stderr)
+
+
 def main():
     import harness
     import run as integration
@@ -272,6 +282,7 @@ def main():
     tot = Totals()
     if not only:
         tot.count("unit", *meson_tests("build", "unit"))
+        run_layers(tot)
         run_valgrind(tot)
         run_clang(tot)
         run_asan(tot)

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "internal.h"
+#include "ops/ops.h"
 
 static void check_name(const char *s)
 {

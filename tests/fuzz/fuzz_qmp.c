@@ -10,8 +10,7 @@
 #include <unistd.h>
 
 #include "fuzz.h"
-#include "internal.h"
-#include "qmp.h"
+#include "ops/ops.h"
 
 /* The peer's bytes are written into the socket before the client reads,
  * so they must fit in its buffer. */

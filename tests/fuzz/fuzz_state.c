@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "internal.h"
+#include "ops/ops.h"
 
 /* A ".." path component (a name such as "a..b" is fine). */
 static bool dotdot(const char *p)

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "internal.h"
+#include "ops/ops.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -16,7 +16,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	qsnap_def def, def2;
 	qsnap_error err = {0};
 	char *out = NULL, *out2 = NULL;
-	struct state st = {0};
 	char **argv = NULL;
 
 	if (!text)
@@ -43,16 +42,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	}
 	/* A command line for it, with a layer for every writable drive. */
-	for (size_t i = 0; i < def.n_drives; i++) {
-		char *layer = xasprintf("layers/%s-%zu.qcow2", def.drives[i].id, i + 1);
+	{
+		struct qemu_chain *chains = xcalloc(def.n_drives + 1, sizeof(*chains));
+		char **layers = xcalloc(def.n_drives + 1, sizeof(char *));
 
-		state_add_layer(&st, layer, def.drives[i].id, NULL);
-		state_set_active(&st, def.drives[i].id, layer);
-		free(layer);
-	}
-	if (proc_build_argv(&def, &st, &(struct launch){.incoming = true}, &argv, &err) == 0)
+		for (size_t i = 0; i < def.n_drives; i++) {
+			layers[i] = xasprintf("layers/%s-%zu.qcow2", def.drives[i].id, i + 1);
+			if (!def.drives[i].readonly)
+				chains[i] = (struct qemu_chain){(const char **)&layers[i], 1};
+		}
+		argv = qemu_argv(&(struct qemu_cmd){.def = &def, .chains = chains,
+						    .qmp_socket = "run/qmp.sock",
+						    .pid_file = "run/qemu.pid", .incoming = true});
 		strv_free(argv);
-	state_free(&st);
+		strv_free(layers);
+		free(chains);
+	}
 	qsnap_def_free(&def);
 	qsnap_def_free(&def2);
 	free(out);

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "ops/ops.h"
 
 static void test_valid(void **state)
 {

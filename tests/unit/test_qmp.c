@@ -25,8 +25,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
-#include "qmp.h"
+#include "ops/ops.h"
 
 #define GREETING                                                                                   \
 	"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 8}, "          \

@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
-#include "registry.h"
+#include "ops/ops.h"
+#include "registry/registry.h"
 
 static void ref_ok(const char *s, const char *dflt, const char *host, const char *repo,
 		   const char *tag)

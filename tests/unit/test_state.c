@@ -13,8 +13,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
-#include "state.h"
+#include "ops/ops.h"
 
 /* The name of the file being read, as callers pass it: every complaint
  * about a damaged file must say which file. */

@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: MIT */
+/* The ground floor of libqsnap: errors, memory, files, helper programs,
+ * JSON, checksums, the zstd pump, RAM files, progress reports, processes.
+ * Nothing here knows QEMU or a VM directory. */
+#ifndef QSNAP_BASE_H
+#define QSNAP_BASE_H
+
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "qsnap.h"
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline void freep(void *p)
+{
+	free(*(void **)p);
+}
+static inline void closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+static inline void json_putp(json_object **o)
+{
+	if (*o)
+		json_object_put(*o);
+}
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_json_ _cleanup_(json_putp)
+void strv_freep(char ***v);
+#define _cleanup_strv_ _cleanup_(strv_freep)
+
+/* Take ownership of a pointer or fd: the variable is reset so that its
+ * cleanup does nothing. */
+#define TAKE_PTR(p)                                                                                \
+	({                                                                                         \
+		__typeof__(p) _p = (p);                                                            \
+		(p) = NULL;                                                                        \
+		_p;                                                                                \
+	})
+#define TAKE_FD(fd)                                                                                \
+	({                                                                                         \
+		int _fd = (fd);                                                                    \
+		(fd) = -1;                                                                         \
+		_fd;                                                                               \
+	})
+
+/* ---- errors (error.c) ---- */
+
+/* Set err to the formatted message; returns -code. */
+int qerr(qsnap_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Put context in front of the message already in err; returns -err->code. */
+int qerr_prefix(qsnap_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- errors (error.c) ---- */
+
+/* Set err to the formatted message; returns -code. */
+int qerr(qsnap_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Put context in front of the message already in err; returns -err->code. */
+int qerr_prefix(qsnap_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- memory, strings, time (alloc.c) ---- */
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrdup_or_null(const char *s);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* NULL-terminated string vectors. */
+void strv_push(char ***v, size_t *n, const char *s);
+void strv_pushf(char ***v, size_t *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void strv_free(char **v);
+
+/* Monotonic time in milliseconds. */
+int64_t now_ms(void);
+/* Sleep for ms milliseconds. */
+void sleep_ms(int ms);
+
+/* ---- files (files.c) ---- */
+
+/* Write data to path (relative to dirfd) atomically: temporary file, fsync,
+ * rename, fsync the directory. */
+int write_file_atomic(int dirfd, const char *path, const char *data, size_t len,
+		      qsnap_error *err);
+/* Read a whole file (relative to dirfd); NUL-terminated. */
+int read_file(int dirfd, const char *path, char **ret_data, size_t *ret_len, qsnap_error *err);
+/* fsync a file (relative to dirfd). */
+int fsync_file(int dirfd, const char *path, qsnap_error *err);
+/* fsync a directory (relative to dirfd). */
+int fsync_dir(int dirfd, const char *path, qsnap_error *err);
+/* Remove a directory tree (relative to dirfd); missing is not an error. */
+int rm_rf(int dirfd, const char *path);
+/* A directory that exists and holds nothing. */
+bool dir_is_empty(const char *path);
+/* Bytes allocated on disk by a file or a directory tree. */
+uint64_t disk_usage(int dirfd, const char *path);
+/* The last lines of a file, at most max bytes, for error messages. */
+char *file_tail(int dirfd, const char *path, size_t max);
+
+/* ---- helper programs (program.c) ---- */
+
+/* Find a program in PATH (or take an absolute/relative path as is). */
+char *find_program(const char *name);
+
+/* Run a helper program without a shell, in directory cwd, with a
+ * minimal environment; its stderr becomes part of the error on failure and
+ * its stdout is returned in ret_out if non-NULL. */
+int run_program(const char *cwd, char *const argv[], char **ret_out, qsnap_error *err);
+
+struct run_opts {
+	/* Called with each piece of the child's stdout as it arrives. */
+	void (*on_stdout)(const char *data, size_t len, void *userdata);
+	void *userdata;
+	/* When set, any exit code is returned here instead of being an error,
+	 * and stderr in ret_stderr (if set). */
+	int *ret_status;
+	char **ret_stderr;
+};
+int run_program_ex(const char *cwd, char *const argv[], const struct run_opts *o, char **ret_out,
+		   qsnap_error *err);
+
+/* ---- JSON helpers (json.c) ---- */
+
+const char *jstr(json_object *o, const char *key);
+int64_t jint(json_object *o, const char *key, int64_t dflt);
+bool jbool(json_object *o, const char *key, bool dflt);
+json_object *jobj(json_object *o, const char *key);
+json_object *jarr(json_object *o, const char *key);
+/* Build an object from key/value pairs, terminated by NULL; values are taken. */
+json_object *jbuild(const char *key, ...);
+
+/* ---- checksums (checksum.c) ---- */
+
+#define CHECKSUM_PREFIX "xxh3-128:"
+
+struct XXH3_state_s;
+/* A checksum computed piece by piece. */
+struct hasher {
+	struct XXH3_state_s *state;
+	uint64_t bytes;
+};
+void hasher_init(struct hasher *h);
+void hasher_update(struct hasher *h, const void *data, size_t len);
+/* "xxh3-128:<hex>"; the hasher is done afterwards. */
+char *hasher_final(struct hasher *h);
+void hasher_free(struct hasher *h);
+/* Is s a checksum in the form hasher_final writes? */
+bool checksum_valid(const char *s);
+/* The checksum of a whole file; what names it in errors. */
+int checksum_fd(int fd, const char *what, char **ret, qsnap_error *err);
+int checksum_file(int dirfd, const char *path, char **ret, qsnap_error *err);
+/* The same, telling on_read how many bytes it read each time. */
+int checksum_fd_ex(int fd, const char *what, void (*on_read)(uint64_t n, void *userdata),
+		   void *userdata, char **ret, qsnap_error *err);
+/* The checksum of a file that another process (QEMU's migration) is still
+ * appending to, hashed in a thread as it grows. finish: the writer is done;
+ * waits for the rest and returns the checksum (what names the file in
+ * errors). Both finish and cancel free f; cancel(NULL) does nothing. */
+struct checksum_follow;
+struct checksum_follow *checksum_follow_start(int fd);
+int checksum_follow_finish(struct checksum_follow *f, const char *what, char **ret,
+			   qsnap_error *err);
+void checksum_follow_cancel(struct checksum_follow *f);
+
+/* ---- sha256 (sha256.c, OpenSSL's libcrypto) ---- */
+
+#define SHA256_PREFIX "sha256:"
+#define DIGEST_LEN (7 + 64) /* "sha256:" and 64 hex digits */
+
+struct sha256 {
+	void *ctx; /* EVP_MD_CTX */
+	uint64_t bytes;
+};
+void sha256_init(struct sha256 *h);
+void sha256_update(struct sha256 *h, const void *data, size_t len);
+/* "sha256:<hex>" into out (DIGEST_LEN + 1 bytes); the hasher is done. */
+void sha256_final(struct sha256 *h, char out[DIGEST_LEN + 1]);
+void sha256_free(struct sha256 *h);
+void sha256_buf(const void *data, size_t len, char out[DIGEST_LEN + 1]);
+/* Is s "sha256:" and 64 lowercase hex digits? */
+bool digest_valid(const char *s);
+
+/* ---- zstd between QEMU and a file (pump.c) ---- */
+
+struct pump;
+enum pump_kind {
+	PUMP_COMPRESS,	 /* what QEMU writes, zstd-compressed into the file */
+	PUMP_DECOMPRESS, /* the file, decompressed, for QEMU to read */
+};
+/* Start a thread between QEMU and file_fd through a pipe: pass
+ * *ret_qemu_fd to QEMU, then close it here. */
+int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, struct pump **ret,
+	       int *ret_qemu_fd, qsnap_error *err);
+/* Uncompressed bytes through the pump so far. */
+uint64_t pump_bytes(struct pump *p);
+/* Wait until QEMU closed its end and the thread is done. */
+int pump_finish(struct pump *p, qsnap_error *err);
+/* The same, with the checksum of what went into the file (to it only). */
+int pump_finish_checksum(struct pump *p, char **ret_checksum, qsnap_error *err);
+
+/* ---- shared RAM files (ramfile.c) ---- */
+
+/* Copy a RAM file of size bytes: holes and zero pages stay holes. */
+int ramfile_copy(int srcdirfd, const char *src, int dstdirfd, const char *dst, uint64_t size,
+		 const char *phase, qsnap_progress_fn progress, void *userdata, qsnap_error *err);
+/* Bytes a file really occupies. */
+uint64_t ramfile_allocated(int dirfd, const char *path);
+/* Fail early and clearly when dir cannot take need more bytes. */
+int ramfile_check_space(int dirfd, const char *dir, uint64_t need, const char *what,
+			qsnap_error *err);
+
+/* ---- progress reports (progress.c) ---- */
+
+/* One operation's progress: phase names it (qsnap.h lists the phases);
+ * progress_report calls fn, if any, with done of total and the time since
+ * progress_begin. */
+struct progress {
+	const char *phase;
+	qsnap_progress_fn fn;
+	void *userdata;
+	uint64_t total;
+	int64_t t0;
+};
+void progress_begin(struct progress *p, const char *phase, qsnap_progress_fn fn, void *userdata,
+		    uint64_t total);
+void progress_report(const struct progress *p, uint64_t done, bool finished);
+
+/* ---- processes (process.c) ---- */
+
+/* Start time of a process (clock ticks after boot), 0 if gone or a zombie. */
+unsigned long long proc_start_time(pid_t pid);
+bool proc_alive(pid_t pid, unsigned long long start);
+/* Wait until the process is gone; -ETIMEDOUT after timeout_ms. */
+int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms);
+
+#endif

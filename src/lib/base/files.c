@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT */
+/* Files: atomic writes, whole reads, fsync, removal, sizes on disk. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/base.h"
+
+static int write_all(int fd, const char *data, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, data, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		data += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int fsync_dir(int dirfd, const char *path, qsnap_error *err)
+{
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return qerr(err, errno, "cannot open directory %s: %s", path, strerror(errno));
+	if (fsync(fd) < 0)
+		return qerr(err, errno, "cannot sync directory %s: %s", path, strerror(errno));
+	return 0;
+}
+
+int fsync_file(int dirfd, const char *path, qsnap_error *err)
+{
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || fsync(fd) < 0)
+		return qerr(err, errno, "cannot sync %s: %s", path, strerror(errno));
+	return 0;
+}
+
+int write_file_atomic(int dirfd, const char *path, const char *data, size_t len,
+		      qsnap_error *err)
+{
+	_cleanup_free_ char *tmp = xasprintf("%s.tmp", path);
+	_cleanup_free_ char *dir = xstrdup(path);
+	_cleanup_close_ int fd = -1;
+	char *slash;
+	int r;
+
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return qerr(err, errno, "cannot create %s: %s", tmp, strerror(errno));
+	r = write_all(fd, data, len);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(dirfd, tmp, 0);
+		return qerr(err, -r, "cannot write %s: %s", tmp, strerror(-r));
+	}
+	if (renameat(dirfd, tmp, dirfd, path) < 0) {
+		r = errno;
+		unlinkat(dirfd, tmp, 0);
+		return qerr(err, r, "cannot rename %s to %s: %s", tmp, path, strerror(r));
+	}
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	return fsync_dir(dirfd, slash ? dir : ".", err);
+}
+
+int read_file(int dirfd, const char *path, char **ret_data, size_t *ret_len, qsnap_error *err)
+{
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+	_cleanup_free_ char *buf = NULL;
+	size_t len = 0, cap = 0;
+
+	if (fd < 0)
+		return qerr(err, errno, "cannot open %s: %s", path, strerror(errno));
+	for (;;) {
+		ssize_t n;
+
+		if (cap - len < 4096) {
+			cap = cap ? cap * 2 : 8192;
+			buf = xrealloc(buf, cap);
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return qerr(err, errno, "cannot read %s: %s", path, strerror(errno));
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (!buf)
+		buf = xcalloc(1, 1);
+	buf[len] = '\0';
+	*ret_data = TAKE_PTR(buf);
+	if (ret_len)
+		*ret_len = len;
+	return 0;
+}
+
+int rm_rf(int dirfd, const char *path)
+{
+	struct stat st;
+	DIR *d;
+	int fd;
+	struct dirent *de;
+
+	if (fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return unlinkat(dirfd, path, 0) < 0 && errno != ENOENT ? -errno : 0;
+	fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		rm_rf(fd, de->d_name);
+	}
+	closedir(d);
+	return unlinkat(dirfd, path, AT_REMOVEDIR) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+uint64_t disk_usage(int dirfd, const char *path)
+{
+	struct stat st;
+	uint64_t total;
+	DIR *d;
+	int fd;
+	struct dirent *de;
+
+	if (fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	total = (uint64_t)st.st_blocks * 512;
+	if (!S_ISDIR(st.st_mode))
+		return total;
+	fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return total;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return total;
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		total += disk_usage(fd, de->d_name);
+	}
+	closedir(d);
+	return total;
+}
+
+char *file_tail(int dirfd, const char *path, size_t max)
+{
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	char *buf, *start, *end;
+	off_t off;
+	ssize_t n;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return NULL;
+	off = st.st_size > (off_t)max ? st.st_size - (off_t)max : 0;
+	buf = xmalloc(max + 1);
+	n = pread(fd, buf, max, off);
+	if (n <= 0) {
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	start = buf;
+	/* Start at a line boundary when the tail was cut. */
+	if (off > 0 && (end = strchr(buf, '\n')))
+		start = end + 1;
+	end = buf + strlen(buf);
+	while (end > start && (end[-1] == '\n' || end[-1] == '\r'))
+		*--end = '\0';
+	memmove(buf, start, strlen(start) + 1);
+	if (!*buf) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+bool dir_is_empty(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	bool empty = true;
+
+	if (!d)
+		return false;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			empty = false;
+	closedir(d);
+	return empty;
+}

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+/* Processes known by pid and start time, never by a bare pid that may have
+ * been reused. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "base/base.h"
+
+unsigned long long proc_start_time(pid_t pid)
+{
+	char path[64], buf[1024];
+	_cleanup_close_ int fd = -1;
+	ssize_t len;
+	char *p, state;
+	unsigned long long start = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	len = read(fd, buf, sizeof(buf) - 1);
+	if (len <= 0)
+		return 0;
+	buf[len] = '\0';
+	/* The command name may hold spaces and parentheses: skip to the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%c", &state) != 1 || state == 'Z' || state == 'X')
+		return 0;
+	/* Field 22 (starttime); field 3 (state) is the first after ')'. */
+	p += 2;
+	for (int field = 3; field < 22 && p; field++) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	if (!p || sscanf(p, "%llu", &start) != 1)
+		return 0;
+	return start;
+}
+
+bool proc_alive(pid_t pid, unsigned long long start)
+{
+	unsigned long long now;
+
+	if (pid <= 0)
+		return false;
+	now = proc_start_time(pid);
+	return now != 0 && (start == 0 || now == start);
+}
+
+int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	while (proc_alive(pid, start)) {
+		/* Reap it if it happens to be our child. */
+		waitpid(pid, NULL, WNOHANG);
+		if (now_ms() >= deadline)
+			return -ETIMEDOUT;
+		sleep_ms(10);
+	}
+	return 0;
+}

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+/* A pump between QEMU and a zstd-compressed file: QEMU writes its migration
+ * stream (or a memory dump) into a pipe and a thread of ours compresses it
+ * into the file with zstd's worker threads; or the thread decompresses the
+ * file into a pipe that QEMU reads. QEMU itself stays single-threaded on
+ * its side of the pipe. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "base/base.h"
+
+struct pump {
+	pthread_t thread;
+	enum pump_kind kind;
+	int pipe_fd;	/* our end of the pipe */
+	int file_fd;	/* the compressed file */
+	int level;
+	atomic_uint_fast64_t raw; /* uncompressed bytes through the pump */
+	int error;		  /* errno, read after join */
+	struct hasher hash;	  /* of the bytes written to the file */
+	char what[256];		  /* for messages: the file */
+};
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int run_compress(struct pump *p)
+{
+	size_t in_cap = ZSTD_CStreamInSize() * 4, out_cap = ZSTD_CStreamOutSize() * 4;
+	_cleanup_free_ char *in = xmalloc(in_cap), *out = xmalloc(out_cap);
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int e = 0;
+
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, p->level);
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
+	/* zstd's own workers compress while this thread keeps reading. */
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_nbWorkers, ncpu > 1 ? (int)ncpu : 0);
+	for (;;) {
+		ssize_t n = read(p->pipe_fd, in, in_cap);
+		ZSTD_EndDirective mode = n == 0 ? ZSTD_e_end : ZSTD_e_continue;
+		ZSTD_inBuffer ib = {in, n > 0 ? (size_t)n : 0, 0};
+		size_t left;
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			e = errno;
+			break;
+		}
+		atomic_fetch_add(&p->raw, (uint64_t)ib.size);
+		do {
+			ZSTD_outBuffer ob = {out, out_cap, 0};
+
+			left = ZSTD_compressStream2(cc, &ob, &ib, mode);
+			if (ZSTD_isError(left)) {
+				e = EIO;
+				break;
+			}
+			hasher_update(&p->hash, out, ob.pos);
+			if ((e = write_all(p->file_fd, out, ob.pos)))
+				break;
+		} while (mode == ZSTD_e_end ? left != 0 : ib.pos < ib.size);
+		if (e || n == 0)
+			break;
+	}
+	ZSTD_freeCCtx(cc);
+	return e;
+}
+
+static int run_decompress(struct pump *p)
+{
+	size_t in_cap = ZSTD_DStreamInSize() * 4, out_cap = ZSTD_DStreamOutSize() * 4;
+	_cleanup_free_ char *in = xmalloc(in_cap), *out = xmalloc(out_cap);
+	ZSTD_DCtx *dc = ZSTD_createDCtx();
+	size_t last = 0;
+	bool sink = false; /* QEMU stopped reading: only check the rest */
+	int e = 0;
+
+	for (;;) {
+		ssize_t n = read(p->file_fd, in, in_cap);
+		ZSTD_inBuffer ib = {in, n > 0 ? (size_t)n : 0, 0};
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			e = errno;
+			break;
+		}
+		if (n == 0) {
+			/* A frame cut short is a damaged file. */
+			if (last != 0)
+				e = EBADMSG;
+			break;
+		}
+		while (ib.pos < ib.size) {
+			ZSTD_outBuffer ob = {out, out_cap, 0};
+
+			last = ZSTD_decompressStream(dc, &ob, &ib);
+			if (ZSTD_isError(last)) {
+				e = EBADMSG;
+				break;
+			}
+			/* QEMU stops reading when it has what it needs, or when
+			 * what it read made no sense: decoding the rest tells
+			 * whether the file itself is damaged (zstd checksums). */
+			if (!sink && (e = write_all(p->pipe_fd, out, ob.pos)) == EPIPE) {
+				sink = true;
+				e = 0;
+			}
+			if (e)
+				break;
+			atomic_fetch_add(&p->raw, (uint64_t)ob.pos);
+		}
+		if (e)
+			break;
+	}
+	ZSTD_freeDCtx(dc);
+	return e;
+}
+
+static void *pump_main(void *arg)
+{
+	struct pump *p = arg;
+	sigset_t pipe_only;
+
+	/* A reader that went away is EPIPE here, not a SIGPIPE for the process. */
+	sigemptyset(&pipe_only);
+	sigaddset(&pipe_only, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_only, NULL);
+
+	switch (p->kind) {
+	case PUMP_COMPRESS:
+		p->error = run_compress(p);
+		break;
+	case PUMP_DECOMPRESS:
+		p->error = run_decompress(p);
+		break;
+	}
+	/* The other end learns that we are done. */
+	close(p->pipe_fd);
+	p->pipe_fd = -1;
+	return NULL;
+}
+
+int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, struct pump **ret,
+	       int *ret_qemu_fd, qsnap_error *err)
+{
+	struct pump *p;
+	int fds[2];
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return qerr(err, errno, "cannot create a pipe: %s", strerror(errno));
+	/* Bigger pipes mean fewer context switches between QEMU and us. */
+	fcntl(fds[0], F_SETPIPE_SZ, 1 << 20);
+	p = xcalloc(1, sizeof(*p));
+	bool to_file = kind == PUMP_COMPRESS;
+
+	p->kind = kind;
+	hasher_init(&p->hash);
+	p->file_fd = file_fd;
+	p->level = level > 0 ? level : 3;
+	snprintf(p->what, sizeof(p->what), "%s", what);
+	/* To the file: QEMU writes [1], we read [0]. From the file: the reverse. */
+	p->pipe_fd = to_file ? fds[0] : fds[1];
+	*ret_qemu_fd = to_file ? fds[1] : fds[0];
+	if (pthread_create(&p->thread, NULL, pump_main, p) != 0) {
+		close(fds[0]);
+		close(fds[1]);
+		free(p);
+		return qerr(err, EAGAIN, "cannot start a thread");
+	}
+	*ret = p;
+	return 0;
+}
+
+uint64_t pump_bytes(struct pump *p)
+{
+	return atomic_load(&p->raw);
+}
+
+int pump_finish(struct pump *p, qsnap_error *err)
+{
+	return pump_finish_checksum(p, NULL, err);
+}
+
+int pump_finish_checksum(struct pump *p, char **ret_checksum, qsnap_error *err)
+{
+	int e;
+
+	if (!p)
+		return 0;
+	pthread_join(p->thread, NULL);
+	e = p->error;
+	if (!e && ret_checksum)
+		*ret_checksum = hasher_final(&p->hash);
+	hasher_free(&p->hash);
+	if (e)
+		qerr(err, e, "%s %s: %s",
+		     p->kind == PUMP_COMPRESS ? "compressing into" : "decompressing",
+		     p->what, e == EBADMSG ? "the file is damaged (zstd)" : strerror(e));
+	free(p);
+	return e ? -e : 0;
+}

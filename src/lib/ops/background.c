@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/* A save in a background process (qsnap save --live --no-wait). It reports
+ * through two files in the VM's run/ directory, which any process may read
+ * while the save holds the lock:
+ *   run/save-progress.json  while it runs: name, phase, bytes done and
+ *                           expected, elapsed seconds, pid;
+ *   run/save-result.json    when it ended: name, ok, error, ended. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "ops/ops.h"
+
+#define PROGRESS_FILE "run/save-progress.json"
+#define RESULT_FILE "run/save-result.json"
+
+struct bg {
+	qsnap_vm *vm;
+	const char *name;
+	double last;
+};
+
+/* Replace a small file in run/ by rename, so that a reader never sees half
+ * of it. Not fsynced: run/ describes the running moment only. */
+static void write_run_json(qsnap_vm *vm, const char *path, json_object *o_take)
+{
+	_cleanup_json_ json_object *o = o_take;
+	_cleanup_free_ char *tmp = xasprintf("%s.tmp", path);
+	const char *s = json_object_to_json_string(o);
+	_cleanup_close_ int fd = openat(vm->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		return;
+	if (write(fd, s, strlen(s)) == (ssize_t)strlen(s))
+		(void)!renameat(vm->dirfd, tmp, vm->dirfd, path);
+	else
+		unlinkat(vm->dirfd, tmp, 0);
+}
+
+static void bg_progress(const qsnap_progress *p, void *userdata)
+{
+	struct bg *bg = userdata;
+
+	if (p->elapsed - bg->last < 0.5 && !p->finished)
+		return;
+	bg->last = p->elapsed;
+	write_run_json(bg->vm, PROGRESS_FILE,
+		       jbuild("name", json_object_new_string(bg->name),
+			      "phase", json_object_new_string(p->phase),
+			      "done", json_object_new_int64((int64_t)p->done),
+			      "total", json_object_new_int64((int64_t)p->total),
+			      "elapsed", json_object_new_double(p->elapsed),
+			      "pid", json_object_new_int(getpid()), NULL));
+}
+
+/* The background process: owns the VM (its lock and QMP connection) from
+ * here on, tells the caller its pid once run/ shows the save, saves, and
+ * leaves the result in run/. Never returns. */
+static __attribute__((noreturn)) void bg_run(qsnap_vm *vm, const char *name,
+					     const qsnap_save_opts *opts, int ready_fd)
+{
+	struct bg bg = {.vm = vm, .name = name, .last = -1};
+	qsnap_save_opts so = *opts;
+	qsnap_error err = {0};
+	pid_t self = getpid();
+	int devnull, r;
+
+	signal(SIGHUP, SIG_IGN);
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull >= 0) {
+		dup2(devnull, 0);
+		dup2(devnull, 1);
+		dup2(devnull, 2);
+		close(devnull);
+	}
+	unlinkat(vm->dirfd, RESULT_FILE, 0);
+	bg_progress(&(qsnap_progress){.phase = "save", .finished = true}, &bg);
+	(void)!write(ready_fd, &self, sizeof(self));
+	close(ready_fd);
+
+	so.progress = bg_progress;
+	so.userdata = &bg;
+	so.stats = NULL;
+	r = qsnap_vm_save(vm, name, &so, &err);
+	json_object *res = jbuild("name", json_object_new_string(name),
+				  "ok", json_object_new_boolean(r >= 0), NULL);
+	if (r < 0)
+		json_object_object_add(res, "error", json_object_new_string(err.msg));
+	json_object_object_add(res, "ended", json_object_new_int64((int64_t)time(NULL)));
+	write_run_json(vm, RESULT_FILE, res);
+	unlinkat(vm->dirfd, PROGRESS_FILE, 0);
+	qsnap_vm_close(vm);
+	_exit(r < 0 ? 1 : 0);
+}
+
+int qsnap_vm_save_background(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
+			     pid_t *ret_pid, qsnap_error *err)
+{
+	qsnap_save_opts none = {0};
+	int ready[2], status;
+	pid_t mid, pid = 0;
+	ssize_t n;
+
+	if (vm->readonly)
+		return qerr(err, EPERM, "%s was opened read-only: a save needs it opened for changes",
+			    vm->dir);
+	if (!qsnap_name_valid(name))
+		return qerr(err, EINVAL, "snapshot name '%s' is not valid: use letters, digits, '-', '_' and '.', not starting with '.'",
+			    name);
+	if (pipe2(ready, O_CLOEXEC) < 0)
+		return qerr(err, errno, "cannot start a background save: %s", strerror(errno));
+	/* Twice: the middle process ends at once, so the save is not a child
+	 * the caller has to reap, and runs in a session of its own. */
+	mid = fork();
+	if (mid < 0) {
+		int e = errno;
+
+		close(ready[0]);
+		close(ready[1]);
+		return qerr(err, e, "cannot start a background save: %s", strerror(e));
+	}
+	if (mid == 0) {
+		close(ready[0]);
+		setsid();
+		pid = fork();
+		if (pid == 0)
+			bg_run(vm, name, opts ? opts : &none, ready[1]);
+		_exit(pid < 0 ? 1 : 0);
+	}
+	close(ready[1]);
+	while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
+		;
+	/* Once the pid arrives, run/ shows the save (a status right after
+	 * this call sees it). */
+	do
+		n = read(ready[0], &pid, sizeof(pid));
+	while (n < 0 && errno == EINTR);
+	close(ready[0]);
+	if (n != (ssize_t)sizeof(pid))
+		return qerr(err, ECHILD, "the background save of %s did not start", vm->dir);
+	/* Our copies of the lock and the QMP connection go; the background
+	 * process holds the lock on the same open file description. */
+	qsnap_vm_close(vm);
+	if (ret_pid)
+		*ret_pid = pid;
+	return 0;
+}
+
+int qsnap_vm_background_save(qsnap_vm *vm, qsnap_background_save *ret, qsnap_error *err)
+{
+	_cleanup_json_ json_object *o = NULL;
+	_cleanup_free_ char *data = NULL;
+	bool running = true;
+	size_t len;
+
+	if (read_file(vm->dirfd, PROGRESS_FILE, &data, &len, NULL) < 0) {
+		running = false;
+		if (read_file(vm->dirfd, RESULT_FILE, &data, &len, NULL) < 0)
+			return 0;
+	}
+	o = json_tokener_parse(data);
+	if (!o || !json_object_is_type(o, json_type_object))
+		return 0; /* being replaced just now, or not ours: nothing to show */
+	*ret = (qsnap_background_save){
+		.name = xstrdup(jstr(o, "name") ? jstr(o, "name") : "?"),
+		.running = running,
+		.pid = (pid_t)jint(o, "pid", 0),
+		.phase = xstrdup_or_null(jstr(o, "phase")),
+		.done = (uint64_t)jint(o, "done", 0),
+		.total = (uint64_t)jint(o, "total", 0),
+		.ok = jbool(o, "ok", false),
+		.error = xstrdup_or_null(jstr(o, "error")),
+		.ended = jint(o, "ended", 0),
+	};
+	{
+		json_object *v;
+
+		if (json_object_object_get_ex(o, "elapsed", &v))
+			ret->elapsed = json_object_get_double(v);
+	}
+	return 1;
+}
+
+void qsnap_background_save_free(qsnap_background_save *b)
+{
+	if (!b)
+		return;
+	free(b->name);
+	free(b->phase);
+	free(b->error);
+	*b = (qsnap_background_save){0};
+}

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/* Changing a VM's definition (qsnap config). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ops/ops.h"
+
+/* Check a changed definition and write it to vm.json; def is taken. */
+static int replace_def(qsnap_vm *vm, qsnap_def def, qsnap_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	int r;
+
+	r = vmdef_check(&def, err);
+	if (r >= 0)
+		r = vmdef_to_json(&def, &text, err);
+	if (r >= 0)
+		r = write_file_atomic(vm->dirfd, "vm.json", text, strlen(text), err);
+	if (r < 0) {
+		qsnap_def_free(&def);
+		return r;
+	}
+	qsnap_def_free(&vm->def);
+	vm->def = def;
+	return 0;
+}
+
+int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err)
+{
+	qsnap_def def;
+
+	if (vm_qemu_alive(vm))
+		return qerr(err, EBUSY, "the VM in %s is running: stop it (or save it) before changing its RAM mode",
+			    vm->dir);
+	def_copy(&def, &vm->def);
+	def.ram_mode = mode;
+	free(def.ram_dir);
+	def.ram_dir = xstrdup_or_null(ram_dir);
+	return replace_def(vm, def, err);
+}
+
+int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err)
+{
+	qsnap_def def;
+
+	if (max_chain == 1 || max_chain > 1000)
+		return qerr(err, EINVAL, "the chain limit must be 0 (default) or between 2 and 1000");
+	def_copy(&def, &vm->def);
+	def.max_chain = max_chain;
+	return replace_def(vm, def, err);
+}

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/* The top floor of libqsnap: the operations qsnap.h offers, one file each,
+ * and the VM's QEMU that they share (machine.c). Each operation owns its
+ * recovery from an interruption, which open.c calls. */
+#ifndef QSNAP_OPS_H
+#define QSNAP_OPS_H
+
+#include "registry/oci.h"
+#include "vmdir/vmdir.h"
+
+/* ---- the VM's QEMU (machine.c) ---- */
+
+/* How to launch QEMU for this VM. */
+struct launch {
+	bool incoming;	      /* -incoming defer */
+	int timeout;	      /* seconds for QMP to come up */
+	const char *ram_file; /* guest RAM from this file; NULL: anonymous */
+	bool ram_share;	      /* MAP_SHARED (ours to copy) or copy-on-write */
+	bool readonly_disks;  /* inspecting a memory dump: change nothing */
+	const char *machine;  /* a snapshot's machine type; NULL: the VM's */
+};
+/* The machine type QEMU starts with when nothing else says: the versioned
+ * one recorded for vm.json's machine, else vm.json's (NULL: default). */
+const char *vm_machine(const qsnap_def *def, const struct state *st);
+/* QEMU's command line for this VM as state.json has it now. */
+int vm_argv(qsnap_vm *vm, const struct launch *l, char ***ret_argv, qsnap_error *err);
+int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err);
+/* Is the QEMU recorded in state.json alive? */
+bool vm_qemu_alive(qsnap_vm *vm);
+/* Connect to the running QEMU's QMP socket (cached). */
+int vm_qmp(qsnap_vm *vm, struct qmp **ret, qsnap_error *err);
+/* Drop the cached QMP connection. */
+void vm_qmp_close(qsnap_vm *vm);
+/* Forget the QEMU in state (it exited); closes the QMP connection. */
+void vm_forget_qemu(qsnap_vm *vm);
+/* The error message with the tail of run/qemu.log appended. */
+int vm_err_qemu_log(qsnap_vm *vm, qsnap_error *err);
+/* QEMU's run state from query-status: "running", "paused", "postmigrate", ... */
+int vm_query_status(qsnap_vm *vm, char **ret_status, bool *ret_running, qsnap_error *err);
+/* Let the vCPUs run. */
+int vm_cont(qsnap_vm *vm, qsnap_error *err);
+/* Stop QEMU: quit, then SIGKILL after timeout seconds. */
+int vm_kill_qemu(qsnap_vm *vm, int timeout, qsnap_error *err);
+/* The directory of this VM's shared RAM file (created 0700), absolute. */
+int vm_ram_dir(qsnap_vm *vm, char **ret, qsnap_error *err);
+/* Give the VM a fresh, empty shared RAM file for a new QEMU. */
+int vm_new_ram_file(qsnap_vm *vm, char **ret_path, qsnap_error *err);
+/* Forget (and for a shared file, remove) the RAM of a QEMU that is gone. */
+void vm_drop_ram(qsnap_vm *vm);
+/* Recovery (open.c): end a QEMU that run/qemu.pid names but state.json
+ * does not (a start interrupted before it recorded it); forget a recorded
+ * QEMU that is gone. */
+void machine_end_orphan(qsnap_vm *vm);
+int machine_recover(qsnap_vm *vm, qsnap_error *err);
+
+/* ---- operations used by other operations ---- */
+
+/* Restore a snapshot (restore.c); paused overrides the snapshot's run state. */
+int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts, bool paused,
+		 qsnap_error *err);
+/* End a QEMU that an interrupted restore left waiting for its state. */
+int restore_recover(qsnap_vm *vm, qsnap_error *err);
+/* Undo a save that was interrupted (save.c). */
+int save_recover(qsnap_vm *vm, qsnap_error *err);
+/* "a, b, c": the drive ids of a definition (publish.c). */
+char *drive_ids(const qsnap_def *def);
+
+/* ---- export and import (export.c, import.c) ---- */
+
+/* The first file of an export: what it holds, with sizes and checksums. */
+#define EXPORT_MANIFEST "qsnap-export.json"
+#define EXPORT_FORMAT "qsnap-export"
+#define EXPORT_VERSION 1
+
+#endif

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/* The snapshot tree: listing and deleting snapshots. */
+#include <errno.h>
+#include <string.h>
+
+#include "ops/ops.h"
+
+int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info **ret_list, size_t *ret_n, qsnap_error *err)
+{
+	qsnap_snapshot_info *list = xcalloc(vm->st.n_snapshots, sizeof(*list));
+
+	for (size_t i = 0; i < vm->st.n_snapshots; i++) {
+		const struct snapshot *s = &vm->st.snapshots[i];
+		qsnap_snapshot_info *si = &list[i];
+
+		si->name = xstrdup(s->name);
+		si->parent = xstrdup_or_null(s->parent);
+		si->created = s->created;
+		si->mode = snapshot_ram_mode(s);
+		si->was_running = s->was_running;
+		si->compressed = s->compressed;
+		si->current = vm->st.current && !strcmp(vm->st.current, s->name);
+		si->size = disk_usage(vm->dirfd, s->dir);
+		for (size_t j = 0; j < s->n_drives; j++)
+			si->size += disk_usage(vm->dirfd, s->drives[j].layer);
+	}
+	(void)err;
+	*ret_list = list;
+	*ret_n = vm->st.n_snapshots;
+	return 0;
+}
+
+void qsnap_snapshot_info_free(qsnap_snapshot_info *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(list[i].name);
+		free(list[i].parent);
+	}
+	free(list);
+}
+
+int qsnap_vm_delete(qsnap_vm *vm, const char *name, qsnap_error *err)
+{
+	struct snapshot *s;
+	_cleanup_free_ char *dir = NULL, *parent = NULL;
+	int r;
+
+	r = find_snapshot(vm, name, &s, err);
+	if (r < 0)
+		return r;
+	dir = xstrdup(s->dir);
+	parent = xstrdup_or_null(s->parent);
+	/* Its children and the current state now descend from its parent;
+	 * their layers still chain through its layers, which stay while
+	 * anything needs them. */
+	for (size_t i = 0; i < vm->st.n_snapshots; i++) {
+		struct snapshot *c = &vm->st.snapshots[i];
+
+		if (c->parent && !strcmp(c->parent, name)) {
+			free(c->parent);
+			c->parent = xstrdup_or_null(parent);
+		}
+	}
+	if (vm->st.current && !strcmp(vm->st.current, name)) {
+		free(vm->st.current);
+		vm->st.current = xstrdup_or_null(parent);
+	}
+	state_remove_snapshot(&vm->st, name);
+	r = vm_write_state(vm, err);
+	if (r < 0)
+		return r;
+	rm_rf(vm->dirfd, dir);
+	return chain_gc(vm, err);
+}

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/* What the QEMU behind a QMP connection can do. QEMU removes and adds
+ * migration features between versions (9.1 removed the compress
+ * capability), so qsnap asks every QEMU rather than assuming. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "qemu/qemu.h"
+
+/* name -> true for each element of an array (key: the member named key,
+ * NULL: the element itself is an object whose keys are the names). */
+static json_object *name_set(json_object *arr, const char *key)
+{
+	json_object *set = json_object_new_object();
+
+	if (!key && json_object_is_type(arr, json_type_object)) {
+		json_object_object_foreach(arr, k, v) {
+			(void)v;
+			json_object_object_add(set, k, json_object_new_boolean(true));
+		}
+		return set;
+	}
+	for (size_t i = 0; arr && json_object_is_type(arr, json_type_array) &&
+			   i < json_object_array_length(arr);
+	     i++) {
+		const char *n = jstr(json_object_array_get_idx(arr, i), key);
+
+		if (n)
+			json_object_object_add(set, n, json_object_new_boolean(true));
+	}
+	return set;
+}
+
+int caps_learn(struct qmp *q, qsnap_error *err)
+{
+	struct qemu_caps *c = qmp_caps(q);
+	_cleanup_json_ json_object *ver = NULL, *mcaps = NULL, *mparams = NULL, *cmds = NULL;
+	json_object *qv;
+	int r;
+
+	if (c->known)
+		return 0;
+	if ((r = qmp_execute(q, "query-version", NULL, &ver, 0, err)) < 0 ||
+	    (r = qmp_execute(q, "query-migrate-capabilities", NULL, &mcaps, 0, err)) < 0 ||
+	    (r = qmp_execute(q, "query-migrate-parameters", NULL, &mparams, 0, err)) < 0 ||
+	    (r = qmp_execute(q, "query-commands", NULL, &cmds, 0, err)) < 0)
+		return qerr_prefix(err, "asking QEMU what it can do");
+	qv = jobj(ver, "qemu");
+	c->major = (int)jint(qv, "major", 0);
+	c->minor = (int)jint(qv, "minor", 0);
+	c->micro = (int)jint(qv, "micro", 0);
+	snprintf(c->version, sizeof(c->version), "%d.%d.%d", c->major, c->minor, c->micro);
+	c->mig_caps = name_set(mcaps, "capability");
+	c->mig_params = name_set(mparams, NULL);
+	c->commands = name_set(cmds, "name");
+	c->known = true;
+	return 0;
+}
+
+static bool in_set(json_object *set, const char *name)
+{
+	return set && json_object_object_get_ex(set, name, NULL);
+}
+
+bool caps_migrate_cap(struct qmp *q, const char *name)
+{
+	return in_set(qmp_caps(q)->mig_caps, name);
+}
+
+bool caps_migrate_param(struct qmp *q, const char *name)
+{
+	return in_set(qmp_caps(q)->mig_params, name);
+}
+
+bool caps_command(struct qmp *q, const char *name)
+{
+	return in_set(qmp_caps(q)->commands, name);
+}
+
+bool caps_file_uri(struct qmp *q)
+{
+	/* The file: URI (QEMU 8.2) has no capability of its own; mapped-ram
+	 * (9.0) exists only for it, so a QEMU with mapped-ram has it. That
+	 * leaves 8.x on fd:, which takes files without the deprecation
+	 * warning that 9.1 added ("fd: migration to a file is deprecated. Use
+	 * file: instead.", 10.0.2). */
+	return caps_command(q, "add-fd") && caps_migrate_cap(q, "mapped-ram");
+}
+
+const char *caps_version(struct qmp *q)
+{
+	return qmp_caps(q)->known ? qmp_caps(q)->version : "";
+}
+
+int caps_has_machine(struct qmp *q, const char *name, bool *ret, qsnap_error *err)
+{
+	_cleanup_json_ json_object *list = NULL;
+	int r = qmp_execute(q, "query-machines", NULL, &list, 0, err);
+
+	if (r < 0)
+		return r;
+	*ret = false;
+	for (size_t i = 0; json_object_is_type(list, json_type_array) &&
+			   i < json_object_array_length(list);
+	     i++) {
+		const char *n = jstr(json_object_array_get_idx(list, i), "name");
+
+		if (n && !strcmp(n, name))
+			*ret = true;
+	}
+	return 0;
+}
+
+int caps_resolve_machine(struct qmp *q, const char *want, char **ret, qsnap_error *err)
+{
+	_cleanup_json_ json_object *list = NULL;
+	int r = qmp_execute(q, "query-machines", NULL, &list, 0, err);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; json_object_is_type(list, json_type_array) &&
+			   i < json_object_array_length(list);
+	     i++) {
+		json_object *m = json_object_array_get_idx(list, i);
+		const char *name = jstr(m, "name"), *alias = jstr(m, "alias");
+
+		if (!name)
+			continue;
+		/* On 7.2 and 10.0 the entry of the versioned type carries the
+		 * alias ("pc" -> pc-i440fx-7.2) and is-default. */
+		if (want ? (!strcmp(name, want) || (alias && !strcmp(alias, want)))
+			 : jbool(m, "is-default", false)) {
+			*ret = xstrdup(name);
+			return 0;
+		}
+	}
+	if (want) {
+		*ret = xstrdup(want);
+		return 0;
+	}
+	return qerr(err, ENOENT, "QEMU names no default machine type: set one with --machine");
+}
+
+int qemu_has_machine(const char *qemu, const char *machine, bool *ret, qsnap_error *err)
+{
+	char *argv[] = {(char *)(qemu ? qemu : "qemu-system-x86_64"), "-machine", "help", NULL};
+	_cleanup_free_ char *out = NULL;
+	size_t len = strlen(machine);
+	int r = run_program(NULL, argv, &out, err);
+
+	if (r < 0)
+		return r;
+	*ret = false;
+	for (const char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		if (!strncmp(l, machine, len) && (l[len] == ' ' || l[len] == '\n' || !l[len]))
+			*ret = true;
+	return 0;
+}

@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: MIT */
+/* The QEMU floor of libqsnap: QEMU's command line, starting it, its QMP
+ * connection (qmp.h), what it can do, migration, the serial console relay,
+ * and qemu-img. Knows QEMU, not the VM directory. */
+#ifndef QSNAP_QEMU_H
+#define QSNAP_QEMU_H
+
+#include "base/base.h"
+#include "qemu/qmp.h"
+
+/* ---- QEMU's command line (argv.c) ---- */
+
+/* A drive's images above its base: layer paths, bottom first, the last one
+ * the guest writes to; none for a read-only drive. */
+struct qemu_chain {
+	const char **layers;
+	size_t n;
+};
+/* Everything QEMU's command line is made of. */
+struct qemu_cmd {
+	const qsnap_def *def;
+	const struct qemu_chain *chains; /* one per drive of def */
+	const char *machine;	 /* the machine type; NULL: QEMU's default */
+	const char *qmp_socket;	 /* paths relative to where QEMU runs */
+	const char *pid_file;
+	bool incoming;		 /* -incoming defer */
+	const char *ram_file;	 /* guest RAM from this file; NULL: anonymous */
+	bool ram_share;		 /* MAP_SHARED (ours to copy) or copy-on-write */
+	bool readonly_disks;	 /* inspecting a memory dump: change nothing */
+};
+/* The command line, NULL-terminated (strv_free it). */
+char **qemu_argv(const struct qemu_cmd *c);
+/* The node name QEMU knows a layer by (layers/<drive>-<seq>.qcow2 -> n<seq>),
+ * and the base image of the index-th drive of the definition. */
+char *qemu_layer_node(const char *layer_path);
+char *qemu_base_node(size_t index);
+
+/* ---- starting QEMU (spawn.c) ---- */
+
+/* QEMU's end of the console relay's socket pair, at this fd in QEMU. */
+#define QEMU_CONSOLE_FD 3
+#define QEMU_CONSOLE_FD_STR "3"
+/* Start QEMU detached in cwd, its output appended to logpath; console_fd
+ * (or -1) becomes its QEMU_CONSOLE_FD. */
+int qemu_spawn(const char *cwd, char *const argv[], const char *logpath, int console_fd,
+	       pid_t *ret_pid, unsigned long long *ret_start, qsnap_error *err);
+
+/* ---- what the running QEMU can do (caps.c) ---- */
+
+/* Ask a new connection's QEMU what it can do (query-version,
+ * query-migrate-capabilities, query-migrate-parameters, query-commands). */
+int caps_learn(struct qmp *q, qsnap_error *err);
+bool caps_migrate_cap(struct qmp *q, const char *name);
+bool caps_migrate_param(struct qmp *q, const char *name);
+bool caps_command(struct qmp *q, const char *name);
+/* The migration transport for a seekable file: file:/dev/fdset/N through
+ * add-fd, where QEMU has it; else fd: with getfd. */
+bool caps_file_uri(struct qmp *q);
+/* "10.0.2", or "" when unknown. */
+const char *caps_version(struct qmp *q);
+/* The versioned machine type want (NULL: QEMU's default; an alias such as
+ * pc or q35; a versioned type is kept as given) is on this QEMU. */
+int caps_resolve_machine(struct qmp *q, const char *want, char **ret, qsnap_error *err);
+/* Does the running QEMU have machine type name? */
+int caps_has_machine(struct qmp *q, const char *name, bool *ret, qsnap_error *err);
+/* Does the QEMU binary qemu (NULL: qemu-system-x86_64) have that machine
+ * type? Asked of the binary itself (-machine help), for a QEMU not running. */
+int qemu_has_machine(const char *qemu, const char *machine, bool *ret, qsnap_error *err);
+
+/* ---- migration (migrate.c) ---- */
+
+/* Cancel an outgoing migration, if any, and wait until it has ended and
+ * QEMU accepts "cont" again. */
+void migrate_end(struct qmp *q);
+
+
+/* Migration capabilities and parameters qsnap uses at both ends.
+ * ignore_shared: leave shared RAM out of the stream (x-ignore-shared); the
+ * loading end must say the same as the saving end did. background: a live
+ * save (background-snapshot). */
+int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background, bool mapped,
+		  qsnap_error *err);
+/* mapped: the mapped-ram format (RAM pages at fixed offsets of a seekable
+ * file, written and read by multifd channels). Can this QEMU do it? */
+bool migrate_can_map(struct qmp *q);
+/* multifd channels: QSNAP_MULTIFD_CHANNELS, else the host's cores, at most 4. */
+unsigned migrate_channels(void);
+
+struct mig_wait {
+	bool incoming;
+	int timeout_s;	   /* then the migration is cancelled (source) */
+	const char *phase; /* for progress reports */
+	qsnap_progress_fn progress;
+	void *userdata;
+	int fd;		/* the file QEMU writes or reads: its offset is our progress */
+	struct pump *pump; /* or, through a pump, the bytes it moved */
+	uint64_t total; /* bytes expected when known (restore: the file's size) */
+	/* A live save that stopped the guest for the disks' cut: let it run
+	 * again once QEMU writes RAM (QEMU >= 9.0 leaves it paused). */
+	bool live;
+};
+/* Wait for the MIGRATION event that ends a migration, reporting progress. */
+int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
+/* Hand QEMU a file descriptor under a name (getfd, SCM_RIGHTS). */
+int migrate_pass_fd(struct qmp *q, const char *name, int fd, qsnap_error *err);
+/* Where a migration goes: a file passed to QEMU, and its URI. */
+struct mig_target {
+	char name[32];	/* getfd's name, for fd: */
+	long long fdset; /* add-fd's set, for file:/dev/fdset/N; -1: none */
+	char uri[64];
+};
+/* Pass fd for a migration: a seekable file (file) goes in an fd set as
+ * file:/dev/fdset/N where QEMU has that, anything else (a pipe) by getfd
+ * as fd:NAME. A file for saving must be open O_WRONLY, for loading
+ * O_RDONLY. */
+int migrate_pass(struct qmp *q, const char *name, int fd, bool file, struct mig_target *t,
+		 qsnap_error *err);
+/* QEMU lets go of the passed fd (closefd or remove-fd). */
+void migrate_release(struct qmp *q, struct mig_target *t);
+/* The same for whatever a command that was killed passed under name. */
+void migrate_release_name(struct qmp *q, const char *name);
+/* Migrate to (or, w->incoming, from) the target, and wait. */
+int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait *w,
+		qsnap_error *err);
+
+/* ---- the serial console relay (console.c) ---- */
+
+/* Listen on sock_path and start the relay process that serves it
+ * and appends the guest's output to log_path; *ret_qemu_fd is the end
+ * for QEMU's serial chardev. The relay ends when that end closes. */
+int console_start(const char *sock_path, const char *log_path, int *ret_qemu_fd, qsnap_error *err);
+/* Connect to the relay's socket, waiting up to timeout_ms for one to
+ * listen (QEMU starting, or being replaced by a restore). */
+int console_connect(const char *sock_path, int timeout_ms, qsnap_error *err);
+
+/* ---- qemu-img (img.c) ---- */
+
+/* The qemu-img that belongs to a QEMU binary (vm.json's "qemu", NULL for
+ * qemu-system-x86_64 from PATH): the one beside it, else qemu-img from PATH. */
+char *qemu_img_for(const char *qemu);
+
+/* What qemu-img info says of an image (one parser for all callers). */
+struct img_info {
+	char *filename;
+	char *format;
+	int64_t virtual_size; /* -1: not given */
+	char *backing;	      /* the backing file as the header names it, or NULL */
+	char *data_file;      /* an external data file, or NULL */
+};
+void img_info_free(struct img_info *i);
+/* qemu-img info of path (relative to cwd; NULL: ours). format NULL: let
+ * qemu-img probe it; force_share: -U, the image is open in a running QEMU. */
+int img_info(const char *qemu_img, const char *cwd, const char *path, const char *format,
+	     bool force_share, struct img_info *ret, qsnap_error *err);
+/* The same for every image of path's backing chain, top first, as qemu-img
+ * opens them (--backing-chain). */
+int img_info_chain(const char *qemu_img, const char *cwd, const char *path, const char *format,
+		   bool force_share, struct img_info **ret, size_t *ret_n, qsnap_error *err);
+void img_info_chain_free(struct img_info *v, size_t n);
+/* A new empty qcow2 image at path (relative to cwd) on top of backing (as
+ * the header will name it) of format backing_format. */
+int img_create(const char *qemu_img, const char *cwd, const char *path, const char *backing,
+	       const char *backing_format, qsnap_error *err);
+/* Make path's header name another backing file: unsafe (-u, the header
+ * only: the data must already be the same) or by copying what differs. */
+int img_rebase(const char *qemu_img, const char *cwd, const char *path, const char *backing,
+	       const char *backing_format, bool unsafe, qsnap_error *err);
+/* qemu-img check of an image that must pass it. */
+int img_check(const char *qemu_img, const char *path, const char *format, qsnap_error *err);
+/* qemu-img check of one qcow2 layer on its own, its backing file not opened
+ * (so a damaged layer below shows up once, at itself), opened shared.
+ * *ret_problem: NULL when it passes (leaked clusters pass: they waste space
+ * but lose no data), else what is wrong. */
+int img_check_layer(const char *qemu_img, const char *cwd, const char *layer, char **ret_problem,
+		    qsnap_error *err);
+
+struct img_convert {
+	const char *qemu_img;
+	const char *src;       /* the chain's top image */
+	const char *src_format;
+	bool force_share;      /* -U: the image is open in a running QEMU */
+	const char *dst;
+	const char *dst_format; /* "qcow2" or "raw" */
+	bool compress;
+	const char *phase;     /* for progress reports */
+	qsnap_progress_fn progress;
+	void *userdata;
+};
+/* qemu-img convert: one standalone image of a whole backing chain. */
+int img_convert(const struct img_convert *c, qsnap_error *err);
+/* An image (path relative to dir) that names no backing or data file. */
+int img_check_standalone(const char *qemu_img, const char *dir, const char *path,
+			 const char *format, qsnap_error *err);
+
+#endif

@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: MIT */
+/* QMP client. QEMU sends one JSON object per line: the greeting, replies
+ * (with the id we gave), and events that may arrive at any time, also
+ * between a command and its reply. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "qemu/qemu.h"
+
+struct qmp {
+	int fd;
+	char *buf;
+	size_t len, cap;
+	json_object **events;
+	size_t n_events;
+	uint64_t next_id;
+	struct qemu_caps caps;
+};
+
+struct qemu_caps *qmp_caps(struct qmp *q)
+{
+	return &q->caps;
+}
+
+void qmp_free(struct qmp *q)
+{
+	if (!q)
+		return;
+	if (q->fd >= 0)
+		close(q->fd);
+	for (size_t i = 0; i < q->n_events; i++)
+		json_object_put(q->events[i]);
+	free(q->events);
+	free(q->buf);
+	json_object_put(q->caps.mig_caps);
+	json_object_put(q->caps.mig_params);
+	json_object_put(q->caps.commands);
+	free(q);
+}
+
+static int remaining_ms(int64_t deadline)
+{
+	int64_t left = deadline - now_ms();
+
+	return left < 0 ? 0 : left > 1000000 ? 1000000 : (int)left;
+}
+
+/* Read one message. -ETIMEDOUT at the deadline, -EPIPE when QEMU closed the
+ * connection. */
+static int read_message(struct qmp *q, int64_t deadline, json_object **ret, qsnap_error *err)
+{
+	for (;;) {
+		char *nl = q->buf ? memchr(q->buf, '\n', q->len) : NULL;
+
+		if (nl) {
+			size_t linelen = (size_t)(nl - q->buf), end = 0;
+			enum json_tokener_error jerr = json_tokener_success;
+			json_tokener *tok;
+			json_object *o = NULL;
+			bool blank = linelen == 0 || (linelen == 1 && q->buf[0] == '\r');
+
+			if (!blank) {
+				tok = json_tokener_new();
+				o = json_tokener_parse_ex(tok, q->buf, (int)linelen);
+				jerr = json_tokener_get_error(tok);
+				end = json_tokener_get_parse_end(tok);
+				json_tokener_free(tok);
+				/* Only white space may follow the object. */
+				while (end < linelen && strchr(" \t\r", q->buf[end]))
+					end++;
+			}
+			memmove(q->buf, nl + 1, q->len - linelen - 1);
+			q->len -= linelen + 1;
+			if (blank)
+				continue;
+			if (!o || jerr != json_tokener_success || end != linelen ||
+			    !json_object_is_type(o, json_type_object)) {
+				json_object_put(o);
+				return qerr(err, EPROTO, "QEMU sent a QMP message that is not a JSON object");
+			}
+			*ret = o;
+			return 0;
+		}
+		if (q->len > 64 * 1024 * 1024)
+			return qerr(err, EPROTO, "QEMU sent a QMP message longer than 64 MiB");
+		if (q->cap - q->len < 65536) {
+			q->cap = q->cap ? q->cap * 2 : 131072;
+			q->buf = xrealloc(q->buf, q->cap);
+		}
+		struct pollfd pfd = {.fd = q->fd, .events = POLLIN};
+		int r = poll(&pfd, 1, remaining_ms(deadline));
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return qerr(err, errno, "waiting for QMP: %s", strerror(errno));
+		}
+		if (r == 0)
+			return qerr(err, ETIMEDOUT, "QEMU did not answer in time");
+		ssize_t n = read(q->fd, q->buf + q->len, q->cap - q->len);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			if (errno == ECONNRESET)
+				return qerr(err, EPIPE, "QEMU closed the QMP connection");
+			return qerr(err, errno, "reading from QMP: %s", strerror(errno));
+		}
+		if (n == 0)
+			return qerr(err, EPIPE, "QEMU closed the QMP connection");
+		q->len += (size_t)n;
+	}
+}
+
+static void queue_event(struct qmp *q, json_object *ev)
+{
+	q->events = xrealloc(q->events, (q->n_events + 1) * sizeof(*q->events));
+	q->events[q->n_events++] = ev;
+}
+
+static int send_all(struct qmp *q, const char *data, size_t len, int fd, qsnap_error *err)
+{
+	bool fd_sent = fd < 0;
+
+	while (len > 0) {
+		struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+		union {
+			char buf[CMSG_SPACE(sizeof(int))];
+			struct cmsghdr align;
+		} control;
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+		ssize_t n;
+
+		if (!fd_sent) {
+			struct cmsghdr *c;
+
+			memset(&control, 0, sizeof(control));
+			msg.msg_control = control.buf;
+			msg.msg_controllen = sizeof(control.buf);
+			c = CMSG_FIRSTHDR(&msg);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		}
+		n = sendmsg(q->fd, &msg, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			if (errno == EPIPE || errno == ECONNRESET)
+				return qerr(err, EPIPE, "QEMU closed the QMP connection");
+			return qerr(err, errno, "writing to QMP: %s", strerror(errno));
+		}
+		fd_sent = true;
+		data += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int qmp_execute_fd(struct qmp *q, const char *cmd, json_object *args, int fd,
+		   json_object **ret_return, int timeout_ms, qsnap_error *err)
+{
+	_cleanup_json_ json_object *req = json_object_new_object();
+	int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : QMP_TIMEOUT_MS);
+	uint64_t id = ++q->next_id;
+	const char *text;
+	int r;
+
+	json_object_object_add(req, "execute", json_object_new_string(cmd));
+	if (args)
+		json_object_object_add(req, "arguments", args);
+	json_object_object_add(req, "id", json_object_new_int64((int64_t)id));
+	text = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	_cleanup_free_ char *line = xasprintf("%s\n", text);
+
+	r = send_all(q, line, strlen(line), fd, err);
+	if (r < 0)
+		return qerr_prefix(err, "QMP command '%s'", cmd);
+	for (;;) {
+		_cleanup_json_ json_object *msg = NULL;
+		json_object *idv, *e;
+
+		r = read_message(q, deadline, &msg, err);
+		if (r < 0)
+			return qerr_prefix(err, "QMP command '%s'", cmd);
+		if (json_object_object_get_ex(msg, "event", NULL)) {
+			queue_event(q, TAKE_PTR(msg));
+			continue;
+		}
+		if (!json_object_object_get_ex(msg, "id", &idv) ||
+		    json_object_get_int64(idv) != (int64_t)id)
+			continue; /* a stale reply to a command that timed out */
+		if ((e = jobj(msg, "error"))) {
+			const char *desc = jstr(e, "desc"), *cls = jstr(e, "class");
+
+			return qerr(err, EIO, "QMP command '%s' failed: %s%s%s%s", cmd,
+				    desc ? desc : "(no description)", cls ? " (" : "",
+				    cls ? cls : "", cls ? ")" : "");
+		}
+		if (ret_return) {
+			json_object *v;
+
+			if (!json_object_object_get_ex(msg, "return", &v))
+				return qerr(err, EPROTO, "QMP command '%s': reply has no 'return'", cmd);
+			*ret_return = json_object_get(v);
+		}
+		return 0;
+	}
+}
+
+int qmp_execute(struct qmp *q, const char *cmd, json_object *args, json_object **ret_return,
+		int timeout_ms, qsnap_error *err)
+{
+	return qmp_execute_fd(q, cmd, args, -1, ret_return, timeout_ms, err);
+}
+
+int qmp_wait_event(struct qmp *q, const char *name, json_object **ret_event, int timeout_ms,
+		   qsnap_error *err)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	for (;;) {
+		for (size_t i = 0; i < q->n_events; i++) {
+			const char *ev = jstr(q->events[i], "event");
+
+			if (name && (!ev || strcmp(ev, name)))
+				continue;
+			json_object *o = q->events[i];
+			memmove(q->events + i, q->events + i + 1,
+				(q->n_events - i - 1) * sizeof(*q->events));
+			q->n_events--;
+			if (ret_event)
+				*ret_event = o;
+			else
+				json_object_put(o);
+			return 0;
+		}
+		json_object *msg = NULL;
+		int r = read_message(q, deadline, &msg, err);
+
+		if (r == -ETIMEDOUT)
+			return qerr(err, ETIMEDOUT, "no %s event from QEMU in %d ms",
+				    name ? name : "QMP", timeout_ms);
+		if (r < 0)
+			return r;
+		if (json_object_object_get_ex(msg, "event", NULL))
+			queue_event(q, msg);
+		else
+			json_object_put(msg); /* a late reply nobody waits for */
+	}
+}
+
+void qmp_drop_events(struct qmp *q, const char *name)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < q->n_events; i++) {
+		const char *ev = jstr(q->events[i], "event");
+
+		if (!name || (ev && !strcmp(ev, name)))
+			json_object_put(q->events[i]);
+		else
+			q->events[j++] = q->events[i];
+	}
+	q->n_events = j;
+}
+
+int qmp_open_fd_take(int fd, int timeout_ms, struct qmp **ret, qsnap_error *err)
+{
+	struct qmp *q = xcalloc(1, sizeof(*q));
+	_cleanup_json_ json_object *greeting = NULL;
+	int r;
+
+	q->fd = fd;
+	r = read_message(q, now_ms() + timeout_ms, &greeting, err);
+	if (r < 0) {
+		qmp_free(q);
+		return qerr_prefix(err, "QMP greeting");
+	}
+	if (!jobj(greeting, "QMP")) {
+		qmp_free(q);
+		return qerr(err, EPROTO, "the socket does not speak QMP (no greeting)");
+	}
+	r = qmp_execute(q, "qmp_capabilities", NULL, NULL, timeout_ms, err);
+	if (r < 0) {
+		qmp_free(q);
+		return r;
+	}
+	*ret = q;
+	return 0;
+}
+
+int qmp_connect(const char *path, int timeout_ms, pid_t pid, unsigned long long start,
+		struct qmp **ret, qsnap_error *err)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int64_t deadline = now_ms() + timeout_ms;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return qerr(err, ENAMETOOLONG, "QMP socket path too long: %s", path);
+	strcpy(sa.sun_path, path);
+	for (;;) {
+		_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd < 0)
+			return qerr(err, errno, "cannot create a socket: %s", strerror(errno));
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return qmp_open_fd_take(TAKE_FD(fd), remaining_ms(deadline) + 1000, ret, err);
+		if (errno != ENOENT && errno != ECONNREFUSED && errno != EAGAIN)
+			return qerr(err, errno, "cannot connect to %s: %s", path, strerror(errno));
+		if (pid > 0 && !proc_alive(pid, start))
+			return qerr(err, ESRCH, "QEMU exited");
+		if (now_ms() >= deadline)
+			return qerr(err, ETIMEDOUT, "QEMU's QMP socket %s did not come up in %d s", path,
+				    timeout_ms / 1000);
+		sleep_ms(20);
+	}
+}

@@ -1,0 +1,440 @@
+/* SPDX-License-Identifier: MIT */
+/* The VM definition (vm.json) and the checks on what users type. */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "vmdir/vmdir.h"
+
+static const char *const iface_names[] = {
+	[QSNAP_IF_VIRTIO] = "virtio",
+	[QSNAP_IF_SCSI] = "scsi",
+	[QSNAP_IF_IDE] = "ide",
+	[QSNAP_IF_PFLASH] = "pflash",
+};
+
+void qsnap_def_init(qsnap_def *def)
+{
+	memset(def, 0, sizeof(*def));
+	def->accel = xstrdup("kvm:tcg");
+	def->smp = 1;
+	def->memory = 1ULL << 30;
+	def->serial = true;
+}
+
+void qsnap_def_free(qsnap_def *def)
+{
+	free(def->qemu);
+	free(def->machine);
+	free(def->accel);
+	free(def->cpu);
+	free(def->kernel);
+	free(def->initrd);
+	free(def->append);
+	free(def->ram_dir);
+	for (size_t i = 0; i < def->n_drives; i++) {
+		free(def->drives[i].id);
+		free(def->drives[i].path);
+		free(def->drives[i].format);
+	}
+	free(def->drives);
+	for (size_t i = 0; i < def->n_extra; i++)
+		free(def->extra[i]);
+	free(def->extra);
+	memset(def, 0, sizeof(*def));
+}
+
+const char *qsnap_ram_mode_name(qsnap_ram_mode m)
+{
+	return m == QSNAP_RAM_SHARED ? "shared" : "stream";
+}
+
+int qsnap_ram_mode_parse(const char *s, qsnap_ram_mode *ret)
+{
+	if (!strcmp(s, "stream"))
+		*ret = QSNAP_RAM_STREAM;
+	else if (!strcmp(s, "shared"))
+		*ret = QSNAP_RAM_SHARED;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *qsnap_image_format_name(qsnap_image_format f)
+{
+	return f == QSNAP_IMAGE_RAW ? "raw" : "qcow2";
+}
+
+int qsnap_image_format_parse(const char *s, qsnap_image_format *ret)
+{
+	if (!strcmp(s, "qcow2"))
+		*ret = QSNAP_IMAGE_QCOW2;
+	else if (!strcmp(s, "raw"))
+		*ret = QSNAP_IMAGE_RAW;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+bool qsnap_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 64 || name[0] == '.')
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("-_.", *p))
+			return false;
+	return true;
+}
+
+bool drive_id_valid(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n > 31 || !isalpha((unsigned char)id[0]))
+		return false;
+	for (const char *p = id; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+			return false;
+	return true;
+}
+
+int qsnap_parse_size(const char *s, uint64_t *ret_bytes, qsnap_error *err)
+{
+	static const char units[] = "KMGT";
+	unsigned long long v;
+	char *end;
+	int shift = 0;
+
+	if (!s || !isdigit((unsigned char)s[0]))
+		goto bad;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		goto bad;
+	if (*end) {
+		const char *u = strchr(units, toupper((unsigned char)*end));
+
+		if (!u || !*u)
+			goto bad;
+		shift = 10 * (int)(u - units + 1);
+		end++;
+		if (*end == 'i' && end[1] == 'B')
+			end += 2;
+		else if (*end == 'B')
+			end++;
+		if (*end)
+			goto bad;
+	}
+	if (shift && v > (ULLONG_MAX >> shift))
+		goto bad;
+	*ret_bytes = (uint64_t)v << shift;
+	return 0;
+bad:
+	return qerr(err, EINVAL, "invalid size '%s': use a number with an optional unit K, M, G or T (e.g. 512M, 4G)",
+		    s ? s : "");
+}
+
+static int parse_iface(const char *s, qsnap_iface *ret)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(iface_names); i++)
+		if (!strcmp(s, iface_names[i])) {
+			*ret = (qsnap_iface)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+static char *absolute_path(const char *path)
+{
+	char cwd[PATH_MAX];
+
+	if (path[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+		return xstrdup(path);
+	return xasprintf("%s/%s", cwd, path);
+}
+
+int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err)
+{
+	_cleanup_free_ char *copy = xstrdup(spec);
+	qsnap_drive_def d = {.iface = QSNAP_IF_VIRTIO};
+	char *eq = strchr(copy, '='), *opts, *save = NULL;
+	const char *fmt = NULL; /* in copy; no allocation to undo on errors */
+
+	if (!eq)
+		return qerr(err, EINVAL, "drive '%s': expected ID=PATH[,if=virtio|scsi|ide|pflash][,format=qcow2|raw][,readonly]",
+			    spec);
+	*eq = '\0';
+	if (!drive_id_valid(copy))
+		return qerr(err, EINVAL, "drive id '%s' is not valid: use a letter followed by letters, digits, '-' or '_' (at most 31)",
+			    copy);
+	for (size_t i = 0; i < def->n_drives; i++)
+		if (!strcmp(def->drives[i].id, copy))
+			return qerr(err, EEXIST, "drive id '%s' is given twice", copy);
+	/* The path ends at the first comma that starts a known option; QEMU's
+	 * own ",," escaping is not needed because options come last. */
+	opts = eq + 1;
+	char *path = opts;
+	char *comma = NULL;
+	for (char *p = strchr(opts, ','); p; p = strchr(p + 1, ','))
+		if (!strncmp(p + 1, "if=", 3) || !strncmp(p + 1, "format=", 7) ||
+		    !strcmp(p + 1, "readonly") || !strncmp(p + 1, "readonly,", 9)) {
+			comma = p;
+			break;
+		}
+	if (comma)
+		*comma = '\0';
+	if (!*path)
+		return qerr(err, EINVAL, "drive '%s': no image path given", copy);
+	for (char *o = comma ? strtok_r(comma + 1, ",", &save) : NULL; o;
+	     o = strtok_r(NULL, ",", &save)) {
+		if (!strncmp(o, "if=", 3)) {
+			if (parse_iface(o + 3, &d.iface) < 0) {
+				return qerr(err, EINVAL, "drive '%s': unknown interface '%s' (use virtio, scsi, ide or pflash)",
+					    copy, o + 3);
+			}
+		} else if (!strncmp(o, "format=", 7)) {
+			if (strcmp(o + 7, "qcow2") && strcmp(o + 7, "raw")) {
+				return qerr(err, EINVAL, "drive '%s': unknown format '%s' (use qcow2 or raw)",
+					    copy, o + 7);
+			}
+			fmt = o + 7;
+		} else if (!strcmp(o, "readonly")) {
+			d.readonly = true;
+		} else {
+			return qerr(err, EINVAL, "drive '%s': unknown option '%s'", copy, o);
+		}
+	}
+	d.id = xstrdup(copy);
+	d.path = absolute_path(path);
+	d.format = xstrdup_or_null(fmt);
+	def->drives = xrealloc(def->drives, (def->n_drives + 1) * sizeof(*def->drives));
+	def->drives[def->n_drives++] = d;
+	return 0;
+}
+
+void def_copy(qsnap_def *dst, const qsnap_def *src)
+{
+	*dst = *src;
+	dst->qemu = xstrdup_or_null(src->qemu);
+	dst->machine = xstrdup_or_null(src->machine);
+	dst->accel = xstrdup_or_null(src->accel);
+	dst->cpu = xstrdup_or_null(src->cpu);
+	dst->kernel = xstrdup_or_null(src->kernel);
+	dst->initrd = xstrdup_or_null(src->initrd);
+	dst->append = xstrdup_or_null(src->append);
+	dst->ram_dir = xstrdup_or_null(src->ram_dir);
+	dst->drives = xcalloc(src->n_drives, sizeof(qsnap_drive_def));
+	for (size_t i = 0; i < src->n_drives; i++) {
+		dst->drives[i] = src->drives[i];
+		dst->drives[i].id = xstrdup(src->drives[i].id);
+		dst->drives[i].path = xstrdup(src->drives[i].path);
+		dst->drives[i].format = xstrdup_or_null(src->drives[i].format);
+	}
+	dst->extra = xcalloc(src->n_extra, sizeof(char *));
+	for (size_t i = 0; i < src->n_extra; i++)
+		dst->extra[i] = xstrdup(src->extra[i]);
+}
+
+const qsnap_drive_def *def_drive(const qsnap_def *def, const char *id)
+{
+	for (size_t i = 0; i < def->n_drives; i++)
+		if (!strcmp(def->drives[i].id, id))
+			return &def->drives[i];
+	return NULL;
+}
+
+int vmdef_check(const qsnap_def *def, qsnap_error *err)
+{
+	size_t n_pflash = 0;
+
+	if (def->smp < 1 || def->smp > 1024)
+		return qerr(err, EINVAL, "--smp must be between 1 and 1024");
+	if (def->memory < (16ULL << 20))
+		return qerr(err, EINVAL, "--memory must be at least 16M");
+	if (def->memory % (1ULL << 20))
+		return qerr(err, EINVAL, "--memory must be a whole number of MiB");
+	if (!def->accel || !*def->accel)
+		return qerr(err, EINVAL, "--accel needs a list such as kvm:tcg");
+	if (!def->kernel && def->n_drives == 0)
+		return qerr(err, EINVAL, "nothing to boot: give --drive or --kernel");
+	if ((def->initrd || def->append) && !def->kernel)
+		return qerr(err, EINVAL, "--initrd and --append need --kernel");
+	for (size_t i = 0; i < def->n_drives; i++) {
+		const qsnap_drive_def *d = &def->drives[i];
+		struct stat st;
+
+		if (!drive_id_valid(d->id))
+			return qerr(err, EINVAL, "drive id '%s' is not valid", d->id);
+		if (!d->path || stat(d->path, &st) < 0)
+			return qerr(err, ENOENT, "drive '%s': base image %s does not exist", d->id,
+				    d->path ? d->path : "(none)");
+		if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+			return qerr(err, EINVAL, "drive '%s': %s is not a file or block device",
+				    d->id, d->path);
+		if (d->iface == QSNAP_IF_PFLASH && ++n_pflash > 2)
+			return qerr(err, EINVAL, "at most two pflash drives (firmware, variables)");
+	}
+	if (def->kernel && access(def->kernel, R_OK) < 0)
+		return qerr(err, ENOENT, "--kernel %s cannot be read: %s", def->kernel, strerror(errno));
+	if (def->initrd && access(def->initrd, R_OK) < 0)
+		return qerr(err, ENOENT, "--initrd %s cannot be read: %s", def->initrd, strerror(errno));
+	if (def->ram_mode == QSNAP_RAM_SHARED) {
+		/* x-ignore-shared leaves every shared RAM block out of the stream:
+		 * one that qsnap does not copy itself would be lost. */
+		for (size_t i = 0; i < def->n_extra; i++)
+			if (strstr(def->extra[i], "memory-backend") || strstr(def->extra[i], "share=on") ||
+			    !strcmp(def->extra[i], "-mem-path"))
+				return qerr(err, EINVAL, "extra QEMU argument '%s' adds guest memory that qsnap does not manage; shared-RAM mode would lose it: remove it or use --ram-mode stream",
+					    def->extra[i]);
+		if (def->ram_dir && def->ram_dir[0] != '/')
+			return qerr(err, EINVAL, "--ram-dir must be an absolute path");
+	}
+	for (size_t i = 0; i < def->n_extra; i++)
+		if (!strcmp(def->extra[i], "-m") || !strncmp(def->extra[i], "memory-backend=", 15))
+			return qerr(err, EINVAL, "extra QEMU argument '%s': set the memory with --memory instead",
+				    def->extra[i]);
+	return 0;
+}
+
+int vmdef_to_json(const qsnap_def *def, char **ret_text, qsnap_error *err)
+{
+	_cleanup_json_ json_object *o = json_object_new_object();
+	json_object *drives = json_object_new_array(), *extra = json_object_new_array();
+
+#define ADD_STR(k, v)                                                                              \
+	if (v)                                                                                     \
+	json_object_object_add(o, k, json_object_new_string(v))
+	ADD_STR("qemu", def->qemu);
+	ADD_STR("machine", def->machine);
+	ADD_STR("accel", def->accel);
+	ADD_STR("cpu", def->cpu);
+	json_object_object_add(o, "smp", json_object_new_int64(def->smp));
+	json_object_object_add(o, "memory", json_object_new_int64((int64_t)def->memory));
+	ADD_STR("kernel", def->kernel);
+	ADD_STR("initrd", def->initrd);
+	ADD_STR("append", def->append);
+	json_object_object_add(o, "serial", json_object_new_boolean(def->serial));
+	json_object_object_add(o, "ram_mode", json_object_new_string(qsnap_ram_mode_name(def->ram_mode)));
+	if (def->max_chain)
+		json_object_object_add(o, "max_chain", json_object_new_int64(def->max_chain));
+	ADD_STR("ram_dir", def->ram_dir);
+#undef ADD_STR
+	for (size_t i = 0; i < def->n_drives; i++) {
+		const qsnap_drive_def *d = &def->drives[i];
+
+		json_object_array_add(
+			drives, jbuild("id", json_object_new_string(d->id), "path",
+				       json_object_new_string(d->path), "format",
+				       json_object_new_string(d->format), "if",
+				       json_object_new_string(iface_names[d->iface]), "readonly",
+				       json_object_new_boolean(d->readonly), NULL));
+	}
+	json_object_object_add(o, "drives", drives);
+	for (size_t i = 0; i < def->n_extra; i++)
+		json_object_array_add(extra, json_object_new_string(def->extra[i]));
+	json_object_object_add(o, "extra_args", extra);
+	*ret_text = xasprintf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+									     JSON_C_TO_STRING_NOSLASHESCAPE));
+	(void)err;
+	return 0;
+}
+
+/* Copy a string member if present; error if present with the wrong type. */
+static int get_str(json_object *o, const char *key, char **dst, const char *what, qsnap_error *err)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+		return 0;
+	if (!json_object_is_type(v, json_type_string))
+		return qerr(err, EINVAL, "%s: '%s' must be a string", what, key);
+	free(*dst);
+	*dst = xstrdup(json_object_get_string(v));
+	return 0;
+}
+
+int vmdef_from_json(const char *text, const char *what, qsnap_def *def, qsnap_error *err)
+{
+	_cleanup_json_ json_object *o = json_tokener_parse(text);
+	json_object *drives, *extra;
+	int64_t v;
+	int r = 0;
+
+	qsnap_def_init(def);
+	if (!o || !json_object_is_type(o, json_type_object)) {
+		r = qerr(err, EINVAL, "%s is not valid JSON: fix it by hand or run qsnap init again", what);
+		goto fail;
+	}
+	if ((r = get_str(o, "qemu", &def->qemu, what, err)) < 0 ||
+	    (r = get_str(o, "machine", &def->machine, what, err)) < 0 ||
+	    (r = get_str(o, "accel", &def->accel, what, err)) < 0 ||
+	    (r = get_str(o, "cpu", &def->cpu, what, err)) < 0 ||
+	    (r = get_str(o, "kernel", &def->kernel, what, err)) < 0 ||
+	    (r = get_str(o, "initrd", &def->initrd, what, err)) < 0 ||
+	    (r = get_str(o, "append", &def->append, what, err)) < 0 ||
+	    (r = get_str(o, "ram_dir", &def->ram_dir, what, err)) < 0)
+		goto fail;
+	if (jstr(o, "ram_mode") && qsnap_ram_mode_parse(jstr(o, "ram_mode"), &def->ram_mode) < 0) {
+		r = qerr(err, EINVAL, "%s: 'ram_mode' must be \"stream\" or \"shared\"", what);
+		goto fail;
+	}
+	v = jint(o, "smp", 1);
+	if (v < 1 || v > 1024) {
+		r = qerr(err, EINVAL, "%s: 'smp' must be between 1 and 1024", what);
+		goto fail;
+	}
+	def->smp = (unsigned)v;
+	v = jint(o, "memory", -1);
+	if (v < (16 << 20)) {
+		r = qerr(err, EINVAL, "%s: 'memory' must be a number of bytes, at least 16 MiB", what);
+		goto fail;
+	}
+	def->memory = (uint64_t)v;
+	def->serial = jbool(o, "serial", true);
+	v = jint(o, "max_chain", 0);
+	if (v < 0 || v == 1 || v > 1000) {
+		r = qerr(err, EINVAL, "%s: 'max_chain' must be 0 (default) or between 2 and 1000", what);
+		goto fail;
+	}
+	def->max_chain = (unsigned)v;
+	drives = jarr(o, "drives");
+	for (size_t i = 0; drives && i < json_object_array_length(drives); i++) {
+		json_object *d = json_object_array_get_idx(drives, i);
+		qsnap_drive_def dd = {0};
+		const char *id = jstr(d, "id"), *path = jstr(d, "path"), *fmt = jstr(d, "format");
+		const char *iface = jstr(d, "if");
+
+		if (!id || !drive_id_valid(id) || !path || !fmt ||
+		    (strcmp(fmt, "qcow2") && strcmp(fmt, "raw")) ||
+		    parse_iface(iface ? iface : "virtio", &dd.iface) < 0) {
+			r = qerr(err, EINVAL, "%s: drive %zu needs a valid id, path, format (qcow2|raw) and if", what, i);
+			goto fail;
+		}
+		dd.id = xstrdup(id);
+		dd.path = xstrdup(path);
+		dd.format = xstrdup(fmt);
+		dd.readonly = jbool(d, "readonly", false);
+		def->drives = xrealloc(def->drives, (def->n_drives + 1) * sizeof(*def->drives));
+		def->drives[def->n_drives++] = dd;
+	}
+	extra = jarr(o, "extra_args");
+	for (size_t i = 0; extra && i < json_object_array_length(extra); i++) {
+		json_object *e = json_object_array_get_idx(extra, i);
+
+		if (!json_object_is_type(e, json_type_string)) {
+			r = qerr(err, EINVAL, "%s: 'extra_args' must hold strings", what);
+			goto fail;
+		}
+		def->extra = xrealloc(def->extra, (def->n_extra + 1) * sizeof(char *));
+		def->extra[def->n_extra++] = xstrdup(json_object_get_string(e));
+	}
+	return 0;
+fail:
+	qsnap_def_free(def);
+	return r;
+}

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/* The VM handle on a VM directory: opening it, reading vm.json and
+ * state.json, writing state.json, finding a snapshot. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "vmdir/vmdir.h"
+
+char *vm_path(qsnap_vm *vm, const char *rel)
+{
+	return xasprintf("%s/%s", vm->dir, rel);
+}
+
+int vmdir_open(qsnap_vm *vm, const char *dir, qsnap_error *err)
+{
+	char real[PATH_MAX];
+	struct stat st;
+
+	if (!realpath(dir, real))
+		return qerr(err, errno, "VM directory %s: %s", dir, strerror(errno));
+	vm->dir = xstrdup(real);
+	vm->dirfd = open(vm->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (vm->dirfd < 0)
+		return qerr(err, errno, "VM directory %s: %s", dir, strerror(errno));
+	if (fstat(vm->dirfd, &st) == 0 && st.st_uid != geteuid())
+		return qerr(err, EPERM, "VM directory %s belongs to another user (uid %u): run qsnap as that user",
+			    vm->dir, (unsigned)st.st_uid);
+	if (faccessat(vm->dirfd, VMDIR_DEF, F_OK, 0) < 0)
+		return qerr(err, ENOENT, "%s is not a qsnap VM directory (no " VMDIR_DEF "): create one with qsnap init",
+			    vm->dir);
+	return 0;
+}
+
+int vmdir_load(qsnap_vm *vm, qsnap_error *err)
+{
+	_cleanup_free_ char *text = NULL, *what = vm_path(vm, VMDIR_DEF);
+	int r;
+
+	r = read_file(vm->dirfd, VMDIR_DEF, &text, NULL, err);
+	if (r < 0 || (r = vmdef_from_json(text, what, &vm->def, err)) < 0)
+		return r;
+	free(TAKE_PTR(text));
+	free(what);
+	what = vm_path(vm, VMDIR_STATE);
+	r = read_file(vm->dirfd, VMDIR_STATE, &text, NULL, err);
+	if (r < 0)
+		return r;
+	return state_from_json(text, what, &vm->st, err);
+}
+
+int vm_write_state(qsnap_vm *vm, qsnap_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	int r;
+
+	r = state_to_json(&vm->st, &text, err);
+	if (r < 0)
+		return r;
+	r = write_file_atomic(vm->dirfd, VMDIR_STATE, text, strlen(text), err);
+	return r < 0 ? qerr_prefix(err, "saving the state of %s", vm->dir) : 0;
+}
+
+static char *snapshot_names(qsnap_vm *vm)
+{
+	char *list = xstrdup("");
+
+	for (size_t i = 0; i < vm->st.n_snapshots; i++) {
+		char *n = xasprintf("%s%s%s", list, i ? ", " : "", vm->st.snapshots[i].name);
+		free(list);
+		list = n;
+	}
+	return list;
+}
+
+int find_snapshot(qsnap_vm *vm, const char *name, struct snapshot **ret, qsnap_error *err)
+{
+	struct snapshot *s = qsnap_name_valid(name) ? state_snapshot(&vm->st, name) : NULL;
+
+	if (!s) {
+		_cleanup_free_ char *have = snapshot_names(vm);
+		return qerr(err, ENOENT, "snapshot '%s' not found in %s (%s%s)", name, vm->dir,
+			    *have ? "have: " : "there are no snapshots yet", have);
+	}
+	*ret = s;
+	return 0;
+}

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+/* The VM directory floor of libqsnap: its layout (layout.h), the VM handle,
+ * the lock, vm.json, state.json (state.h) and meta.json (one reader and one
+ * writer each), drive layers and their garbage collection. Uses the QEMU
+ * floor only for qemu-img. */
+#ifndef QSNAP_VMDIR_H
+#define QSNAP_VMDIR_H
+
+#include "qemu/qemu.h"
+#include "vmdir/layout.h"
+#include "vmdir/state.h"
+
+/* ---- the VM handle (vmdir.c) ---- */
+
+struct qsnap_vm {
+	char *dir;  /* absolute path */
+	int dirfd;
+	int lockfd; /* -1 when opened read-only */
+	bool readonly;
+	qsnap_def def;
+	struct state st;
+	struct qmp *qmp; /* connection to the running QEMU, opened on demand */
+};
+
+/* A path inside the VM directory, for messages: "DIR/rel". */
+char *vm_path(qsnap_vm *vm, const char *rel);
+/* Open dir (vm->dir, vm->dirfd): it must be a VM directory of this user. */
+int vmdir_open(qsnap_vm *vm, const char *dir, qsnap_error *err);
+/* Take the VM's lock (lock.c): flock on VMDIR/lock, waiting up to timeout
+ * seconds for another command to finish. */
+int vmdir_lock(qsnap_vm *vm, int timeout, qsnap_error *err);
+/* Read vm.json and state.json into vm->def and vm->st. */
+int vmdir_load(qsnap_vm *vm, qsnap_error *err);
+/* Save state.json atomically. */
+int vm_write_state(qsnap_vm *vm, qsnap_error *err);
+/* Look up a snapshot; the error lists the ones there are. */
+int find_snapshot(qsnap_vm *vm, const char *name, struct snapshot **ret, qsnap_error *err);
+
+/* ---- meta.json (meta.c) ---- */
+
+/* A snapshot's meta.json: what it is, for a reader without state.json
+ * (export, push, verify). Written into dir (the partial or the final
+ * snapshot directory, relative to dirfd). */
+int meta_write(int dirfd, const char *dir, const struct snapshot *s, qsnap_error *err);
+int meta_read(int dirfd, const struct snapshot *s, char **ret_text, qsnap_error *err);
+char *meta_text(const struct snapshot *s);
+
+/* ---- drive layers (chain.c) ---- */
+
+/* Create a new empty qcow2 layer for drive on top of backing (a layer path,
+ * or NULL for the drive's base image); returns its path in ret_path. */
+int chain_new_layer(qsnap_vm *vm, const qsnap_drive_def *d, const char *backing, char **ret_path,
+		    qsnap_error *err);
+/* The layers that neither a snapshot nor an active chain needs (the
+ * planner of delete and gc; strv_free it, NULL: none). */
+char **chain_unneeded(const struct state *st);
+/* Forget and remove every layer file that chain_unneeded names. */
+int chain_gc(qsnap_vm *vm, qsnap_error *err);
+/* The layers of a chain, bottom first, ending with top (none if NULL);
+ * free() the array, not the strings. */
+size_t chain_layers(const struct state *st, const char *top, const char ***ret);
+/* How many images a drive reads through: the base and the layers up to top. */
+size_t chain_length(const struct state *st, const char *top);
+/* Compaction's planner. The next merge: a layer that no snapshot and no
+ * live disk names, with exactly one layer on top; returned is that child,
+ * which takes the layer in and gets its backing. NULL: none. */
+struct layer *chain_next_merge(const struct state *st);
+/* The active layers whose chain (base image included) is longer than
+ * max_chain: each is flattened onto its base (strv_free; NULL: none). */
+char **chain_too_long(const struct state *st, unsigned max_chain);
+/* A drive of the definition by id. */
+const qsnap_drive_def *def_drive(const qsnap_def *def, const char *id);
+
+/* ---- vm.json (vmdef.c) ---- */
+
+int vmdef_to_json(const qsnap_def *def, char **ret_text, qsnap_error *err);
+int vmdef_from_json(const char *text, const char *what, qsnap_def *def, qsnap_error *err);
+int vmdef_check(const qsnap_def *def, qsnap_error *err);
+/* A deep copy. */
+void def_copy(qsnap_def *dst, const qsnap_def *src);
+bool drive_id_valid(const char *id);
+
+#endif
