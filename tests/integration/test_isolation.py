@@ -11,7 +11,7 @@ import subprocess
 
 from harness import QEMU, QEMU_IMG, check, process_running, qsnap
 
-# What qsnap passes to every program it starts (proc.c, util.c).
+# What qsnap passes to every program it starts (qemu/spawn.c, base/program.c).
 QEMU_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C"]
 QEMU_IMG_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL=C"]
 

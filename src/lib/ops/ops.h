@@ -58,6 +58,11 @@ int machine_recover(qsnap_vm *vm, qsnap_error *err);
 /* Restore a snapshot (restore.c); paused overrides the snapshot's run state. */
 int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts, bool paused,
 		 qsnap_error *err);
+/* Before a restore touches the running VM (restore_check.c): the
+ * snapshot's files are there and look right (returns the opened machine
+ * state), and its machine type and format can be loaded. */
+int restore_check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsnap_error *err);
+int restore_check_machine(qsnap_vm *vm, const struct snapshot *s, qsnap_error *err);
 /* End a QEMU that an interrupted restore left waiting for its state. */
 int restore_recover(qsnap_vm *vm, qsnap_error *err);
 /* Undo a save that was interrupted (save.c). */

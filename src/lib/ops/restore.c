@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* Restoring a snapshot: a new QEMU with the same devices, fresh empty
- * layers on the snapshot's frozen ones, started with -incoming defer and fed
- * the saved state, so no device ever loads state on top of stale state. */
+/* Restoring a snapshot, as a transaction: a new QEMU with the same
+ * devices, fresh empty layers on the snapshot's frozen ones, started with
+ * -incoming defer and fed the saved state, so no device ever loads state
+ * on top of stale state. struct restore records how far it got; one undo
+ * walks back from there. Everything is checked (restore_check.c) before
+ * the running VM is touched. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <limits.h>
 #include <sys/stat.h>
 
 #include "ops/ops.h"
@@ -14,120 +16,26 @@
 #define DEFAULT_RESTORE_TIMEOUT 600
 #define INCOMING_FD_NAME "qsnap-incoming"
 
-/* Everything the snapshot needs is there and looks right: checked before
- * the running VM is touched. Returns the opened machine state. */
-static int check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsnap_error *err)
-{
-	_cleanup_free_ char *path = snapshot_vmstate(s);
-	_cleanup_close_ int fd = -1;
-	char magic[4];
-	struct stat st;
-
-	for (size_t i = 0; i < vm->def.n_drives; i++) {
-		const qsnap_drive_def *d = &vm->def.drives[i];
-		const char *layer = NULL;
-
-		if (d->readonly)
-			continue;
-		for (size_t j = 0; j < s->n_drives; j++)
-			if (!strcmp(s->drives[j].drive, d->id))
-				layer = s->drives[j].layer;
-		if (!layer)
-			return qerr(err, ENOENT, "snapshot '%s' has no state for drive '%s' (was the drive added to vm.json after the snapshot?)",
-				    s->name, d->id);
-		for (const char *l = layer; l;) {
-			struct layer *ly = state_layer(&vm->st, l);
-
-			if (faccessat(vm->dirfd, l, R_OK, 0) < 0)
-				return qerr(err, errno, "snapshot '%s' needs %s/%s: %s", s->name,
-					    vm->dir, l, strerror(errno));
-			l = ly ? ly->backing : NULL;
-		}
-		if (access(d->path, R_OK) < 0)
-			return qerr(err, errno, "snapshot '%s' needs the base image %s of drive '%s': %s",
-				    s->name, d->path, d->id, strerror(errno));
-	}
-	if (s->memory && s->memory != vm->def.memory)
-		return qerr(err, EINVAL, "snapshot '%s' was saved with %llu MiB of RAM but vm.json now says %llu MiB: set the memory back to restore it",
-			    s->name, (unsigned long long)(s->memory >> 20),
-			    (unsigned long long)(vm->def.memory >> 20));
-	if (!strcmp(s->mode, "shared")) {
-		_cleanup_free_ char *ram = xasprintf("%s/ram", s->dir);
-
-		if (fstatat(vm->dirfd, ram, &st, 0) < 0)
-			return qerr(err, errno, "snapshot '%s': %s/%s: %s", s->name, vm->dir, ram,
-				    strerror(errno));
-		if ((uint64_t)st.st_size != vm->def.memory)
-			return qerr(err, EINVAL, "snapshot '%s': %s/%s has %lld bytes, the guest's RAM %llu: the file is damaged",
-				    s->name, vm->dir, ram, (long long)st.st_size,
-				    (unsigned long long)vm->def.memory);
-	}
-	fd = openat(vm->dirfd, path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return qerr(err, errno, "snapshot '%s': cannot open %s/%s: %s", s->name, vm->dir, path,
-			    strerror(errno));
-	if (fstat(fd, &st) < 0 || (s->vmstate_size && (uint64_t)st.st_size != s->vmstate_size))
-		return qerr(err, EINVAL, "snapshot '%s': %s/%s has %lld bytes, %llu were saved: the file is damaged",
-			    s->name, vm->dir, path, (long long)st.st_size,
-			    (unsigned long long)s->vmstate_size);
-	/* QEMU's migration stream starts with "QEVM", a zstd frame with its
-	 * magic number. */
-	if (pread(fd, magic, sizeof(magic), 0) != sizeof(magic) ||
-	    memcmp(magic, s->compressed ? "\x28\xb5\x2f\xfd" : "QEVM", 4))
-		return qerr(err, EINVAL, "snapshot '%s': %s/%s is not a QEMU machine state", s->name,
-			    vm->dir, path);
-	*ret_fd = TAKE_FD(fd);
-	return 0;
-}
-
-/* The snapshot loads only into the machine type it was saved with: a QEMU
- * without it (one older than the snapshot's) is refused before the running
- * VM is touched. The running QEMU is asked; a stopped VM's binary (unless
- * it is the type this VM runs anyway) is asked with -machine help. */
-/* Is the running QEMU the binary vm.json names (it may have been edited)? */
-static bool running_binary_is_defs(qsnap_vm *vm)
-{
-	_cleanup_free_ char *exe = NULL, *prog = NULL, *link = NULL;
-	char real[PATH_MAX];
-	ssize_t n;
-
-	if (!vm_qemu_alive(vm))
-		return false;
-	prog = find_program(vm->def.qemu ? vm->def.qemu : "qemu-system-x86_64");
-	exe = xasprintf("/proc/%d/exe", (int)vm->st.qemu_pid);
-	link = xcalloc(1, PATH_MAX);
-	n = readlink(exe, link, PATH_MAX - 1);
-	return prog && n > 0 && realpath(prog, real) && !strcmp(real, link);
-}
-
-static int check_machine(qsnap_vm *vm, const struct snapshot *s, qsnap_error *err)
-{
-	struct qmp *q;
-	bool have = false;
-	int r;
-
-	if (s->format && running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0 &&
-	    !migrate_can_map(q))
-		return qerr(err, ENOTSUP, "snapshot '%s' is in QEMU's %s format (saved on QEMU %s), which this QEMU (%s) cannot read: restore it with QEMU >= 9.0 (\"qemu\" in vm.json)",
-			    s->name, s->format, s->qemu_version ? s->qemu_version : "(unknown)",
-			    caps_version(q));
-	if (!s->machine)
-		return 0;
-	if (running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0) {
-		if (vm->st.qemu_machine && !strcmp(vm->st.qemu_machine, s->machine))
-			return 0;
-		r = caps_has_machine(q, s->machine, &have, err);
-	} else {
-		r = qemu_has_machine(vm->def.qemu, s->machine, &have, err);
-	}
-	if (r < 0)
-		return r;
-	if (!have)
-		return qerr(err, ENOTSUP, "snapshot '%s' was saved on QEMU %s with machine type %s, which %s does not have: restore it with a QEMU that has it (\"qemu\" in vm.json)",
-			    s->name, s->qemu_version ? s->qemu_version : "(unknown)", s->machine,
-			    vm->def.qemu ? vm->def.qemu : "qemu-system-x86_64");
-	return 0;
-}
+struct restore {
+	qsnap_vm *vm;
+	const char *name;
+	const qsnap_restore_opts *opts;
+	bool paused; /* leave the vCPUs stopped whatever the snapshot says */
+	struct snapshot *s;
+	struct launch l;
+	char *ram; /* the new QEMU's RAM file, or NULL */
+	int fd;	   /* the machine state */
+	int qemu_fd;
+	struct pump *pump;
+	struct mig_target tgt;
+	/* How far it got. */
+	enum {
+		RESTORE_CHECKED,  /* nothing changed yet */
+		RESTORE_RAM,	  /* the new layers and RAM file are made */
+		RESTORE_LAUNCHED, /* a new QEMU runs, waiting for the state */
+		RESTORE_LOADING,  /* QEMU was reading the state */
+	} stage;
+};
 
 /* Where the new QEMU's RAM comes from (see docs/design.md, shared-RAM mode):
  * - a shared snapshot, lazily (or into a stream-mode VM): the snapshot's
@@ -139,8 +47,8 @@ static int check_machine(qsnap_vm *vm, const struct snapshot *s, qsnap_error *er
 static int prepare_ram(qsnap_vm *vm, const struct snapshot *s, const qsnap_restore_opts *opts,
 		       struct launch *l, char **ret_file, qsnap_error *err)
 {
-	bool from_file = !strcmp(s->mode, "shared");
-	_cleanup_free_ char *file = NULL, *snapram = xasprintf("%s/ram", s->dir);
+	bool from_file = snapshot_ram_mode(s) == QSNAP_RAM_SHARED;
+	_cleanup_free_ char *file = NULL, *snapram = layout_in(s->dir, SNAP_RAM);
 	int r;
 
 	if (from_file && (opts->lazy || vm->def.ram_mode != QSNAP_RAM_SHARED)) {
@@ -175,45 +83,22 @@ static int prepare_ram(qsnap_vm *vm, const struct snapshot *s, const qsnap_resto
 	return 0;
 }
 
-int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts, bool paused,
-		 qsnap_error *err)
+/* Fresh layers on the frozen ones; the discarded current layers go
+ * unless a snapshot needs them. */
+static int restore_layers(struct restore *rs, qsnap_error *err)
 {
-	_cleanup_close_ int fd = -1, qemu_fd = -1;
-	_cleanup_free_ char *ram = NULL, *vmstate = NULL;
-	struct pump *pump = NULL;
-	struct mig_target tgt;
-	bool migrating = false;
-	struct launch l = {.incoming = true, .timeout = 60};
-	struct snapshot *s;
-	struct stat st;
-	struct qmp *q;
-	int r;
+	qsnap_vm *vm = rs->vm;
+	int r = 0;
 
-	r = find_snapshot(vm, name, &s, err);
-	if (r < 0)
-		return r;
-	r = check_files(vm, s, &fd, err);
-	if (r < 0)
-		return r;
-	r = check_machine(vm, s, err);
-	if (r < 0)
-		return r;
-	l.machine = s->machine;
-	r = vm_kill_qemu(vm, 0, err);
-	if (r < 0)
-		return r;
-
-	/* Fresh layers on the frozen ones; the discarded current layers go
-	 * unless a snapshot needs them. */
 	for (size_t i = 0; i < vm->def.n_drives; i++) {
 		const qsnap_drive_def *d = &vm->def.drives[i];
 		_cleanup_free_ char *layer = NULL;
 
 		if (d->readonly)
 			continue;
-		for (size_t j = 0; j < s->n_drives; j++)
-			if (!strcmp(s->drives[j].drive, d->id)) {
-				r = chain_new_layer(vm, d, s->drives[j].layer, &layer, err);
+		for (size_t j = 0; j < rs->s->n_drives; j++)
+			if (!strcmp(rs->s->drives[j].drive, d->id)) {
+				r = chain_new_layer(vm, d, rs->s->drives[j].layer, &layer, err);
 				break;
 			}
 		if (r < 0)
@@ -221,92 +106,136 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 		state_set_active(&vm->st, d->id, layer);
 	}
 	free(vm->st.current);
-	vm->st.current = xstrdup(name);
+	vm->st.current = xstrdup(rs->name);
 	r = vm_write_state(vm, err);
-	if (r < 0)
-		return r;
-	r = chain_gc(vm, err);
-	if (r < 0)
-		return r;
+	return r < 0 ? r : chain_gc(vm, err);
+}
 
-	r = prepare_ram(vm, s, opts, &l, &ram, err);
+static int restore_launch(struct restore *rs, qsnap_error *err)
+{
+	int r = prepare_ram(rs->vm, rs->s, rs->opts, &rs->l, &rs->ram, err);
+
 	if (r < 0)
-		return qerr_prefix(err, "restoring '%s'", name);
-	r = vm_launch(vm, &l, err);
-	if (r < 0) {
-		if (l.ram_share)
-			unlink(ram);
-		return qerr_prefix(err, "restoring '%s'", name);
-	}
-	q = vm->qmp;
-	/* A stopped VM's QEMU is asked only now (check_machine asks a running
-	 * one before anything is touched). */
-	if (s->format && !migrate_can_map(q)) {
-		r = qerr(err, ENOTSUP, "snapshot '%s' is in QEMU's %s format (saved on QEMU %s), which this QEMU (%s) cannot read: restore it with QEMU >= 9.0 (\"qemu\" in vm.json)",
-			 name, s->format, s->qemu_version ? s->qemu_version : "(unknown)",
-			 caps_version(q));
-		goto fail;
-	}
-	r = migrate_setup(q, true, !strcmp(s->mode, "shared"), false, s->format != NULL, err);
+		return qerr_prefix(err, "restoring '%s'", rs->name);
+	rs->stage = RESTORE_RAM;
+	r = vm_launch(rs->vm, &rs->l, err);
 	if (r < 0)
-		goto fail;
+		return r;
+	rs->stage = RESTORE_LAUNCHED;
+	return 0;
+}
+
+/* The saved state into the new QEMU. */
+static int restore_load(struct restore *rs, qsnap_error *err)
+{
+	const struct snapshot *s = rs->s;
+	struct qmp *q = rs->vm->qmp;
+	_cleanup_free_ char *vmstate = NULL;
+	struct stat st;
+	int r;
+
+	/* A stopped VM's QEMU is asked only now (restore_check_machine asks a
+	 * running one before anything is touched). */
+	if (s->format && !migrate_can_map(q))
+		return qerr(err, ENOTSUP, "snapshot '%s' is in QEMU's %s format (saved on QEMU %s), which this QEMU (%s) cannot read: restore it with QEMU >= 9.0 (\"qemu\" in vm.json)",
+			    rs->name, s->format, s->qemu_version ? s->qemu_version : "(unknown)",
+			    caps_version(q));
+	r = migrate_setup(q, true, snapshot_ram_mode(s) == QSNAP_RAM_SHARED, false, s->format != NULL,
+			  err);
+	if (r < 0)
+		return r;
 	/* QEMU reads a plain stream itself: measured here, reading it through
 	 * a pump of ours (O_DIRECT) was slower than QEMU's page-cache reads. */
 	if (s->compressed) {
 		vmstate = snapshot_vmstate(s);
-		r = pump_start(PUMP_DECOMPRESS, fd, 0, vmstate, &pump, &qemu_fd, err);
+		r = pump_start(PUMP_DECOMPRESS, rs->fd, 0, vmstate, &rs->pump, &rs->qemu_fd, err);
 		if (r < 0)
-			goto fail;
+			return r;
 	}
-	r = migrate_pass(q, INCOMING_FD_NAME, pump ? qemu_fd : fd, !pump, &tgt, err);
-	closep(&qemu_fd);
-	if (r < 0)
-		goto fail;
-	fstat(fd, &st);
-	migrating = true;
-	r = migrate_run(q, &tgt,
-			 &(struct mig_wait){
-				 .incoming = true,
-				 .timeout_s = opts->timeout > 0 ? opts->timeout : DEFAULT_RESTORE_TIMEOUT,
-				 .phase = "restore",
-				 .progress = opts->progress,
-				 .userdata = opts->userdata,
-				 .fd = fd,
-				 .pump = pump,
-				 .total = s->compressed ? 0 : (uint64_t)st.st_size,
-			 },
+	r = migrate_pass(q, INCOMING_FD_NAME, rs->pump ? rs->qemu_fd : rs->fd, !rs->pump, &rs->tgt,
 			 err);
+	closep(&rs->qemu_fd);
 	if (r < 0)
-		goto fail;
-	migrate_release(q, &tgt);
-	r = pump_finish(TAKE_PTR(pump), err);
+		return r;
+	fstat(rs->fd, &st);
+	rs->stage = RESTORE_LOADING;
+	r = migrate_run(q, &rs->tgt,
+			&(struct mig_wait){
+				.incoming = true,
+				.timeout_s = rs->opts->timeout > 0 ? rs->opts->timeout
+								   : DEFAULT_RESTORE_TIMEOUT,
+				.phase = "restore",
+				.progress = rs->opts->progress,
+				.userdata = rs->opts->userdata,
+				.fd = rs->fd,
+				.pump = rs->pump,
+				.total = s->compressed ? 0 : (uint64_t)st.st_size,
+			},
+			err);
 	if (r < 0)
-		goto fail;
-	if (s->was_running && !paused) {
-		r = vm_cont(vm, err);
-		if (r < 0)
-			goto fail;
-	}
-	return 0;
-fail:
-	{
-		qsnap_error e2;
-		bool died = !vm_qemu_alive(vm);
+		return r;
+	migrate_release(q, &rs->tgt);
+	return pump_finish(TAKE_PTR(rs->pump), err);
+}
 
-		vm_kill_qemu(vm, 1, &e2);
-		/* With QEMU gone, its end of the pipe is closed: the pump ends. */
-		closep(&qemu_fd);
-		/* A damaged compressed file says so more clearly than QEMU. */
-		if (pump && pump_finish(TAKE_PTR(pump), &e2) < 0)
-			qerr(err, e2.code, "%s", e2.msg);
-		/* QEMU that stays up after a failed load (exit-on-error off) logs
-		 * more than query-migrate says ("error while loading state
-		 * section id 2(ram)" against "load of migration failed: Invalid
-		 * argument", QEMU 10.0.2). */
-		if (died || migrating)
-			vm_err_qemu_log(vm, err);
-		return qerr_prefix(err, "restoring '%s' failed; the VM is stopped", name);
+static int restore_undo(struct restore *rs, int r, qsnap_error *err)
+{
+	qsnap_error e2;
+	bool died;
+
+	switch (rs->stage) {
+	case RESTORE_CHECKED: /* failures before anything changed say so themselves */
+		return r;
+	case RESTORE_RAM:
+		/* QEMU did not start: the fresh RAM file is ours to remove. */
+		if (rs->l.ram_share)
+			unlink(rs->ram);
+		return qerr_prefix(err, "restoring '%s'", rs->name);
+	case RESTORE_LAUNCHED:
+	case RESTORE_LOADING:
+		break;
 	}
+	died = !vm_qemu_alive(rs->vm);
+	vm_kill_qemu(rs->vm, 1, &e2);
+	/* With QEMU gone, its end of the pipe is closed: the pump ends. */
+	closep(&rs->qemu_fd);
+	/* A damaged compressed file says so more clearly than QEMU. */
+	if (rs->pump && pump_finish(TAKE_PTR(rs->pump), &e2) < 0)
+		qerr(err, e2.code, "%s", e2.msg);
+	/* QEMU that stays up after a failed load (exit-on-error off) logs more
+	 * than query-migrate says ("error while loading state section id
+	 * 2(ram)" against "load of migration failed: Invalid argument", QEMU
+	 * 10.0.2). */
+	if (died || rs->stage == RESTORE_LOADING)
+		vm_err_qemu_log(rs->vm, err);
+	return qerr_prefix(err, "restoring '%s' failed; the VM is stopped", rs->name);
+}
+
+int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts, bool paused,
+		 qsnap_error *err)
+{
+	struct restore rs = {.vm = vm, .name = name, .opts = opts, .paused = paused,
+			     .l = {.incoming = true, .timeout = 60}, .fd = -1, .qemu_fd = -1};
+	int r;
+
+	r = find_snapshot(vm, name, &rs.s, err);
+	if (r < 0)
+		return r;
+	r = restore_check_files(vm, rs.s, &rs.fd, err);
+	if (r >= 0)
+		r = restore_check_machine(vm, rs.s, err);
+	rs.l.machine = rs.s->machine;
+	if (r >= 0)
+		r = vm_kill_qemu(vm, 0, err);
+	if (r >= 0 && (r = restore_layers(&rs, err)) >= 0 && (r = restore_launch(&rs, err)) >= 0 &&
+	    (r = restore_load(&rs, err)) >= 0 && rs.s->was_running && !paused)
+		r = vm_cont(vm, err);
+	if (r < 0)
+		r = restore_undo(&rs, r, err);
+	closep(&rs.fd);
+	closep(&rs.qemu_fd);
+	free(rs.ram);
+	return r;
 }
 
 int qsnap_vm_restore(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,

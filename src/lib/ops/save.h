@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/* A save as a transaction (save.c): one object that records how far the
+ * save got, steps that each take it one stage further, and one undo that
+ * walks back from wherever it stopped. */
+#ifndef QSNAP_SAVE_H
+#define QSNAP_SAVE_H
+
+#include <sys/stat.h>
+
+#include "ops/ops.h"
+
+#define MIGRATE_FD_NAME "qsnap-migrate"
+
+/* One writable drive in a save: the layer it leaves and the one it gets. */
+struct cut {
+	const qsnap_drive_def *d;
+	char *old_layer;
+	char *new_layer;
+	bool node_added; /* QEMU has new_layer as a node (blockdev-add) */
+};
+
+struct save {
+	qsnap_vm *vm;
+	const char *name;
+	const qsnap_save_opts *opts;
+	struct qmp *q;
+	int64_t t0;
+	/* What kind of save (save_begin decides). */
+	bool running; /* the guest ran before the save */
+	bool shared;  /* RAM from our shared file, copied by us */
+	bool live;    /* background-snapshot: RAM written while the guest runs */
+	bool mapped;  /* mapped-ram + multifd */
+	struct cut *cuts;
+	size_t n_cuts;
+	/* How far it got. */
+	bool pending;	  /* state.json names the partial directory */
+	bool paused_here; /* we stopped the guest and must let it run */
+	bool switched;	  /* the drives write to their new layers */
+	bool fd_passed;	  /* QEMU holds the machine state's file */
+	/* The machine state file, and what writes it. */
+	int fd, qemu_fd;
+	struct pump *pump;
+	struct checksum_follow *sum;
+	struct mig_target tgt;
+	char *checksum;
+	struct stat vmstate;
+	/* Shared RAM staged in the RAM directory until the guest runs again. */
+	char *stage;
+	uint64_t ram_bytes;
+};
+
+/* The disks' cut (save_disks.c): new layers and their QEMU nodes while the
+ * guest runs; all drives switched in one transaction; undone if the switch
+ * never happened. */
+int save_prepare_layers(struct save *sv, qsnap_error *err);
+int save_switch_layers(struct save *sv, qsnap_error *err);
+void save_drop_layers(struct save *sv);
+
+/* The files (save_files.c): the machine state through QEMU's migration,
+ * the shared RAM copy, and durability once the guest runs again. */
+int save_open_vmstate(struct save *sv, qsnap_error *err);
+int save_migrate(struct save *sv, qsnap_error *err);
+int save_copy_ram(struct save *sv, qsnap_error *err);
+int save_make_durable(struct save *sv, qsnap_error *err);
+/* The staging file of a save in the RAM directory (NULL: none). */
+char *save_stage_path(qsnap_vm *vm);
+
+/* The commit (save_commit.c): meta.json, the final directory, one atomic
+ * write of state.json. s is taken. */
+int save_commit(qsnap_vm *vm, struct snapshot s, qsnap_error *err);
+/* A VM paused since its last save (QEMU in postmigrate): the new snapshot
+ * shares that one's frozen layers and files. */
+int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err);
+
+#endif

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/* A save's cut of the disks: a new, empty layer for every writable drive,
+ * added to QEMU while the guest still runs, then all drives switched to
+ * them in one transaction while the vCPUs are stopped, so that they are
+ * cut at the same instant. */
+#include <errno.h>
+#include <string.h>
+
+#include "ops/save.h"
+
+int save_prepare_layers(struct save *sv, qsnap_error *err)
+{
+	for (size_t i = 0; i < sv->n_cuts; i++) {
+		struct cut *c = &sv->cuts[i];
+		_cleanup_free_ char *node = NULL;
+		int r;
+
+		r = chain_new_layer(sv->vm, c->d, c->old_layer, &c->new_layer, err);
+		if (r < 0)
+			return r;
+		node = qemu_layer_node(c->new_layer);
+		r = qmp_execute(
+			sv->q, "blockdev-add",
+			jbuild("driver", json_object_new_string("qcow2"), "node-name",
+			       json_object_new_string(node), "file",
+			       jbuild("driver", json_object_new_string("file"), "filename",
+				      json_object_new_string(c->new_layer), NULL),
+			       /* the backing is attached by blockdev-snapshot */
+			       "backing", NULL, NULL),
+			NULL, 0, err);
+		if (r < 0)
+			return r;
+		c->node_added = true;
+	}
+	return 0;
+}
+
+/* Undo save_prepare_layers for a save that did not switch the drives. */
+void save_drop_layers(struct save *sv)
+{
+	for (size_t i = 0; i < sv->n_cuts; i++) {
+		struct cut *c = &sv->cuts[i];
+		qsnap_error e2;
+
+		if (c->node_added) {
+			_cleanup_free_ char *node = qemu_layer_node(c->new_layer);
+			qmp_execute(sv->q, "blockdev-del",
+				    jbuild("node-name", json_object_new_string(node), NULL), NULL, 0,
+				    &e2);
+		}
+		if (c->new_layer)
+			state_set_active(&sv->vm->st, c->d->id, c->old_layer);
+	}
+}
+
+int save_switch_layers(struct save *sv, qsnap_error *err)
+{
+	json_object *actions = json_object_new_array();
+	int r;
+
+	/* The new layers become active in state.json before QEMU switches to
+	 * them: each is an empty overlay on the old one, so it is the right
+	 * chain whether or not the switch below happens. */
+	for (size_t i = 0; i < sv->n_cuts; i++)
+		state_set_active(&sv->vm->st, sv->cuts[i].d->id, sv->cuts[i].new_layer);
+	r = vm_write_state(sv->vm, err);
+	if (r < 0) {
+		json_object_put(actions);
+		return r;
+	}
+	qmp_drop_events(sv->q, "STOP");
+	qmp_drop_events(sv->q, "RESUME");
+	if (sv->running) {
+		r = qmp_execute(sv->q, "stop", NULL, NULL, 0, err);
+		if (r < 0) {
+			json_object_put(actions);
+			return r;
+		}
+		/* A live save's QEMU resumes the guest by itself. */
+		sv->paused_here = !sv->live;
+	}
+	for (size_t i = 0; i < sv->n_cuts; i++) {
+		_cleanup_free_ char *old = qemu_layer_node(sv->cuts[i].old_layer);
+		_cleanup_free_ char *new = qemu_layer_node(sv->cuts[i].new_layer);
+
+		json_object_array_add(
+			actions,
+			jbuild("type", json_object_new_string("blockdev-snapshot"), "data",
+			       jbuild("node", json_object_new_string(old), "overlay",
+				      json_object_new_string(new), NULL),
+			       NULL));
+	}
+	r = qmp_execute(sv->q, "transaction", jbuild("actions", actions, NULL), NULL, 0, err);
+	if (r < 0)
+		return r;
+	sv->switched = true;
+	return 0;
+}

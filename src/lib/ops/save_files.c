@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: MIT */
+/* A save's files: the machine state written by QEMU's migration (hashed as
+ * it is written, compressed through a pump of ours with --compress), the
+ * shared RAM copied by qsnap while the guest is paused, and both made
+ * durable once the guest runs again. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/vfs.h>
+
+#include "ops/save.h"
+
+#define DEFAULT_SAVE_TIMEOUT 600
+
+int save_open_vmstate(struct save *sv, qsnap_error *err)
+{
+	qsnap_vm *vm = sv->vm;
+	const qsnap_save_opts *opts = sv->opts;
+	_cleanup_free_ char *path = layout_in(vm->st.pending,
+					      opts->compress ? SNAP_VMSTATE_ZST : SNAP_VMSTATE);
+	int r;
+
+	r = migrate_setup(sv->q, false, sv->shared, sv->live, sv->mapped, err);
+	if (r < 0 && sv->live)
+		qerr_prefix(err, "live save needs QEMU's background-snapshot (QEMU >= 6.0, userfaultfd write-protection in the kernel); save without --live");
+	if (r < 0)
+		return r;
+	sv->fd = openat(vm->dirfd, path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (sv->fd < 0)
+		return qerr(err, errno, "cannot create %s/%s: %s", vm->dir, path, strerror(errno));
+	/* Compressed: QEMU writes into a pipe, our threads compress (and hash
+	 * what they write). Plain: QEMU writes the file itself (measured:
+	 * faster than any pump of ours, see docs/design.md) and a thread
+	 * hashes it as it grows. */
+	if (opts->compress)
+		return pump_start(PUMP_COMPRESS, sv->fd, opts->compress, path, &sv->pump,
+				  &sv->qemu_fd, err);
+	/* A mapped-ram file is written at random offsets: it is hashed once it
+	 * is complete. */
+	if (!sv->mapped)
+		sv->sum = checksum_follow_start(sv->fd);
+	/* QEMU's own handle (file: wants it O_WRONLY); its offset is the
+	 * save's progress. */
+	sv->qemu_fd = openat(vm->dirfd, path, O_WRONLY | O_CLOEXEC);
+	if (sv->qemu_fd < 0)
+		return qerr(err, errno, "cannot open %s/%s: %s", vm->dir, path, strerror(errno));
+	return 0;
+}
+
+int save_migrate(struct save *sv, qsnap_error *err)
+{
+	const qsnap_save_opts *opts = sv->opts;
+	int r;
+
+	r = migrate_pass(sv->q, MIGRATE_FD_NAME, sv->qemu_fd, !sv->pump, &sv->tgt, err);
+	if (r < 0)
+		return r;
+	sv->fd_passed = true;
+	/* QEMU holds the pipe's write end now; ours would keep it open. */
+	if (sv->pump)
+		closep(&sv->qemu_fd);
+	r = migrate_run(sv->q, &sv->tgt,
+			&(struct mig_wait){
+				.timeout_s = opts->timeout > 0 ? opts->timeout : DEFAULT_SAVE_TIMEOUT,
+				.phase = "save",
+				.progress = opts->progress,
+				.userdata = opts->userdata,
+				.fd = sv->pump ? sv->fd : sv->qemu_fd,
+				.pump = sv->pump,
+				.live = sv->live,
+			},
+			err);
+	if (r < 0) {
+		qsnap_error e2;
+
+		/* QEMU saw only a broken pipe; our side knows why (a full disk).
+		 * A migration that never started leaves QEMU holding the pipe. */
+		if (sv->pump && vm_qemu_alive(sv->vm))
+			migrate_release(sv->q, &sv->tgt);
+		if (sv->pump && pump_finish(TAKE_PTR(sv->pump), &e2) < 0)
+			qerr(err, e2.code, "%s", e2.msg);
+		return r;
+	}
+	migrate_release(sv->q, &sv->tgt);
+	sv->fd_passed = false;
+	closep(&sv->qemu_fd);
+	if (sv->pump)
+		return pump_finish_checksum(TAKE_PTR(sv->pump), &sv->checksum, err);
+	if (sv->sum)
+		return checksum_follow_finish(TAKE_PTR(sv->sum), "the machine state", &sv->checksum,
+					      err);
+	return 0;
+}
+
+/* Shared RAM: copy the guest's RAM file into the snapshot while the guest
+ * is paused; the copy's size on disk is checked before anything starts. */
+static bool on_tmpfs(int dirfd, const char *path)
+{
+	struct statfs sf;
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	return fd >= 0 && fstatfs(fd, &sf) == 0 && sf.f_type == TMPFS_MAGIC;
+}
+
+char *save_stage_path(qsnap_vm *vm)
+{
+	_cleanup_free_ char *dir = NULL;
+	qsnap_error e2;
+
+	return vm_ram_dir(vm, &dir, &e2) < 0 ? NULL : xasprintf("%s/stage", dir);
+}
+
+/* While the guest is paused, the RAM copy should go as fast as memory does:
+ * where the snapshot lives on a disk and the RAM directory (tmpfs) has room
+ * for a second copy, stage it there (sv->stage) and persist it after the
+ * guest resumes; otherwise copy straight into the snapshot. */
+int save_copy_ram(struct save *sv, qsnap_error *err)
+{
+	qsnap_vm *vm = sv->vm;
+	_cleanup_free_ char *dst = layout_in(vm->st.pending, SNAP_RAM);
+	_cleanup_free_ char *stage = save_stage_path(vm);
+	uint64_t need = ramfile_allocated(vm->dirfd, vm->st.ram_file);
+	qsnap_error e2;
+	int r;
+
+	if (stage && !on_tmpfs(vm->dirfd, VMDIR_SNAPSHOTS)) {
+		_cleanup_free_ char *dir = xstrdup(stage);
+
+		*strrchr(dir, '/') = '\0';
+		if (on_tmpfs(AT_FDCWD, dir) &&
+		    ramfile_check_space(AT_FDCWD, dir, need, "staging", &e2) == 0) {
+			r = ramfile_copy(vm->dirfd, vm->st.ram_file, AT_FDCWD, stage, vm->def.memory,
+					 "save RAM", sv->opts->progress, sv->opts->userdata, err);
+			if (r == 0)
+				sv->stage = TAKE_PTR(stage);
+			return r;
+		}
+	}
+	return ramfile_copy(vm->dirfd, vm->st.ram_file, vm->dirfd, dst, vm->def.memory, "save RAM",
+			    sv->opts->progress, sv->opts->userdata, err);
+}
+
+int save_make_durable(struct save *sv, qsnap_error *err)
+{
+	qsnap_vm *vm = sv->vm;
+	_cleanup_free_ char *ram = layout_in(vm->st.pending, SNAP_RAM);
+	int r;
+
+	if (fsync(sv->fd) < 0 || fstat(sv->fd, &sv->vmstate) < 0)
+		return qerr(err, errno, "cannot sync the machine state: %s", strerror(errno));
+	if (sv->mapped) {
+		r = checksum_fd(sv->fd, "the machine state", &sv->checksum, err);
+		if (r < 0)
+			return r;
+	}
+	/* The guest runs again: the staged RAM goes to the snapshot. */
+	if (sv->stage) {
+		r = ramfile_copy(AT_FDCWD, sv->stage, vm->dirfd, ram, vm->def.memory, "persist RAM",
+				 sv->opts->progress, sv->opts->userdata, err);
+		unlink(sv->stage);
+		free(TAKE_PTR(sv->stage));
+		if (r < 0)
+			return r;
+	}
+	if (!sv->shared)
+		return 0;
+	r = fsync_file(vm->dirfd, ram, err);
+	if (r < 0)
+		return r;
+	sv->ram_bytes = ramfile_allocated(vm->dirfd, ram);
+	return 0;
+}
