@@ -51,7 +51,7 @@ static void add_snapshot(struct state *st, const char *name, const char *drive, 
 	st->snapshots = xrealloc(st->snapshots, (st->n_snapshots + 1) * sizeof(*st->snapshots));
 	s = &st->snapshots[st->n_snapshots++];
 	*s = (struct snapshot){.name = xstrdup(name), .dir = xasprintf("snapshots/%s", name),
-			       .mode = xstrdup("stream"), .n_drives = 1};
+			       .mode = QSNAP_RAM_STREAM, .n_drives = 1};
 	s->drives = xcalloc(1, sizeof(*s->drives));
 	s->drives[0] = (struct snap_drive){.drive = xstrdup(drive), .layer = layer(drive, seq)};
 }

@@ -69,7 +69,7 @@ static void build_full_state(struct state *st)
 	s->name = xstrdup("base");
 	s->created = 1700000000;
 	s->dir = xstrdup("snapshots/base");
-	s->mode = xstrdup("stream");
+	s->mode = QSNAP_RAM_STREAM;
 	s->was_running = true;
 	s->vmstate_size = 123456789012ULL; /* more than 32 bits */
 	s->memory = 1ULL << 30;
@@ -81,7 +81,7 @@ static void build_full_state(struct state *st)
 	s->parent = xstrdup("base");
 	s->created = 1700000100;
 	s->dir = xstrdup("snapshots/after-boot.1");
-	s->mode = xstrdup("shared");
+	s->mode = QSNAP_RAM_SHARED;
 	s->was_running = false;
 	s->vmstate_size = 42;
 	s->memory = 6ULL << 30;
@@ -105,7 +105,7 @@ static void assert_snapshot_equal(const struct snapshot *a, const struct snapsho
 	assert_str_or_null_equal(a->parent, b->parent);
 	assert_int_equal(a->created, b->created);
 	assert_string_equal(a->dir, b->dir);
-	assert_string_equal(a->mode, b->mode);
+	assert_int_equal(a->mode, b->mode);
 	assert_int_equal(a->was_running, b->was_running);
 	assert_int_equal(a->vmstate_size, b->vmstate_size);
 	assert_int_equal(a->memory, b->memory);

@@ -157,7 +157,7 @@ static int collect(struct export *x, char **ret_manifest, qsnap_error *err)
 	int r;
 
 	/* The archive holds one plain machine state file. */
-	if (snapshot_ram_mode(s) != QSNAP_RAM_STREAM || s->compressed)
+	if (s->mode != QSNAP_RAM_STREAM || s->compressed)
 		return qerr(err, ENOTSUP, "snapshot '%s' is %s: export takes stream-mode snapshots without --compress; restore it, then save it again in stream mode (qsnap config --ram-mode stream)",
 			    s->name, s->compressed ? "compressed" : "a shared-RAM snapshot");
 	def_copy(&def, &x->vm->def);
@@ -207,7 +207,7 @@ static int collect(struct export *x, char **ret_manifest, qsnap_error *err)
 		   json_object_new_int(EXPORT_VERSION), "snapshot",
 		   jbuild("name", json_object_new_string(s->name), "created",
 			  json_object_new_int64(s->created), "mode",
-			  json_object_new_string(s->mode), "was_running",
+			  json_object_new_string(qsnap_ram_mode_name(s->mode)), "was_running",
 			  json_object_new_boolean(s->was_running), "vmstate_size",
 			  json_object_new_int64((int64_t)x->files[x->n_files - 1].size), NULL),
 		   "files", files, NULL);

@@ -47,7 +47,7 @@ struct restore {
 static int prepare_ram(qsnap_vm *vm, const struct snapshot *s, const qsnap_restore_opts *opts,
 		       struct launch *l, char **ret_file, qsnap_error *err)
 {
-	bool from_file = snapshot_ram_mode(s) == QSNAP_RAM_SHARED;
+	bool from_file = s->mode == QSNAP_RAM_SHARED;
 	_cleanup_free_ char *file = NULL, *snapram = layout_in(s->dir, SNAP_RAM);
 	int r;
 
@@ -136,12 +136,12 @@ static int restore_load(struct restore *rs, qsnap_error *err)
 
 	/* A stopped VM's QEMU is asked only now (restore_check_machine asks a
 	 * running one before anything is touched). */
-	if (s->format && !migrate_can_map(q))
+	if (s->format == VMSTATE_MAPPED_RAM && !migrate_can_map(q))
 		return qerr(err, ENOTSUP, "snapshot '%s' is in QEMU's %s format (saved on QEMU %s), which this QEMU (%s) cannot read: restore it with QEMU >= 9.0 (\"qemu\" in vm.json)",
-			    rs->name, s->format, s->qemu_version ? s->qemu_version : "(unknown)",
+			    rs->name, vmstate_format_name(s->format), s->qemu_version ? s->qemu_version : "(unknown)",
 			    caps_version(q));
-	r = migrate_setup(q, true, snapshot_ram_mode(s) == QSNAP_RAM_SHARED, false, s->format != NULL,
-			  err);
+	r = migrate_setup(q, true, s->mode == QSNAP_RAM_SHARED, false,
+			  s->format == VMSTATE_MAPPED_RAM, err);
 	if (r < 0)
 		return r;
 	/* QEMU reads a plain stream itself: measured here, reading it through

@@ -48,7 +48,7 @@ int restore_check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsn
 		return qerr(err, EINVAL, "snapshot '%s' was saved with %llu MiB of RAM but vm.json now says %llu MiB: set the memory back to restore it",
 			    s->name, (unsigned long long)(s->memory >> 20),
 			    (unsigned long long)(vm->def.memory >> 20));
-	if (snapshot_ram_mode(s) == QSNAP_RAM_SHARED) {
+	if (s->mode == QSNAP_RAM_SHARED) {
 		_cleanup_free_ char *ram = layout_in(s->dir, SNAP_RAM);
 
 		if (fstatat(vm->dirfd, ram, &st, 0) < 0)
@@ -103,10 +103,10 @@ int restore_check_machine(qsnap_vm *vm, const struct snapshot *s, qsnap_error *e
 	bool have = false;
 	int r;
 
-	if (s->format && running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0 &&
+	if (s->format == VMSTATE_MAPPED_RAM && running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0 &&
 	    !migrate_can_map(q))
 		return qerr(err, ENOTSUP, "snapshot '%s' is in QEMU's %s format (saved on QEMU %s), which this QEMU (%s) cannot read: restore it with QEMU >= 9.0 (\"qemu\" in vm.json)",
-			    s->name, s->format, s->qemu_version ? s->qemu_version : "(unknown)",
+			    s->name, vmstate_format_name(s->format), s->qemu_version ? s->qemu_version : "(unknown)",
 			    caps_version(q));
 	if (!s->machine)
 		return 0;

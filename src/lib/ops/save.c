@@ -129,14 +129,14 @@ static int save_finish(struct save *sv, qsnap_error *err)
 	const char *version = caps_version(sv->q);
 	struct snapshot s = {
 		.name = xstrdup(sv->name),
-		.mode = xstrdup(qsnap_ram_mode_name(sv->shared ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM)),
+		.mode = sv->shared ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
 		.was_running = sv->running,
 		.vmstate_size = (uint64_t)sv->vmstate.st_size,
 		.compressed = sv->opts->compress > 0,
 		.vmstate_checksum = TAKE_PTR(sv->checksum),
 		.qemu_version = *version ? xstrdup(version) : NULL,
 		.machine = xstrdup_or_null(sv->vm->st.qemu_machine),
-		.format = sv->mapped ? xstrdup("mapped-ram") : NULL,
+		.format = sv->mapped ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM,
 		.drives = xcalloc(sv->n_cuts + 1, sizeof(struct snap_drive)),
 	};
 

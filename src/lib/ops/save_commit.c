@@ -105,7 +105,7 @@ int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
 	r = vm_write_state(vm, err);
 	if (r < 0)
 		goto fail;
-	const char *files[] = {strrchr(vmstate, '/') + 1, snapshot_ram_mode(src) == QSNAP_RAM_SHARED ? SNAP_RAM : NULL};
+	const char *files[] = {strrchr(vmstate, '/') + 1, src->mode == QSNAP_RAM_SHARED ? SNAP_RAM : NULL};
 	for (size_t i = 0; i < ARRAY_SIZE(files) && files[i]; i++) {
 		_cleanup_free_ char *from = layout_in(src->dir, files[i]);
 		_cleanup_free_ char *to = layout_in(vm->st.pending, files[i]);
@@ -117,14 +117,14 @@ int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
 	}
 	s = (struct snapshot){
 		.name = xstrdup(name),
-		.mode = xstrdup(src->mode),
+		.mode = src->mode,
 		.was_running = false,
 		.vmstate_size = src->vmstate_size,
 		.compressed = src->compressed,
 		.vmstate_checksum = xstrdup_or_null(src->vmstate_checksum),
 		.qemu_version = xstrdup_or_null(src->qemu_version),
 		.machine = xstrdup_or_null(src->machine),
-		.format = xstrdup_or_null(src->format),
+		.format = src->format,
 		.drives = xcalloc(src->n_drives, sizeof(struct snap_drive)),
 	};
 	for (size_t i = 0; i < src->n_drives; i++) {
@@ -137,7 +137,7 @@ int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
 	if (opts->stats)
 		*opts->stats = (qsnap_save_stats){
 			.total = (double)(now_ms() - t0) / 1000.0,
-			.mode = snapshot_ram_mode(state_snapshot(&vm->st, name)),
+			.mode = state_snapshot(&vm->st, name)->mode,
 		};
 	return 0;
 fail:

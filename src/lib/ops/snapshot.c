@@ -16,7 +16,7 @@ int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info **ret_list, size_t *ret_n, q
 		si->name = xstrdup(s->name);
 		si->parent = xstrdup_or_null(s->parent);
 		si->created = s->created;
-		si->mode = snapshot_ram_mode(s);
+		si->mode = s->mode;
 		si->was_running = s->was_running;
 		si->compressed = s->compressed;
 		si->current = vm->st.current && !strcmp(vm->st.current, s->name);

@@ -97,7 +97,7 @@ static void check_vmstate(struct verify *v, const struct snapshot *s)
 		v->done += (uint64_t)st.st_size;
 		return;
 	}
-	if (snapshot_ram_mode(s) == QSNAP_RAM_SHARED)
+	if (s->mode == QSNAP_RAM_SHARED)
 		check_ram(v, s);
 	if (pread(fd, magic, sizeof(magic), 0) != sizeof(magic) ||
 	    memcmp(magic, s->compressed ? "\x28\xb5\x2f\xfd" : "QEVM", 4)) {

@@ -17,14 +17,15 @@ char *meta_text(const struct snapshot *s)
 				       json_object_new_string(s->drives[i].layer));
 	o = jbuild("name", json_object_new_string(s->name), "parent",
 		   s->parent ? json_object_new_string(s->parent) : NULL, "created",
-		   json_object_new_int64(s->created), "mode", json_object_new_string(s->mode),
+		   json_object_new_int64(s->created), "mode",
+		   json_object_new_string(qsnap_ram_mode_name(s->mode)),
 		   "was_running", json_object_new_boolean(s->was_running), "vmstate_size",
 		   json_object_new_int64((int64_t)s->vmstate_size), "compressed",
 		   json_object_new_boolean(s->compressed), "vmstate_checksum",
 		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL,
 		   "qemu_version", s->qemu_version ? json_object_new_string(s->qemu_version) : NULL,
 		   "machine", s->machine ? json_object_new_string(s->machine) : NULL, "format",
-		   s->format ? json_object_new_string(s->format) : NULL, "memory",
+		   vmstate_format_name(s->format) ? json_object_new_string(vmstate_format_name(s->format)) : NULL, "memory",
 		   json_object_new_int64((int64_t)s->memory), "drives", drives, NULL);
 	return xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 							      JSON_C_TO_STRING_NOSLASHESCAPE));

@@ -12,12 +12,10 @@ void snapshot_free(struct snapshot *s)
 {
 	free(s->name);
 	free(s->parent);
-	free(s->mode);
 	free(s->dir);
 	free(s->vmstate_checksum);
 	free(s->qemu_version);
 	free(s->machine);
-	free(s->format);
 	for (size_t i = 0; i < s->n_drives; i++) {
 		free(s->drives[i].drive);
 		free(s->drives[i].layer);
@@ -52,13 +50,9 @@ void state_free(struct state *st)
 	memset(st, 0, sizeof(*st));
 }
 
-qsnap_ram_mode snapshot_ram_mode(const struct snapshot *s)
+const char *vmstate_format_name(enum vmstate_format f)
 {
-	qsnap_ram_mode m = QSNAP_RAM_STREAM;
-
-	/* state_from_json accepts no other word. */
-	qsnap_ram_mode_parse(s->mode, &m);
-	return m;
+	return f == VMSTATE_MAPPED_RAM ? "mapped-ram" : NULL;
 }
 
 char *snapshot_vmstate(const struct snapshot *s)
@@ -207,7 +201,7 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 	for (size_t i = 0; i < json_object_array_length(arr); i++) {
 		json_object *s = json_object_array_get_idx(arr, i);
 		const char *name = jstr(s, "name"), *parent = jstr(s, "parent"), *mode = jstr(s, "mode");
-		const char *dir = jstr(s, "dir");
+		const char *dir = jstr(s, "dir"), *format;
 		json_object *drives = jobj(s, "drives");
 		struct snapshot sn = {0};
 
@@ -217,7 +211,6 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.dir = xstrdup(dir);
 		sn.name = xstrdup(name);
 		sn.parent = xstrdup_or_null(parent);
-		sn.mode = xstrdup(mode);
 		sn.created = jint(s, "created", 0);
 		sn.was_running = jbool(s, "was_running", true);
 		sn.vmstate_size = (uint64_t)jint(s, "vmstate_size", 0);
@@ -226,9 +219,10 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.vmstate_checksum = xstrdup_or_null(jstr(s, "vmstate_checksum"));
 		sn.qemu_version = xstrdup_or_null(jstr(s, "qemu_version"));
 		sn.machine = xstrdup_or_null(jstr(s, "machine"));
-		sn.format = xstrdup_or_null(jstr(s, "format"));
-		if ((strcmp(mode, "stream") && strcmp(mode, "shared")) ||
-		    (sn.format && strcmp(sn.format, "mapped-ram")) ||
+		format = jstr(s, "format");
+		sn.format = format ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM;
+		if (qsnap_ram_mode_parse(mode, &sn.mode) < 0 ||
+		    (format && strcmp(format, vmstate_format_name(VMSTATE_MAPPED_RAM))) ||
 		    (sn.vmstate_checksum && !checksum_valid(sn.vmstate_checksum))) {
 			snapshot_free(&sn);
 			goto fail_snapshots;
@@ -323,7 +317,7 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 		json_object *so = jbuild("name", json_object_new_string(s->name), "parent",
 					 s->parent ? json_object_new_string(s->parent) : NULL,
 					 "created", json_object_new_int64(s->created), "mode",
-					 json_object_new_string(s->mode), "dir",
+					 json_object_new_string(qsnap_ram_mode_name(s->mode)), "dir",
 					 json_object_new_string(s->dir), "was_running",
 					 json_object_new_boolean(s->was_running), "vmstate_size",
 					 json_object_new_int64((int64_t)s->vmstate_size), "memory",
@@ -338,8 +332,9 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 					       json_object_new_string(s->qemu_version));
 		if (s->machine)
 			json_object_object_add(so, "machine", json_object_new_string(s->machine));
-		if (s->format)
-			json_object_object_add(so, "format", json_object_new_string(s->format));
+		if (vmstate_format_name(s->format))
+			json_object_object_add(so, "format",
+					       json_object_new_string(vmstate_format_name(s->format)));
 		for (size_t j = 0; j < s->n_drives; j++)
 			json_object_object_add(drives, s->drives[j].drive,
 					       json_object_new_string(s->drives[j].layer));

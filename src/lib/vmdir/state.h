@@ -22,12 +22,22 @@ struct snap_drive {
 	char *layer; /* the frozen top layer of that drive in this snapshot */
 };
 
+/* The machine state file's format: QEMU's plain stream, or "mapped-ram",
+ * RAM at fixed offsets (a sparse file as long as the guest's RAM, written by
+ * multifd channels; QEMU >= 9.0). */
+enum vmstate_format {
+	VMSTATE_STREAM,
+	VMSTATE_MAPPED_RAM,
+};
+/* "mapped-ram" as state.json and meta.json say it; NULL for the stream. */
+const char *vmstate_format_name(enum vmstate_format f);
+
 struct snapshot {
 	char *name;
 	char *parent;
 	int64_t created;
 	char *dir;	  /* snapshots/<name>: vmstate, meta.json */
-	char *mode;	  /* "stream", or "shared": RAM in <dir>/ram */
+	qsnap_ram_mode mode; /* shared: RAM in <dir>/ram */
 	bool was_running; /* restore leaves the vCPUs running */
 	uint64_t vmstate_size;
 	uint64_t memory; /* guest RAM size at save time */
@@ -37,10 +47,7 @@ struct snapshot {
 	 * older snapshots): it loads only into that machine type. */
 	char *qemu_version;
 	char *machine;
-	/* The vmstate's format: NULL for QEMU's plain stream, "mapped-ram"
-	 * for RAM at fixed offsets (a sparse file as long as the guest's RAM,
-	 * written by multifd channels; QEMU >= 9.0). */
-	char *format;
+	enum vmstate_format format;
 	size_t n_drives;
 	struct snap_drive *drives;
 };
@@ -96,8 +103,6 @@ void state_remove_layer(struct state *st, const char *path);
 /* Remove a snapshot entry (not its files). */
 void state_remove_snapshot(struct state *st, const char *name);
 void snapshot_free(struct snapshot *s);
-/* Where the snapshot's RAM is (state.json keeps the word). */
-qsnap_ram_mode snapshot_ram_mode(const struct snapshot *s);
 /* The machine state file of a snapshot, relative to the VM directory. */
 char *snapshot_vmstate(const struct snapshot *s);
 
