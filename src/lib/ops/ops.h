@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* The top floor of libqsnap: the operations qsnap.h offers, one file each,
- * and the VM's QEMU that they share (machine.c). Each operation owns its
- * recovery from an interruption, which open.c calls. */
+/* The top floor of libqsnap: the operations qsnap.h offers, one file each
+ * (or a few with a small header of their own: pull*.c and pull.h, push*.c
+ * and push.h, import*.c and import.h), and the VM's QEMU that they share
+ * (machine.c). Each operation owns its recovery from an interruption,
+ * which open.c calls. */
 #ifndef QSNAP_OPS_H
 #define QSNAP_OPS_H
 

@@ -49,7 +49,8 @@ void reg_challenge_free(struct reg_challenge *c);
 char *base64_encode(const void *data, size_t len);
 char *base64_decode(const char *s, size_t *ret_len);
 
-/* ---- the client (registry.c) ---- */
+/* ---- the client (registry.c; its HTTP in registry_http.c, tokens in
+ * registry_token.c, what they share in http.h) ---- */
 
 struct registry {
 	struct reg_ref ref;
@@ -67,8 +68,11 @@ typedef void reg_conn;
 int registry_open(const char *ref, const char *default_tag, bool insecure, bool push,
 		  struct registry **ret, qsnap_error *err);
 void registry_close(struct registry *r);
+/* A new connection (registry_http.c). */
 reg_conn *reg_conn_new(void);
 void reg_conn_free(reg_conn *c);
+
+/* ---- blobs (registry_blob.c, registry_upload.c) ---- */
 
 /* Does the repository hold this blob? */
 int reg_blob_exists(struct registry *r, reg_conn *c, const char *digest, bool *ret,
@@ -88,11 +92,16 @@ int reg_blob_get(struct registry *r, reg_conn *c, const char *digest, uint64_t s
 /* A small blob into memory (at most max bytes), checked. */
 int reg_blob_get_mem(struct registry *r, reg_conn *c, const char *digest, uint64_t size,
 		     char **ret, qsnap_error *err);
+
+/* ---- manifests (registry_manifest.c) ---- */
+
 int reg_manifest_put(struct registry *r, reg_conn *c, const char *media_type, const char *json,
 		     qsnap_error *err);
 /* The manifest of the reference's tag, and its digest. */
 int reg_manifest_get(struct registry *r, reg_conn *c, const char *accept, char **ret_json,
 		     char ret_digest[DIGEST_LEN + 1], qsnap_error *err);
+
+/* ---- a few transfers at a time (registry_parallel.c) ---- */
 
 /* Run fn(i) for i in [0, n) on a few threads, each with its own connection;
  * tick is called on this thread about 5 times a second. The first failure

@@ -40,7 +40,8 @@ char *layout_snapshot(const char *name);
 char *layout_partial(unsigned long seq);
 /* images/<drive>.<format> */
 char *layout_image(const char *drive, const char *format);
-/* <dir>/<file>: a file of a snapshot directory. */
+/* <dir>/<file>: a file of a snapshot directory, or a name of the layout
+ * under a VM directory's path (a staging one, or the final one). */
 char *layout_in(const char *dir, const char *file);
 
 #endif

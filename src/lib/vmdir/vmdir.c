@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The VM handle on a VM directory: opening it, reading vm.json and
- * state.json, writing state.json, finding a snapshot. */
+ * state.json, writing state.json, finding a snapshot; and the two written
+ * into a VM directory being made. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -61,6 +62,22 @@ int vm_write_state(qsnap_vm *vm, qsnap_error *err)
 		return r;
 	r = write_file_atomic(vm->dirfd, VMDIR_STATE, text, strlen(text), err);
 	return r < 0 ? qerr_prefix(err, "saving the state of %s", vm->dir) : 0;
+}
+
+int vmdir_write(int dirfd, const qsnap_def *def, const struct state *st, qsnap_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	int r;
+
+	r = vmdef_to_json(def, &text, err);
+	if (r >= 0)
+		r = write_file_atomic(dirfd, VMDIR_DEF, text, strlen(text), err);
+	free(TAKE_PTR(text));
+	if (r >= 0)
+		r = state_to_json(st, &text, err);
+	if (r >= 0)
+		r = write_file_atomic(dirfd, VMDIR_STATE, text, strlen(text), err);
+	return r;
 }
 
 static char *snapshot_names(qsnap_vm *vm)

@@ -33,6 +33,9 @@ int vmdir_lock(qsnap_vm *vm, int timeout, qsnap_error *err);
 int vmdir_load(qsnap_vm *vm, qsnap_error *err);
 /* Save state.json atomically. */
 int vm_write_state(qsnap_vm *vm, qsnap_error *err);
+/* Write vm.json and state.json into the VM directory dirfd that is being
+ * made (import and pull make one in a staging directory). */
+int vmdir_write(int dirfd, const qsnap_def *def, const struct state *st, qsnap_error *err);
 /* Look up a snapshot; the error lists the ones there are. */
 int find_snapshot(qsnap_vm *vm, const char *name, struct snapshot **ret, qsnap_error *err);
 

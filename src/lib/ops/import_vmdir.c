@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/* An import's staged files made a VM directory: vm.json checked against
+ * what the archive holds and given the final paths, the exported disks as
+ * base images (images/), each with an empty frozen layer for the snapshot
+ * and an active layer on top, as after a restore; the snapshot with its
+ * meta.json, and state.json. */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ops/import.h"
+
+static int create_layer(const char *qemu_img, const char *stagedir, const char *backing,
+			const char *backing_fmt, const char *name, qsnap_error *err)
+{
+	_cleanup_free_ char *cwd = layout_in(stagedir, VMDIR_LAYERS);
+
+	return img_create(qemu_img, cwd, name, backing, backing_fmt, err);
+}
+
+static void repath(char **p, const char *root, const char *rel)
+{
+	free(*p);
+	*p = layout_in(root, rel);
+}
+
+/* The snapshot's entry for state.json and meta.json, but for its drives:
+ * what the manifest says of it and, from the exported meta.json (which the
+ * manifest checks), the RAM size and what its machine state needs to load
+ * (its format, QEMU version and machine type). */
+static int fill_snapshot(struct import *im, struct snapshot *s, qsnap_error *err)
+{
+	_cleanup_json_ json_object *mo = im->meta ? json_tokener_parse(im->meta) : NULL;
+	const struct mfile *vmstate = import_find_mfile(im, "snapshot/vmstate");
+	const char *fmt = jstr(mo, "format");
+
+	if (fmt && strcmp(fmt, "mapped-ram"))
+		return qerr(err, EINVAL, "%s: the snapshot's machine state has an unknown format '%s'",
+			    im->input, fmt);
+	s->name = xstrdup(im->name);
+	s->parent = NULL; /* the export holds this snapshot alone */
+	s->created = im->created;
+	s->dir = layout_snapshot(im->name);
+	s->mode = xstrdup(im->mode);
+	s->was_running = im->was_running;
+	s->vmstate_size = vmstate->size;
+	s->memory = (uint64_t)jint(mo, "memory", 0);
+	s->compressed = false; /* an export holds a plain machine state */
+	s->vmstate_checksum = xstrdup(vmstate->checksum);
+	s->format = xstrdup_or_null(fmt);
+	s->qemu_version = xstrdup_or_null(jstr(mo, "qemu_version"));
+	s->machine = xstrdup_or_null(jstr(mo, "machine"));
+	return 0;
+}
+
+int import_build_vm(struct import *im, const char *stagedir, const char *final, qsnap_error *err)
+{
+	_cleanup_free_ char *what = xasprintf("vm.json in %s", im->input);
+	_cleanup_free_ char *img = NULL;
+	struct state st = {0};
+	struct snapshot *s;
+	qsnap_def def;
+	int r;
+
+	r = vmdef_from_json(im->vmjson, what, &def, err);
+	if (r < 0)
+		return r;
+	/* The imported VM's QEMU (vm.json's "qemu") brings its qemu-img. */
+	img = qemu_img_for(def.qemu);
+	/* Every file vm.json names must have come in the archive. */
+	for (size_t i = 0; i < def.n_drives; i++) {
+		qsnap_drive_def *d = &def.drives[i];
+		_cleanup_free_ char *want = layout_image(d->id, d->format);
+
+		if (strcmp(d->path, want) || !import_find_mfile(im, want)) {
+			r = qerr(err, EINVAL, "%s: drive '%s' is %s, which the archive does not hold",
+				 what, d->id, d->path);
+			goto out;
+		}
+		r = img_check_standalone(img, stagedir, want, d->format, err);
+		if (r < 0)
+			goto out;
+		free(d->path);
+		d->path = layout_in(stagedir, want);
+	}
+	if ((def.kernel &&
+	     (strcmp(def.kernel, VMDIR_KERNEL) || !import_find_mfile(im, def.kernel))) ||
+	    (def.initrd &&
+	     (strcmp(def.initrd, VMDIR_INITRD) || !import_find_mfile(im, def.initrd)))) {
+		r = qerr(err, EINVAL, "%s names a kernel or initrd that the archive does not hold",
+			 what);
+		goto out;
+	}
+	if (def.kernel)
+		repath(&def.kernel, stagedir, VMDIR_KERNEL);
+	if (def.initrd)
+		repath(&def.initrd, stagedir, VMDIR_INITRD);
+	r = vmdef_check(&def, err);
+	if (r < 0)
+		goto out;
+	if (mkdirat(im->stagefd, VMDIR_LAYERS, 0755) < 0 ||
+	    mkdirat(im->stagefd, VMDIR_RUN, 0700) < 0) {
+		r = qerr(err, errno, "cannot create the layout of %s: %s", stagedir, strerror(errno));
+		goto out;
+	}
+
+	st.snapshots = xcalloc(1, sizeof(*st.snapshots));
+	s = &st.snapshots[st.n_snapshots++];
+	r = fill_snapshot(im, s, err);
+	if (r < 0)
+		goto out;
+	s->drives = xcalloc(def.n_drives, sizeof(*s->drives));
+	for (size_t i = 0; i < def.n_drives; i++) {
+		qsnap_drive_def *d = &def.drives[i];
+		_cleanup_free_ char *image = layout_image(d->id, d->format);
+		_cleanup_free_ char *base = xasprintf("../%s", image);
+		_cleanup_free_ char *frozen_rel = layout_layer(d->id, ++st.seq);
+		_cleanup_free_ char *active_rel = layout_layer(d->id, ++st.seq);
+		const char *frozen = layout_in_layers(frozen_rel);
+		const char *active = layout_in_layers(active_rel);
+
+		/* The final path of the base image, as every VM's vm.json has it. */
+		free(d->path);
+		d->path = layout_in(final, image);
+		if (d->readonly)
+			continue;
+		/* Backing names relative to layers/, like every other layer. */
+		r = create_layer(img, stagedir, base, d->format, frozen, err);
+		if (r >= 0)
+			r = create_layer(img, stagedir, frozen, "qcow2", active, err);
+		if (r < 0) {
+			r = qerr_prefix(err, "cannot create the layers of drive '%s'", d->id);
+			goto out;
+		}
+		state_add_layer(&st, frozen_rel, d->id, NULL);
+		state_add_layer(&st, active_rel, d->id, frozen_rel);
+		state_set_active(&st, d->id, active_rel);
+		s->drives[s->n_drives].drive = xstrdup(d->id);
+		s->drives[s->n_drives++].layer = xstrdup(frozen_rel);
+	}
+	if (def.kernel)
+		repath(&def.kernel, final, VMDIR_KERNEL);
+	if (def.initrd)
+		repath(&def.initrd, final, VMDIR_INITRD);
+	st.current = xstrdup(im->name);
+
+	r = meta_write(im->stagefd, s->dir, s, err);
+	if (r >= 0)
+		r = vmdir_write(im->stagefd, &def, &st, err);
+	for (const char *const *p = (const char *const[]){VMDIR_IMAGES, VMDIR_BOOT, VMDIR_LAYERS,
+							 s->dir, NULL};
+	     r >= 0 && *p; p++)
+		r = fsync_dir(im->stagefd, *p, err);
+out:
+	qsnap_def_free(&def);
+	state_free(&st);
+	return r;
+}

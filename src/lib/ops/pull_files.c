@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+/* What a pull's downloaded files become, into a new VM or an existing one:
+ * the artifact's vm.json made this host's and checked against its drives,
+ * the layers re-pointed at their local backing files, the reassembled
+ * machine state checked against the checksum it was saved with, and the
+ * snapshot's entry for state.json and meta.json. */
+#include <errno.h>
+#include <string.h>
+
+#include "ops/pull.h"
+
+int pull_fix_layer(const char *dir, const char *name, const char *backing, const char *bfmt,
+		   qsnap_error *err)
+{
+	struct img_info info;
+	bool data_file;
+	int r;
+
+	r = img_info("qemu-img", dir, name, "qcow2", false, &info, err);
+	if (r < 0)
+		return qerr_prefix(err, "layer %s is not a qcow2 image", name);
+	data_file = info.data_file;
+	img_info_free(&info);
+	if (data_file)
+		return qerr(err, EINVAL, "layer %s names a data file: a pulled layer may not", name);
+	return img_rebase("qemu-img", dir, name, backing, bfmt, true, err);
+}
+
+void pull_fill_snapshot(struct pull *p, struct snapshot *s, const char *dir, char **tops,
+			const char *parent, const char *checksum)
+{
+	json_object *m = p->snap.meta;
+
+	s->name = xstrdup(p->snap.name);
+	s->parent = xstrdup_or_null(parent);
+	s->created = jint(m, "created", 0);
+	s->dir = xstrdup(dir);
+	s->mode = xstrdup(p->snap.has_ram ? "shared" : "stream");
+	s->was_running = jbool(m, "was_running", true);
+	s->vmstate_size = p->snap.state.size;
+	s->memory = (uint64_t)jint(m, "memory", 0);
+	s->compressed = !strcmp(p->snap.state.file, SNAP_VMSTATE_ZST);
+	s->vmstate_checksum = xstrdup(checksum);
+	/* What the machine state needs to load (format checked by artifact_def). */
+	s->format = xstrdup_or_null(jstr(m, "format"));
+	s->qemu_version = xstrdup_or_null(jstr(m, "qemu_version"));
+	s->machine = xstrdup_or_null(jstr(m, "machine"));
+	s->drives = xcalloc(p->snap.n_drives, sizeof(*s->drives));
+	for (size_t i = 0; i < p->snap.n_drives; i++)
+		if (tops[i]) {
+			s->drives[s->n_drives].drive = xstrdup(p->snap.drives[i].id);
+			s->drives[s->n_drives++].layer = xstrdup(tops[i]);
+		}
+}
+
+int pull_check_state(struct pull *p, const char *rel, char **ret_sum, qsnap_error *err)
+{
+	const char *want = jstr(p->snap.meta, "vmstate_checksum");
+	int r = checksum_file(p->stagefd, rel, ret_sum, err);
+
+	if (r < 0)
+		return r;
+	if (want && strcmp(want, *ret_sum))
+		return qerr(err, EIO, "the machine state of snapshot '%s' does not match the checksum it was saved with (%s, expected %s)",
+			    p->snap.name, *ret_sum, want);
+	return 0;
+}
+
+int pull_artifact_def(struct pull *p, qsnap_def *def, qsnap_error *err)
+{
+	_cleanup_free_ char *what = xasprintf("vm.json of %s", p->ref);
+	int r = vmdef_from_json(json_object_to_json_string(p->snap.vm), what, def, err);
+
+	if (r < 0)
+		return r;
+	{
+		const char *fmt = jstr(p->snap.meta, "format");
+
+		if (fmt && strcmp(fmt, "mapped-ram"))
+			return qerr(err, EINVAL, "%s: the snapshot's machine state has an unknown format '%s'",
+				    p->ref, fmt);
+	}
+	/* Programs and folders of the pushing host may not be this one's: its
+	 * QEMU where this host has that binary too (a snapshot may need that
+	 * QEMU's format or machine type), else the default; the default RAM
+	 * folder. */
+	if (def->qemu) {
+		_cleanup_free_ char *prog = find_program(def->qemu);
+
+		if (!prog) {
+			free(def->qemu);
+			def->qemu = NULL;
+		}
+	}
+	free(def->ram_dir);
+	def->ram_dir = NULL;
+	if (def->n_drives != p->snap.n_drives)
+		goto bad;
+	for (size_t i = 0; i < def->n_drives; i++) {
+		const qsnap_drive_def *d = &def->drives[i];
+		const struct oci_pdrive *pd = &p->snap.drives[i];
+
+		if (strcmp(d->id, pd->id) || strcmp(d->format, pd->format) ||
+		    (d->readonly && pd->n_layers) || (!d->readonly && !pd->n_layers))
+			goto bad;
+	}
+	if (!def->kernel != !p->snap.has_kernel || !def->initrd != !p->snap.has_initrd)
+		goto bad;
+	return 0;
+bad:
+	qsnap_def_free(def);
+	return qerr(err, EINVAL, "the config of %s is damaged: its vm.json and its drives disagree",
+		    p->ref);
+}
