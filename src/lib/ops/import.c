@@ -22,7 +22,6 @@ static void import_free(struct import *im)
 	}
 	free(im->files);
 	free(im->name);
-	free(im->mode);
 	free(im->vmjson);
 	free(im->meta);
 }

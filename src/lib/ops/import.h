@@ -21,7 +21,6 @@ struct import {
 	const qsnap_import_opts *opts;
 	int stagefd;
 	char *name; /* the snapshot */
-	char *mode;
 	int64_t created;
 	bool was_running;
 	struct mfile *files;

@@ -67,7 +67,6 @@ static int parse_manifest(struct import *im, const char *text, qsnap_error *err)
 		return qerr(err, EINVAL, "%s holds a '%s' snapshot; this qsnap imports 'stream' snapshots only",
 			    im->input, mode);
 	im->name = xstrdup(name);
-	im->mode = xstrdup(mode);
 	im->created = jint(snap, "created", 0);
 	im->was_running = jbool(snap, "was_running", true);
 	for (size_t i = 0; i < json_object_array_length(files); i++) {

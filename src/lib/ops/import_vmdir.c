@@ -34,20 +34,20 @@ static int fill_snapshot(struct import *im, struct snapshot *s, qsnap_error *err
 	const struct mfile *vmstate = import_find_mfile(im, "snapshot/vmstate");
 	const char *fmt = jstr(mo, "format");
 
-	if (fmt && strcmp(fmt, "mapped-ram"))
+	if (fmt && strcmp(fmt, vmstate_format_name(VMSTATE_MAPPED_RAM)))
 		return qerr(err, EINVAL, "%s: the snapshot's machine state has an unknown format '%s'",
 			    im->input, fmt);
 	s->name = xstrdup(im->name);
 	s->parent = NULL; /* the export holds this snapshot alone */
 	s->created = im->created;
 	s->dir = layout_snapshot(im->name);
-	s->mode = xstrdup(im->mode);
+	s->mode = QSNAP_RAM_STREAM; /* the only mode an export holds */
 	s->was_running = im->was_running;
 	s->vmstate_size = vmstate->size;
 	s->memory = (uint64_t)jint(mo, "memory", 0);
 	s->compressed = false; /* an export holds a plain machine state */
 	s->vmstate_checksum = xstrdup(vmstate->checksum);
-	s->format = xstrdup_or_null(fmt);
+	s->format = fmt ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM;
 	s->qemu_version = xstrdup_or_null(jstr(mo, "qemu_version"));
 	s->machine = xstrdup_or_null(jstr(mo, "machine"));
 	return 0;

@@ -35,14 +35,14 @@ void pull_fill_snapshot(struct pull *p, struct snapshot *s, const char *dir, cha
 	s->parent = xstrdup_or_null(parent);
 	s->created = jint(m, "created", 0);
 	s->dir = xstrdup(dir);
-	s->mode = xstrdup(p->snap.has_ram ? "shared" : "stream");
+	s->mode = p->snap.has_ram ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM;
 	s->was_running = jbool(m, "was_running", true);
 	s->vmstate_size = p->snap.state.size;
 	s->memory = (uint64_t)jint(m, "memory", 0);
 	s->compressed = !strcmp(p->snap.state.file, SNAP_VMSTATE_ZST);
 	s->vmstate_checksum = xstrdup(checksum);
 	/* What the machine state needs to load (format checked by artifact_def). */
-	s->format = xstrdup_or_null(jstr(m, "format"));
+	s->format = jstr(m, "format") ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM;
 	s->qemu_version = xstrdup_or_null(jstr(m, "qemu_version"));
 	s->machine = xstrdup_or_null(jstr(m, "machine"));
 	s->drives = xcalloc(p->snap.n_drives, sizeof(*s->drives));

@@ -158,7 +158,7 @@ int push_collect(struct push *p, struct oci_config *cfg, qsnap_error *err)
 		return qerr(err, EINVAL, "snapshot '%s': %s has %llu bytes, %llu were saved: the file is damaged (qsnap verify)",
 			    s->name, vmstate_path, (unsigned long long)cfg->state.size,
 			    (unsigned long long)s->vmstate_size);
-	if (!strcmp(s->mode, "shared")) {
+	if (s->mode == QSNAP_RAM_SHARED) {
 		_cleanup_free_ char *rel = layout_in(s->dir, SNAP_RAM);
 		_cleanup_free_ char *ram = vm_path(vm, rel);
 
