@@ -478,6 +478,46 @@ static void test_drop_events(void **ctx)
 	fake_finish(f);
 }
 
+/* qmp_execute_expect: the events of those names queued before the command
+ * are gone, the ones that come with its reply (and others) stay. */
+static int script_events_around_command(int s, const char *arg)
+{
+	int64_t id;
+
+	SRV_CHECK(srv_handshake(s) == 0);
+	SRV_CHECK(srv_sendf(s, "{\"event\": \"STOP\", \"data\": {\"n\": 1}}\r\n"
+			       "{\"event\": \"RTC_CHANGE\"}\r\n") == 0);
+	SRV_CHECK(srv_expect(s, "query-name", &id) == 0);
+	SRV_CHECK(srv_sendf(s, "{\"return\": {}, \"id\": %" PRId64 "}\r\n", id) == 0);
+	SRV_CHECK(srv_expect(s, "stop", &id) == 0);
+	SRV_CHECK(srv_sendf(s, "{\"event\": \"STOP\", \"data\": {\"n\": 2}}\r\n") == 0);
+	SRV_CHECK(srv_sendf(s, "{\"return\": {}, \"id\": %" PRId64 "}\r\n", id) == 0);
+	return srv_wait_eof(s);
+}
+
+static void test_execute_expect(void **ctx)
+{
+	struct fake *f = *ctx;
+	qsnap_error err = {0};
+	json_object *ev = NULL;
+
+	fake_start(f, script_events_around_command, NULL);
+	client_open(f);
+	/* The first command's reply comes after the two events: both queued. */
+	json_object_put(client_exec_ok(f, "query-name"));
+	assert_int_equal(qmp_execute_expect(f->q, "stop", NULL,
+					    (const char *const[]){"STOP", "RESUME", NULL}, NULL,
+					    OPEN_TIMEOUT_MS, &err),
+			 0);
+	assert_int_equal(qmp_wait_event(f->q, "STOP", &ev, 0, &err), 0);
+	assert_int_equal(jint(jobj(ev, "data"), "n", 0), 2);
+	json_object_put(ev);
+	assert_int_equal(qmp_wait_event(f->q, "STOP", NULL, 0, &err), -ETIMEDOUT);
+	assert_int_equal(qmp_wait_event(f->q, "RTC_CHANGE", NULL, 0, &err), 0);
+	client_close(f);
+	fake_finish(f);
+}
+
 /* Waiting for an event that does not come ends at the timeout, even while
  * other events arrive; those stay queued. */
 static int script_other_event(int s, const char *arg)
@@ -895,6 +935,7 @@ int main(void)
 		FAKE_TEST(test_error_reply),
 		FAKE_TEST(test_event_before_reply),
 		FAKE_TEST(test_drop_events),
+		FAKE_TEST(test_execute_expect),
 		FAKE_TEST(test_wait_event_timeout),
 		FAKE_TEST(test_fd_passing),
 		FAKE_TEST(test_server_vanishes),

@@ -100,6 +100,10 @@ int fsync_file(int dirfd, const char *path, qsnap_error *err);
 int fsync_dir(int dirfd, const char *path, qsnap_error *err);
 /* Remove a directory tree (relative to dirfd); missing is not an error. */
 int rm_rf(int dirfd, const char *path);
+/* A temporary name beside output (".NAME.qsnap-WHAT-PID" in its directory),
+ * where a file is made whole before it takes output's name; fails clearly
+ * when that directory is not writable. */
+int output_beside(const char *output, const char *what, char **ret, qsnap_error *err);
 /* A directory that exists and holds nothing. */
 bool dir_is_empty(const char *path);
 /* Bytes allocated on disk by a file or a directory tree. */

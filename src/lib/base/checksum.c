@@ -7,9 +7,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <xxhash.h>
+#include <sys/stat.h>
 
 #include "base/base.h"
 

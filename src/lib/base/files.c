@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -198,6 +199,18 @@ char *file_tail(int dirfd, const char *path, size_t max)
 		return NULL;
 	}
 	return buf;
+}
+
+int output_beside(const char *output, const char *what, char **ret, qsnap_error *err)
+{
+	_cleanup_free_ char *c1 = xstrdup(output), *c2 = xstrdup(output);
+	const char *dir = dirname(c1), *base = basename(c2);
+
+	if (access(dir, W_OK) < 0)
+		return qerr(err, errno, "cannot write to %s (for %s): %s", dir, output,
+			    strerror(errno));
+	*ret = xasprintf("%s/.%s.qsnap-%s-%d", dir, base, what, (int)getpid());
+	return 0;
 }
 
 bool dir_is_empty(const char *path)

@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 /* Shorthands over json-c for reading optional members. */
-#include <string.h>
 
 #include "base/base.h"
 

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* sha256, as the OCI distribution spec names blobs: OpenSSL's libcrypto
  * (SHA-NI or AVX2 where the CPU has them). */
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/evp.h>
 
 #include "base/base.h"
 

@@ -10,8 +10,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
+#include <sys/wait.h>
 
 #include "ops/ops.h"
 

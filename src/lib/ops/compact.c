@@ -12,7 +12,6 @@
  * block-stream job into the active layer); the others with qemu-img rebase,
  * which keeps what the layer reads as and only then changes its backing. */
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "ops/ops.h"
@@ -70,17 +69,16 @@ static int stream(qsnap_vm *vm, struct layer *l, const char *backing, qsnap_erro
 	r = vm_qmp(vm, &q, err);
 	if (r < 0)
 		return r;
-	qmp_drop_events(q, "BLOCK_JOB_COMPLETED");
 	/* QEMU would write the path as it opened it (relative to the VM
 	 * directory); the header names backing files relative to layers/. */
-	r = qmp_execute(q, "block-stream",
-			jbuild("job-id", json_object_new_string(job), "device",
-			       json_object_new_string(node), "base-node", json_object_new_string(base),
-			       "backing-file",
-			       json_object_new_string(backing ? layout_in_layers(backing)
-							      : vm->def.drives[idx].path),
-			       NULL),
-			NULL, 0, err);
+	r = qmp_execute_expect(q, "block-stream",
+			       jbuild("job-id", json_object_new_string(job), "device",
+				      json_object_new_string(node), "base-node",
+				      json_object_new_string(base), "backing-file",
+				      json_object_new_string(backing ? layout_in_layers(backing)
+								     : vm->def.drives[idx].path),
+				      NULL),
+			       (const char *const[]){"BLOCK_JOB_COMPLETED", NULL}, NULL, 0, err);
 	if (r < 0)
 		return qerr_prefix(err, "compacting %s", l->path);
 	for (;;) {

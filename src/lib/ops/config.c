@@ -1,13 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Changing a VM's definition (qsnap config). */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <signal.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "ops/ops.h"
 

@@ -20,12 +20,11 @@ static int dump_elf(struct qmp *q, int timeout_s, const qsnap_dump_opts *opts, q
 	int64_t t0 = now_ms();
 	int r;
 
-	qmp_drop_events(q, "DUMP_COMPLETED");
-	r = qmp_execute(q, "dump-guest-memory",
-			jbuild("paging", json_object_new_boolean(false), "protocol",
-			       json_object_new_string("fd:" DUMP_FD_NAME), "detach",
-			       json_object_new_boolean(true), NULL),
-			NULL, 0, err);
+	r = qmp_execute_expect(q, "dump-guest-memory",
+			       jbuild("paging", json_object_new_boolean(false), "protocol",
+				      json_object_new_string("fd:" DUMP_FD_NAME), "detach",
+				      json_object_new_boolean(true), NULL),
+			       (const char *const[]){"DUMP_COMPLETED", NULL}, NULL, 0, err);
 	if (r < 0)
 		return r;
 	for (;;) {

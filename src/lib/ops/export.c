@@ -12,8 +12,8 @@
 #include <libgen.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
+#include <sys/stat.h>
 
 #include "ops/ops.h"
 
@@ -107,7 +107,7 @@ static int flatten_drives(struct export *x, qsnap_def *def, qsnap_error *err)
 		/* Writable drives get a qcow2 layer on top anyway; read-only ones
 		 * are used as they are, so they keep their format. */
 		const char *fmt = d->readonly ? d->format : "qcow2";
-		_cleanup_free_ char *name = xasprintf("images/%s.%s", d->id, fmt);
+		_cleanup_free_ char *name = layout_image(d->id, fmt);
 		_cleanup_free_ char *dst = xasprintf("%s/%s.%s", x->tmpdir, d->id, fmt);
 		_cleanup_free_ char *phase = xasprintf("flatten %s", d->id);
 		_cleanup_free_ char *src = NULL, *img = qemu_img_for(x->vm->def.qemu);
@@ -163,30 +163,27 @@ static int collect(struct export *x, char **ret_manifest, qsnap_error *err)
 	def_copy(&def, &x->vm->def);
 	r = flatten_drives(x, &def, err);
 	if (r >= 0 && def.kernel) {
-		r = add_disk_file(x, "boot/kernel", def.kernel, NULL, err);
+		r = add_disk_file(x, VMDIR_KERNEL, def.kernel, NULL, err);
 		free(def.kernel);
-		def.kernel = xstrdup("boot/kernel");
+		def.kernel = xstrdup(VMDIR_KERNEL);
 	}
 	if (r >= 0 && def.initrd) {
-		r = add_disk_file(x, "boot/initrd", def.initrd, NULL, err);
+		r = add_disk_file(x, VMDIR_INITRD, def.initrd, NULL, err);
 		free(def.initrd);
-		def.initrd = xstrdup("boot/initrd");
+		def.initrd = xstrdup(VMDIR_INITRD);
 	}
 	if (r >= 0)
 		r = vmdef_to_json(&def, &vmjson, err);
 	qsnap_def_free(&def);
 	if (r < 0)
 		return r;
-	add_mem_file(x, "vm.json", vmjson);
-	{
-		_cleanup_free_ char *p = xasprintf("%s/meta.json", s->dir);
-		r = read_file(x->vm->dirfd, p, &meta, NULL, err);
-		if (r < 0)
-			return qerr_prefix(err, "snapshot '%s'", s->name);
-	}
-	add_mem_file(x, "snapshot/meta.json", meta);
+	add_mem_file(x, VMDIR_DEF, vmjson);
+	r = meta_read(x->vm->dirfd, s, &meta, err);
+	if (r < 0)
+		return r;
+	add_mem_file(x, EXPORT_META, meta);
 	/* The checksum recorded at save time: copying checks the file against it. */
-	r = add_disk_file(x, "snapshot/vmstate", vmstate, s->vmstate_checksum, err);
+	r = add_disk_file(x, EXPORT_VMSTATE, vmstate, s->vmstate_checksum, err);
 	if (r < 0)
 		return qerr_prefix(err, "snapshot '%s'", s->name);
 	if (s->vmstate_size && x->files[x->n_files - 1].size != s->vmstate_size)
@@ -329,7 +326,7 @@ int qsnap_vm_export(qsnap_vm *vm, const char *name, const char *output,
 {
 	static const qsnap_export_opts dflt = {0};
 	struct export x = {.vm = vm, .opts = opts ? opts : &dflt};
-	_cleanup_free_ char *dir = NULL, *base = NULL, *tmp = NULL, *manifest = NULL;
+	_cleanup_free_ char *tmp = NULL, *manifest = NULL;
 	struct snapshot *s;
 	struct stat st;
 	int r;
@@ -343,17 +340,12 @@ int qsnap_vm_export(qsnap_vm *vm, const char *name, const char *output,
 	if (lstat(output, &st) == 0 && (!x.opts->replace || !S_ISREG(st.st_mode)))
 		return qerr(err, EEXIST, "%s exists: choose another name%s", output,
 			    S_ISREG(st.st_mode) ? ", or pass --replace" : "");
-	{
-		_cleanup_free_ char *c1 = xstrdup(output), *c2 = xstrdup(output);
-
-		dir = xstrdup(dirname(c1));
-		base = xstrdup(basename(c2));
-	}
-	if (access(dir, W_OK) < 0)
-		return qerr(err, errno, "cannot write to %s (for %s): %s", dir, output,
-			    strerror(errno));
-	x.tmpdir = xasprintf("%s/.%s.qsnap-export-%d", dir, base, (int)getpid());
-	tmp = xasprintf("%s/.%s.qsnap-partial-%d", dir, base, (int)getpid());
+	r = output_beside(output, "export", &x.tmpdir, err);
+	if (r < 0)
+		return r;
+	r = output_beside(output, "partial", &tmp, err);
+	if (r < 0)
+		goto out;
 	rm_rf(AT_FDCWD, x.tmpdir);
 	unlink(tmp);
 	if (mkdir(x.tmpdir, 0700) < 0) {
@@ -366,13 +358,16 @@ int qsnap_vm_export(qsnap_vm *vm, const char *name, const char *output,
 	if (r >= 0 && rename(tmp, output) < 0)
 		r = qerr(err, errno, "cannot rename %s to %s: %s", tmp, output, strerror(errno));
 	if (r >= 0) {
+		_cleanup_free_ char *c = xstrdup(output);
+
 		report(&x, true);
-		r = fsync_dir(AT_FDCWD, dir, err);
+		r = fsync_dir(AT_FDCWD, dirname(c), err);
 	}
 out:
 	rm_rf(AT_FDCWD, x.tmpdir);
 	if (r < 0) {
-		unlink(tmp);
+		if (tmp)
+			unlink(tmp);
 		r = qerr_prefix(err, "exporting snapshot '%s' of %s to %s failed", name, vm->dir,
 				output);
 	}

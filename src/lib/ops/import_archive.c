@@ -22,9 +22,9 @@ static bool allowed_path(const char *p)
 {
 	const char *dot;
 
-	if (!strcmp(p, "vm.json") || !strcmp(p, "snapshot/meta.json") ||
-	    !strcmp(p, "snapshot/vmstate") || !strcmp(p, "boot/kernel") ||
-	    !strcmp(p, "boot/initrd"))
+	if (!strcmp(p, VMDIR_DEF) || !strcmp(p, EXPORT_META) ||
+	    !strcmp(p, EXPORT_VMSTATE) || !strcmp(p, VMDIR_KERNEL) ||
+	    !strcmp(p, VMDIR_INITRD))
 		return true;
 	if (strncmp(p, "images/", 7) || !(dot = strrchr(p, '.')))
 		return false;
@@ -82,8 +82,8 @@ static int parse_manifest(struct import *im, const char *text, qsnap_error *err)
 			.path = xstrdup(path), .size = (uint64_t)size, .checksum = xstrdup(sum)};
 		im->progress.total += (uint64_t)size;
 	}
-	for (const char *const *p = (const char *const[]){"vm.json", "snapshot/meta.json",
-							  "snapshot/vmstate", NULL};
+	for (const char *const *p = (const char *const[]){VMDIR_DEF, EXPORT_META,
+							  EXPORT_VMSTATE, NULL};
 	     *p; p++)
 		if (!import_find_mfile(im, *p))
 			return qerr(err, EINVAL, "%s: its manifest lists no %s", im->input, *p);
@@ -93,7 +93,7 @@ static int parse_manifest(struct import *im, const char *text, qsnap_error *err)
 /* Where a file of the archive goes in the staging directory. */
 static char *stage_path(struct import *im, const char *path)
 {
-	if (!strcmp(path, "snapshot/vmstate")) {
+	if (!strcmp(path, EXPORT_VMSTATE)) {
 		_cleanup_free_ char *dir = layout_snapshot(im->name);
 
 		return layout_in(dir, SNAP_VMSTATE);
@@ -281,9 +281,9 @@ int import_unpack(struct import *im, qsnap_error *err)
 				 (unsigned long long)mf->size);
 			goto out;
 		}
-		if (!strcmp(path, "vm.json"))
+		if (!strcmp(path, VMDIR_DEF))
 			mem = &im->vmjson;
-		else if (!strcmp(path, "snapshot/meta.json"))
+		else if (!strcmp(path, EXPORT_META))
 			mem = &im->meta;
 		r = read_entry(im, a, mf, mem, err);
 		if (r < 0)

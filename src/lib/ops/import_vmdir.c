@@ -31,7 +31,7 @@ static void repath(char **p, const char *root, const char *rel)
 static int fill_snapshot(struct import *im, struct snapshot *s, qsnap_error *err)
 {
 	_cleanup_json_ json_object *mo = im->meta ? json_tokener_parse(im->meta) : NULL;
-	const struct mfile *vmstate = import_find_mfile(im, "snapshot/vmstate");
+	const struct mfile *vmstate = import_find_mfile(im, EXPORT_VMSTATE);
 	const char *fmt = jstr(mo, "format");
 
 	if (fmt && strcmp(fmt, vmstate_format_name(VMSTATE_MAPPED_RAM)))

@@ -2,7 +2,6 @@
 /* The VM's QEMU, what every operation uses: launching it for this VM
  * directory, the QMP connection, its run state, letting it run, ending it,
  * and the shared RAM file it maps. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -83,81 +82,6 @@ void vm_forget_qemu(qsnap_vm *vm)
 	vm_drop_ram(vm);
 }
 
-void vm_drop_ram(qsnap_vm *vm)
-{
-	/* A shared RAM file is ours and dies with its QEMU (it holds the
-	 * guest's whole memory in /dev/shm); a copy-on-write one is a
-	 * snapshot's and stays. */
-	if (vm->st.ram_file && vm->st.ram_shared) {
-		unlinkat(vm->dirfd, vm->st.ram_file, 0);
-		/* The default folder under /dev/shm is ours too (a --ram-dir is
-		 * the user's): gone when empty, so none pile up. */
-		if (!vm->def.ram_dir && vm->st.ram_file[0] == '/') {
-			_cleanup_free_ char *dir = xstrdup(vm->st.ram_file);
-			*strrchr(dir, '/') = '\0';
-			rmdir(dir);
-		}
-	}
-	free(TAKE_PTR(vm->st.ram_file));
-	vm->st.ram_shared = false;
-}
-
-int vm_ram_dir(qsnap_vm *vm, char **ret, qsnap_error *err)
-{
-	_cleanup_free_ char *dir = NULL;
-	struct stat st;
-
-	if (vm->def.ram_dir) {
-		dir = xstrdup(vm->def.ram_dir);
-	} else {
-		/* One private folder per VM directory (device and inode tell
-		 * two apart even when they share a name). */
-		_cleanup_free_ char *top = xasprintf("/dev/shm/qsnap-%u", (unsigned)geteuid());
-		const char *base = strrchr(vm->dir, '/');
-
-		if (mkdir(top, 0700) < 0 && errno != EEXIST)
-			return qerr(err, errno, "cannot create %s: %s", top, strerror(errno));
-		if (fstat(vm->dirfd, &st) < 0)
-			return qerr(err, errno, "cannot stat %s: %s", vm->dir, strerror(errno));
-		dir = xasprintf("%s/%s.%lx.%lx", top, base ? base + 1 : "vm", (unsigned long)st.st_dev,
-				(unsigned long)st.st_ino);
-	}
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return qerr(err, errno, "cannot create the RAM directory %s: %s", dir, strerror(errno));
-	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
-		return qerr(err, EPERM, "the RAM directory %s is not a directory of this user", dir);
-	*ret = TAKE_PTR(dir);
-	return 0;
-}
-
-int vm_new_ram_file(qsnap_vm *vm, char **ret_path, qsnap_error *err)
-{
-	_cleanup_free_ char *dir = NULL, *path = NULL;
-	_cleanup_close_ int fd = -1;
-	int r;
-
-	r = vm_ram_dir(vm, &dir, err);
-	if (r < 0)
-		return r;
-	path = xasprintf("%s/ram", dir);
-	unlink(path);
-	/* A guest that touches a page the RAM directory has no room for gets
-	 * QEMU killed by SIGBUS: make sure all of it fits before starting. */
-	r = ramfile_check_space(AT_FDCWD, dir, vm->def.memory, "the guest's RAM", err);
-	if (r < 0)
-		return r;
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return qerr(err, errno, "cannot create %s: %s", path, strerror(errno));
-	if (ftruncate(fd, (off_t)vm->def.memory) < 0) {
-		r = qerr(err, errno, "cannot size %s: %s", path, strerror(errno));
-		unlink(path);
-		return r;
-	}
-	*ret_path = TAKE_PTR(path);
-	return 0;
-}
-
 /* The QMP socket path; through /proc/self/fd when the directory's path is
  * too long for a unix socket address. */
 static char *qmp_socket_path(qsnap_vm *vm)
@@ -174,7 +98,7 @@ static int vm_qmp_connect(qsnap_vm *vm, int timeout_ms, qsnap_error *err)
 {
 	_cleanup_free_ char *path = qmp_socket_path(vm);
 
-	int r = qmp_connect(path, timeout_ms, vm->st.qemu_pid, vm->st.qemu_start, &vm->qmp, err);
+	int r = qemu_connect(path, timeout_ms, vm->st.qemu_pid, vm->st.qemu_start, &vm->qmp, err);
 
 	if (r < 0)
 		return r;

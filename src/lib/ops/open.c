@@ -1,15 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Opening a VM directory under its lock, and finishing or undoing what an
  * interrupted command left behind: each operation undoes its own
- * (save_recover, restore_recover, start_recover); stray files go. */
+ * (save_recover, restore_recover, machine_recover); stray files go. */
 #include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <signal.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "ops/ops.h"
 

@@ -78,5 +78,9 @@ char *drive_ids(const qsnap_def *def);
 #define EXPORT_MANIFEST "qsnap-export.json"
 #define EXPORT_FORMAT "qsnap-export"
 #define EXPORT_VERSION 1
+/* The snapshot inside an export; vm.json, images/ and boot/ are named as in
+ * a VM directory (layout.h), where import puts them. */
+#define EXPORT_META "snapshot/meta.json"
+#define EXPORT_VMSTATE "snapshot/vmstate"
 
 #endif

@@ -13,15 +13,6 @@
 
 #include "ops/ops.h"
 
-static int fsync_path(const char *path, bool dir, qsnap_error *err)
-{
-	_cleanup_close_ int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-
-	if (fd < 0 || fsync(fd) < 0)
-		return qerr(err, errno, "cannot sync %s: %s", path, strerror(errno));
-	return 0;
-}
-
 /* Replacing the output must not overwrite a file the VM itself uses. */
 static int check_not_ours(qsnap_vm *vm, const char *output, qsnap_error *err)
 {
@@ -91,7 +82,7 @@ int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 	static const qsnap_publish_opts dflt = {0};
 	const char *format, *layer;
 	const qsnap_drive_def *d;
-	_cleanup_free_ char *src = NULL, *tmp = NULL, *dir = NULL, *base = NULL;
+	_cleanup_free_ char *src = NULL, *tmp = NULL;
 	_cleanup_free_ char *img = qemu_img_for(vm->def.qemu);
 	bool alive;
 	struct stat st;
@@ -129,17 +120,10 @@ int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 		if (r < 0)
 			return r;
 	}
-	{
-		_cleanup_free_ char *c1 = xstrdup(output), *c2 = xstrdup(output);
-
-		dir = xstrdup(dirname(c1));
-		base = xstrdup(basename(c2));
-	}
-	if (access(dir, W_OK) < 0)
-		return qerr(err, errno, "cannot write to %s (for %s): %s", dir, output,
-			    strerror(errno));
+	r = output_beside(output, "partial", &tmp, err);
+	if (r < 0)
+		return r;
 	src = layer ? vm_path(vm, layer) : xstrdup(d->path);
-	tmp = xasprintf("%s/.%s.qsnap-partial-%d", dir, base, (int)getpid());
 	unlink(tmp);
 	r = img_convert(&(struct img_convert){
 				  .qemu_img = img,
@@ -157,7 +141,7 @@ int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 	if (r >= 0)
 		r = img_check(img, tmp, format, err);
 	if (r >= 0)
-		r = fsync_path(tmp, false, err);
+		r = fsync_file(AT_FDCWD, tmp, err);
 	if (r >= 0 && rename(tmp, output) < 0)
 		r = qerr(err, errno, "cannot rename %s to %s: %s", tmp, output, strerror(errno));
 	if (r < 0) {
@@ -165,5 +149,9 @@ int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 		return qerr_prefix(err, "publishing drive '%s' of %s to %s failed", drive, vm->dir,
 				   output);
 	}
-	return fsync_path(dir, true, err);
+	{
+		_cleanup_free_ char *c = xstrdup(output);
+
+		return fsync_dir(AT_FDCWD, dirname(c), err);
+	}
 }

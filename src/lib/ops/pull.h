@@ -70,8 +70,8 @@ void pull_record_chunks(json_object *rec, int dirfd, const char *path,
 
 /* A pulled layer names no data file, and its backing file is the one we
  * say (the header only: qemu-img rebase -u). */
-int pull_fix_layer(const char *dir, const char *name, const char *backing, const char *bfmt,
-		   qsnap_error *err);
+int pull_fix_layer(const char *qemu_img, const char *dir, const char *name, const char *backing,
+		   const char *bfmt, qsnap_error *err);
 /* The snapshot entry for state.json, its layers given. */
 void pull_fill_snapshot(struct pull *p, struct snapshot *s, const char *dir, char **tops,
 			const char *parent, const char *checksum);

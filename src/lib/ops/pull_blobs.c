@@ -7,8 +7,8 @@
  * (all zeros) is not fetched at all. */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/falloc.h>
 #include <string.h>
+#include <linux/falloc.h>
 
 #include "ops/pull.h"
 

@@ -9,21 +9,21 @@
 
 #include "ops/pull.h"
 
-int pull_fix_layer(const char *dir, const char *name, const char *backing, const char *bfmt,
+int pull_fix_layer(const char *qemu_img, const char *dir, const char *name, const char *backing, const char *bfmt,
 		   qsnap_error *err)
 {
 	struct img_info info;
 	bool data_file;
 	int r;
 
-	r = img_info("qemu-img", dir, name, "qcow2", false, &info, err);
+	r = img_info(qemu_img, dir, name, "qcow2", false, &info, err);
 	if (r < 0)
 		return qerr_prefix(err, "layer %s is not a qcow2 image", name);
 	data_file = info.data_file;
 	img_info_free(&info);
 	if (data_file)
 		return qerr(err, EINVAL, "layer %s names a data file: a pulled layer may not", name);
-	return img_rebase("qemu-img", dir, name, backing, bfmt, true, err);
+	return img_rebase(qemu_img, dir, name, backing, bfmt, true, err);
 }
 
 void pull_fill_snapshot(struct pull *p, struct snapshot *s, const char *dir, char **tops,

@@ -4,7 +4,6 @@
  * blobs named by sha256 (push_collect.c), only those the registry lacks
  * uploaded (push_blobs.c), then a config blob that says how they fit
  * together and a manifest that lists them. */
-#include <errno.h>
 #include <string.h>
 
 #include "ops/push.h"
@@ -56,10 +55,8 @@ int qsnap_vm_push(qsnap_vm *vm, const char *name, const char *ref, const qsnap_p
 	r = push_collect(&p, &cfg, err);
 	if (r >= 0)
 		r = push_vmjson(vm, &vmjson, err);
-	if (r >= 0) {
-		_cleanup_free_ char *mp = layout_in(s->dir, SNAP_META);
-		r = read_file(vm->dirfd, mp, &meta, NULL, err);
-	}
+	if (r >= 0)
+		r = meta_read(vm->dirfd, s, &meta, err);
 	if (r < 0)
 		goto out;
 	rec = oci_record_load(vm->dirfd);

@@ -7,7 +7,6 @@
  * the running VM is touched. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 

@@ -8,7 +8,6 @@
  * undone by the next command (save_recover). */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "ops/save.h"

@@ -3,8 +3,6 @@
  * added to QEMU while the guest still runs, then all drives switched to
  * them in one transaction while the vCPUs are stopped, so that they are
  * cut at the same instant. */
-#include <errno.h>
-#include <string.h>
 
 #include "ops/save.h"
 
@@ -68,10 +66,10 @@ int save_switch_layers(struct save *sv, qsnap_error *err)
 		json_object_put(actions);
 		return r;
 	}
-	qmp_drop_events(sv->q, "STOP");
-	qmp_drop_events(sv->q, "RESUME");
 	if (sv->running) {
-		r = qmp_execute(sv->q, "stop", NULL, NULL, 0, err);
+		/* Its STOP, and the RESUME that ends the pause, measure it. */
+		r = qmp_execute_expect(sv->q, "stop", NULL,
+				       (const char *const[]){"STOP", "RESUME", NULL}, NULL, 0, err);
 		if (r < 0) {
 			json_object_put(actions);
 			return r;

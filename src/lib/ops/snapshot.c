@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 /* The snapshot tree: listing and deleting snapshots. */
-#include <errno.h>
 #include <string.h>
 
 #include "ops/ops.h"

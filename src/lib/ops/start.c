@@ -1,14 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Starting and stopping a VM, its status, and QMP commands passed through. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <signal.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 
 #include "ops/ops.h"
 

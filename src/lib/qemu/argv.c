@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* QEMU's command line for a VM: a pure function of the definition, the
  * drives' chains and how QEMU starts (tests/unit/test_plan.c). */
-#include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "qemu/qemu.h"

@@ -44,6 +44,11 @@ char *qemu_base_node(size_t index);
  * (or -1) becomes its QEMU_CONSOLE_FD. */
 int qemu_spawn(const char *cwd, char *const argv[], const char *logpath, int console_fd,
 	       pid_t *ret_pid, unsigned long long *ret_start, qsnap_error *err);
+/* Connect to QEMU's QMP unix socket, retrying while it does not exist yet
+ * or refuses connections (QEMU starting); if pid is non-zero, give up at
+ * once when that process (with that start time) is gone. */
+int qemu_connect(const char *path, int timeout_ms, pid_t pid, unsigned long long start,
+		 struct qmp **ret, qsnap_error *err);
 
 /* ---- what the running QEMU can do (caps.c) ---- */
 

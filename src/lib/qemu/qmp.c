@@ -3,9 +3,7 @@
  * (with the id we gave), and events that may arrive at any time, also
  * between a command and its reply. */
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -270,6 +268,15 @@ void qmp_drop_events(struct qmp *q, const char *name)
 	q->n_events = j;
 }
 
+int qmp_execute_expect(struct qmp *q, const char *cmd, json_object *args,
+		       const char *const events[], json_object **ret_return, int timeout_ms,
+		       qsnap_error *err)
+{
+	for (size_t i = 0; events && events[i]; i++)
+		qmp_drop_events(q, events[i]);
+	return qmp_execute(q, cmd, args, ret_return, timeout_ms, err);
+}
+
 int qmp_open_fd_take(int fd, int timeout_ms, struct qmp **ret, qsnap_error *err)
 {
 	struct qmp *q = xcalloc(1, sizeof(*q));
@@ -293,31 +300,4 @@ int qmp_open_fd_take(int fd, int timeout_ms, struct qmp **ret, qsnap_error *err)
 	}
 	*ret = q;
 	return 0;
-}
-
-int qmp_connect(const char *path, int timeout_ms, pid_t pid, unsigned long long start,
-		struct qmp **ret, qsnap_error *err)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int64_t deadline = now_ms() + timeout_ms;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return qerr(err, ENAMETOOLONG, "QMP socket path too long: %s", path);
-	strcpy(sa.sun_path, path);
-	for (;;) {
-		_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-		if (fd < 0)
-			return qerr(err, errno, "cannot create a socket: %s", strerror(errno));
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			return qmp_open_fd_take(TAKE_FD(fd), remaining_ms(deadline) + 1000, ret, err);
-		if (errno != ENOENT && errno != ECONNREFUSED && errno != EAGAIN)
-			return qerr(err, errno, "cannot connect to %s: %s", path, strerror(errno));
-		if (pid > 0 && !proc_alive(pid, start))
-			return qerr(err, ESRCH, "QEMU exited");
-		if (now_ms() >= deadline)
-			return qerr(err, ETIMEDOUT, "QEMU's QMP socket %s did not come up in %d s", path,
-				    timeout_ms / 1000);
-		sleep_ms(20);
-	}
 }

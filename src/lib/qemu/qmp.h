@@ -15,13 +15,9 @@ struct qmp;
 /* Default time one command may take. */
 #define QMP_TIMEOUT_MS 30000
 
-/* Connect to a QMP unix socket, retrying while it does not exist yet or
- * refuses connections (QEMU starting). If pid is non-zero, give up at once
- * when that process (with that start time) is gone. Reads the greeting and
- * negotiates capabilities. */
-int qmp_connect(const char *path, int timeout_ms, pid_t pid, unsigned long long start,
-		struct qmp **ret, qsnap_error *err);
-/* The same handshake over a connected socket; takes the fd in all cases. */
+/* The client knows only a connected socket (qemu_connect makes one): it
+ * reads the greeting and negotiates capabilities; takes the fd in all
+ * cases. */
 int qmp_open_fd_take(int fd, int timeout_ms, struct qmp **ret, qsnap_error *err);
 void qmp_free(struct qmp *q);
 
@@ -40,6 +36,12 @@ int qmp_wait_event(struct qmp *q, const char *name, json_object **ret_event, int
 		   qsnap_error *err);
 /* Drop every queued event called name (NULL: all). */
 void qmp_drop_events(struct qmp *q, const char *name);
+/* Execute a command whose effect ends in events: the queued ones of those
+ * names (NULL-terminated) are dropped first, so that qmp_wait_event sees
+ * only what came after this command. */
+int qmp_execute_expect(struct qmp *q, const char *cmd, json_object *args,
+		       const char *const events[], json_object **ret_return, int timeout_ms,
+		       qsnap_error *err);
 
 /* What the QEMU on a connection can do, learnt once per connection
  * (caps.c): qsnap picks its paths from this, never from the version. */

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Starting QEMU detached: nobody's child here, its output in a log, the
- * console relay's end as a known fd, nothing else of ours inherited. */
+ * console relay's end as a known fd, nothing else of ours inherited; and
+ * connecting to its QMP socket while it comes up. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include "qemu/qemu.h"
@@ -97,4 +99,37 @@ int qemu_spawn(const char *cwd, char *const argv[], const char *logpath, int con
 	*ret_pid = qemu;
 	*ret_start = proc_start_time(qemu);
 	return 0;
+}
+
+int qemu_connect(const char *path, int timeout_ms, pid_t pid, unsigned long long start,
+		 struct qmp **ret, qsnap_error *err)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int64_t deadline = now_ms() + timeout_ms;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return qerr(err, ENAMETOOLONG, "QMP socket path too long: %s", path);
+	strcpy(sa.sun_path, path);
+	for (;;) {
+		_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd < 0)
+			return qerr(err, errno, "cannot create a socket: %s", strerror(errno));
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			int64_t left = deadline - now_ms();
+
+			/* The greeting, within what is left of the time (and a
+			 * second more). */
+			return qmp_open_fd_take(TAKE_FD(fd), (int)(left > 0 ? left : 0) + 1000, ret,
+						err);
+		}
+		if (errno != ENOENT && errno != ECONNREFUSED && errno != EAGAIN)
+			return qerr(err, errno, "cannot connect to %s: %s", path, strerror(errno));
+		if (pid > 0 && !proc_alive(pid, start))
+			return qerr(err, ESRCH, "QEMU exited");
+		if (now_ms() >= deadline)
+			return qerr(err, ETIMEDOUT, "QEMU's QMP socket %s did not come up in %d s", path,
+				    timeout_ms / 1000);
+		sleep_ms(20);
+	}
 }

@@ -3,7 +3,6 @@
  * blob (sha256), with the file's size, inode and mtime when that was
  * known, so that a file that has not changed since is not hashed or
  * downloaded again. Only a cache: a file that changed is hashed again. */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>

@@ -6,7 +6,6 @@
  * and the errors told in words (the registry's error code, a hint for a
  * connection that failed). No Authorization of its own: registry.c says. */
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "vmdir/vmdir.h"

@@ -4,8 +4,6 @@
  * and puts a new one on top; a restore puts a new one on the snapshot's
  * frozen layer. Layers name their backing file relative to layers/, so the
  * VM directory can move. */
-#include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "vmdir/vmdir.h"

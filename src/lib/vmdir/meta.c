@@ -2,7 +2,6 @@
 /* meta.json: a snapshot described on its own, beside its machine state, for
  * readers that have no state.json (an export, a registry, verify). Written
  * once, when the snapshot is made (save, import, pull). */
-#include <errno.h>
 #include <string.h>
 
 #include "vmdir/vmdir.h"

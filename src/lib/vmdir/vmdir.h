@@ -82,5 +82,8 @@ int vmdef_check(const qsnap_def *def, qsnap_error *err);
 /* A deep copy. */
 void def_copy(qsnap_def *dst, const qsnap_def *src);
 bool drive_id_valid(const char *id);
+/* A drive's interface by name (vmdef_input.c), both ways. */
+const char *iface_name(qsnap_iface i);
+int iface_parse(const char *s, qsnap_iface *ret);
 
 #endif
