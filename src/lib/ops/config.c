@@ -15,7 +15,7 @@ static int replace_def(qsnap_vm *vm, qsnap_def def, qsnap_error *err)
 	if (r >= 0)
 		r = vmdef_to_json(&def, &text, err);
 	if (r >= 0)
-		r = write_file_atomic(vm->dirfd, "vm.json", text, strlen(text), err);
+		r = write_file_atomic(vm->dirfd, VMDIR_DEF, text, strlen(text), err);
 	if (r < 0) {
 		qsnap_def_free(&def);
 		return r;

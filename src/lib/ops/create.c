@@ -115,15 +115,15 @@ int qsnap_vm_create(const char *dir, const qsnap_def *def_in, qsnap_error *err)
 	}
 	vm.dir = xstrdup(real);
 	vm.dirfd = open(vm.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (vm.dirfd < 0 || mkdirat(vm.dirfd, "layers", 0755) < 0 ||
-	    mkdirat(vm.dirfd, "snapshots", 0755) < 0 || mkdirat(vm.dirfd, "run", 0700) < 0) {
+	if (vm.dirfd < 0 || mkdirat(vm.dirfd, VMDIR_LAYERS, 0755) < 0 ||
+	    mkdirat(vm.dirfd, VMDIR_SNAPSHOTS, 0755) < 0 || mkdirat(vm.dirfd, VMDIR_RUN, 0700) < 0) {
 		r = qerr(err, errno, "cannot create the layout of %s: %s", dir, strerror(errno));
 		goto undo;
 	}
 	r = vmdef_to_json(&vm.def, &text, err);
 	if (r < 0)
 		goto undo;
-	r = write_file_atomic(vm.dirfd, "vm.json", text, strlen(text), err);
+	r = write_file_atomic(vm.dirfd, VMDIR_DEF, text, strlen(text), err);
 	if (r < 0)
 		goto undo;
 	for (size_t i = 0; i < vm.def.n_drives; i++) {
@@ -144,9 +144,10 @@ int qsnap_vm_create(const char *dir, const qsnap_def *def_in, qsnap_error *err)
 undo:
 	/* Leave nothing behind: the directory as it was before. */
 	if (vm.dirfd >= 0) {
-		for (const char *const *p = (const char *const[]){"layers", "snapshots", "run",
-								    "vm.json", "state.json",
-								    "vm.json.tmp", "state.json.tmp", NULL};
+		for (const char *const *p = (const char *const[]){VMDIR_LAYERS, VMDIR_SNAPSHOTS,
+								    VMDIR_RUN, VMDIR_DEF, VMDIR_STATE,
+								    VMDIR_DEF ".tmp", VMDIR_STATE ".tmp",
+								    NULL};
 		     *p; p++)
 			rm_rf(vm.dirfd, *p);
 	}

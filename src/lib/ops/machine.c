@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The VM's QEMU, what every operation uses: launching it for this VM
- * directory, the QMP connection, its run state, letting it run, ending it,
- * and the shared RAM file it maps. */
+ * directory, the QMP connection, its run state, letting it run, ending it
+ * (its shared RAM file: machine_ram.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

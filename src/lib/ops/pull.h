@@ -68,6 +68,9 @@ void pull_record_chunks(json_object *rec, int dirfd, const char *path,
 
 /* ---- the files made usable (pull_files.c) ---- */
 
+/* The qemu-img that makes pulled layers usable: the one on PATH (the
+ * pulled VM's own, qemu_img_for, checks its base images). */
+#define PULL_QEMU_IMG "qemu-img"
 /* A pulled layer names no data file, and its backing file is the one we
  * say (the header only: qemu-img rebase -u). */
 int pull_fix_layer(const char *qemu_img, const char *dir, const char *name, const char *backing,

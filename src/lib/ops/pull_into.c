@@ -132,7 +132,7 @@ static const char *reusable_layer(struct pull *p, qsnap_vm *vm, const char *driv
 int pull_into(struct pull *p, qsnap_vm *vm, qsnap_error *err)
 {
 	_cleanup_free_ char *sdir = NULL, *statefile = NULL, *stage_ram = NULL, *sum = NULL;
-	_cleanup_free_ char *stage_layers = NULL, *stage_rel = NULL, *img = NULL;
+	_cleanup_free_ char *stage_layers = NULL, *stage_rel = NULL;
 	char **tops = xcalloc(p->snap.n_drives, sizeof(char *));
 	char **moved = NULL;
 	size_t n_moved = 0;
@@ -224,13 +224,12 @@ int pull_into(struct pull *p, qsnap_vm *vm, qsnap_error *err)
 	r = pull_download(p, err);
 	if (r < 0)
 		goto out;
-	img = qemu_img_for(vm->def.qemu);
 	for (size_t k = 0; r >= 0 && k < n_moved; k++) {
 		const struct layer *l = state_layer(&vm->st, moved[k]);
 		const qsnap_drive_def *d = def_drive(&vm->def, l->drive);
 
 		/* Backing names as chain_new_layer writes them. */
-		r = pull_fix_layer(img, stage_layers, layout_in_layers(moved[k]),
+		r = pull_fix_layer(PULL_QEMU_IMG, stage_layers, layout_in_layers(moved[k]),
 				   l->backing ? layout_in_layers(l->backing) : d->path,
 				   l->backing ? "qcow2" : d->format, err);
 	}

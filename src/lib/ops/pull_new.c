@@ -84,7 +84,7 @@ int pull_new(struct pull *p, const char *final, qsnap_error *err)
 		for (size_t j = 0; r >= 0 && j < pd->n_layers; j++) {
 			const char *name = layout_in_layers(names[i][j]);
 
-			r = pull_fix_layer(img, layers_dir, name,
+			r = pull_fix_layer(PULL_QEMU_IMG, layers_dir, name,
 					   j ? layout_in_layers(names[i][j - 1]) : rel_base,
 					   j ? "qcow2" : pd->format, err);
 			state_add_layer(&st, names[i][j], pd->id, j ? names[i][j - 1] : NULL);
@@ -100,7 +100,7 @@ int pull_new(struct pull *p, const char *final, qsnap_error *err)
 			_cleanup_free_ char *active = layout_layer(pd->id, ++st.seq);
 
 			tops[i] = names[i][pd->n_layers - 1];
-			r = img_create(img, layers_dir, layout_in_layers(active),
+			r = img_create(PULL_QEMU_IMG, layers_dir, layout_in_layers(active),
 				       layout_in_layers(tops[i]), "qcow2", err);
 			state_add_layer(&st, active, pd->id, tops[i]);
 			state_set_active(&st, pd->id, active);

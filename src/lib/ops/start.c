@@ -7,7 +7,6 @@
 
 #include "ops/ops.h"
 
-
 int qsnap_vm_stop(qsnap_vm *vm, int timeout, qsnap_error *err)
 {
 	return vm_kill_qemu(vm, timeout, err);
