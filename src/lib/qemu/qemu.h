@@ -78,7 +78,6 @@ int qemu_has_machine(const char *qemu, const char *machine, bool *ret, qsnap_err
  * QEMU accepts "cont" again. */
 void migrate_end(struct qmp *q);
 
-
 /* Migration capabilities and parameters qsnap uses at both ends.
  * ignore_shared: leave shared RAM out of the stream (x-ignore-shared); the
  * loading end must say the same as the saving end did. background: a live
@@ -133,7 +132,8 @@ int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait
 /* Listen on sock_path and start the relay process that serves it
  * and appends the guest's output to log_path; *ret_qemu_fd is the end
  * for QEMU's serial chardev. The relay ends when that end closes. */
-int console_start(const char *sock_path, const char *log_path, int *ret_qemu_fd, qsnap_error *err);
+int console_start(const char *sock_path, const char *log_path, int *ret_qemu_fd,
+		  qsnap_error *err);
 /* Connect to the relay's socket, waiting up to timeout_ms for one to
  * listen (QEMU starting, or being replaced by a restore). */
 int console_connect(const char *sock_path, int timeout_ms, qsnap_error *err);
