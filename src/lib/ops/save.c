@@ -100,7 +100,6 @@ static int save_mark_pending(struct save *sv, qsnap_error *err)
 
 	vm->st.pending = layout_partial(++vm->st.seq);
 	vm->st.pending_resume = sv->running;
-	sv->pending = true;
 	rm_rf(vm->dirfd, vm->st.pending);
 	if (mkdirat(vm->dirfd, vm->st.pending, 0755) < 0)
 		return qerr(err, errno, "cannot create %s/%s: %s", vm->dir, vm->st.pending,
@@ -165,7 +164,7 @@ static int save_undo(struct save *sv, qsnap_error *err)
 		unlink(sv->stage);
 	if (!sv->switched && alive)
 		save_drop_layers(sv);
-	if (sv->pending && vm->st.pending)
+	if (vm->st.pending)
 		rm_rf(vm->dirfd, vm->st.pending);
 	free(TAKE_PTR(vm->st.pending));
 	if (!alive) {

@@ -33,7 +33,6 @@ struct save {
 	struct cut *cuts;
 	size_t n_cuts;
 	/* How far it got. */
-	bool pending;	  /* state.json names the partial directory */
 	bool paused_here; /* we stopped the guest and must let it run */
 	bool switched;	  /* the drives write to their new layers */
 	bool fd_passed;	  /* QEMU holds the machine state's file */

@@ -147,18 +147,13 @@ int img_rebase(const char *qemu_img, const char *cwd, const char *path, const ch
 static char *first_complaint(char *m)
 {
 	char *nl;
-	size_t l;
 
+	/* backing= warns on 7.2. */
 	while (strstr(m, "warning:") && (nl = strchr(m, '\n')))
 		m = nl + 1;
 	if ((nl = strchr(m, '\n')))
 		*nl = '\0';
-	if (!strncmp(m, "qemu-img: ", 10))
-		m += 10;
-	l = strlen(m);
-	while (l > 0 && m[l - 1] == '\r')
-		m[--l] = '\0';
-	return m;
+	return strncmp(m, "qemu-img: ", 10) ? m : m + 10;
 }
 
 int img_check(const char *qemu_img, const char *path, const char *format, qsnap_error *err)
@@ -167,6 +162,7 @@ int img_check(const char *qemu_img, const char *path, const char *format, qsnap_
 	_cleanup_free_ char *out = NULL, *errout = NULL;
 	int status = 0, r;
 	char *msg;
+	size_t l;
 
 	/* A raw image has no metadata that could be damaged. */
 	if (!strcmp(format, "raw"))
@@ -178,7 +174,11 @@ int img_check(const char *qemu_img, const char *path, const char *format, qsnap_
 		return r;
 	if (status == 0)
 		return 0;
-	msg = first_complaint(*errout ? errout : out);
+	/* All it says: what is damaged may take several lines. */
+	msg = *errout ? errout : out;
+	l = strlen(msg);
+	while (l > 0 && (msg[l - 1] == '\n' || msg[l - 1] == '\r'))
+		msg[--l] = '\0';
 	return qerr(err, EIO, "qemu-img check %s failed (exit %d)%s%s", path, status,
 		    *msg ? ": " : "", msg);
 }
