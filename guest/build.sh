@@ -31,9 +31,10 @@ OUT=${1:-$REPO_ROOT/build/guest}
 # cloud flavour is small and has virtio and ext4 support without much else.
 KERNEL_META=linux-image-cloud-amd64
 # Modules the guest needs beyond what the kernel has built in: virtio-blk
-# disks on the PCI transport, and ext4 (which also mounts ext2). Their
+# disks on the PCI transport, ext4 (which also mounts ext2), and
+# virtio-balloon (free page reporting: the balloon tests). Their
 # dependencies are added automatically; built-in ones are skipped.
-WANTED_MODULES=(virtio_pci virtio_blk ext4)
+WANTED_MODULES=(virtio_pci virtio_blk ext4 virtio_balloon)
 
 log() { echo "guest/build.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }

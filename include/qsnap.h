@@ -147,7 +147,7 @@ bool qsnap_name_valid(const char *name);
  *   "dump"            qsnap_vm_dump_memory
  *   "load dump"       qsnap_vm_start_from_dump
  *   "publish"         qsnap_vm_publish: bytes of the virtual disk
- *   "verify"          qsnap_vm_verify: bytes of machine state hashed
+ *   "verify"          qsnap_vm_verify: bytes of machine state and RAM hashed
  *   "flatten <drive>" qsnap_vm_export: one drive's chain made one image
  *   "export"          qsnap_vm_export: writing the archive
  *   "import"          qsnap_import: bytes read from the archive
@@ -209,6 +209,10 @@ void qsnap_vm_close(qsnap_vm *vm);
 const qsnap_def *qsnap_vm_def(qsnap_vm *vm);
 /* The VM directory, absolute. */
 const char *qsnap_vm_dir(qsnap_vm *vm);
+/* A sentence the last call on vm wants the user to know although it
+ * succeeded (a lazy restore that was done eagerly, and why), or NULL. Valid
+ * until the next call on vm. */
+const char *qsnap_vm_notice(qsnap_vm *vm);
 
 typedef struct qsnap_start_opts {
 	bool paused;       /* leave the vCPUs stopped */
@@ -337,7 +341,13 @@ typedef struct qsnap_restore_opts {
 	int timeout; /* seconds; 0: default (600) */
 	/* Shared-RAM snapshots: map the snapshot's RAM file copy-on-write
 	 * instead of copying it, so the restore does not read RAM at all. The
-	 * next save then carries RAM in the migration stream. */
+	 * next save then carries RAM in the migration stream. The file is
+	 * never written: QEMU opens it read-only where it can (8.2+); an older
+	 * QEMU with a device that discards RAM (a balloon, virtio-mem) is
+	 * restored eagerly instead (qsnap_vm_notice says so). A lazy restore
+	 * trusts the RAM checksum checked at save and by qsnap_vm_verify; an
+	 * eager one checks it as it copies, before the running VM is touched
+	 * where there is room for the copy beside it. */
 	bool lazy;
 	qsnap_progress_fn progress;
 	void *userdata;
@@ -458,16 +468,22 @@ typedef struct qsnap_verify_report {
 	size_t n_files;	    /* files checked (machine states, meta files, layers, bases) */
 	size_t n_problems;
 	qsnap_verify_problem *problems;
+	/* What could not be checked, which is not damage: a shared-RAM
+	 * snapshot saved before qsnap recorded RAM checksums ("RAM not
+	 * checksummed"). */
+	size_t n_notes;
+	qsnap_verify_problem *notes;
 } qsnap_verify_report;
 
 typedef struct qsnap_verify_opts {
-	qsnap_progress_fn progress; /* phase "verify"; bytes of machine state hashed */
+	qsnap_progress_fn progress; /* phase "verify"; bytes of machine state and RAM hashed */
 	void *userdata;
 } qsnap_verify_opts;
 
 /* Check that every file snapshot name needs (every snapshot when name is
- * NULL) exists and is intact: the machine state against the size and
- * checksum recorded at save time, meta.json, qemu-img check of every layer
+ * NULL) exists and is intact: the machine state and a shared-RAM
+ * snapshot's RAM file against the size and checksum recorded at save time,
+ * meta.json, qemu-img check of every layer
  * of its drives' chains, each chain as state.json records it against the
  * backing files named in the qcow2 headers, and that the base images, the
  * kernel and the initrd can be read. Problems found are not

@@ -118,6 +118,10 @@ int cli_usage(struct cli *c, const char *fmt, ...) __attribute__((format(printf,
 /* Format a failure into c->err; returns CLI_FAILED. */
 int cli_fail(struct cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Print what the library wants the user to know about the call that just
+ * succeeded (qsnap_vm_notice), on stderr, one line. */
+void cli_notice(struct cli *c);
+
 /* Run command cmd with its argv (argv[0] is the command's name); returns
  * the exit code. */
 int cli_run(const struct cli_cmd *cmd, int argc, char **argv);

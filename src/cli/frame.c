@@ -80,6 +80,14 @@ int cli_fail(struct cli *c, const char *fmt, ...)
 	return CLI_FAILED;
 }
 
+void cli_notice(struct cli *c)
+{
+	const char *n = c->vm ? qsnap_vm_notice(c->vm) : NULL;
+
+	if (n)
+		fprintf(stderr, "qsnap: note: %s\n", n);
+}
+
 /* ---- Help ---- */
 
 /* "--name ARG", "-q, --quiet", "--compress[=LEVEL]" */

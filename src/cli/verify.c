@@ -5,23 +5,30 @@
 
 #include "cli.h"
 
+static json_object *entries(const qsnap_verify_problem *list, size_t n, const char *key)
+{
+	json_object *a = json_object_new_array();
+
+	for (size_t i = 0; i < n; i++) {
+		json_object *p = json_object_new_object();
+
+		json_object_object_add(p, "snapshot", json_object_new_string(list[i].snapshot));
+		json_object_object_add(p, "file", json_object_new_string(list[i].file));
+		json_object_object_add(p, key, json_object_new_string(list[i].what));
+		json_object_array_add(a, p);
+	}
+	return a;
+}
+
 static void print_json(const qsnap_verify_report *rep)
 {
-	json_object *o = json_object_new_object(), *a = json_object_new_array();
+	json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "ok", json_object_new_boolean(rep->n_problems == 0));
 	json_object_object_add(o, "snapshots", json_object_new_int64((int64_t)rep->n_snapshots));
 	json_object_object_add(o, "files", json_object_new_int64((int64_t)rep->n_files));
-	for (size_t i = 0; i < rep->n_problems; i++) {
-		const qsnap_verify_problem *q = &rep->problems[i];
-		json_object *p = json_object_new_object();
-
-		json_object_object_add(p, "snapshot", json_object_new_string(q->snapshot));
-		json_object_object_add(p, "file", json_object_new_string(q->file));
-		json_object_object_add(p, "problem", json_object_new_string(q->what));
-		json_object_array_add(a, p);
-	}
-	json_object_object_add(o, "problems", a);
+	json_object_object_add(o, "problems", entries(rep->problems, rep->n_problems, "problem"));
+	json_object_object_add(o, "notes", entries(rep->notes, rep->n_notes, "note"));
 	cli_print_json(o);
 }
 
@@ -32,6 +39,9 @@ static void print_text(struct cli *c, const qsnap_verify_report *rep)
 	for (size_t i = 0; i < rep->n_problems; i++)
 		printf("%s: %s (snapshot '%s')\n", rep->problems[i].file, rep->problems[i].what,
 		       rep->problems[i].snapshot);
+	for (size_t i = 0; i < rep->n_notes; i++)
+		printf("%s: note: %s (snapshot '%s')\n", rep->notes[i].file, rep->notes[i].what,
+		       rep->notes[i].snapshot);
 	if (c->quiet || rep->n_problems)
 		return;
 	if (rep->n_snapshots == 0)
@@ -69,13 +79,15 @@ const struct cli_cmd cli_cmd_verify = {
 	.min_args = 1,
 	.max_args = 2,
 	.about = "Check that every file snapshot NAME needs (every snapshot when NAME is left\n"
-		 "out) exists and is intact: the machine state against the size and checksum\n"
-		 "recorded when it was saved, meta.json, qemu-img check of every layer of its\n"
-		 "disks, and each disk's chain of backing files in the qcow2 headers against\n"
-		 "the one state.json records. Prints one line per problem, naming the file\n"
-		 "and what is wrong with it; exits 1 if there is any.\n",
+		 "out) exists and is intact: the machine state and a shared-RAM snapshot's RAM\n"
+		 "file against the size and checksum recorded when it was saved, meta.json,\n"
+		 "qemu-img check of every layer of its disks, and each disk's chain of backing\n"
+		 "files in the qcow2 headers against the one state.json records. Prints one\n"
+		 "line per problem, naming the file and what is wrong with it; exits 1 if\n"
+		 "there is any. A RAM file saved before qsnap recorded RAM checksums is noted\n"
+		 "(\"RAM not checksummed\"), not counted as a problem.\n",
 	.common = CLI_JSON | CLI_LOCK_TIMEOUT | CLI_QUIET,
-	.json_help = "the result as JSON: {\"ok\", \"snapshots\", \"files\", \"problems\"}",
+	.json_help = "the result as JSON: {\"ok\", \"snapshots\", \"files\", \"problems\", \"notes\"}",
 	.quiet_help = "no progress, and nothing printed when all is well",
 	.vm = CLI_VM_LOCKED,
 	.run = run,

@@ -160,7 +160,13 @@ char *hasher_final(struct hasher *h);
 void hasher_free(struct hasher *h);
 /* Is s a checksum in the form hasher_final writes? */
 bool checksum_valid(const char *s);
-/* The checksum of a whole file; what names it in errors. */
+/* Hash bytes [start, end) of a regular file: data extents from map (the
+ * whole file mapped) or read from fd, holes as zeros without reading them.
+ * Returns 0 or an errno. */
+int hasher_update_range(struct hasher *h, int fd, const uint8_t *map, uint64_t start,
+			uint64_t end, void (*on_read)(uint64_t n, void *userdata), void *userdata);
+/* The checksum of a whole file (holes read as zeros); what names it in
+ * errors. */
 int checksum_fd(int fd, const char *what, char **ret, qsnap_error *err);
 int checksum_file(int dirfd, const char *path, char **ret, qsnap_error *err);
 /* The same, telling on_read how many bytes it read each time. */
@@ -214,9 +220,12 @@ int pump_finish_checksum(struct pump *p, char **ret_checksum, qsnap_error *err);
 
 /* ---- shared RAM files (ramfile.c) ---- */
 
-/* Copy a RAM file of size bytes: holes and zero pages stay holes. */
+/* Copy a RAM file of size bytes: holes and zero pages stay holes. With
+ * ret_checksum, the source's checksum (as checksum_fd gives it) is
+ * computed on the way. */
 int ramfile_copy(int srcdirfd, const char *src, int dstdirfd, const char *dst, uint64_t size,
-		 const char *phase, qsnap_progress_fn progress, void *userdata, qsnap_error *err);
+		 const char *phase, qsnap_progress_fn progress, void *userdata,
+		 char **ret_checksum, qsnap_error *err);
 /* Bytes a file really occupies. */
 uint64_t ramfile_allocated(int dirfd, const char *path);
 /* Fail early and clearly when dir cannot take need more bytes. */

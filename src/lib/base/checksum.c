@@ -64,31 +64,102 @@ int checksum_fd(int fd, const char *what, char **ret, qsnap_error *err)
 	return checksum_fd_ex(fd, what, NULL, NULL, ret, err);
 }
 
-int checksum_fd_ex(int fd, const char *what, void (*on_read)(uint64_t n, void *userdata),
-		   void *userdata, char **ret, qsnap_error *err)
+/* Holes read as zeros: hashed from this, never read from the file. */
+static uint8_t zeros[CHUNK];
+
+int hasher_update_range(struct hasher *h, int fd, const uint8_t *map, uint64_t start,
+			uint64_t end, void (*on_read)(uint64_t n, void *userdata), void *userdata)
+{
+	_cleanup_free_ uint8_t *buf = map ? NULL : xmalloc(CHUNK);
+	uint64_t pos = start;
+
+	while (pos < end) {
+		off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
+		uint64_t data_end, hole_end;
+
+		if (data < 0 && errno != ENXIO)
+			return errno;
+		/* ENXIO: only a hole from here to the end of the file. */
+		hole_end = data < 0 || (uint64_t)data > end ? end : (uint64_t)data;
+		while (pos < hole_end) {
+			size_t n = hole_end - pos < CHUNK ? hole_end - pos : CHUNK;
+
+			hasher_update(h, zeros, n);
+			pos += n;
+			if (on_read)
+				on_read(n, userdata);
+		}
+		if (pos >= end)
+			break;
+		off_t hole = lseek(fd, (off_t)pos, SEEK_HOLE);
+		if (hole < 0)
+			return errno;
+		data_end = (uint64_t)hole < end ? (uint64_t)hole : end;
+		while (pos < data_end) {
+			size_t n = data_end - pos < CHUNK ? data_end - pos : CHUNK;
+
+			if (map) {
+				hasher_update(h, map + pos, n);
+			} else {
+				ssize_t got = pread(fd, buf, n, (off_t)pos);
+
+				if (got < 0 && errno == EINTR)
+					continue;
+				if (got < 0)
+					return errno;
+				if (got == 0)
+					return EIO; /* the file shrank under us */
+				n = (size_t)got;
+				hasher_update(h, buf, n);
+			}
+			pos += n;
+			if (on_read)
+				on_read(n, userdata);
+		}
+	}
+	return 0;
+}
+
+/* A file that cannot seek (a pipe): read to its end. */
+static int hash_stream(struct hasher *h, int fd, void (*on_read)(uint64_t n, void *userdata),
+		       void *userdata)
 {
 	_cleanup_free_ char *buf = xmalloc(CHUNK);
-	struct hasher h;
-	off_t off = 0;
 
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	hasher_init(&h);
 	for (;;) {
-		ssize_t n = pread(fd, buf, CHUNK, off);
+		ssize_t n = read(fd, buf, CHUNK);
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
-			int e = errno;
-			hasher_free(&h);
-			return qerr(err, e, "cannot read %s: %s", what, strerror(e));
-		}
+		if (n < 0)
+			return errno;
 		if (n == 0)
-			break;
-		hasher_update(&h, buf, (size_t)n);
-		off += n;
+			return 0;
+		hasher_update(h, buf, (size_t)n);
 		if (on_read)
 			on_read((uint64_t)n, userdata);
+	}
+}
+
+int checksum_fd_ex(int fd, const char *what, void (*on_read)(uint64_t n, void *userdata),
+		   void *userdata, char **ret, qsnap_error *err)
+{
+	struct hasher h;
+	struct stat st;
+	int e;
+
+	if (fstat(fd, &st) < 0)
+		return qerr(err, errno, "cannot read %s: %s", what, strerror(errno));
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	hasher_init(&h);
+	/* A regular file is hashed extent by extent: a sparse RAM file's holes
+	 * cost no reads. */
+	e = S_ISREG(st.st_mode) ? hasher_update_range(&h, fd, NULL, 0, (uint64_t)st.st_size, on_read,
+						      userdata)
+				: hash_stream(&h, fd, on_read, userdata);
+	if (e) {
+		hasher_free(&h);
+		return qerr(err, e, "cannot read %s: %s", what, strerror(e));
 	}
 	*ret = hasher_final(&h);
 	return 0;

@@ -3,7 +3,9 @@
  * only allocated extents are read (SEEK_DATA/SEEK_HOLE), pages of zeros
  * stay holes in the copy, the file is cut into chunks that several threads
  * copy at once, each with large writes straight from a mapping of the
- * source. */
+ * source. The copy can hash the source on the way (the RAM file's
+ * checksum): a thread of the caller's hashes the chunks in order as the
+ * copiers finish them, holes as zeros. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -27,6 +29,7 @@ struct copy_job {
 	atomic_uint_fast64_t done; /* bytes of the source handled */
 	atomic_int error;	   /* first errno seen */
 	int srcfd;
+	atomic_bool *chunk_done;   /* per chunk, set when copied */
 };
 
 static bool page_is_zero(const uint8_t *p)
@@ -115,6 +118,7 @@ static void *worker(void *arg)
 			return NULL;
 		}
 		atomic_fetch_add(&j->done, end - start);
+		atomic_store(&j->chunk_done[c], true);
 	}
 }
 
@@ -143,9 +147,31 @@ int ramfile_check_space(int dirfd, const char *dir, uint64_t need, const char *w
 	return 0;
 }
 
-int ramfile_copy(int srcdirfd, const char *src, int dstdirfd, const char *dst, uint64_t size,
-		 const char *phase, qsnap_progress_fn progress, void *userdata, qsnap_error *err)
+/* Hash the chunks the copiers have finished, in order, from where the
+ * last call stopped; returns 0 or an errno. */
+static int hash_done_chunks(struct copy_job *j, struct hasher *h, uint64_t *next)
 {
+	uint64_t n_chunks = (j->size + CHUNK - 1) / CHUNK;
+
+	while (*next < n_chunks && atomic_load(&j->chunk_done[*next])) {
+		uint64_t start = *next * CHUNK;
+		uint64_t end = start + CHUNK < j->size ? start + CHUNK : j->size;
+		int e = hasher_update_range(h, j->srcfd, j->src, start, end, NULL, NULL);
+
+		if (e)
+			return e;
+		(*next)++;
+	}
+	return 0;
+}
+
+int ramfile_copy(int srcdirfd, const char *src, int dstdirfd, const char *dst, uint64_t size,
+		 const char *phase, qsnap_progress_fn progress, void *userdata,
+		 char **ret_checksum, qsnap_error *err)
+{
+	_cleanup_free_ atomic_bool *chunk_done = NULL;
+	struct hasher h = {0};
+	uint64_t hashed = 0, n_chunks = (size + CHUNK - 1) / CHUNK;
 	_cleanup_close_ int sfd = -1, dfd = -1;
 	struct copy_job j = {0};
 	pthread_t threads[MAX_THREADS];
@@ -169,16 +195,25 @@ int ramfile_copy(int srcdirfd, const char *src, int dstdirfd, const char *dst, u
 	if (ftruncate(dfd, (off_t)size) < 0)
 		return qerr(err, errno, "cannot size %s: %s", dst, strerror(errno));
 
-	if (size == 0)
+	if (ret_checksum)
+		hasher_init(&h);
+	if (size == 0) {
+		if (ret_checksum)
+			*ret_checksum = hasher_final(&h);
 		return 0;
+	}
 	map = mmap(NULL, size, PROT_READ, MAP_SHARED, sfd, 0);
-	if (map == MAP_FAILED)
+	if (map == MAP_FAILED) {
+		hasher_free(&h);
 		return qerr(err, errno, "cannot map %s: %s", src, strerror(errno));
+	}
 	madvise(map, size, MADV_SEQUENTIAL);
 	j.src = map;
 	j.srcfd = sfd;
 	j.dst = dfd;
 	j.size = size;
+	chunk_done = xcalloc(n_chunks, sizeof(*chunk_done));
+	j.chunk_done = chunk_done;
 	/* Threads beyond the cores only wait on each other. */
 	n_threads = ncpu > 0 ? (int)ncpu : 1;
 	if (n_threads > MAX_THREADS)
@@ -192,25 +227,37 @@ int ramfile_copy(int srcdirfd, const char *src, int dstdirfd, const char *dst, u
 		}
 	if (n_threads == 0)
 		worker(&j);
-	/* Report progress while the threads work. */
+	/* Report progress (and hash what is copied) while the threads work. */
 	for (;;) {
 		uint64_t done = atomic_load(&j.done);
 
-		if (done >= size || atomic_load(&j.error))
+		if (ret_checksum && !atomic_load(&j.error)) {
+			int he = hash_done_chunks(&j, &h, &hashed);
+
+			if (he) {
+				int zero = 0;
+				atomic_compare_exchange_strong(&j.error, &zero, he);
+			}
+		}
+		if ((done >= size && (!ret_checksum || hashed == n_chunks)) ||
+		    atomic_load(&j.error))
 			break;
 		progress_report(&pr, done, false);
-		sleep_ms(50);
-		if (n_threads == 0)
+		if (n_threads == 0 && !ret_checksum)
 			break;
+		sleep_ms(ret_checksum ? 5 : 50);
 	}
 	for (int i = 0; i < n_threads; i++)
 		pthread_join(threads[i], NULL);
 	munmap(map, size);
 	e = atomic_load(&j.error);
 	if (e) {
+		hasher_free(&h);
 		unlinkat(dstdirfd, dst, 0);
 		return qerr(err, e, "copying RAM to %s: %s", dst, strerror(e));
 	}
+	if (ret_checksum)
+		*ret_checksum = hasher_final(&h);
 	progress_report(&pr, size, true);
 	return 0;
 }

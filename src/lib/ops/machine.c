@@ -40,6 +40,7 @@ int vm_argv(qsnap_vm *vm, const struct launch *l, char ***ret_argv, qsnap_error 
 		.incoming = l->incoming,
 		.ram_file = l->ram_file,
 		.ram_share = l->ram_share,
+		.ram_readonly = l->ram_readonly,
 		.readonly_disks = l->readonly_disks,
 	};
 	int r = 0;

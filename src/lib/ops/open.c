@@ -107,6 +107,7 @@ void qsnap_vm_close(qsnap_vm *vm)
 	if (!vm)
 		return;
 	vm_qmp_close(vm);
+	free(vm->notice);
 	qsnap_def_free(&vm->def);
 	state_free(&vm->st);
 	if (vm->lockfd >= 0)

@@ -18,6 +18,7 @@ struct launch {
 	int timeout;	      /* seconds for QMP to come up */
 	const char *ram_file; /* guest RAM from this file; NULL: anonymous */
 	bool ram_share;	      /* MAP_SHARED (ours to copy) or copy-on-write */
+	bool ram_readonly;    /* copy-on-write of the file opened read-only */
 	bool readonly_disks;  /* inspecting a memory dump: change nothing */
 	const char *machine;  /* a snapshot's machine type; NULL: the VM's */
 };
@@ -65,6 +66,8 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
  * state), and its machine type and format can be loaded. */
 int restore_check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsnap_error *err);
 int restore_check_machine(qsnap_vm *vm, const struct snapshot *s, qsnap_error *err);
+/* Is the running QEMU the binary vm.json names (it may have been edited)? */
+bool restore_running_binary_is_defs(qsnap_vm *vm);
 /* End a QEMU that an interrupted restore left waiting for its state. */
 int restore_recover(qsnap_vm *vm, qsnap_error *err);
 /* Undo a save that was interrupted (save.c). */

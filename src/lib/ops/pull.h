@@ -78,7 +78,8 @@ int pull_fix_layer(const char *qemu_img, const char *dir, const char *name, cons
 /* The snapshot entry for state.json, its layers given. */
 void pull_fill_snapshot(struct pull *p, struct snapshot *s, const char *dir, char **tops,
 			const char *parent, const char *checksum);
-/* The reassembled machine state is the one that was saved. */
+/* The reassembled machine state is the one that was saved, and so is a
+ * shared-RAM snapshot's RAM file (meta.json's RAM checksum). */
 int pull_check_state(struct pull *p, const char *rel, char **ret_sum, qsnap_error *err);
 /* The definition the artifact carries, checked against its drives. */
 int pull_artifact_def(struct pull *p, qsnap_def *def, qsnap_error *err);

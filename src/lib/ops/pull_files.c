@@ -41,6 +41,8 @@ void pull_fill_snapshot(struct pull *p, struct snapshot *s, const char *dir, cha
 	s->memory = (uint64_t)jint(m, "memory", 0);
 	s->compressed = !strcmp(p->snap.state.file, SNAP_VMSTATE_ZST);
 	s->vmstate_checksum = xstrdup(checksum);
+	/* Checked against the pulled file by pull_check_state. */
+	s->ram_checksum = p->snap.has_ram ? xstrdup_or_null(jstr(m, "ram_checksum")) : NULL;
 	/* What the machine state needs to load (format checked by artifact_def). */
 	s->format = jstr(m, "format") ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM;
 	s->qemu_version = xstrdup_or_null(jstr(m, "qemu_version"));
@@ -53,6 +55,29 @@ void pull_fill_snapshot(struct pull *p, struct snapshot *s, const char *dir, cha
 		}
 }
 
+/* A shared-RAM snapshot's RAM file, beside the machine state rel. */
+static int check_ram(struct pull *p, const char *rel, qsnap_error *err)
+{
+	const char *want = jstr(p->snap.meta, "ram_checksum");
+	_cleanup_free_ char *dir = xstrdup(rel), *ram = NULL, *sum = NULL;
+	int r;
+
+	if (!want)
+		return 0; /* saved before qsnap recorded RAM checksums */
+	if (!checksum_valid(want))
+		return qerr(err, EINVAL, "the meta.json of snapshot '%s' in %s has a malformed RAM checksum",
+			    p->snap.name, p->ref);
+	*strrchr(dir, '/') = '\0';
+	ram = layout_in(dir, SNAP_RAM);
+	r = checksum_file(p->stagefd, ram, &sum, err);
+	if (r < 0)
+		return r;
+	if (strcmp(want, sum))
+		return qerr(err, EIO, "the RAM of snapshot '%s' does not match the checksum it was saved with (%s, expected %s)",
+			    p->snap.name, sum, want);
+	return 0;
+}
+
 int pull_check_state(struct pull *p, const char *rel, char **ret_sum, qsnap_error *err)
 {
 	const char *want = jstr(p->snap.meta, "vmstate_checksum");
@@ -63,7 +88,7 @@ int pull_check_state(struct pull *p, const char *rel, char **ret_sum, qsnap_erro
 	if (want && strcmp(want, *ret_sum))
 		return qerr(err, EIO, "the machine state of snapshot '%s' does not match the checksum it was saved with (%s, expected %s)",
 			    p->snap.name, *ret_sum, want);
-	return 0;
+	return p->snap.has_ram ? check_ram(p, rel, err) : 0;
 }
 
 int pull_artifact_def(struct pull *p, qsnap_def *def, qsnap_error *err)

@@ -10,77 +10,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "ops/ops.h"
+#include "ops/restore.h"
 
 #define DEFAULT_RESTORE_TIMEOUT 600
 #define INCOMING_FD_NAME "qsnap-incoming"
-
-struct restore {
-	qsnap_vm *vm;
-	const char *name;
-	const qsnap_restore_opts *opts;
-	bool paused; /* leave the vCPUs stopped whatever the snapshot says */
-	struct snapshot *s;
-	struct launch l;
-	char *ram; /* the new QEMU's RAM file, or NULL */
-	int fd;	   /* the machine state */
-	int qemu_fd;
-	struct pump *pump;
-	struct mig_target tgt;
-	/* How far it got. */
-	enum {
-		RESTORE_CHECKED,  /* nothing changed yet */
-		RESTORE_RAM,	  /* the new layers and RAM file are made */
-		RESTORE_LAUNCHED, /* a new QEMU runs, waiting for the state */
-		RESTORE_LOADING,  /* QEMU was reading the state */
-	} stage;
-};
-
-/* Where the new QEMU's RAM comes from (see docs/design.md, shared-RAM mode):
- * - a shared snapshot, lazily (or into a stream-mode VM): the snapshot's
- *   RAM file mapped copy-on-write, never written;
- * - a shared snapshot, eagerly: a copy in a fresh shared RAM file;
- * - a stream snapshot into a shared-mode VM: a fresh, empty shared file
- *   that the stream fills;
- * - otherwise anonymous RAM. */
-static int prepare_ram(qsnap_vm *vm, const struct snapshot *s, const qsnap_restore_opts *opts,
-		       struct launch *l, char **ret_file, qsnap_error *err)
-{
-	bool from_file = s->mode == QSNAP_RAM_SHARED;
-	_cleanup_free_ char *file = NULL, *snapram = layout_in(s->dir, SNAP_RAM);
-	int r;
-
-	if (from_file && (opts->lazy || vm->def.ram_mode != QSNAP_RAM_SHARED)) {
-		*ret_file = TAKE_PTR(snapram);
-		l->ram_file = *ret_file;
-		l->ram_share = false;
-		return 0;
-	}
-	if (vm->def.ram_mode != QSNAP_RAM_SHARED) {
-		*ret_file = NULL;
-		return 0;
-	}
-	r = vm_new_ram_file(vm, &file, err);
-	if (r < 0)
-		return r;
-	if (from_file) {
-		_cleanup_free_ char *dir = xstrdup(file);
-		*strrchr(dir, '/') = '\0';
-		r = ramfile_check_space(vm->dirfd, dir, ramfile_allocated(vm->dirfd, snapram),
-					"restoring the guest's RAM", err);
-		if (r >= 0)
-			r = ramfile_copy(vm->dirfd, snapram, vm->dirfd, file, vm->def.memory,
-					 "restore RAM", opts->progress, opts->userdata, err);
-		if (r < 0) {
-			unlink(file);
-			return r;
-		}
-	}
-	*ret_file = TAKE_PTR(file);
-	l->ram_file = *ret_file;
-	l->ram_share = true;
-	return 0;
-}
 
 /* Fresh layers on the frozen ones; the discarded current layers go
  * unless a snapshot needs them. */
@@ -112,16 +45,25 @@ static int restore_layers(struct restore *rs, qsnap_error *err)
 
 static int restore_launch(struct restore *rs, qsnap_error *err)
 {
-	int r = prepare_ram(rs->vm, rs->s, rs->opts, &rs->l, &rs->ram, err);
+	bool eager = false;
+	int r = restore_ram_prepare(rs, err);
 
 	if (r < 0)
-		return qerr_prefix(err, "restoring '%s'", rs->name);
+		return r;
 	rs->stage = RESTORE_RAM;
 	r = vm_launch(rs->vm, &rs->l, err);
 	if (r < 0)
 		return r;
 	rs->stage = RESTORE_LAUNCHED;
-	return 0;
+	r = restore_ram_guard(rs, &eager, err);
+	if (r < 0 || !eager)
+		return r;
+	/* The mapping must not stay: the same restore again, eagerly. */
+	r = vm_kill_qemu(rs->vm, 0, err);
+	if (r < 0)
+		return r;
+	rs->stage = RESTORE_STOPPED;
+	return restore_launch(rs, err);
 }
 
 /* The saved state into the new QEMU. */
@@ -184,12 +126,13 @@ static int restore_undo(struct restore *rs, int r, qsnap_error *err)
 
 	switch (rs->stage) {
 	case RESTORE_CHECKED: /* failures before anything changed say so themselves */
+		restore_ram_drop(rs);
 		return r;
+	case RESTORE_STOPPED:
 	case RESTORE_RAM:
 		/* QEMU did not start: the fresh RAM file is ours to remove. */
-		if (rs->l.ram_share)
-			unlink(rs->ram);
-		return qerr_prefix(err, "restoring '%s'", rs->name);
+		restore_ram_drop(rs);
+		return qerr_prefix(err, "restoring '%s' failed; the VM is stopped", rs->name);
 	case RESTORE_LAUNCHED:
 	case RESTORE_LOADING:
 		break;
@@ -220,12 +163,15 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	r = find_snapshot(vm, name, &rs.s, err);
 	if (r < 0)
 		return r;
+	vm_set_notice(vm, NULL);
 	r = restore_check_files(vm, rs.s, &rs.fd, err);
 	if (r >= 0)
 		r = restore_check_machine(vm, rs.s, err);
-	rs.l.machine = rs.s->machine;
 	if (r >= 0)
-		r = vm_kill_qemu(vm, 0, err);
+		r = restore_ram_plan(&rs, err);
+	rs.l.machine = rs.s->machine;
+	if (r >= 0 && (r = vm_kill_qemu(vm, 0, err)) >= 0)
+		rs.stage = RESTORE_STOPPED;
 	if (r >= 0 && (r = restore_layers(&rs, err)) >= 0 && (r = restore_launch(&rs, err)) >= 0 &&
 	    (r = restore_load(&rs, err)) >= 0 && rs.s->was_running && !paused)
 		r = vm_cont(vm, err);
@@ -234,6 +180,7 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	closep(&rs.fd);
 	closep(&rs.qemu_fd);
 	free(rs.ram);
+	free(rs.ram_early);
 	return r;
 }
 

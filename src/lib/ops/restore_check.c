@@ -81,7 +81,7 @@ int restore_check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsn
  * VM is touched. The running QEMU is asked; a stopped VM's binary (unless
  * it is the type this VM runs anyway) is asked with -machine help. */
 /* Is the running QEMU the binary vm.json names (it may have been edited)? */
-static bool running_binary_is_defs(qsnap_vm *vm)
+bool restore_running_binary_is_defs(qsnap_vm *vm)
 {
 	_cleanup_free_ char *exe = NULL, *prog = NULL, *link = NULL;
 	char real[PATH_MAX];
@@ -102,14 +102,14 @@ int restore_check_machine(qsnap_vm *vm, const struct snapshot *s, qsnap_error *e
 	bool have = false;
 	int r;
 
-	if (s->format == VMSTATE_MAPPED_RAM && running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0 &&
+	if (s->format == VMSTATE_MAPPED_RAM && restore_running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0 &&
 	    !migrate_can_map(q))
 		return qerr(err, ENOTSUP, "snapshot '%s' is in QEMU's %s format (saved on QEMU %s), which this QEMU (%s) cannot read: restore it with QEMU >= 9.0 (\"qemu\" in vm.json)",
 			    s->name, vmstate_format_name(s->format), s->qemu_version ? s->qemu_version : "(unknown)",
 			    caps_version(q));
 	if (!s->machine)
 		return 0;
-	if (running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0) {
+	if (restore_running_binary_is_defs(vm) && vm_qmp(vm, &q, err) == 0) {
 		if (vm->st.qemu_machine && !strcmp(vm->st.qemu_machine, s->machine))
 			return 0;
 		r = caps_has_machine(q, s->machine, &have, err);

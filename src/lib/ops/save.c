@@ -132,6 +132,7 @@ static int save_finish(struct save *sv, qsnap_error *err)
 		.vmstate_size = (uint64_t)sv->vmstate.st_size,
 		.compressed = sv->opts->compress > 0,
 		.vmstate_checksum = TAKE_PTR(sv->checksum),
+		.ram_checksum = TAKE_PTR(sv->ram_checksum),
 		.qemu_version = *version ? xstrdup(version) : NULL,
 		.machine = xstrdup_or_null(sv->vm->st.qemu_machine),
 		.format = sv->mapped ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM,
@@ -189,6 +190,7 @@ static void save_free(struct save *sv)
 	closep(&sv->fd);
 	closep(&sv->qemu_fd);
 	free(sv->checksum);
+	free(sv->ram_checksum);
 	free(sv->stage);
 }
 

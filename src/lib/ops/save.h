@@ -43,6 +43,7 @@ struct save {
 	struct mig_target tgt;
 	char *checksum;
 	struct stat vmstate;
+	char *ram_checksum; /* of the snapshot's RAM file, computed as it is copied */
 	/* Shared RAM staged in the RAM directory until the guest runs again. */
 	char *stage;
 	uint64_t ram_bytes;

@@ -130,15 +130,17 @@ int save_copy_ram(struct save *sv, qsnap_error *err)
 		*strrchr(dir, '/') = '\0';
 		if (on_tmpfs(AT_FDCWD, dir) &&
 		    ramfile_check_space(AT_FDCWD, dir, need, "staging", &e2) == 0) {
+			/* The persist copy hashes it, after the guest runs again. */
 			r = ramfile_copy(vm->dirfd, vm->st.ram_file, AT_FDCWD, stage, vm->def.memory,
-					 "save RAM", sv->opts->progress, sv->opts->userdata, err);
+					 "save RAM", sv->opts->progress, sv->opts->userdata, NULL,
+					 err);
 			if (r == 0)
 				sv->stage = TAKE_PTR(stage);
 			return r;
 		}
 	}
 	return ramfile_copy(vm->dirfd, vm->st.ram_file, vm->dirfd, dst, vm->def.memory, "save RAM",
-			    sv->opts->progress, sv->opts->userdata, err);
+			    sv->opts->progress, sv->opts->userdata, &sv->ram_checksum, err);
 }
 
 int save_make_durable(struct save *sv, qsnap_error *err)
@@ -157,7 +159,7 @@ int save_make_durable(struct save *sv, qsnap_error *err)
 	/* The guest runs again: the staged RAM goes to the snapshot. */
 	if (sv->stage) {
 		r = ramfile_copy(AT_FDCWD, sv->stage, vm->dirfd, ram, vm->def.memory, "persist RAM",
-				 sv->opts->progress, sv->opts->userdata, err);
+				 sv->opts->progress, sv->opts->userdata, &sv->ram_checksum, err);
 		unlink(sv->stage);
 		free(TAKE_PTR(sv->stage));
 		if (r < 0)

@@ -48,6 +48,18 @@ static void problem(struct verify *v, const char *snap, const char *file, const 
 	va_end(ap);
 }
 
+/* Not damage, but something verify could not check. */
+static void note(struct verify *v, const char *snap, const char *file, const char *what)
+{
+	qsnap_verify_problem *p;
+
+	v->rep.notes = xrealloc(v->rep.notes, (v->rep.n_notes + 1) * sizeof(*v->rep.notes));
+	p = &v->rep.notes[v->rep.n_notes++];
+	p->snapshot = xstrdup(snap);
+	p->file = vm_path(v->vm, file);
+	p->what = xstrdup(what);
+}
+
 static void report_progress(struct verify *x, bool finished)
 {
 	progress_report(&x->progress, x->done, finished);
@@ -61,18 +73,36 @@ static void on_read(uint64_t n, void *userdata)
 	report_progress(v, false);
 }
 
-/* A shared-RAM snapshot's RAM file: there, and the guest's RAM size. */
+/* A shared-RAM snapshot's RAM file: there, the guest's RAM size, and the
+ * checksum recorded at save time (holes hashed as zeros, not read). */
 static void check_ram(struct verify *v, const struct snapshot *s)
 {
-	_cleanup_free_ char *path = xasprintf("%s/ram", s->dir);
+	_cleanup_free_ char *path = layout_in(s->dir, SNAP_RAM), *sum = NULL;
+	_cleanup_close_ int fd = openat(v->vm->dirfd, path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
+	qsnap_error e2;
 
 	v->rep.n_files++;
-	if (fstatat(v->vm->dirfd, path, &st, 0) < 0)
+	if (fd < 0 || fstat(fd, &st) < 0) {
 		problem(v, s->name, path, "%s", errno == ENOENT ? "missing" : strerror(errno));
-	else if (s->memory && (uint64_t)st.st_size != s->memory)
+		return;
+	}
+	if (s->memory && (uint64_t)st.st_size != s->memory) {
 		problem(v, s->name, path, "has %lld bytes, but the guest had %llu: the file is damaged",
 			(long long)st.st_size, (unsigned long long)s->memory);
+		return;
+	}
+	if (!s->ram_checksum) {
+		note(v, s->name, path, "RAM not checksummed (saved before qsnap recorded RAM checksums): only its size was checked");
+		return;
+	}
+	if (checksum_fd_ex(fd, path, on_read, v, &sum, &e2) < 0) {
+		problem(v, s->name, path, "%s", e2.msg);
+		return;
+	}
+	if (strcmp(sum, s->ram_checksum))
+		problem(v, s->name, path, "checksum %s differs from %s recorded at save time: the RAM file is damaged",
+			sum, s->ram_checksum);
 }
 
 /* The machine state: size and magic ("QEVM", or zstd's), then the checksum. */
@@ -97,8 +127,6 @@ static void check_vmstate(struct verify *v, const struct snapshot *s)
 		v->done += (uint64_t)st.st_size;
 		return;
 	}
-	if (s->mode == QSNAP_RAM_SHARED)
-		check_ram(v, s);
 	if (pread(fd, magic, sizeof(magic), 0) != sizeof(magic) ||
 	    memcmp(magic, s->compressed ? "\x28\xb5\x2f\xfd" : "QEVM", 4)) {
 		problem(v, s->name, path, "is not a QEMU machine state (no %s header)",
@@ -141,6 +169,10 @@ static void check_meta(struct verify *v, const struct snapshot *s)
 	if (s->vmstate_checksum && (!sum || strcmp(sum, s->vmstate_checksum)))
 		problem(v, s->name, path, "records checksum %s, state.json %s",
 			sum ? sum : "(none)", s->vmstate_checksum);
+	sum = jstr(o, "ram_checksum");
+	if (s->ram_checksum && (!sum || strcmp(sum, s->ram_checksum)))
+		problem(v, s->name, path, "records RAM checksum %s, state.json %s",
+			sum ? sum : "(none)", s->ram_checksum);
 }
 
 /* qemu-img check of one layer on its own: its backing file is not opened
@@ -277,6 +309,8 @@ static void verify_snapshot(struct verify *v, const struct snapshot *s)
 		problem(v, s->name, s->dir, "the snapshot's directory is missing");
 	} else {
 		check_vmstate(v, s);
+		if (s->mode == QSNAP_RAM_SHARED)
+			check_ram(v, s);
 		check_meta(v, s);
 	}
 	for (size_t i = 0; i < v->vm->def.n_drives; i++) {
@@ -311,7 +345,8 @@ int qsnap_vm_verify(qsnap_vm *vm, const char *name, const qsnap_verify_opts *opt
 	}
 	for (size_t i = 0; i < vm->st.n_snapshots; i++)
 		if (!only || only == &vm->st.snapshots[i])
-			v.progress.total += vm->st.snapshots[i].vmstate_size;
+			v.progress.total += vm->st.snapshots[i].vmstate_size +
+					    (vm->st.snapshots[i].ram_checksum ? vm->st.snapshots[i].memory : 0);
 	for (size_t i = 0; i < vm->st.n_snapshots; i++)
 		if (!only || only == &vm->st.snapshots[i])
 			verify_snapshot(&v, &vm->st.snapshots[i]);
@@ -325,13 +360,19 @@ int qsnap_vm_verify(qsnap_vm *vm, const char *name, const qsnap_verify_opts *opt
 	return 0;
 }
 
+static void free_problems(qsnap_verify_problem *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(p[i].snapshot);
+		free(p[i].file);
+		free(p[i].what);
+	}
+	free(p);
+}
+
 void qsnap_verify_report_free(qsnap_verify_report *rep)
 {
-	for (size_t i = 0; i < rep->n_problems; i++) {
-		free(rep->problems[i].snapshot);
-		free(rep->problems[i].file);
-		free(rep->problems[i].what);
-	}
-	free(rep->problems);
+	free_problems(rep->problems, rep->n_problems);
+	free_problems(rep->notes, rep->n_notes);
 	memset(rep, 0, sizeof(*rep));
 }

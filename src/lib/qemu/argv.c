@@ -118,8 +118,9 @@ char **qemu_argv(const struct qemu_cmd *c)
 	if (c->ram_file) {
 		_cleanup_free_ char *path = opt_escape(c->ram_file);
 
-		strv_pushf(&argv, &n, "memory-backend-file,id=ram0,size=%lluM,mem-path=%s,share=%s",
-			   (unsigned long long)(def->memory >> 20), path, c->ram_share ? "on" : "off");
+		strv_pushf(&argv, &n, "memory-backend-file,id=ram0,size=%lluM,mem-path=%s,share=%s%s",
+			   (unsigned long long)(def->memory >> 20), path, c->ram_share ? "on" : "off",
+			   c->ram_readonly ? ",readonly=on,rom=off" : "");
 	} else {
 		strv_pushf(&argv, &n, "memory-backend-ram,id=ram0,size=%lluM",
 			   (unsigned long long)(def->memory >> 20));

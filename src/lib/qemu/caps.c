@@ -157,3 +157,73 @@ int qemu_has_machine(const char *qemu, const char *machine, bool *ret, qsnap_err
 			*ret = true;
 	return 0;
 }
+
+/* memory-backend-file's rom (QEMU 8.2+): with readonly=on,rom=off QEMU
+ * opens the RAM file read-only and maps it copy-on-write, so nothing it
+ * does (a balloon's discard: fallocate(PUNCH_HOLE)) can change the file. */
+#define ROM_PROPERTY "rom"
+
+int caps_backend_rom(struct qmp *q, bool *ret, qsnap_error *err)
+{
+	_cleanup_json_ json_object *props = NULL;
+	int r = qmp_execute(q, "qom-list-properties",
+			    jbuild("typename", json_object_new_string("memory-backend-file"), NULL),
+			    &props, 0, err);
+
+	if (r < 0)
+		return r;
+	*ret = false;
+	for (size_t i = 0; json_object_is_type(props, json_type_array) &&
+			   i < json_object_array_length(props);
+	     i++) {
+		const char *n = jstr(json_object_array_get_idx(props, i), "name");
+
+		if (n && !strcmp(n, ROM_PROPERTY))
+			*ret = true;
+	}
+	return 0;
+}
+
+int qemu_backend_rom(const char *qemu, bool *ret, qsnap_error *err)
+{
+	char *argv[] = {(char *)(qemu ? qemu : "qemu-system-x86_64"), "-object",
+			"memory-backend-file,help", NULL};
+	_cleanup_free_ char *out = NULL;
+	int r = run_program(NULL, argv, &out, err);
+
+	if (r < 0)
+		return r;
+	/* One property a line: "  rom=<OnOffAuto>  - Whether to ..." */
+	*ret = false;
+	for (const char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		if (!strncmp(l + strspn(l, " "), ROM_PROPERTY "=", strlen(ROM_PROPERTY) + 1))
+			*ret = true;
+	return 0;
+}
+
+int caps_ram_discarder(struct qmp *q, const char **ret, qsnap_error *err)
+{
+	_cleanup_json_ json_object *mem = NULL, *balloon = NULL;
+	qsnap_error e2;
+	int r;
+
+	*ret = NULL;
+	/* query-balloon fails (DeviceNotActive) unless a balloon device
+	 * exists, whether or not the guest drives it. */
+	if (qmp_execute(q, "query-balloon", NULL, &balloon, 0, &e2) == 0) {
+		*ret = "a balloon device";
+		return 0;
+	}
+	r = qmp_execute(q, "query-memory-devices", NULL, &mem, 0, err);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; json_object_is_type(mem, json_type_array) &&
+			   i < json_object_array_length(mem);
+	     i++) {
+		const char *t = jstr(json_object_array_get_idx(mem, i), "type");
+
+		if (t && !strcmp(t, "virtio-mem"))
+			*ret = "a virtio-mem device";
+	}
+	return 0;
+}

@@ -26,6 +26,7 @@ struct qemu_cmd {
 	bool incoming;		 /* -incoming defer */
 	const char *ram_file;	 /* guest RAM from this file; NULL: anonymous */
 	bool ram_share;		 /* MAP_SHARED (ours to copy) or copy-on-write */
+	bool ram_readonly;	 /* copy-on-write of a file opened read-only */
 	bool readonly_disks;	 /* inspecting a memory dump: change nothing */
 };
 /* The command line, NULL-terminated (strv_free it). */
@@ -68,6 +69,14 @@ const char *caps_version(struct qmp *q);
 int caps_resolve_machine(struct qmp *q, const char *want, char **ret, qsnap_error *err);
 /* Does the running QEMU have machine type name? */
 int caps_has_machine(struct qmp *q, const char *name, bool *ret, qsnap_error *err);
+/* Can memory-backend-file open its file read-only and still give the guest
+ * writable, copy-on-write RAM (readonly=on,rom=off)? Asked of a running
+ * QEMU, or of the binary qemu (NULL: the one on PATH). */
+int caps_backend_rom(struct qmp *q, bool *ret, qsnap_error *err);
+int qemu_backend_rom(const char *qemu, bool *ret, qsnap_error *err);
+/* Does the VM have a device through which QEMU discards guest RAM (a
+ * balloon, virtio-mem)? *ret names it, or is NULL. */
+int caps_ram_discarder(struct qmp *q, const char **ret, qsnap_error *err);
 /* Does the QEMU binary qemu (NULL: qemu-system-x86_64) have that machine
  * type? Asked of the binary itself (-machine help), for a QEMU not running. */
 int qemu_has_machine(const char *qemu, const char *machine, bool *ret, qsnap_error *err);

@@ -14,6 +14,7 @@ void snapshot_free(struct snapshot *s)
 	free(s->parent);
 	free(s->dir);
 	free(s->vmstate_checksum);
+	free(s->ram_checksum);
 	free(s->qemu_version);
 	free(s->machine);
 	for (size_t i = 0; i < s->n_drives; i++) {
@@ -217,13 +218,15 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.memory = (uint64_t)jint(s, "memory", 0);
 		sn.compressed = jbool(s, "compressed", false);
 		sn.vmstate_checksum = xstrdup_or_null(jstr(s, "vmstate_checksum"));
+		sn.ram_checksum = xstrdup_or_null(jstr(s, "ram_checksum"));
 		sn.qemu_version = xstrdup_or_null(jstr(s, "qemu_version"));
 		sn.machine = xstrdup_or_null(jstr(s, "machine"));
 		format = jstr(s, "format");
 		sn.format = format ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM;
 		if (qsnap_ram_mode_parse(mode, &sn.mode) < 0 ||
 		    (format && strcmp(format, vmstate_format_name(VMSTATE_MAPPED_RAM))) ||
-		    (sn.vmstate_checksum && !checksum_valid(sn.vmstate_checksum))) {
+		    (sn.vmstate_checksum && !checksum_valid(sn.vmstate_checksum)) ||
+		    (sn.ram_checksum && !checksum_valid(sn.ram_checksum))) {
 			snapshot_free(&sn);
 			goto fail_snapshots;
 		}
@@ -327,6 +330,9 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 		if (s->vmstate_checksum)
 			json_object_object_add(so, "vmstate_checksum",
 					       json_object_new_string(s->vmstate_checksum));
+		if (s->ram_checksum)
+			json_object_object_add(so, "ram_checksum",
+					       json_object_new_string(s->ram_checksum));
 		if (s->qemu_version)
 			json_object_object_add(so, "qemu_version",
 					       json_object_new_string(s->qemu_version));

@@ -43,6 +43,7 @@ struct snapshot {
 	uint64_t memory; /* guest RAM size at save time */
 	bool compressed; /* <dir>/vmstate.zst instead of <dir>/vmstate */
 	char *vmstate_checksum; /* "xxh3-128:...", NULL for older snapshots */
+	char *ram_checksum;	/* of <dir>/ram (holes as zeros); NULL: none */
 	/* The QEMU and versioned machine type it was saved with (NULL for
 	 * older snapshots): it loads only into that machine type. */
 	char *qemu_version;

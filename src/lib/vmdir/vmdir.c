@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -13,6 +15,24 @@
 char *vm_path(qsnap_vm *vm, const char *rel)
 {
 	return xasprintf("%s/%s", vm->dir, rel);
+}
+
+void vm_set_notice(qsnap_vm *vm, const char *fmt, ...)
+{
+	va_list ap;
+
+	free(TAKE_PTR(vm->notice));
+	if (!fmt)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&vm->notice, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+}
+
+const char *qsnap_vm_notice(qsnap_vm *vm)
+{
+	return vm->notice;
 }
 
 int vmdir_open(qsnap_vm *vm, const char *dir, qsnap_error *err)

@@ -20,7 +20,10 @@ struct qsnap_vm {
 	qsnap_def def;
 	struct state st;
 	struct qmp *qmp; /* connection to the running QEMU, opened on demand */
+	char *notice;	 /* what the last call wants the user to know (qsnap_vm_notice) */
 };
+/* Set (fmt NULL: clear) the VM's notice. */
+void vm_set_notice(qsnap_vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* A path inside the VM directory, for messages: "DIR/rel". */
 char *vm_path(qsnap_vm *vm, const char *rel);
