@@ -98,7 +98,7 @@ int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts
 		 * guest memory configuration", QEMU 7.2 and 10.0): then the
 		 * guest is paused for the dump, as a save does. */
 		live = running && !(vm->st.ram_file && !vm->st.ram_shared);
-		r = migrate_setup(q, false, false, live, false, err);
+		r = migrate_setup(q, &(struct mig_setup){.background = live}, err);
 		if (r < 0)
 			goto fail;
 		r = migrate_pass(q, DUMP_FD_NAME, pump ? qemu_fd : fd, !pump, &tgt, err);
@@ -182,7 +182,7 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
 	if (r < 0)
 		return r;
 	q = vm->qmp;
-	r = migrate_setup(q, true, false, false, false, err);
+	r = migrate_setup(q, &(struct mig_setup){.incoming = true}, err);
 	if (r < 0)
 		goto fail;
 	if (!memcmp(magic, "\x28\xb5\x2f\xfd", 4)) {

@@ -81,8 +81,11 @@ static int restore_load(struct restore *rs, qsnap_error *err)
 		return qerr(err, ENOTSUP, "snapshot '%s' is in QEMU's %s format (saved on QEMU %s), which this QEMU (%s) cannot read: restore it with QEMU >= 9.0 (\"qemu\" in vm.json)",
 			    rs->name, vmstate_format_name(s->format), s->qemu_version ? s->qemu_version : "(unknown)",
 			    caps_version(q));
-	r = migrate_setup(q, true, s->mode == QSNAP_RAM_SHARED, false,
-			  s->format == VMSTATE_MAPPED_RAM, err);
+	r = migrate_setup(q,
+			  &(struct mig_setup){.incoming = true,
+					      .ignore_shared = s->mode == QSNAP_RAM_SHARED,
+					      .mapped = s->format == VMSTATE_MAPPED_RAM},
+			  err);
 	if (r < 0)
 		return r;
 	/* QEMU reads a plain stream itself: measured here, reading it through

@@ -8,6 +8,7 @@
  * undone by the next command (save_recover). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops/save.h"
@@ -70,6 +71,13 @@ static int save_begin(struct save *sv, qsnap_error *err)
 	 * loading state for instance 0x0 of device 'kvm-tpr-opt'"); not with
 	 * x-ignore-shared: that fails ("Bad address"). */
 	sv->mapped = !sv->opts->compress && !sv->live && !sv->shared && migrate_can_map(sv->q);
+	/* A running guest's RAM in the stream is written while it runs
+	 * (precopy), and the guest is stopped only for the last pages, the
+	 * device state and the disks' cut (pause-before-switchover). Shared
+	 * RAM is copied by qsnap while the guest is paused; a live save
+	 * pauses it only for the device state anyway. */
+	sv->precopy = sv->running && !sv->live && !sv->shared && migrate_can_pause_switchover(sv->q) &&
+		      !getenv("QSNAP_NO_PRECOPY");
 	if (sv->shared) {
 		_cleanup_free_ char *snapdir = vm_path(vm, VMDIR_SNAPSHOTS);
 
@@ -243,7 +251,8 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 		return r;
 	}
 	if ((r = save_mark_pending(&sv, err)) < 0 || (r = save_prepare_layers(&sv, err)) < 0 ||
-	    (r = save_open_vmstate(&sv, err)) < 0 || (r = save_switch_layers(&sv, err)) < 0 ||
+	    (r = save_open_vmstate(&sv, err)) < 0 ||
+	    (!sv.precopy && (r = save_switch_layers(&sv, err)) < 0) ||
 	    (r = save_migrate(&sv, err)) < 0 || (sv.shared && (r = save_copy_ram(&sv, err)) < 0) ||
 	    (r = save_resume(&sv, err)) < 0 || (r = save_make_durable(&sv, err)) < 0 ||
 	    (r = save_finish(&sv, err)) < 0) {

@@ -30,6 +30,10 @@ struct save {
 	bool shared;  /* RAM from our shared file, copied by us */
 	bool live;    /* background-snapshot: RAM written while the guest runs */
 	bool mapped;  /* mapped-ram + multifd */
+	/* A running guest's RAM written while it runs (precopy); QEMU stops it
+	 * at the end and waits there for the disks' cut (save_switch_layers,
+	 * called from the migration's wait). */
+	bool precopy;
 	struct cut *cuts;
 	size_t n_cuts;
 	/* How far it got. */
@@ -54,6 +58,8 @@ struct save {
  * never happened. */
 int save_prepare_layers(struct save *sv, qsnap_error *err);
 int save_switch_layers(struct save *sv, qsnap_error *err);
+/* The same as a migration's switchover callback (data: the save). */
+int save_switch_at_switchover(void *data, qsnap_error *err);
 void save_drop_layers(struct save *sv);
 
 /* The files (save_files.c): the machine state through QEMU's migration,

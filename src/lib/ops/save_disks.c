@@ -66,7 +66,11 @@ int save_switch_layers(struct save *sv, qsnap_error *err)
 		json_object_put(actions);
 		return r;
 	}
-	if (sv->running) {
+	if (sv->precopy) {
+		/* QEMU has stopped the guest to finish the migration; the
+		 * STOP event came then, and the RESUME of our cont ends it. */
+		sv->paused_here = true;
+	} else if (sv->running) {
 		/* Its STOP, and the RESUME that ends the pause, measure it. */
 		r = qmp_execute_expect(sv->q, "stop", NULL,
 				       (const char *const[]){"STOP", "RESUME", NULL}, NULL, 0, err);
@@ -93,4 +97,9 @@ int save_switch_layers(struct save *sv, qsnap_error *err)
 		return r;
 	sv->switched = true;
 	return 0;
+}
+
+int save_switch_at_switchover(void *data, qsnap_error *err)
+{
+	return save_switch_layers(data, err);
 }

@@ -45,10 +45,15 @@ static bool direct_io_wanted(bool incoming)
 	return env && strstr(env, incoming ? "restore" : "save");
 }
 
-int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background, bool mapped,
-		  qsnap_error *err)
+bool migrate_can_pause_switchover(struct qmp *q)
+{
+	return caps_migrate_cap(q, "pause-before-switchover") && caps_command(q, "migrate-continue");
+}
+
+int migrate_setup(struct qmp *q, const struct mig_setup *s, qsnap_error *err)
 {
 	json_object *caps = json_object_new_array(), *params;
+	bool incoming = s->incoming, mapped = s->mapped;
 	int r;
 
 	if (mapped && !migrate_can_map(q))
@@ -57,9 +62,11 @@ int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool backgro
 	/* MIGRATION events tell us when it ends, at both ends. */
 	json_object_array_add(caps, cap("events", true));
 	/* Set either way: a QEMU keeps capabilities from its last migration. */
-	json_object_array_add(caps, cap("x-ignore-shared", ignore_shared));
+	json_object_array_add(caps, cap("x-ignore-shared", s->ignore_shared));
 	if (!incoming)
-		json_object_array_add(caps, cap("background-snapshot", background));
+		json_object_array_add(caps, cap("background-snapshot", s->background));
+	if (!incoming && caps_migrate_cap(q, "pause-before-switchover"))
+		json_object_array_add(caps, cap("pause-before-switchover", s->switchover));
 	/* Only the capabilities this QEMU has: setting an unknown one fails. */
 	if (caps_migrate_cap(q, "mapped-ram"))
 		json_object_array_add(caps, cap("mapped-ram", mapped));
@@ -203,8 +210,29 @@ static bool live_resume(struct qmp *q, json_object *info, bool done, qsnap_error
 	return true;
 }
 
+/* A precopy save waits in pre-switchover with the guest stopped: the
+ * caller's cut, then on. */
+static int switchover(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
+{
+	int r = w->switchover(w->switchover_data, err);
+
+	if (r == 0)
+		r = qmp_execute(q, "migrate-continue",
+				jbuild("state", json_object_new_string("pre-switchover"), NULL), NULL,
+				0, err);
+	if (r < 0)
+		migrate_end(q);
+	return r;
+}
+
+/* Passes over RAM after which a precopy save stops a guest that dirties
+ * RAM faster than QEMU writes it (dirty-sync-count counts the first sync
+ * before any pass too). */
+#define PRECOPY_PASSES 3
+
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 {
+	bool stopped = false;
 	int64_t deadline = now_ms() + (int64_t)w->timeout_s * 1000;
 	struct progress p;
 	bool to_resume = w->live && !w->incoming;
@@ -219,6 +247,12 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 
 			if (!status)
 				continue;
+			if (!strcmp(status, "pre-switchover") && w->switchover) {
+				r = switchover(q, w, err);
+				if (r < 0)
+					return r;
+				continue;
+			}
 			if (!strcmp(status, "completed")) {
 				uint64_t done = done_bytes(w);
 
@@ -264,6 +298,13 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 					p.total = (uint64_t)t;
 				if (to_resume && live_resume(q, info, false, err))
 					to_resume = false;
+				if (w->switchover && !stopped &&
+				    jint(ram, "dirty-sync-count", 0) > PRECOPY_PASSES) {
+					qsnap_error e2;
+
+					qmp_execute(q, "stop", NULL, NULL, 5000, &e2);
+					stopped = true;
+				}
 			}
 		}
 		progress_report(&p, done_bytes(w), false);

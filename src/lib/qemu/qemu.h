@@ -87,12 +87,21 @@ int qemu_has_machine(const char *qemu, const char *machine, bool *ret, qsnap_err
  * QEMU accepts "cont" again. */
 void migrate_end(struct qmp *q);
 
-/* Migration capabilities and parameters qsnap uses at both ends.
- * ignore_shared: leave shared RAM out of the stream (x-ignore-shared); the
- * loading end must say the same as the saving end did. background: a live
- * save (background-snapshot). */
-int migrate_setup(struct qmp *q, bool incoming, bool ignore_shared, bool background, bool mapped,
-		  qsnap_error *err);
+/* Migration capabilities and parameters qsnap uses at both ends. */
+struct mig_setup {
+	bool incoming;
+	/* Leave shared RAM out of the stream (x-ignore-shared); the loading
+	 * end must say the same as the saving end did. */
+	bool ignore_shared;
+	bool background; /* a live save (background-snapshot) */
+	bool mapped;	 /* mapped-ram + multifd */
+	/* A precopy save of a running guest: QEMU stops it only at the end
+	 * and waits there (pause-before-switchover) for the disks' cut. */
+	bool switchover;
+};
+int migrate_setup(struct qmp *q, const struct mig_setup *s, qsnap_error *err);
+/* Can this QEMU pause a migration before its switchover? */
+bool migrate_can_pause_switchover(struct qmp *q);
 /* mapped: the mapped-ram format (RAM pages at fixed offsets of a seekable
  * file, written and read by multifd channels). Can this QEMU do it? */
 bool migrate_can_map(struct qmp *q);
@@ -111,6 +120,13 @@ struct mig_wait {
 	/* A live save that stopped the guest for the disks' cut: let it run
 	 * again once QEMU writes RAM (QEMU >= 9.0 leaves it paused). */
 	bool live;
+	/* A precopy save (mig_setup.switchover): called when QEMU has stopped
+	 * the guest and waits before its switchover; the migration goes on
+	 * when it returns 0 and is cancelled otherwise. A guest that dirties
+	 * RAM faster than it is written is stopped after a few passes, so
+	 * the save always ends. */
+	int (*switchover)(void *data, qsnap_error *err);
+	void *switchover_data;
 };
 /* Wait for the MIGRATION event that ends a migration, reporting progress. */
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
