@@ -285,7 +285,7 @@ static int open_vm(struct cli *c)
 
 	if (c->cmd->vm == CLI_VM_READONLY)
 		return qsnap_vm_open(dir, QSNAP_OPEN_READONLY, 0, &c->vm, &c->err) < 0 ? CLI_FAILED : 0;
-	r = qsnap_vm_open(dir, 0, 0, &c->vm, &c->err);
+	r = qsnap_vm_open(dir, 0, QSNAP_NO_WAIT, &c->vm, &c->err);
 	if (r == -EBUSY && c->lock_timeout > 0) {
 		/* Say why nothing happens: e.g. a background save runs. */
 		fprintf(stderr, "qsnap: %s is busy with another qsnap command; waiting up to %d s\n",
