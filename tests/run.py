@@ -208,6 +208,7 @@ QEMU10_SKIP = [
     "test_shared.test_memory_size_change_is_refused",  # checked before QEMU starts
     "test_shared.test_no_space_",            # qsnap's own free-space checks and RAM copy
     "test_embed.test_install_shared_library",  # meson install, nm: no QEMU
+    "test_cli_docs.test_help_columns", "test_cli_docs.test_man_page",  # no QEMU
     # The registry's transport, auth and faults: HTTP, the same on any QEMU
     # (the round trips, dedup and zero chunks run on both).
     "test_registry.test_skopeo_", "test_registry.test_basic_auth",
