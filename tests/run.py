@@ -275,6 +275,28 @@ def run_layers(tot):
             r.stdout + r.stderr)
 
 
+def run_python(tot):
+    """import qsnap's pytest tests (tests/python) with Debian's python3, on
+    the build tree's library and the system's QEMU."""
+    py = "/usr/bin/python3"
+    if subprocess.run([py, "-c", "import pytest"], capture_output=True).returncode:
+        tot.add("python: the binding's tests", False,
+                "python3-pytest is not installed (scripts/bootstrap check)")
+        return
+    env = {**os.environ, "QSNAP_LIBRARY": os.path.join(ROOT, "build", "src", "lib",
+                                                       "libqsnap.so.1")}
+    p = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python"],
+                       cwd=ROOT, env=env, capture_output=True, text=True)
+    last = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
+    n = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|error)", last)}
+    failed = n.get("failed", 0) + n.get("error", 0)
+    if p.returncode and not failed:
+        failed = 1
+    if failed:
+        print(tail(p.stdout + p.stderr, 60), flush=True)
+    tot.count("python", n.get("passed", 0), failed)
+
+
 def main():
     import harness
     import run as integration
@@ -288,6 +310,8 @@ def main():
         run_clang(tot)
         run_asan(tot)
         run_fuzz(tot)
+    if not only or "python" in only:
+        run_python(tot)
     which = os.environ.get("QSNAP_TEST_QEMUS", "system,qemu10").split(",")
     per_qemu = []
     if "system" in which:
