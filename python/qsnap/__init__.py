@@ -7,6 +7,7 @@ libqsnap (libqsnap.so.1, include/qsnap.h) through ctypes.
     with qsnap.VM.create("vm", drives={"vda": "base.qcow2"}, memory="1G") as vm:
         vm.start()
         vm.save("ready", live=True)
+        print(vm.console().run("uname -r"))  # (output, exit status)
         vm.restore("ready")
         print([s.name for s in vm.snapshots()], vm.status().state)
 
@@ -17,6 +18,7 @@ returns.
 """
 
 from . import _capi
+from .console import Console
 from .errors import Busy, Error, Exists, Invalid, NotFound
 from .types import Drive, Progress, SaveStats, Snapshot, Status
 from .vm import VM, pull
@@ -27,5 +29,5 @@ def version() -> str:
     return _capi.version().decode()
 
 
-__all__ = ["VM", "pull", "version", "Error", "NotFound", "Exists", "Busy", "Invalid",
+__all__ = ["VM", "Console", "pull", "version", "Error", "NotFound", "Exists", "Busy", "Invalid",
            "Progress", "Snapshot", "Status", "Drive", "SaveStats"]

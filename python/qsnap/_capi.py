@@ -157,3 +157,4 @@ snapshot_info_free = _proto("qsnap_snapshot_info_free", None, POINTER(POINTER(Sn
 vm_delete = _proto("qsnap_vm_delete", c_int, VMP, c_char_p, E)
 vm_push = _proto("qsnap_vm_push", c_int, VMP, c_char_p, c_char_p, POINTER(PushOpts), E)
 pull = _proto("qsnap_pull", c_int, c_char_p, c_char_p, POINTER(PullOpts), POINTER(c_void_p), E)
+console_connect = _proto("qsnap_console_connect", c_int, c_char_p, c_int, E)

@@ -8,6 +8,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from . import _capi
 from ._call import ProgressCallback, Reporter, arg, call, call_reporting, text
+from .console import Console
 from .errors import Invalid
 from .types import Drive, SaveStats, Snapshot, Status
 
@@ -257,6 +258,11 @@ class VM:
             return json.loads(ctypes.string_at(out.value)) if out.value else None
         finally:
             _capi.free(out)
+
+    def console(self, connect_timeout: float = 30) -> Console:
+        """The guest's serial console (needs no lock: use it while other
+        calls on this VM work); it follows the VM across restores."""
+        return Console(self.path, connect_timeout)
 
     def push(self, name: str, ref: str, *, insecure: bool = False,
              progress: Optional[ProgressCallback] = None) -> dict:

@@ -193,3 +193,21 @@ def test_no_leaks_under_valgrind(tmp_path, base):
                        env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-6000:]
     assert "definitely lost: 0 bytes" in p.stderr
+
+
+def test_console_run_expect_and_restores(vm):
+    boot(vm)
+    with vm.console() as con:
+        assert con.run("echo hello") == ("hello", 0)
+        assert con.run("false")[1] == 1
+        assert con.run("printf 'a\\nb\\n'") == ("a\nb", 0)
+        con.run("Y=before")
+        vm.save("s")
+        con.run("Y=after")
+        vm.restore("s")
+        # The restore replaced QEMU: the console follows without being told.
+        assert con.run("echo $Y") == ("before", 0)
+        con.sendline("echo mark-$((6*7))")
+        assert con.expect(r"mark-(\d+)").group(1) == b"42"
+        with pytest.raises(TimeoutError):
+            con.expect("never printed", timeout=0.5)
