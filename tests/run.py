@@ -303,6 +303,9 @@ def run_pytest(tot, py, qemu):
         failed = 1
     if failed:
         print(tail(p.stdout + p.stderr, 60), flush=True)
+    for line in p.stdout.splitlines():
+        if line.startswith("qsnap plugin:"):  # the per-test restore time
+            print(line, flush=True)
     tot.count(f"python QEMU {qemu_version(qemu or 'qemu-system-x86_64')}", n.get("passed", 0),
               failed)
 

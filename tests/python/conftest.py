@@ -17,7 +17,8 @@ ACCEL = os.environ.get("QSNAP_TEST_ACCEL", "tcg")
 QEMU = os.environ.get("QSNAP_TEST_QEMU") or None
 
 sys.path.insert(0, os.path.join(ROOT, "python"))
-os.environ.setdefault("QSNAP_LIBRARY", os.path.join(BUILD, "src", "lib", "libqsnap.so.1"))
+os.environ["QSNAP_LIBRARY"] = os.path.abspath(
+    os.environ.get("QSNAP_LIBRARY") or os.path.join(BUILD, "src", "lib", "libqsnap.so.1"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import qsnap  # noqa: E402
@@ -68,3 +69,9 @@ def console(v):
     s = Serial(os.path.join(v.path, "run", "serial.sock"))
     s.sh("true")
     return s
+
+
+def pytest_terminal_summary(terminalreporter):
+    import test_plugin
+    for line in getattr(test_plugin, "REPORT", []):
+        terminalreporter.write_line(line)
