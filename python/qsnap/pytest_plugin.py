@@ -11,8 +11,10 @@ listed in the summary). Options, on the command line or in pytest.ini:
 
     --qsnap-vm DIR         qsnap_vm = DIR          the VM directory
     --qsnap-snapshot NAME  qsnap_snapshot = NAME   the snapshot (default ready)
-    --qsnap-keep-failures  qsnap_keep_failures = true|false (default true)
-    --qsnap-qemu BINARY    qsnap_qemu = BINARY     (for a VM made here)
+    --qsnap-keep-failures, --qsnap-no-keep-failures
+                           qsnap_keep_failures = true|false (default true)
+
+The QEMU binary is the VM's own (qsnap init --qemu, vm.json).
 
 Markers: qsnap_no_restore (the test goes on from where the one before it
 left the VM: a chain of dependent steps), qsnap_crash (the test crashes the
