@@ -14,6 +14,23 @@
  *  - Outputs named ret_* are written only on success.
  *  - The library never prints and never exits; progress is reported through
  *    a callback.
+ *  - How it grows without breaking a program built against an older (or
+ *    newer) qsnap.h: every struct the caller allocates and hands in (the
+ *    *_opts) or has filled (the *_stats) starts with size_t size, which
+ *    the caller sets to sizeof the struct, as the QSNAP_*_INIT macros do.
+ *    Fields are only ever added at the end. The library reads only what
+ *    size covers and takes the rest as 0; it refuses (E2BIG) a bigger
+ *    struct whose fields past what it knows are not 0, and zeroes them when
+ *    it fills one. 0 is the documented default of every field; "off" and
+ *    "do not wait" have constants of their own (QSNAP_COMPRESS_OFF,
+ *    QSNAP_NO_WAIT). NULL for an opts pointer: all defaults.
+ *  - What the library allocates it frees: structs it returns by pointer
+ *    (qsnap_status, qsnap_snapshot_info, ...) with their *_free function,
+ *    strings with qsnap_free. Those structs also grow at the end only, and
+ *    arrays of them are arrays of pointers: read them through the pointers
+ *    given, never copy them by value. A definition (qsnap_def) is opaque
+ *    and built with functions that copy what they are given.
+ *  - qsnap_error is fixed: { int code; char msg[1024]; }.
  *
  * Threads and processes:
  *  - A qsnap_vm is used by one thread at a time: give each thread its own
@@ -54,6 +71,22 @@ typedef struct qsnap_error {
 	char msg[1024]; /* one or more sentences, no trailing newline */
 } qsnap_error;
 
+/* The library's version, "MAJOR.MINOR.PATCH"; MAJOR is the SONAME's
+ * (libqsnap.so.1). */
+const char *qsnap_version(void);
+
+/* Free a string or array the library handed out (qsnap_vm_qmp's JSON, a
+ * snapshot name from qsnap_import or qsnap_pull, qsnap_def_get's value).
+ * NULL is fine. */
+void qsnap_free(void *p);
+
+/* 0 for a compress option: its default; this: no compression. */
+#define QSNAP_COMPRESS_OFF (-1)
+/* For a lock timeout: fail at once (EBUSY) when the VM is busy. */
+#define QSNAP_NO_WAIT (-1)
+/* A lock timeout of 0: this many seconds. */
+#define QSNAP_DEFAULT_LOCK_TIMEOUT 600
+
 /* ---- the guest's serial console ---------------------------------------- */
 
 /* Connect to the guest's console (VMDIR/run/serial.sock), waiting up to
@@ -68,21 +101,6 @@ int qsnap_console_connect(const char *vmdir, int timeout_ms, qsnap_error *err);
 
 /* ---- VM definition (vm.json) ------------------------------------------ */
 
-typedef enum qsnap_iface {
-	QSNAP_IF_VIRTIO,
-	QSNAP_IF_SCSI,
-	QSNAP_IF_IDE,
-	QSNAP_IF_PFLASH,
-} qsnap_iface;
-
-typedef struct qsnap_drive_def {
-	char *id;     /* [A-Za-z][A-Za-z0-9_-]*, at most 31 characters */
-	char *path;   /* the base image, absolute; never written by qsnap */
-	char *format; /* "qcow2" or "raw": the base image's format */
-	qsnap_iface iface;
-	bool readonly; /* read-only drives get no layers and are not snapshotted */
-} qsnap_drive_def;
-
 /* Where guest RAM lives, and so how a save gets it. */
 typedef enum qsnap_ram_mode {
 	QSNAP_RAM_STREAM, /* ordinary guest RAM, saved inside QEMU's migration stream */
@@ -90,36 +108,42 @@ typedef enum qsnap_ram_mode {
 			     carries device state only */
 } qsnap_ram_mode;
 
-typedef struct qsnap_def {
-	char *qemu;    /* QEMU binary; NULL: qemu-system-x86_64 from PATH */
-	char *machine; /* NULL: QEMU's default machine */
-	char *accel;   /* colon-separated list tried in order, default "kvm:tcg" */
-	char *cpu;     /* NULL: QEMU's default CPU model */
-	unsigned smp;  /* number of vCPUs, default 1 */
-	uint64_t memory; /* bytes, default 1 GiB */
-	char *kernel, *initrd, *append; /* direct kernel boot, all optional */
-	bool serial;   /* first serial port on run/serial.sock (default true) */
-	qsnap_ram_mode ram_mode;
-	char *ram_dir; /* shared mode: where the RAM file lives; NULL: a private
-			  folder under /dev/shm */
-	/* A save that leaves a live chain (base image and layers) longer than
-	 * this compacts it; 0: QSNAP_DEFAULT_MAX_CHAIN. */
-	unsigned max_chain;
-	size_t n_drives;
-	qsnap_drive_def *drives;
-	size_t n_extra;
-	char **extra; /* extra QEMU arguments, appended as given */
-} qsnap_def;
+/* A VM's definition, opaque: made by qsnap_def_new (or read from a VM with
+ * qsnap_vm_def), set and read by key, freed with qsnap_def_free. */
+typedef struct qsnap_def qsnap_def;
 
 #define QSNAP_DEFAULT_MAX_CHAIN 16
 
-/* Fill def with the defaults described above. */
-void qsnap_def_init(qsnap_def *def);
+/* A new definition with the defaults; NULL when out of memory. */
+qsnap_def *qsnap_def_new(void);
+/* Free a definition from qsnap_def_new (not qsnap_vm_def's); NULL is fine. */
 void qsnap_def_free(qsnap_def *def);
 
-/* Add a drive from the command-line form ID=PATH[,if=...][,format=...][,readonly].
- * A relative PATH is taken relative to the current directory. */
-int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err);
+/* Set key to value (copied; NULL: back to the default), by the names of
+ * qsnap init's options:
+ *   "drive"     ID=PATH[,if=virtio|scsi|ide|pflash][,format=qcow2|raw][,readonly]:
+ *               adds a drive (a relative PATH is taken relative to the
+ *               current directory); NULL removes them all
+ *   "memory"    a size, "512M", "4G" (default 1G)
+ *   "smp"       vCPUs (default 1)
+ *   "machine", "cpu"  QEMU's (default: QEMU's own)
+ *   "accel"     accelerators tried in order (default "kvm:tcg")
+ *   "kernel", "initrd", "append"  direct kernel boot
+ *   "qemu"      the QEMU binary (default qemu-system-x86_64 from PATH)
+ *   "serial"    "on" (the default) or "off": the first serial port on
+ *               VMDIR/run/serial.sock
+ *   "ram-mode"  "stream" (the default) or "shared"
+ *   "ram-dir"   shared mode: where the RAM file lives (default: a private
+ *               folder under /dev/shm)
+ *   "max-chain" a save that leaves a live chain longer than this compacts
+ *               it (default QSNAP_DEFAULT_MAX_CHAIN)
+ *   "extra"     one extra QEMU argument, appended; NULL removes them all
+ * -EINVAL with a sentence for an unknown key or a bad value. */
+int qsnap_def_set(qsnap_def *def, const char *key, const char *value, qsnap_error *err);
+/* The value of key as qsnap_def_set takes it (free it with qsnap_free),
+ * NULL in *ret_value when unset (the default applies); "drive" and "extra"
+ * give the list, one per line. */
+int qsnap_def_get(const qsnap_def *def, const char *key, char **ret_value, qsnap_error *err);
 
 /* "stream" / "shared", and back; -EINVAL for an unknown word. */
 const char *qsnap_ram_mode_name(qsnap_ram_mode m);
@@ -151,6 +175,10 @@ bool qsnap_name_valid(const char *name);
  *   "flatten <drive>" qsnap_vm_export: one drive's chain made one image
  *   "export"          qsnap_vm_export: writing the archive
  *   "import"          qsnap_import: bytes read from the archive
+ *   "digest"          qsnap_vm_push, qsnap_pull: bytes hashed
+ *   "check"           qsnap_vm_push: blobs asked the registry about
+ *   "upload"          qsnap_vm_push: bytes sent
+ *   "download"        qsnap_pull: bytes received
  * qsnap_progress_phase() gives the same as an enum. */
 typedef enum qsnap_phase {
 	QSNAP_PHASE_OTHER, /* a name this version does not know */
@@ -166,8 +194,13 @@ typedef enum qsnap_phase {
 	QSNAP_PHASE_FLATTEN,
 	QSNAP_PHASE_EXPORT,
 	QSNAP_PHASE_IMPORT,
+	QSNAP_PHASE_DIGEST,
+	QSNAP_PHASE_CHECK,
+	QSNAP_PHASE_UPLOAD,
+	QSNAP_PHASE_DOWNLOAD,
 } qsnap_phase;
 
+/* Given by the library: grows at the end, read it through the pointer. */
 typedef struct qsnap_progress {
 	const char *phase;  /* one of the names above */
 	uint64_t done;      /* bytes done */
@@ -199,13 +232,14 @@ enum {
 
 /* Open a VM directory. Unless QSNAP_OPEN_READONLY, takes the VM's lock
  * (waiting at most lock_timeout seconds for another qsnap command on the
- * same VM; 0: fail at once) and finishes or undoes whatever an interrupted
+ * same VM; 0: QSNAP_DEFAULT_LOCK_TIMEOUT; QSNAP_NO_WAIT: fail at once) and finishes or undoes whatever an interrupted
  * earlier command left behind. */
 int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **ret_vm,
 		  qsnap_error *err);
 void qsnap_vm_close(qsnap_vm *vm);
 
-/* The definition as read from vm.json. */
+/* The definition as read from vm.json: vm's, valid until it is closed or
+ * changed (qsnap_vm_set_*); read it with qsnap_def_get. */
 const qsnap_def *qsnap_vm_def(qsnap_vm *vm);
 /* The VM directory, absolute. */
 const char *qsnap_vm_dir(qsnap_vm *vm);
@@ -215,6 +249,7 @@ const char *qsnap_vm_dir(qsnap_vm *vm);
 const char *qsnap_vm_notice(qsnap_vm *vm);
 
 typedef struct qsnap_start_opts {
+	size_t size; /* sizeof(qsnap_start_opts) */
 	bool paused;       /* leave the vCPUs stopped */
 	const char *from;  /* start from this snapshot (like restore) */
 	bool lazy;         /* with from: map the snapshot's RAM copy-on-write */
@@ -222,11 +257,12 @@ typedef struct qsnap_start_opts {
 	qsnap_progress_fn progress;
 	void *userdata;
 } qsnap_start_opts;
+#define QSNAP_START_OPTS_INIT {.size = sizeof(qsnap_start_opts)}
 
 /* Start QEMU for a stopped VM. */
 int qsnap_vm_start(qsnap_vm *vm, const qsnap_start_opts *opts, qsnap_error *err);
 
-/* Stop QEMU: "quit" over QMP, SIGKILL after timeout seconds (0: default 10).
+/* Stop QEMU: "quit" over QMP, SIGKILL after timeout seconds (0: the default, 10).
  * Stopping a stopped VM is not an error. */
 int qsnap_vm_stop(qsnap_vm *vm, int timeout, qsnap_error *err);
 
@@ -245,13 +281,14 @@ typedef struct qsnap_drive_status {
 			 where inside it) */
 } qsnap_drive_status;
 
+/* Given by the library (qsnap_vm_status): grows at the end. */
 typedef struct qsnap_status {
 	qsnap_run_state state;
 	char *qemu_status; /* QEMU's own word (query-status), NULL when stopped */
 	pid_t pid;	   /* 0 when stopped */
 	char *current;	   /* the snapshot the current state descends from, or NULL */
 	size_t n_drives;
-	qsnap_drive_status *drives;
+	qsnap_drive_status **drives;
 	size_t n_snapshots;
 	qsnap_ram_mode ram_mode; /* the definition's */
 	char *ram_file;	 /* the file QEMU's RAM is mapped from, NULL: anonymous */
@@ -259,26 +296,30 @@ typedef struct qsnap_status {
 			    carries RAM in the migration stream */
 } qsnap_status;
 
-int qsnap_vm_status(qsnap_vm *vm, qsnap_status *ret_status, qsnap_error *err);
+/* The VM's state now, in *ret_status: free it with qsnap_status_free. */
+int qsnap_vm_status(qsnap_vm *vm, qsnap_status **ret_status, qsnap_error *err);
 void qsnap_status_free(qsnap_status *st);
 const char *qsnap_run_state_name(qsnap_run_state s);
 
 /* Send one QMP command to the running QEMU. args_json may be NULL; the
- * reply's "return" value is returned as JSON text (free() it). */
+ * reply's "return" value is returned as JSON text (free it with qsnap_free). */
 int qsnap_vm_qmp(qsnap_vm *vm, const char *command, const char *args_json, char **ret_json,
 		 qsnap_error *err);
 
 /* ---- Snapshots ---------------------------------------------------------- */
 
 typedef struct qsnap_save_stats {
+	size_t size; /* sizeof(qsnap_save_stats) */
 	double paused;	/* seconds the guest was paused (QEMU's STOP to RESUME) */
 	double total;	/* seconds the whole save took */
 	uint64_t bytes; /* bytes of machine state written (stream and RAM file) */
 	bool live;	/* RAM was written while the guest ran */
 	qsnap_ram_mode mode; /* where the snapshot's RAM went */
 } qsnap_save_stats;
+#define QSNAP_SAVE_STATS_INIT {.size = sizeof(qsnap_save_stats)}
 
 typedef struct qsnap_save_opts {
+	size_t size; /* sizeof(qsnap_save_opts) */
 	bool replace; /* replace a snapshot of the same name */
 	/* Pause the guest only to cut the disks and save device state (a few
 	 * milliseconds); RAM is written while it runs, each page copied aside
@@ -288,7 +329,8 @@ typedef struct qsnap_save_opts {
 	 * (stats.live says which). RAM goes in the migration stream. */
 	bool live;
 	/* Compress the migration stream with zstd at this level (1-19) in
-	 * several threads; 0: no compression. Shared-RAM snapshots keep their
+	 * several threads; 0 (the default) and QSNAP_COMPRESS_OFF: no
+	 * compression. Shared-RAM snapshots keep their
 	 * RAM file sparse instead. */
 	int compress;
 	int timeout;  /* seconds; 0: default (600) */
@@ -296,6 +338,7 @@ typedef struct qsnap_save_opts {
 	void *userdata;
 	qsnap_save_stats *stats; /* filled on success when not NULL */
 } qsnap_save_opts;
+#define QSNAP_SAVE_OPTS_INIT {.size = sizeof(qsnap_save_opts)}
 
 /* Save the whole VM (every writable drive, RAM, CPU and device state) as
  * snapshot name. The VM runs on afterwards as it was (running or paused). */
@@ -307,16 +350,17 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
  * a child the caller reaps), holds the VM's lock until the save has ended,
  * and reports through the VM directory: qsnap_vm_background_save shows its
  * progress and, after it, its result, to any process. opts->progress and
- * opts->stats are not used. On success vm is closed in the calling process
- * (as by qsnap_vm_close) and must not be used again; open the VM again to
+ * opts->stats are not used. It takes the handle: *vmp is closed in the
+ * calling process (as by qsnap_vm_close) and set to NULL, whether the call
+ * succeeds or fails (the lock goes to the background process); open the VM again to
  * work on it (qsnap_vm_open waits for the save with its lock_timeout). The
- * background process's pid goes to *ret_pid when ret_pid is not NULL. On
- * failure vm is still open and unchanged. It forks: call it from a thread
+ * background process's pid goes to *ret_pid when ret_pid is not NULL. It forks: call it from a thread
  * while no other thread of the program holds a lock (malloc's included)
  * that the save would need, e.g. from a program with one thread. */
-int qsnap_vm_save_background(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
+int qsnap_vm_save_background(qsnap_vm **vmp, const char *name, const qsnap_save_opts *opts,
 			     pid_t *ret_pid, qsnap_error *err);
 
+/* Given by the library (qsnap_vm_background_save): grows at the end. */
 typedef struct qsnap_background_save {
 	char *name;	/* the snapshot it saves (or saved) */
 	bool running;	/* still at work; else it ended: ok, error, ended */
@@ -331,13 +375,14 @@ typedef struct qsnap_background_save {
 } qsnap_background_save;
 
 /* The VM's running background save, or the last one's result: returns 1
- * and fills ret_bg (free it with qsnap_background_save_free), or 0 when
- * there is none. Works on a VM opened with QSNAP_OPEN_READONLY, also while
+ * and sets *ret_bg (free it with qsnap_background_save_free), or 0 and
+ * NULL when there is none. Works on a VM opened with QSNAP_OPEN_READONLY, also while
  * the save holds the lock. */
-int qsnap_vm_background_save(qsnap_vm *vm, qsnap_background_save *ret_bg, qsnap_error *err);
+int qsnap_vm_background_save(qsnap_vm *vm, qsnap_background_save **ret_bg, qsnap_error *err);
 void qsnap_background_save_free(qsnap_background_save *bg);
 
 typedef struct qsnap_restore_opts {
+	size_t size; /* sizeof(qsnap_restore_opts) */
 	int timeout; /* seconds; 0: default (600) */
 	/* Shared-RAM snapshots: map the snapshot's RAM file copy-on-write
 	 * instead of copying it, so the restore does not read RAM at all. The
@@ -352,12 +397,14 @@ typedef struct qsnap_restore_opts {
 	qsnap_progress_fn progress;
 	void *userdata;
 } qsnap_restore_opts;
+#define QSNAP_RESTORE_OPTS_INIT {.size = sizeof(qsnap_restore_opts)}
 
 /* Bring the VM back to snapshot name, whether or not QEMU runs now. The
  * unsaved current state is discarded; other snapshots are kept. */
 int qsnap_vm_restore(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 		     qsnap_error *err);
 
+/* Given by the library (qsnap_vm_list): grows at the end. */
 typedef struct qsnap_snapshot_info {
 	char *name;
 	char *parent;	   /* NULL for a first snapshot */
@@ -370,8 +417,10 @@ typedef struct qsnap_snapshot_info {
 	bool current;	   /* the current state descends from this snapshot */
 } qsnap_snapshot_info;
 
-int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info **ret_list, size_t *ret_n, qsnap_error *err);
-void qsnap_snapshot_info_free(qsnap_snapshot_info *list, size_t n);
+/* The snapshots, oldest first: *ret_n pointers in *ret_list; free them
+ * with qsnap_snapshot_info_free(list, n). */
+int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info ***ret_list, size_t *ret_n, qsnap_error *err);
+void qsnap_snapshot_info_free(qsnap_snapshot_info **list, size_t n);
 
 typedef enum qsnap_dump_format {
 	QSNAP_DUMP_STREAM, /* QEMU's migration stream: loads back into QEMU
@@ -381,12 +430,14 @@ typedef enum qsnap_dump_format {
 } qsnap_dump_format;
 
 typedef struct qsnap_dump_opts {
+	size_t size; /* sizeof(qsnap_dump_opts) */
 	qsnap_dump_format format;
-	int compress; /* zstd level, 0: default (3), -1: no compression */
+	int compress; /* zstd level (1-19); 0: the default, 3; QSNAP_COMPRESS_OFF: none */
 	int timeout;  /* seconds; 0: default (600) */
 	qsnap_progress_fn progress;
 	void *userdata;
 } qsnap_dump_opts;
+#define QSNAP_DUMP_OPTS_INIT {.size = sizeof(qsnap_dump_opts)}
 
 /* Write the machine state of the running (or paused) VM to output for
  * post-mortem debugging, zstd-compressed in several threads; the VM goes on
@@ -409,14 +460,17 @@ int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsn
 int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err);
 
 typedef struct qsnap_compact_stats {
+	size_t size; /* sizeof(qsnap_compact_stats) */
 	unsigned merged;    /* unneeded layers merged into the layer above */
 	unsigned flattened; /* live chains flattened onto their base image */
 	size_t longest;	    /* the longest live chain afterwards (base included) */
 } qsnap_compact_stats;
+#define QSNAP_COMPACT_STATS_INIT {.size = sizeof(qsnap_compact_stats)}
 
 /* Shorten the drives' layer chains without changing what any snapshot
  * restores to: merge layers nothing needs, and flatten live chains longer
- * than max_chain (0: the definition's limit) onto their base. Works with
+ * than max_chain (0: the definition's limit) onto their base. ret_stats
+ * (its size set) is filled when not NULL. Works with
  * the VM running (QEMU streams into the active layer) or stopped. */
 int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_stats,
 		     qsnap_error *err);
@@ -437,6 +491,7 @@ const char *qsnap_image_format_name(qsnap_image_format f);
 int qsnap_image_format_parse(const char *s, qsnap_image_format *ret);
 
 typedef struct qsnap_publish_opts {
+	size_t size; /* sizeof(qsnap_publish_opts) */
 	const char *at;	    /* the snapshot to publish; NULL: the drive as it is now,
 			       which needs a stopped VM */
 	qsnap_image_format format; /* QSNAP_IMAGE_QCOW2 (the default) or QSNAP_IMAGE_RAW */
@@ -445,6 +500,7 @@ typedef struct qsnap_publish_opts {
 	qsnap_progress_fn progress; /* phase "publish"; bytes of the virtual disk */
 	void *userdata;
 } qsnap_publish_opts;
+#define QSNAP_PUBLISH_OPTS_INIT {.size = sizeof(qsnap_publish_opts)}
 
 /* Write drive's whole layer chain (base image included) as one standalone
  * image at output, which needs no backing file and can be the base image
@@ -457,6 +513,7 @@ int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 
 /* ---- Verifying snapshots ---------------------------------------------- */
 
+/* Given by the library (qsnap_vm_verify), as the report: grow at the end. */
 typedef struct qsnap_verify_problem {
 	char *snapshot; /* the snapshot that needs the file */
 	char *file;	/* the file, as a path a user can open */
@@ -467,18 +524,20 @@ typedef struct qsnap_verify_report {
 	size_t n_snapshots; /* snapshots checked */
 	size_t n_files;	    /* files checked (machine states, meta files, layers, bases) */
 	size_t n_problems;
-	qsnap_verify_problem *problems;
+	qsnap_verify_problem **problems;
 	/* What could not be checked, which is not damage: a shared-RAM
 	 * snapshot saved before qsnap recorded RAM checksums ("RAM not
 	 * checksummed"). */
 	size_t n_notes;
-	qsnap_verify_problem *notes;
+	qsnap_verify_problem **notes;
 } qsnap_verify_report;
 
 typedef struct qsnap_verify_opts {
+	size_t size; /* sizeof(qsnap_verify_opts) */
 	qsnap_progress_fn progress; /* phase "verify"; bytes of machine state and RAM hashed */
 	void *userdata;
 } qsnap_verify_opts;
+#define QSNAP_VERIFY_OPTS_INIT {.size = sizeof(qsnap_verify_opts)}
 
 /* Check that every file snapshot name needs (every snapshot when name is
  * NULL) exists and is intact: the machine state and a shared-RAM
@@ -487,20 +546,23 @@ typedef struct qsnap_verify_opts {
  * of its drives' chains, each chain as state.json records it against the
  * backing files named in the qcow2 headers, and that the base images, the
  * kernel and the initrd can be read. Problems found are not
- * errors: they are listed in the report (ret_report->n_problems > 0); an
- * error means the check itself could not run. */
+ * errors: they are listed in the report ((*ret_report)->n_problems > 0;
+ * free it with qsnap_verify_report_free); an error means the check itself
+ * could not run. */
 int qsnap_vm_verify(qsnap_vm *vm, const char *name, const qsnap_verify_opts *opts,
-		    qsnap_verify_report *ret_report, qsnap_error *err);
+		    qsnap_verify_report **ret_report, qsnap_error *err);
 void qsnap_verify_report_free(qsnap_verify_report *report);
 
 /* ---- Moving a snapshot to another host -------------------------------- */
 
 typedef struct qsnap_export_opts {
+	size_t size; /* sizeof(qsnap_export_opts) */
 	bool compress;		    /* compressed qcow2 disk images in the archive */
 	bool replace;		    /* replace an existing output file */
 	qsnap_progress_fn progress; /* phases "flatten <drive>" and "export" */
 	void *userdata;
 } qsnap_export_opts;
+#define QSNAP_EXPORT_OPTS_INIT {.size = sizeof(qsnap_export_opts)}
 
 /* Write snapshot name as one tar file that another host can import with
  * qsnap_import and restore with nothing else: its machine state and meta
@@ -514,16 +576,18 @@ int qsnap_vm_export(qsnap_vm *vm, const char *name, const char *output,
 		    const qsnap_export_opts *opts, qsnap_error *err);
 
 typedef struct qsnap_import_opts {
+	size_t size; /* sizeof(qsnap_import_opts) */
 	qsnap_progress_fn progress; /* phase "import"; bytes read from the archive */
 	void *userdata;
 } qsnap_import_opts;
+#define QSNAP_IMPORT_OPTS_INIT {.size = sizeof(qsnap_import_opts)}
 
 /* Make a new VM directory dir (it must not exist, or be empty) from a file
  * that qsnap_vm_export wrote: the disks become its base images (in
  * dir/images/), and the snapshot is ready to restore (qsnap_vm_restore, or
  * qsnap_vm_start with from). Every checksum is verified before dir appears;
  * a damaged or foreign archive leaves nothing behind. The snapshot's name
- * is returned in ret_name (free() it) when ret_name is not NULL. */
+ * is returned in ret_name (free it with qsnap_free) when ret_name is not NULL. */
 int qsnap_import(const char *dir, const char *input, const qsnap_import_opts *opts,
 		 char **ret_name, qsnap_error *err);
 
@@ -535,6 +599,7 @@ int qsnap_import(const char *dir, const char *input, const qsnap_import_opts *op
  * "auths" with a base64 "auth"); Basic and Bearer-token registries work. */
 
 typedef struct qsnap_push_stats {
+	size_t size; /* sizeof(qsnap_push_stats) */
 	char digest[72];	 /* the manifest's, "sha256:<hex>" */
 	size_t blobs;		 /* blobs the manifest names, the config included */
 	size_t uploaded;	 /* blobs this push uploaded */
@@ -545,14 +610,17 @@ typedef struct qsnap_push_stats {
 	uint64_t zero_bytes;
 	uint64_t bytes;		 /* of all the blobs the manifest names */
 } qsnap_push_stats;
+#define QSNAP_PUSH_STATS_INIT {.size = sizeof(qsnap_push_stats)}
 
 typedef struct qsnap_push_opts {
+	size_t size; /* sizeof(qsnap_push_opts) */
 	bool insecure; /* plain HTTP (a registry on localhost); else HTTPS */
 	/* phases "digest" (bytes hashed), "check", "upload" (bytes sent) */
 	qsnap_progress_fn progress;
 	void *userdata;
 	qsnap_push_stats *stats; /* filled on success when not NULL */
 } qsnap_push_opts;
+#define QSNAP_PUSH_OPTS_INIT {.size = sizeof(qsnap_push_opts)}
 
 /* Push snapshot name to ref (the tag defaults to the snapshot's name) as an
  * OCI artifact: its drives' images as they are (base images and layers,
@@ -563,6 +631,7 @@ int qsnap_vm_push(qsnap_vm *vm, const char *name, const char *ref, const qsnap_p
 		  qsnap_error *err);
 
 typedef struct qsnap_pull_stats {
+	size_t size; /* sizeof(qsnap_pull_stats) */
 	char digest[72];	 /* the manifest's */
 	size_t blobs;		 /* blobs the snapshot needs */
 	size_t downloaded;	 /* blobs this pull downloaded */
@@ -570,14 +639,18 @@ typedef struct qsnap_pull_stats {
 	size_t reused;		 /* blobs the VM directory had already */
 	uint64_t reused_bytes;
 } qsnap_pull_stats;
+#define QSNAP_PULL_STATS_INIT {.size = sizeof(qsnap_pull_stats)}
 
 typedef struct qsnap_pull_opts {
+	size_t size; /* sizeof(qsnap_pull_opts) */
 	bool insecure;
-	int lock_timeout;	    /* pulling into an existing VM: seconds to wait for its lock */
+	int lock_timeout; /* pulling into an existing VM: seconds to wait for its lock, as
+			     qsnap_vm_open's lock_timeout (0: the default) */
 	qsnap_progress_fn progress; /* phases "digest" (local base images), "download" */
 	void *userdata;
-	qsnap_pull_stats *stats;
+	qsnap_pull_stats *stats; /* filled on success when not NULL */
 } qsnap_pull_opts;
+#define QSNAP_PULL_OPTS_INIT {.size = sizeof(qsnap_pull_opts)}
 
 /* Pull the snapshot at ref (the tag defaults to "latest") into dir. A new
  * (or empty) dir becomes a VM directory, staged under a hidden name beside
@@ -586,7 +659,7 @@ typedef struct qsnap_pull_opts {
  * by digest); layers it has from an earlier pull are not downloaded
  * again. Every blob is checked against its sha256 as it arrives; on
  * failure nothing is left. The snapshot's name is returned in ret_name
- * (free() it) when not NULL. */
+ * (free it with qsnap_free) when not NULL. */
 int qsnap_pull(const char *ref, const char *dir, const qsnap_pull_opts *opts, char **ret_name,
 	       qsnap_error *err);
 

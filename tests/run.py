@@ -208,6 +208,7 @@ QEMU10_SKIP = [
     "test_shared.test_memory_size_change_is_refused",  # checked before QEMU starts
     "test_shared.test_no_space_",            # qsnap's own free-space checks and RAM copy
     "test_embed.test_install_shared_library",  # meson install, nm: no QEMU
+    "test_cli_docs.test_help_columns", "test_cli_docs.test_man_page",  # no QEMU
     # The registry's transport, auth and faults: HTTP, the same on any QEMU
     # (the round trips, dedup and zero chunks run on both).
     "test_registry.test_skopeo_", "test_registry.test_basic_auth",
@@ -274,6 +275,41 @@ def run_layers(tot):
             r.stdout + r.stderr)
 
 
+def run_python(tot, which):
+    """import qsnap's pytest tests (tests/python) with Debian's python3, on
+    the build tree's library, on each QEMU of which."""
+    py = "/usr/bin/python3"
+    if subprocess.run([py, "-c", "import pytest"], capture_output=True).returncode:
+        tot.add("python: the binding's tests", False,
+                "python3-pytest is not installed (scripts/bootstrap check)")
+        return
+    for q in which:
+        if q == "qemu10" and not os.path.exists(QEMU10):
+            continue  # the integration tests report it missing
+        run_pytest(tot, py, QEMU10 if q == "qemu10" else None)
+
+
+def run_pytest(tot, py, qemu):
+    env = {**os.environ, "QSNAP_LIBRARY": os.path.join(ROOT, "build", "src", "lib",
+                                                       "libqsnap.so.1")}
+    if qemu:
+        env["QSNAP_TEST_QEMU"] = qemu
+    p = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python"],
+                       cwd=ROOT, env=env, capture_output=True, text=True)
+    last = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
+    n = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|error)", last)}
+    failed = n.get("failed", 0) + n.get("error", 0)
+    if p.returncode and not failed:
+        failed = 1
+    if failed:
+        print(tail(p.stdout + p.stderr, 60), flush=True)
+    for line in p.stdout.splitlines():
+        if line.startswith("qsnap plugin:"):  # the per-test restore time
+            print(line, flush=True)
+    tot.count(f"python QEMU {qemu_version(qemu or 'qemu-system-x86_64')}", n.get("passed", 0),
+              failed)
+
+
 def main():
     import harness
     import run as integration
@@ -288,6 +324,8 @@ def main():
         run_asan(tot)
         run_fuzz(tot)
     which = os.environ.get("QSNAP_TEST_QEMUS", "system,qemu10").split(",")
+    if not only or "python" in only:
+        run_python(tot, which)
     per_qemu = []
     if "system" in which:
         mods = [__import__(m) for m in integration.MODULES

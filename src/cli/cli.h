@@ -127,6 +127,24 @@ void cli_notice(struct cli *c);
 int cli_run(const struct cli_cmd *cmd, int argc, char **argv);
 /* Print cmd's help (generated from its tables) on stdout. */
 void cli_help(const struct cli_cmd *cmd);
+/* The options cmd takes (at most CLI_MAX_OPTS), as help lists them: its
+ * own, then the common ones (frame.c). */
+#define CLI_MAX_OPTS 32
+size_t cli_cmd_opts(const struct cli_cmd *cmd, struct cli_opt *out);
+/* "--name ARG", "-q, --quiet" (with_short), "--compress[=LEVEL]". */
+void cli_opt_form(const struct cli_opt *o, bool with_short, char *buf, size_t len);
+
+/* The command table (main.c), in the order --help lists it. */
+extern const struct cli_cmd *const cli_commands[];
+extern const size_t cli_n_commands;
+
+/* qsnap --man: the qsnap(1) man page in roff, from the tables (manpage.c). */
+void cli_print_man(void);
+/* qsnap __complete CWORD WORD...: what bash may complete the word at CWORD
+ * to, one per line (complete.c); "@files" or "@dirs" for a path. qsnap
+ * --bash-completion prints the script that asks it. */
+int cli_complete(int argc, char **argv);
+void cli_print_bash_completion(void);
 
 /* The commands, one file each; main.c lists them. */
 extern const struct cli_cmd cli_cmd_init, cli_cmd_start, cli_cmd_stop, cli_cmd_status,

@@ -14,7 +14,7 @@ static const struct cli_opt opts[] = {
 
 static int run(struct cli *c)
 {
-	qsnap_compact_stats stats;
+	qsnap_compact_stats stats = QSNAP_COMPACT_STATS_INIT;
 
 	if (qsnap_vm_compact(c->vm, (unsigned)max_chain, &stats, &c->err) < 0)
 		return CLI_FAILED;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* qsnap config: change how a stopped VM keeps its RAM. */
 #include <stdio.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -24,21 +25,43 @@ static const struct cli_opt opts[] = {
 	{0},
 };
 
-static int run(struct cli *c)
+/* The definition's mode, RAM directory and chain limit, as set. */
+static int get(struct cli *c, char **mode, char **dir, char **chain)
 {
 	const qsnap_def *def = qsnap_vm_def(c->vm);
 
-	if (ram_mode >= 0 || ram_dir) {
-		if (qsnap_vm_set_ram(c->vm, ram_mode >= 0 ? (qsnap_ram_mode)ram_mode : def->ram_mode,
-				     ram_dir ? ram_dir : def->ram_dir, &c->err) < 0)
-			return CLI_FAILED;
-	}
-	if (max_chain >= 0 && qsnap_vm_set_max_chain(c->vm, (unsigned)max_chain, &c->err) < 0)
+	if (qsnap_def_get(def, "ram-mode", mode, &c->err) < 0 ||
+	    qsnap_def_get(def, "ram-dir", dir, &c->err) < 0 ||
+	    qsnap_def_get(def, "max-chain", chain, &c->err) < 0)
 		return CLI_FAILED;
-	def = qsnap_vm_def(c->vm);
-	printf("ram-mode:  %s\nram-dir:   %s\nmax-chain: %u\n", qsnap_ram_mode_name(def->ram_mode),
-	       def->ram_dir ? def->ram_dir : "(default, under /dev/shm)",
-	       def->max_chain ? def->max_chain : QSNAP_DEFAULT_MAX_CHAIN);
+	return 0;
+}
+
+static int run(struct cli *c)
+{
+	char *mode = NULL, *dir = NULL, *chain = NULL;
+	int r = get(c, &mode, &dir, &chain);
+
+	if (!r && (ram_mode >= 0 || ram_dir)) {
+		qsnap_ram_mode m = (qsnap_ram_mode)ram_mode;
+
+		if (ram_mode < 0 && qsnap_ram_mode_parse(mode, &m) < 0)
+			r = cli_fail(c, "the definition's RAM mode '%s' is unknown", mode);
+		else if (qsnap_vm_set_ram(c->vm, m, ram_dir ? ram_dir : dir, &c->err) < 0)
+			r = CLI_FAILED;
+	}
+	if (!r && max_chain >= 0 && qsnap_vm_set_max_chain(c->vm, (unsigned)max_chain, &c->err) < 0)
+		r = CLI_FAILED;
+	qsnap_free(mode);
+	qsnap_free(dir);
+	qsnap_free(chain);
+	if (r || (r = get(c, &mode, &dir, &chain)))
+		return r;
+	printf("ram-mode:  %s\nram-dir:   %s\nmax-chain: %s\n", mode,
+	       dir ? dir : "(default, under /dev/shm)", chain ? chain : CLI_XSTR(QSNAP_DEFAULT_MAX_CHAIN));
+	qsnap_free(mode);
+	qsnap_free(dir);
+	qsnap_free(chain);
 	return 0;
 }
 

@@ -33,8 +33,8 @@ static int check(struct cli *c)
 
 static int run(struct cli *c)
 {
-	qsnap_dump_opts dopts = {.format = (qsnap_dump_format)format,
-				 .compress = no_compress ? -1 : level, .timeout = c->timeout,
+	qsnap_dump_opts dopts = {.size = sizeof(dopts), .format = (qsnap_dump_format)format,
+				 .compress = no_compress ? QSNAP_COMPRESS_OFF : level, .timeout = c->timeout,
 				 .progress = cli_progress, .userdata = &c->progress};
 	char size[32];
 

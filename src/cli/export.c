@@ -14,7 +14,7 @@ static const struct cli_opt opts[] = {
 
 static int run(struct cli *c)
 {
-	qsnap_export_opts eo = {.compress = compress, .replace = replace, .progress = cli_progress,
+	qsnap_export_opts eo = {.size = sizeof(eo), .compress = compress, .replace = replace, .progress = cli_progress,
 				.userdata = &c->progress};
 	char size[32];
 

@@ -12,7 +12,7 @@
 
 #include "cli.h"
 
-#define MAX_OPTS 32
+#define MAX_OPTS CLI_MAX_OPTS
 
 /* The common options; their targets are fields of struct cli. */
 static const struct cli_opt common_opts[] = {
@@ -88,10 +88,15 @@ void cli_notice(struct cli *c)
 		fprintf(stderr, "qsnap: note: %s\n", n);
 }
 
+size_t cli_cmd_opts(const struct cli_cmd *cmd, struct cli_opt *out)
+{
+	return cmd_opts(cmd, NULL, out);
+}
+
 /* ---- Help ---- */
 
 /* "--name ARG", "-q, --quiet", "--compress[=LEVEL]" */
-static void opt_form(const struct cli_opt *o, bool with_short, char *buf, size_t len)
+void cli_opt_form(const struct cli_opt *o, bool with_short, char *buf, size_t len)
 {
 	size_t k = 0;
 
@@ -127,7 +132,7 @@ static void print_usage_line(const struct cli_cmd *cmd, const struct cli_opt *op
 	if (!cmd->options_first)
 		put(&l, cmd->args);
 	for (size_t i = 0; i < n; i++) {
-		opt_form(&opts[i], false, form, sizeof(form));
+		cli_opt_form(&opts[i], false, form, sizeof(form));
 		snprintf(word, sizeof(word), "[%s]%s", form, opts[i].repeat ? "..." : "");
 		put(&l, word);
 	}
@@ -151,7 +156,7 @@ void cli_help(const struct cli_cmd *cmd)
 		char form[160];
 		const char *h = opts[i].help;
 
-		opt_form(&opts[i], true, form, sizeof(form));
+		cli_opt_form(&opts[i], true, form, sizeof(form));
 		if (strlen(form) > 18)
 			printf("  %s\n%21s", form, "");
 		else
@@ -285,7 +290,7 @@ static int open_vm(struct cli *c)
 
 	if (c->cmd->vm == CLI_VM_READONLY)
 		return qsnap_vm_open(dir, QSNAP_OPEN_READONLY, 0, &c->vm, &c->err) < 0 ? CLI_FAILED : 0;
-	r = qsnap_vm_open(dir, 0, 0, &c->vm, &c->err);
+	r = qsnap_vm_open(dir, 0, QSNAP_NO_WAIT, &c->vm, &c->err);
 	if (r == -EBUSY && c->lock_timeout > 0) {
 		/* Say why nothing happens: e.g. a background save runs. */
 		fprintf(stderr, "qsnap: %s is busy with another qsnap command; waiting up to %d s\n",

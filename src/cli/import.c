@@ -7,7 +7,7 @@
 
 static int run(struct cli *c)
 {
-	qsnap_import_opts io = {.progress = cli_progress, .userdata = &c->progress};
+	qsnap_import_opts io = {.size = sizeof(io), .progress = cli_progress, .userdata = &c->progress};
 	char *name = NULL;
 
 	if (qsnap_import(c->argv[0], c->argv[1], &io, &name, &c->err) < 0)
@@ -15,7 +15,7 @@ static int run(struct cli *c)
 	if (!c->quiet)
 		printf("imported snapshot %s into %s in %.2f s (restore it with: qsnap restore %s %s)\n",
 		       name, c->argv[0], cli_clock() - c->started, c->argv[0], name);
-	free(name);
+	qsnap_free(name);
 	return 0;
 }
 

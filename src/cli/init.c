@@ -8,30 +8,30 @@
 
 /* The definition --drive and --memory fill in as they are parsed (static:
  * reachable until the process ends, also after a usage error). */
-static qsnap_def def;
-static bool def_ready;
+static qsnap_def *def;
 static const char *machine, *accel, *cpu, *kernel, *initrd, *append, *qemu, *ram_dir;
 static int smp = -1, ram_mode = -1;
 static bool no_serial;
 
 static qsnap_def *the_def(void)
 {
-	if (!def_ready)
-		qsnap_def_init(&def);
-	def_ready = true;
-	return &def;
+	if (!def && !(def = qsnap_def_new())) {
+		fprintf(stderr, "qsnap init: out of memory\n");
+		exit(EXIT_FAIL);
+	}
+	return def;
 }
 
 static int add_drive(struct cli *c, const char *spec)
 {
-	return qsnap_def_add_drive(the_def(), spec, &c->err) < 0 ? CLI_USAGE : 0;
+	return qsnap_def_set(the_def(), "drive", spec, &c->err) < 0 ? CLI_USAGE : 0;
 }
 
 static int set_memory(struct cli *c, const char *size)
 {
 	qsnap_error err = {0};
 
-	if (qsnap_parse_size(size, &the_def()->memory, &err) < 0)
+	if (qsnap_def_set(the_def(), "memory", size, &err) < 0)
 		return cli_usage(c, "--memory: %s", err.msg);
 	return 0;
 }
@@ -63,49 +63,44 @@ static const struct cli_opt opts[] = {
 	{0},
 };
 
-static void set(char **field, const char *value)
+static int set(struct cli *c, const char *key, const char *value)
 {
-	if (value) {
-		free(*field);
-		*field = strdup(value);
-	}
+	return value ? qsnap_def_set(the_def(), key, value, &c->err) : 0;
+}
+
+static int fill(struct cli *c)
+{
+	char n[16];
+
+	snprintf(n, sizeof(n), "%d", smp);
+	if (set(c, "machine", machine) < 0 || set(c, "accel", accel) < 0 || set(c, "cpu", cpu) < 0 ||
+	    set(c, "kernel", kernel) < 0 || set(c, "initrd", initrd) < 0 ||
+	    set(c, "append", append) < 0 || set(c, "qemu", qemu) < 0 ||
+	    set(c, "ram-dir", ram_dir) < 0 || set(c, "smp", smp > 0 ? n : NULL) < 0 ||
+	    set(c, "ram-mode", ram_mode >= 0 ? qsnap_ram_mode_name((qsnap_ram_mode)ram_mode) : NULL) < 0 ||
+	    set(c, "serial", no_serial ? "off" : NULL) < 0)
+		return CLI_FAILED;
+	for (int i = 1; i < c->argc; i++)
+		if (set(c, "extra", c->argv[i]) < 0)
+			return CLI_FAILED;
+	return 0;
 }
 
 static int run(struct cli *c)
 {
-	qsnap_def *d = the_def();
 	int r = 0;
 
 	/* getopt moved VMDIR in front of what followed "--": QEMU's own. */
-	if (c->argv[0][0] == '-') {
+	if (c->argv[0][0] == '-')
 		r = cli_usage(c, "VMDIR is missing");
-		goto out;
-	}
-	set(&d->machine, machine);
-	set(&d->accel, accel);
-	set(&d->cpu, cpu);
-	set(&d->kernel, kernel);
-	set(&d->initrd, initrd);
-	set(&d->append, append);
-	set(&d->qemu, qemu);
-	set(&d->ram_dir, ram_dir);
-	if (smp > 0)
-		d->smp = (unsigned)smp;
-	if (ram_mode >= 0)
-		d->ram_mode = (qsnap_ram_mode)ram_mode;
-	if (no_serial)
-		d->serial = false;
-	d->extra = calloc((size_t)c->argc, sizeof(char *));
-	for (int i = 1; i < c->argc; i++)
-		d->extra[d->n_extra++] = strdup(c->argv[i]);
-	if (qsnap_vm_create(c->argv[0], d, &c->err) < 0) {
+	if (!r)
+		r = fill(c);
+	if (!r && qsnap_vm_create(c->argv[0], the_def(), &c->err) < 0)
 		r = CLI_FAILED;
-		goto out;
-	}
-	printf("created %s\n", c->argv[0]);
-out:
-	qsnap_def_free(d);
-	def_ready = false;
+	if (!r)
+		printf("created %s\n", c->argv[0]);
+	qsnap_def_free(def);
+	def = NULL;
 	return r;
 }
 

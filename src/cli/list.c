@@ -8,7 +8,7 @@
 
 static int run(struct cli *c)
 {
-	qsnap_snapshot_info *list;
+	qsnap_snapshot_info **list;
 	size_t n;
 
 	if (qsnap_vm_list(c->vm, &list, &n, &c->err) < 0)
@@ -19,14 +19,14 @@ static int run(struct cli *c)
 		for (size_t i = 0; i < n; i++) {
 			json_object *o = json_object_new_object();
 
-			json_object_object_add(o, "name", json_object_new_string(list[i].name));
-			json_object_object_add(o, "parent", list[i].parent ? json_object_new_string(list[i].parent) : NULL);
-			json_object_object_add(o, "created", json_object_new_int64(list[i].created));
-			json_object_object_add(o, "mode", json_object_new_string(qsnap_ram_mode_name(list[i].mode)));
-			json_object_object_add(o, "compressed", json_object_new_boolean(list[i].compressed));
-			json_object_object_add(o, "size", json_object_new_int64((int64_t)list[i].size));
-			json_object_object_add(o, "was_running", json_object_new_boolean(list[i].was_running));
-			json_object_object_add(o, "current", json_object_new_boolean(list[i].current));
+			json_object_object_add(o, "name", json_object_new_string(list[i]->name));
+			json_object_object_add(o, "parent", list[i]->parent ? json_object_new_string(list[i]->parent) : NULL);
+			json_object_object_add(o, "created", json_object_new_int64(list[i]->created));
+			json_object_object_add(o, "mode", json_object_new_string(qsnap_ram_mode_name(list[i]->mode)));
+			json_object_object_add(o, "compressed", json_object_new_boolean(list[i]->compressed));
+			json_object_object_add(o, "size", json_object_new_int64((int64_t)list[i]->size));
+			json_object_object_add(o, "was_running", json_object_new_boolean(list[i]->was_running));
+			json_object_object_add(o, "current", json_object_new_boolean(list[i]->current));
 			json_object_array_add(a, o);
 		}
 		cli_print_json(a);
@@ -37,15 +37,15 @@ static int run(struct cli *c)
 		       "SIZE", "VM WAS");
 		for (size_t i = 0; i < n; i++) {
 			char when[32], size[32];
-			time_t t = (time_t)list[i].created;
+			time_t t = (time_t)list[i]->created;
 			struct tm tm;
 
 			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
-			cli_format_size(size, sizeof(size), list[i].size);
-			printf("%s %-20s %-20s %-19s %-7s %10s  %s%s\n", list[i].current ? "*" : " ",
-			       list[i].name, list[i].parent ? list[i].parent : "-", when,
-			       qsnap_ram_mode_name(list[i].mode), size, list[i].was_running ? "running" : "paused",
-			       list[i].compressed ? ", zstd" : "");
+			cli_format_size(size, sizeof(size), list[i]->size);
+			printf("%s %-20s %-20s %-19s %-7s %10s  %s%s\n", list[i]->current ? "*" : " ",
+			       list[i]->name, list[i]->parent ? list[i]->parent : "-", when,
+			       qsnap_ram_mode_name(list[i]->mode), size, list[i]->was_running ? "running" : "paused",
+			       list[i]->compressed ? ", zstd" : "");
 		}
 	}
 	qsnap_snapshot_info_free(list, n);

@@ -32,7 +32,7 @@ static int check(struct cli *c)
 
 static int run(struct cli *c)
 {
-	qsnap_publish_opts po = {.at = at, .format = (qsnap_image_format)format, .compress = compress,
+	qsnap_publish_opts po = {.size = sizeof(po), .at = at, .format = (qsnap_image_format)format, .compress = compress,
 				 .replace = replace, .progress = cli_progress,
 				 .userdata = &c->progress};
 	char size[32];

@@ -31,10 +31,10 @@ static void print_json(const char *name, const qsnap_pull_stats *st)
 
 static int run(struct cli *c)
 {
-	qsnap_pull_stats st;
-	qsnap_pull_opts po = {.insecure = insecure, .progress = cli_progress,
+	qsnap_pull_stats st = QSNAP_PULL_STATS_INIT;
+	qsnap_pull_opts po = {.size = sizeof(po), .insecure = insecure, .progress = cli_progress,
 			      .userdata = &c->progress, .stats = &st,
-			      .lock_timeout = c->lock_timeout};
+			      .lock_timeout = c->lock_timeout > 0 ? c->lock_timeout : QSNAP_NO_WAIT};
 	const char *dir = c->argv[1];
 	char *name = NULL;
 	char got[32];
@@ -50,7 +50,7 @@ static int run(struct cli *c)
 		       "restore it with: qsnap restore %s %s\n",
 		       name, dir, cli_clock() - c->started, st.downloaded, st.blobs, got, dir, name);
 	}
-	free(name);
+	qsnap_free(name);
 	return 0;
 }
 

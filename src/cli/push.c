@@ -32,8 +32,8 @@ static void print_json(const char *ref, const qsnap_push_stats *st)
 
 static int run(struct cli *c)
 {
-	qsnap_push_stats st;
-	qsnap_push_opts po = {.insecure = insecure, .progress = cli_progress,
+	qsnap_push_stats st = QSNAP_PUSH_STATS_INIT;
+	qsnap_push_opts po = {.size = sizeof(po), .insecure = insecure, .progress = cli_progress,
 			      .userdata = &c->progress, .stats = &st};
 	char up[32], all[32];
 

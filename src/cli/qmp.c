@@ -12,7 +12,7 @@ static int run(struct cli *c)
 	if (qsnap_vm_qmp(c->vm, c->argv[1], c->argc == 3 ? c->argv[2] : NULL, &reply, &c->err) < 0)
 		return CLI_FAILED;
 	printf("%s\n", reply);
-	free(reply);
+	qsnap_free(reply);
 	return 0;
 }
 

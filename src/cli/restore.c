@@ -16,7 +16,7 @@ static const struct cli_opt opts[] = {
 
 static int run(struct cli *c)
 {
-	qsnap_restore_opts ro = {.timeout = c->timeout, .lazy = lazy, .progress = cli_progress,
+	qsnap_restore_opts ro = {.size = sizeof(ro), .timeout = c->timeout, .lazy = lazy, .progress = cli_progress,
 				 .userdata = &c->progress};
 
 	if (qsnap_vm_restore(c->vm, c->argv[1], &ro, &c->err) < 0)

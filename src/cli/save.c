@@ -41,14 +41,13 @@ static int check(struct cli *c)
  * through files in run/ that qsnap status reads. */
 static int save_in_background(struct cli *c, qsnap_save_opts *so)
 {
-	char *dir = strdup(qsnap_vm_dir(c->vm)); /* the vm is closed on success */
+	char *dir = strdup(qsnap_vm_dir(c->vm)); /* the call takes the vm */
 	pid_t pid;
 	int r;
 
 	fflush(NULL);
-	r = qsnap_vm_save_background(c->vm, c->argv[1], so, &pid, &c->err);
+	r = qsnap_vm_save_background(&c->vm, c->argv[1], so, &pid, &c->err);
 	if (r == 0) {
-		c->vm = NULL;
 		printf("saving %s in the background (pid %d); qsnap status %s shows its progress\n",
 		       c->argv[1], (int)pid, dir);
 	}
@@ -58,8 +57,9 @@ static int save_in_background(struct cli *c, qsnap_save_opts *so)
 
 static int run(struct cli *c)
 {
-	qsnap_save_stats stats = {0};
-	qsnap_save_opts so = {.replace = replace, .live = live, .compress = compress,
+	qsnap_save_stats stats = QSNAP_SAVE_STATS_INIT;
+	qsnap_save_opts so = {.size = sizeof(so),
+			      .replace = replace, .live = live, .compress = compress,
 			      .timeout = c->timeout, .progress = cli_progress,
 			      .userdata = &c->progress, .stats = &stats};
 	char size[32];

@@ -30,7 +30,7 @@ static int check(struct cli *c)
 
 static int run(struct cli *c)
 {
-	qsnap_start_opts so = {.paused = paused, .from = from, .lazy = lazy, .timeout = c->timeout,
+	qsnap_start_opts so = {.size = sizeof(so), .paused = paused, .from = from, .lazy = lazy, .timeout = c->timeout,
 			       .progress = cli_progress, .userdata = &c->progress};
 
 	if (dump) {

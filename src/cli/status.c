@@ -43,13 +43,13 @@ static void print_json(const qsnap_status *st, const char *dir, const qsnap_back
 	for (size_t i = 0; i < st->n_drives; i++) {
 		json_object *d = json_object_new_object(), *chain = json_object_new_array();
 
-		json_object_object_add(d, "id", json_object_new_string(st->drives[i].id));
-		json_object_object_add(d, "readonly", json_object_new_boolean(st->drives[i].readonly));
-		for (size_t j = 0; j < st->drives[i].n_chain; j++)
-			json_object_array_add(chain, json_object_new_string(st->drives[i].chain[j]));
+		json_object_object_add(d, "id", json_object_new_string(st->drives[i]->id));
+		json_object_object_add(d, "readonly", json_object_new_boolean(st->drives[i]->readonly));
+		for (size_t j = 0; j < st->drives[i]->n_chain; j++)
+			json_object_array_add(chain, json_object_new_string(st->drives[i]->chain[j]));
 		json_object_object_add(d, "chain", chain);
 		json_object_object_add(d, "chain_length",
-				       json_object_new_int((int)st->drives[i].n_chain));
+				       json_object_new_int((int)st->drives[i]->n_chain));
 		json_object_array_add(drives, d);
 	}
 	json_object_object_add(o, "drives", drives);
@@ -96,30 +96,29 @@ static void print_text(const qsnap_status *st, const char *dir, const qsnap_back
 		       st->ram_file);
 	printf("\n");
 	for (size_t i = 0; i < st->n_drives; i++) {
-		printf("drive %s%s: %zu in chain\n", st->drives[i].id,
-		       st->drives[i].readonly ? " (read-only)" : "", st->drives[i].n_chain);
-		for (size_t j = 0; j < st->drives[i].n_chain; j++)
-			printf("  %s %s\n", j + 1 == st->drives[i].n_chain ? "*" : "-",
-			       st->drives[i].chain[j]);
+		printf("drive %s%s: %zu in chain\n", st->drives[i]->id,
+		       st->drives[i]->readonly ? " (read-only)" : "", st->drives[i]->n_chain);
+		for (size_t j = 0; j < st->drives[i]->n_chain; j++)
+			printf("  %s %s\n", j + 1 == st->drives[i]->n_chain ? "*" : "-",
+			       st->drives[i]->chain[j]);
 	}
 }
 
 static int run(struct cli *c)
 {
-	qsnap_status st;
-	qsnap_background_save bg;
-	bool have_bg;
+	qsnap_status *st;
+	qsnap_background_save *bg = NULL;
 
 	if (qsnap_vm_status(c->vm, &st, &c->err) < 0)
 		return CLI_FAILED;
-	have_bg = qsnap_vm_background_save(c->vm, &bg, &c->err) > 0;
+	if (qsnap_vm_background_save(c->vm, &bg, &c->err) <= 0)
+		bg = NULL;
 	if (c->json)
-		print_json(&st, qsnap_vm_dir(c->vm), have_bg ? &bg : NULL);
+		print_json(st, qsnap_vm_dir(c->vm), bg);
 	else
-		print_text(&st, qsnap_vm_dir(c->vm), have_bg ? &bg : NULL);
-	if (have_bg)
-		qsnap_background_save_free(&bg);
-	qsnap_status_free(&st);
+		print_text(st, qsnap_vm_dir(c->vm), bg);
+	qsnap_background_save_free(bg);
+	qsnap_status_free(st);
 	return 0;
 }
 

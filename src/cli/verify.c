@@ -5,16 +5,16 @@
 
 #include "cli.h"
 
-static json_object *entries(const qsnap_verify_problem *list, size_t n, const char *key)
+static json_object *entries(qsnap_verify_problem *const *list, size_t n, const char *key)
 {
 	json_object *a = json_object_new_array();
 
 	for (size_t i = 0; i < n; i++) {
 		json_object *p = json_object_new_object();
 
-		json_object_object_add(p, "snapshot", json_object_new_string(list[i].snapshot));
-		json_object_object_add(p, "file", json_object_new_string(list[i].file));
-		json_object_object_add(p, key, json_object_new_string(list[i].what));
+		json_object_object_add(p, "snapshot", json_object_new_string(list[i]->snapshot));
+		json_object_object_add(p, "file", json_object_new_string(list[i]->file));
+		json_object_object_add(p, key, json_object_new_string(list[i]->what));
 		json_object_array_add(a, p);
 	}
 	return a;
@@ -37,11 +37,11 @@ static void print_text(struct cli *c, const qsnap_verify_report *rep)
 	const char *dir = qsnap_vm_dir(c->vm);
 
 	for (size_t i = 0; i < rep->n_problems; i++)
-		printf("%s: %s (snapshot '%s')\n", rep->problems[i].file, rep->problems[i].what,
-		       rep->problems[i].snapshot);
+		printf("%s: %s (snapshot '%s')\n", rep->problems[i]->file, rep->problems[i]->what,
+		       rep->problems[i]->snapshot);
 	for (size_t i = 0; i < rep->n_notes; i++)
-		printf("%s: note: %s (snapshot '%s')\n", rep->notes[i].file, rep->notes[i].what,
-		       rep->notes[i].snapshot);
+		printf("%s: note: %s (snapshot '%s')\n", rep->notes[i]->file, rep->notes[i]->what,
+		       rep->notes[i]->snapshot);
 	if (c->quiet || rep->n_problems)
 		return;
 	if (rep->n_snapshots == 0)
@@ -53,19 +53,19 @@ static void print_text(struct cli *c, const qsnap_verify_report *rep)
 
 static int run(struct cli *c)
 {
-	qsnap_verify_opts vo = {.progress = cli_progress, .userdata = &c->progress};
-	qsnap_verify_report rep;
+	qsnap_verify_opts vo = {.size = sizeof(vo), .progress = cli_progress, .userdata = &c->progress};
+	qsnap_verify_report *rep;
 	size_t n;
 
 	c->progress.quiet = c->quiet || c->json;
 	if (qsnap_vm_verify(c->vm, c->argc == 2 ? c->argv[1] : NULL, &vo, &rep, &c->err) < 0)
 		return CLI_FAILED;
 	if (c->json)
-		print_json(&rep);
+		print_json(rep);
 	else
-		print_text(c, &rep);
-	n = rep.n_problems;
-	qsnap_verify_report_free(&rep);
+		print_text(c, rep);
+	n = rep->n_problems;
+	qsnap_verify_report_free(rep);
 	if (n && !c->json)
 		return cli_fail(c, "%zu problem%s in %s: the snapshot%s named above cannot be restored as saved",
 				n, n == 1 ? "" : "s", qsnap_vm_dir(c->vm), n == 1 ? "" : "s");

@@ -50,14 +50,14 @@ static double now(void)
 }
 
 /* Phases seen by the progress callback, as the enum says them. */
-static unsigned seen[QSNAP_PHASE_IMPORT + 1];
+static unsigned seen[QSNAP_PHASE_DOWNLOAD + 1];
 
 static void progress(const qsnap_progress *p, void *userdata)
 {
 	qsnap_phase ph = qsnap_progress_phase(p);
 
 	(void)userdata;
-	if (ph > QSNAP_PHASE_IMPORT)
+	if (ph > QSNAP_PHASE_DOWNLOAD)
 		die("qsnap_progress_phase('%s') = %d, not a qsnap_phase", p->phase, (int)ph);
 	seen[ph]++;
 }
@@ -169,11 +169,11 @@ static void expect(const char *cmd, const char *want)
 int main(int argc, char **argv)
 {
 	qsnap_error err = {0};
-	qsnap_def def;
+	qsnap_def *def;
 	qsnap_vm *vm;
-	qsnap_status st;
-	qsnap_background_save bg;
-	qsnap_snapshot_info *list;
+	qsnap_status *st;
+	qsnap_background_save *bg;
+	qsnap_snapshot_info **list;
 	size_t n;
 	char spec[4096];
 	pid_t pid;
@@ -182,21 +182,24 @@ int main(int argc, char **argv)
 		die("usage: embed VMDIR BASE-IMAGE KERNEL INITRD ACCEL");
 	vmdir = argv[1];
 
-	qsnap_def_init(&def);
+	printf("ok libqsnap %s\n", qsnap_version());
+	def = qsnap_def_new();
+	if (!def)
+		die("qsnap_def_new: out of memory");
 	snprintf(spec, sizeof(spec), "vda=%s", argv[2]);
-	ok(qsnap_def_add_drive(&def, spec, &err), "qsnap_def_add_drive", &err);
-	def.memory = 256 << 20;
-	def.kernel = strdup(argv[3]);
-	def.initrd = strdup(argv[4]);
-	def.append = strdup("console=ttyS0 quiet");
-	free(def.accel);
-	def.accel = strdup(argv[5]);
-	ok(qsnap_vm_create(vmdir, &def, &err), "qsnap_vm_create", &err);
-	qsnap_def_free(&def);
+	ok(qsnap_def_set(def, "drive", spec, &err), "qsnap_def_set drive", &err);
+	ok(qsnap_def_set(def, "memory", "256M", &err), "qsnap_def_set memory", &err);
+	ok(qsnap_def_set(def, "kernel", argv[3], &err), "qsnap_def_set kernel", &err);
+	ok(qsnap_def_set(def, "initrd", argv[4], &err), "qsnap_def_set initrd", &err);
+	ok(qsnap_def_set(def, "append", "console=ttyS0 quiet", &err), "qsnap_def_set append", &err);
+	ok(qsnap_def_set(def, "accel", argv[5], &err), "qsnap_def_set accel", &err);
+	ok(qsnap_vm_create(vmdir, def, &err), "qsnap_vm_create", &err);
+	qsnap_def_free(def);
 
 	ok(qsnap_vm_open(vmdir, 0, 60, &vm, &err), "qsnap_vm_open", &err);
-	ok(qsnap_vm_start(vm, &(qsnap_start_opts){.progress = progress}, &err), "qsnap_vm_start",
-	   &err);
+	ok(qsnap_vm_start(vm, &(qsnap_start_opts){.size = sizeof(qsnap_start_opts), .progress = progress},
+			  &err),
+	   "qsnap_vm_start", &err);
 	wait_ready();
 	serial_connect();
 	guest("true");
@@ -206,9 +209,11 @@ int main(int argc, char **argv)
 	if (strncmp(x, "saved-", 6))
 		die("the guest's shell variable is '%s'", x);
 
-	qsnap_save_stats stats = {0};
-	ok(qsnap_vm_save(vm, "one", &(qsnap_save_opts){.progress = progress, .stats = &stats}, &err),
-	   "qsnap_vm_save", &err);
+	qsnap_save_stats stats = QSNAP_SAVE_STATS_INIT;
+	qsnap_save_opts so = QSNAP_SAVE_OPTS_INIT;
+	so.progress = progress;
+	so.stats = &stats;
+	ok(qsnap_vm_save(vm, "one", &so, &err), "qsnap_vm_save", &err);
 	if (!stats.bytes || stats.total <= 0)
 		die("qsnap_vm_save filled no stats: %llu bytes, %.3f s",
 		    (unsigned long long)stats.bytes, stats.total);
@@ -216,7 +221,9 @@ int main(int argc, char **argv)
 		die("no progress in phase QSNAP_PHASE_SAVE during qsnap_vm_save");
 	guest("X=changed; rm /mnt/file; sync");
 
-	ok(qsnap_vm_restore(vm, "one", &(qsnap_restore_opts){.progress = progress}, &err),
+	ok(qsnap_vm_restore(vm, "one",
+			    &(qsnap_restore_opts){.size = sizeof(qsnap_restore_opts), .progress = progress},
+			    &err),
 	   "qsnap_vm_restore", &err);
 	if (!seen[QSNAP_PHASE_RESTORE])
 		die("no progress in phase QSNAP_PHASE_RESTORE during qsnap_vm_restore");
@@ -227,8 +234,12 @@ int main(int argc, char **argv)
 
 	/* A live save in the background; the VM handle goes with it. */
 	guest("X=background");
-	ok(qsnap_vm_save_background(vm, "two", &(qsnap_save_opts){.live = true}, &pid, &err),
+	ok(qsnap_vm_save_background(&vm, "two",
+				    &(qsnap_save_opts){.size = sizeof(qsnap_save_opts), .live = true},
+				    &pid, &err),
 	   "qsnap_vm_save_background", &err);
+	if (vm)
+		die("qsnap_vm_save_background left the handle to the caller");
 	if (pid <= 0)
 		die("qsnap_vm_save_background gave pid %d", (int)pid);
 	/* Waits for the background save's lock. (The snapshot is the guest at
@@ -238,12 +249,12 @@ int main(int argc, char **argv)
 	guest("X=after-background");
 	if (qsnap_vm_background_save(vm, &bg, &err) != 1)
 		die("qsnap_vm_background_save shows no background save");
-	if (bg.running || !bg.ok || strcmp(bg.name, "two"))
-		die("background save: name %s, running %d, ok %d, error %s", bg.name, bg.running,
-		    bg.ok, bg.error ? bg.error : "-");
-	qsnap_background_save_free(&bg);
+	if (bg->running || !bg->ok || strcmp(bg->name, "two"))
+		die("background save: name %s, running %d, ok %d, error %s", bg->name, bg->running,
+		    bg->ok, bg->error ? bg->error : "-");
+	qsnap_background_save_free(bg);
 	ok(qsnap_vm_list(vm, &list, &n, &err), "qsnap_vm_list", &err);
-	if (n != 2 || strcmp(list[0].name, "one") || strcmp(list[1].name, "two"))
+	if (n != 2 || strcmp(list[0]->name, "one") || strcmp(list[1]->name, "two"))
 		die("snapshots: %zu, expected one and two", n);
 	qsnap_snapshot_info_free(list, n);
 	ok(qsnap_vm_restore(vm, "two", NULL, &err), "qsnap_vm_restore of the background save",
@@ -252,10 +263,10 @@ int main(int argc, char **argv)
 	expect("echo $X", "background");
 
 	ok(qsnap_vm_status(vm, &st, &err), "qsnap_vm_status", &err);
-	if (st.state != QSNAP_RUNNING || !st.current || strcmp(st.current, "two"))
-		die("status: %s, current %s", qsnap_run_state_name(st.state),
-		    st.current ? st.current : "(none)");
-	qsnap_status_free(&st);
+	if (st->state != QSNAP_RUNNING || !st->current || strcmp(st->current, "two"))
+		die("status: %s, current %s", qsnap_run_state_name(st->state),
+		    st->current ? st->current : "(none)");
+	qsnap_status_free(st);
 	ok(qsnap_vm_stop(vm, 0, &err), "qsnap_vm_stop", &err);
 	qsnap_vm_close(vm);
 	printf("embed: all checks passed\n");

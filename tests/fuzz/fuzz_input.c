@@ -29,21 +29,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	memcpy(text, data, size);
 	text[size] = '\0';
-	qsnap_def_init(&def);
+	def_init(&def);
 	for (char *s = strtok_r(text, "\n", &save); s; s = strtok_r(NULL, "\n", &save)) {
 		uint64_t bytes;
 
 		check_name(s);
 		if (qsnap_parse_size(s, &bytes, &err) < 0 && !err.msg[0])
 			abort();
-		if (def.n_drives < 8 && qsnap_def_add_drive(&def, s, &err) == 0) {
+		if (def.n_drives < 8 && def_add_drive(&def, s, &err) == 0) {
 			const qsnap_drive_def *d = &def.drives[def.n_drives - 1];
 
 			if (!drive_id_valid(d->id) || !d->path || !*d->path)
 				abort();
 		}
 	}
-	qsnap_def_free(&def);
+	def_clear(&def);
 	free(text);
 	return 0;
 }

@@ -58,8 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		strv_free(layers);
 		free(chains);
 	}
-	qsnap_def_free(&def);
-	qsnap_def_free(&def2);
+	def_clear(&def);
+	def_clear(&def2);
 	free(out);
 	free(out2);
 	free(text);

@@ -59,14 +59,18 @@ def test_install_shared_library(t):
     check(os.path.islink(so) and os.path.exists(so), f"no libqsnap.so link in {libdir}")
     dyn = subprocess.run(["readelf", "-d", so], capture_output=True, text=True).stdout
     m = re.search(r"\(SONAME\)\s+Library soname: \[(.*)\]", dyn)
-    check(m and m.group(1) == "libqsnap.so.0", f"SONAME: {m and m.group(1)}")
-    check(os.path.exists(os.path.join(libdir, "libqsnap.so.0")), "no libqsnap.so.0")
-    check(os.path.realpath(so).endswith(".so.0.1.0"), f"not versioned: {os.path.realpath(so)}")
+    check(m and m.group(1) == "libqsnap.so.1", f"SONAME: {m and m.group(1)}")
+    check(os.path.exists(os.path.join(libdir, "libqsnap.so.1")), "no libqsnap.so.1")
+    check(os.path.realpath(so).endswith(".so.1.0.0"), f"not versioned: {os.path.realpath(so)}")
+    # Every export carries the version node QSNAP_1 (libqsnap.map).
+    vers = subprocess.run(["objdump", "-T", so], capture_output=True, text=True).stdout
+    unversioned = [line for line in vers.splitlines() if " qsnap_" in line and "QSNAP_1" not in line]
+    check(not unversioned, f"exports without the QSNAP_1 version: {unversioned[:5]}")
     # Only qsnap_* is exported (and the version node of libqsnap.map).
     nm = subprocess.run(["nm", "-D", "--defined-only", so], capture_output=True, text=True)
     check(nm.returncode == 0, nm.stderr)
     syms = [line.split()[-1] for line in nm.stdout.splitlines() if line.strip()]
-    foreign = [s for s in syms if not s.startswith("qsnap_") and s != "QSNAP_0"]
+    foreign = [s for s in syms if not s.startswith("qsnap_") and s != "QSNAP_1"]
     check(not foreign, f"libqsnap.so exports more than qsnap_*: {foreign[:20]}")
     # Every function qsnap.h declares is exported, and nothing else.
     with open(os.path.join(ROOT, "include", "qsnap.h")) as f:
@@ -94,7 +98,7 @@ def test_embed_program(t):
           f"libqsnap.so ({' '.join(flags)}):\n{p.stderr}")
     run_env = {**os.environ, "LD_LIBRARY_PATH": libdir}
     ldd = subprocess.run(["ldd", exe], env=run_env, capture_output=True, text=True).stdout
-    m = re.search(r"libqsnap\.so\.0 => (\S+)", ldd)
+    m = re.search(r"libqsnap\.so\.1 => (\S+)", ldd)
     check(m and m.group(1).startswith(dest), f"embed does not load the installed copy: {ldd}")
     base = os.path.join(t.dir, "base.qcow2")
     qemu_img("create", "-q", "-f", "qcow2", base, "64M")
@@ -108,3 +112,55 @@ def test_embed_program(t):
     # What the program made is an ordinary VM directory for the CLI.
     snaps = [s["name"] for s in json.loads(qsnap("list", "--json", vmdir).stdout)]
     check(snaps == ["one", "two"], f"qsnap list after the embedding program: {snaps}")
+
+
+def header_variant(includedir, out, change):
+    """A copy of the installed qsnap.h in out/, with change applied to the
+    bodies of qsnap_compact_stats and qsnap_verify_opts."""
+    with open(os.path.join(includedir, "qsnap.h")) as f:
+        text = f.read()
+    for name in ("qsnap_compact_stats", "qsnap_verify_opts"):
+        m = re.search(r"typedef struct " + name + r" \{\n(.*?)\n\} " + name + ";", text, re.S)
+        check(m, f"no struct {name} in qsnap.h")
+        text = text[:m.start(1)] + change(m.group(1)) + text[m.end(1):]
+    os.makedirs(out)
+    with open(os.path.join(out, "qsnap.h"), "w") as f:
+        f.write(text)
+    return out
+
+
+def drop_last_field(body):
+    lines = body.split("\n")
+    last = max(i for i, line in enumerate(lines) if ";" in line)
+    return "\n".join(lines[:last] + lines[last + 1:])
+
+
+def test_growth(t):
+    """A program built against an older qsnap.h (a struct without its last
+    field) and one built against a newer one (a field more) both run on
+    this library: it reads and writes only what the caller's size covers
+    (tests/embed/growth.c)."""
+    dest, env = install(t)
+    libdir = installed_dir(env, dest, "libdir")
+    includedir = installed_dir(env, dest, "includedir")
+    flags = pkg_config(env, "--cflags", "--libs").split()
+    base = os.path.join(t.dir, "base.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "64M")
+    variants = {
+        "same": (includedir, []),
+        "older": (header_variant(includedir, os.path.join(t.dir, "older"), drop_last_field), []),
+        "newer": (header_variant(includedir, os.path.join(t.dir, "newer"),
+                                 lambda body: body + "\n\tint future;"), ["-DGROWTH_NEWER"]),
+    }
+    for name, (inc, defs) in variants.items():
+        exe = os.path.join(t.dir, "growth-" + name)
+        p = subprocess.run(["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", *defs, "-I", inc,
+                            "-o", exe, os.path.join(ROOT, "tests", "embed", "growth.c"), *flags],
+                           capture_output=True, text=True)
+        check(p.returncode == 0, f"growth.c ({name} header) does not build:\n{p.stderr}")
+        p = subprocess.run([exe, os.path.join(t.dir, "vm-" + name), base,
+                            os.path.join(GUEST, "vmlinuz")],
+                           env={**os.environ, "LD_LIBRARY_PATH": libdir},
+                           capture_output=True, text=True, timeout=120)
+        check(p.returncode == 0 and "growth: all checks passed" in p.stdout,
+              f"growth ({name} header) exited {p.returncode}:\n{p.stdout}{p.stderr}")

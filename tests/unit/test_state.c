@@ -432,12 +432,12 @@ static void test_add_drive_fields(void **ctx)
 	qsnap_error err = {0};
 	qsnap_def def;
 
-	qsnap_def_init(&def);
-	assert_int_equal(qsnap_def_add_drive(&def, "disk=/x.qcow2,if=scsi,format=raw,readonly", &err), 0);
+	def_init(&def);
+	assert_int_equal(def_add_drive(&def, "disk=/x.qcow2,if=scsi,format=raw,readonly", &err), 0);
 	/* Defaults: virtio, format found out later, writable. */
-	assert_int_equal(qsnap_def_add_drive(&def, "d2=/img/b.qcow2", &err), 0);
+	assert_int_equal(def_add_drive(&def, "d2=/img/b.qcow2", &err), 0);
 	/* The path ends only at a comma that starts a known option. */
-	assert_int_equal(qsnap_def_add_drive(&def, "fw=/a,b.fd,if=pflash,format=raw", &err), 0);
+	assert_int_equal(def_add_drive(&def, "fw=/a,b.fd,if=pflash,format=raw", &err), 0);
 	assert_int_equal(def.n_drives, 3);
 
 	assert_string_equal(def.drives[0].id, "disk");
@@ -454,7 +454,7 @@ static void test_add_drive_fields(void **ctx)
 
 	assert_string_equal(def.drives[2].path, "/a,b.fd");
 	assert_int_equal(def.drives[2].iface, QSNAP_IF_PFLASH);
-	qsnap_def_free(&def);
+	def_clear(&def);
 }
 
 /* A relative path is made absolute against the current directory: QEMU and
@@ -467,10 +467,10 @@ static void test_add_drive_relative(void **ctx)
 
 	assert_non_null(getcwd(cwd, sizeof(cwd)));
 	snprintf(want, sizeof(want), "%s/images/disk.qcow2", cwd);
-	qsnap_def_init(&def);
-	assert_int_equal(qsnap_def_add_drive(&def, "disk=images/disk.qcow2", &err), 0);
+	def_init(&def);
+	assert_int_equal(def_add_drive(&def, "disk=images/disk.qcow2", &err), 0);
 	assert_string_equal(def.drives[0].path, want);
-	qsnap_def_free(&def);
+	def_clear(&def);
 }
 
 static void test_add_drive_rejected(void **ctx)
@@ -496,15 +496,15 @@ static void test_add_drive_rejected(void **ctx)
 		qsnap_error err = {0};
 		qsnap_def def;
 
-		qsnap_def_init(&def);
-		assert_int_equal(qsnap_def_add_drive(&def, "first=/x", &err), 0);
-		if (qsnap_def_add_drive(&def, cases[i].spec, &err) != -cases[i].error)
+		def_init(&def);
+		assert_int_equal(def_add_drive(&def, "first=/x", &err), 0);
+		if (def_add_drive(&def, cases[i].spec, &err) != -cases[i].error)
 			fail_msg("'%s' not rejected with %d: %s", cases[i].spec, cases[i].error,
 				 err.msg);
 		assert_int_equal(err.code, cases[i].error);
 		assert_contains(err.msg, cases[i].msg);
 		assert_int_equal(def.n_drives, 1); /* nothing added */
-		qsnap_def_free(&def);
+		def_clear(&def);
 	}
 }
 
@@ -519,9 +519,9 @@ static void test_add_drive_rejected_no_leak(void **ctx)
 		qsnap_error err = {0};
 		qsnap_def def;
 
-		qsnap_def_init(&def);
-		assert_int_equal(qsnap_def_add_drive(&def, specs[i], &err), -EINVAL);
-		qsnap_def_free(&def);
+		def_init(&def);
+		assert_int_equal(def_add_drive(&def, specs[i], &err), -EINVAL);
+		def_clear(&def);
 	}
 }
 
@@ -531,7 +531,7 @@ static void build_full_def(qsnap_def *def)
 {
 	qsnap_error err = {0};
 
-	qsnap_def_init(def);
+	def_init(def);
 	def->qemu = xstrdup("/opt/qemu/bin/qemu-system-x86_64");
 	def->machine = xstrdup("q35");
 	free(def->accel);
@@ -545,9 +545,9 @@ static void build_full_def(qsnap_def *def)
 	def->serial = false;
 	def->ram_mode = QSNAP_RAM_SHARED;
 	def->ram_dir = xstrdup("/dev/shm/qsnap");
-	assert_int_equal(qsnap_def_add_drive(def, "disk=/img/disk.qcow2,format=qcow2", &err), 0);
+	assert_int_equal(def_add_drive(def, "disk=/img/disk.qcow2,format=qcow2", &err), 0);
 	assert_int_equal(
-		qsnap_def_add_drive(def, "cd=/img/seed.iso,if=ide,format=raw,readonly", &err), 0);
+		def_add_drive(def, "cd=/img/seed.iso,if=ide,format=raw,readonly", &err), 0);
 	def->n_extra = 2;
 	def->extra = xcalloc(2, sizeof(char *));
 	def->extra[0] = xstrdup("-device");
@@ -591,7 +591,7 @@ static void def_round_trip(const qsnap_def *def)
 	if (vmdef_from_json(text, "vm.json", &back, &err) < 0)
 		fail_msg("%s\n%s", err.msg, text);
 	assert_def_equal(def, &back);
-	qsnap_def_free(&back);
+	def_clear(&back);
 	free(text);
 }
 
@@ -601,7 +601,7 @@ static void test_vmdef_round_trip(void **ctx)
 
 	build_full_def(&def);
 	def_round_trip(&def);
-	qsnap_def_free(&def);
+	def_clear(&def);
 }
 
 /* The defaults (NULL strings, no drives) survive too. */
@@ -609,9 +609,9 @@ static void test_vmdef_round_trip_defaults(void **ctx)
 {
 	qsnap_def def;
 
-	qsnap_def_init(&def);
+	def_init(&def);
 	def_round_trip(&def);
-	qsnap_def_free(&def);
+	def_clear(&def);
 }
 
 /* Members left out take their defaults. */
@@ -629,7 +629,7 @@ static void test_vmdef_from_json_defaults(void **ctx)
 	assert_null(def.qemu);
 	assert_int_equal(def.n_drives, 0);
 	assert_int_equal(def.n_extra, 0);
-	qsnap_def_free(&def);
+	def_clear(&def);
 }
 
 static void test_vmdef_from_json_rejected(void **ctx)

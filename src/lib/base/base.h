@@ -53,12 +53,41 @@ void strv_freep(char ***v);
 		_fd;                                                                               \
 	})
 
-/* ---- errors (error.c) ---- */
+/* ---- the VM definition (qsnap.h's opaque qsnap_def; vmdir/vmdef*.c) ---- */
 
-/* Set err to the formatted message; returns -code. */
-int qerr(qsnap_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Put context in front of the message already in err; returns -err->code. */
-int qerr_prefix(qsnap_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+typedef enum qsnap_iface {
+	QSNAP_IF_VIRTIO,
+	QSNAP_IF_SCSI,
+	QSNAP_IF_IDE,
+	QSNAP_IF_PFLASH,
+} qsnap_iface;
+
+typedef struct qsnap_drive_def {
+	char *id;     /* [A-Za-z][A-Za-z0-9_-]*, at most 31 characters */
+	char *path;   /* the base image, absolute; never written by qsnap */
+	char *format; /* "qcow2" or "raw": the base image's format */
+	qsnap_iface iface;
+	bool readonly; /* read-only drives get no layers and are not snapshotted */
+} qsnap_drive_def;
+
+struct qsnap_def {
+	char *qemu;    /* QEMU binary; NULL: qemu-system-x86_64 from PATH */
+	char *machine; /* NULL: QEMU's default machine */
+	char *accel;   /* colon-separated list tried in order, default "kvm:tcg" */
+	char *cpu;     /* NULL: QEMU's default CPU model */
+	unsigned smp;  /* number of vCPUs, default 1 */
+	uint64_t memory; /* bytes, default 1 GiB */
+	char *kernel, *initrd, *append; /* direct kernel boot, all optional */
+	bool serial;   /* first serial port on run/serial.sock (default true) */
+	qsnap_ram_mode ram_mode;
+	char *ram_dir; /* shared mode: where the RAM file lives; NULL: a private
+			  folder under /dev/shm */
+	unsigned max_chain; /* 0: QSNAP_DEFAULT_MAX_CHAIN */
+	size_t n_drives;
+	qsnap_drive_def *drives;
+	size_t n_extra;
+	char **extra; /* extra QEMU arguments, appended as given */
+};
 
 /* ---- errors (error.c) ---- */
 
@@ -231,6 +260,19 @@ uint64_t ramfile_allocated(int dirfd, const char *path);
 /* Fail early and clearly when dir cannot take need more bytes. */
 int ramfile_check_space(int dirfd, const char *dir, uint64_t need, const char *what,
 			qsnap_error *err);
+
+/* ---- structs that carry their size (sized.c) ---- */
+
+/* Copy the caller's src (NULL: all defaults) into dst, the library's own
+ * struct of dst_size bytes, both starting with size_t size: what the
+ * caller's size covers, the rest zero; fields past dst_size that the
+ * caller set fail with E2BIG. what names the struct type in errors. */
+int sized_in(void *dst, size_t dst_size, const void *src, const char *what, qsnap_error *err);
+/* Check the size of a struct the library will fill (NULL is fine). */
+int sized_check(const void *p, const char *what, qsnap_error *err);
+/* Fill the caller's dst (NULL: nothing) from src of src_size bytes, as far
+ * as dst's size covers; what dst has past src_size becomes zero. */
+void sized_out(void *dst, const void *src, size_t src_size);
 
 /* ---- progress reports (progress.c) ---- */
 

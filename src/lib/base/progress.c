@@ -42,6 +42,10 @@ qsnap_phase qsnap_progress_phase(const qsnap_progress *p)
 		{"verify", QSNAP_PHASE_VERIFY},
 		{"export", QSNAP_PHASE_EXPORT},
 		{"import", QSNAP_PHASE_IMPORT},
+		{"digest", QSNAP_PHASE_DIGEST},
+		{"check", QSNAP_PHASE_CHECK},
+		{"upload", QSNAP_PHASE_UPLOAD},
+		{"download", QSNAP_PHASE_DOWNLOAD},
 	};
 
 	if (!p || !p->phase)

@@ -97,10 +97,9 @@ static __attribute__((noreturn)) void bg_run(qsnap_vm *vm, const char *name,
 	_exit(r < 0 ? 1 : 0);
 }
 
-int qsnap_vm_save_background(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
-			     pid_t *ret_pid, qsnap_error *err)
+static int save_background(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
+			   pid_t *ret_pid, qsnap_error *err)
 {
-	qsnap_save_opts none = {0};
 	int ready[2], status;
 	pid_t mid, pid = 0;
 	ssize_t n;
@@ -128,7 +127,7 @@ int qsnap_vm_save_background(qsnap_vm *vm, const char *name, const qsnap_save_op
 		setsid();
 		pid = fork();
 		if (pid == 0)
-			bg_run(vm, name, opts ? opts : &none, ready[1]);
+			bg_run(vm, name, opts, ready[1]);
 		_exit(pid < 0 ? 1 : 0);
 	}
 	close(ready[1]);
@@ -142,21 +141,40 @@ int qsnap_vm_save_background(qsnap_vm *vm, const char *name, const qsnap_save_op
 	close(ready[0]);
 	if (n != (ssize_t)sizeof(pid))
 		return qerr(err, ECHILD, "the background save of %s did not start", vm->dir);
-	/* Our copies of the lock and the QMP connection go; the background
-	 * process holds the lock on the same open file description. */
-	qsnap_vm_close(vm);
 	if (ret_pid)
 		*ret_pid = pid;
 	return 0;
 }
 
-int qsnap_vm_background_save(qsnap_vm *vm, qsnap_background_save *ret, qsnap_error *err)
+int qsnap_vm_save_background(qsnap_vm **vmp, const char *name, const qsnap_save_opts *opts,
+			     pid_t *ret_pid, qsnap_error *err)
 {
+	qsnap_vm *vm = vmp ? *vmp : NULL;
+	qsnap_save_opts o;
+	int r;
+
+	if (!vm)
+		return qerr(err, EINVAL, "qsnap_vm_save_background: no VM handle given");
+	*vmp = NULL;
+	r = sized_in(&o, sizeof(o), opts, "qsnap_save_opts", err);
+	if (r == 0)
+		r = save_background(vm, name, &o, ret_pid, err);
+	/* Whatever happened, the handle is gone: on success our copies of
+	 * the lock and the QMP connection, as the background process holds
+	 * the lock on the same open file description. */
+	qsnap_vm_close(vm);
+	return r;
+}
+
+int qsnap_vm_background_save(qsnap_vm *vm, qsnap_background_save **ret_bg, qsnap_error *err)
+{
+	qsnap_background_save *ret;
 	_cleanup_json_ json_object *o = NULL;
 	_cleanup_free_ char *data = NULL;
 	bool running = true;
 	size_t len;
 
+	*ret_bg = NULL;
 	if (read_file(vm->dirfd, PROGRESS_FILE, &data, &len, NULL) < 0) {
 		running = false;
 		if (read_file(vm->dirfd, RESULT_FILE, &data, &len, NULL) < 0)
@@ -165,6 +183,7 @@ int qsnap_vm_background_save(qsnap_vm *vm, qsnap_background_save *ret, qsnap_err
 	o = json_tokener_parse(data);
 	if (!o || !json_object_is_type(o, json_type_object))
 		return 0; /* being replaced just now, or not ours: nothing to show */
+	ret = xmalloc(sizeof(*ret));
 	*ret = (qsnap_background_save){
 		.name = xstrdup(jstr(o, "name") ? jstr(o, "name") : "?"),
 		.running = running,
@@ -182,6 +201,7 @@ int qsnap_vm_background_save(qsnap_vm *vm, qsnap_background_save *ret, qsnap_err
 		if (json_object_object_get_ex(o, "elapsed", &v))
 			ret->elapsed = json_object_get_double(v);
 	}
+	*ret_bg = ret;
 	return 1;
 }
 
@@ -192,5 +212,5 @@ void qsnap_background_save_free(qsnap_background_save *b)
 	free(b->name);
 	free(b->phase);
 	free(b->error);
-	*b = (qsnap_background_save){0};
+	free(b);
 }

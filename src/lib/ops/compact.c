@@ -106,11 +106,13 @@ static int stream(qsnap_vm *vm, struct layer *l, const char *backing, qsnap_erro
 int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_stats,
 		     qsnap_error *err)
 {
-	qsnap_compact_stats stats = {0};
+	qsnap_compact_stats stats = {.size = sizeof(stats)};
 	_cleanup_strv_ char **flatten = NULL;
 	struct layer *child;
 	int r;
 
+	if ((r = sized_check(ret_stats, "qsnap_compact_stats", err)) < 0)
+		return r;
 	if (max_chain == 0)
 		max_chain = vm->def.max_chain ? vm->def.max_chain : QSNAP_DEFAULT_MAX_CHAIN;
 	if (max_chain < 2)
@@ -147,7 +149,6 @@ int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_
 		if (n > stats.longest)
 			stats.longest = n;
 	}
-	if (ret_stats)
-		*ret_stats = stats;
+	sized_out(ret_stats, &stats, sizeof(stats));
 	return 0;
 }

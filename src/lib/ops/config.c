@@ -17,10 +17,10 @@ static int replace_def(qsnap_vm *vm, qsnap_def def, qsnap_error *err)
 	if (r >= 0)
 		r = write_file_atomic(vm->dirfd, VMDIR_DEF, text, strlen(text), err);
 	if (r < 0) {
-		qsnap_def_free(&def);
+		def_clear(&def);
 		return r;
 	}
-	qsnap_def_free(&vm->def);
+	def_clear(&vm->def);
 	vm->def = def;
 	return 0;
 }

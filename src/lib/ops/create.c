@@ -157,7 +157,7 @@ out:
 	if (vm.dirfd >= 0)
 		close(vm.dirfd);
 	free(vm.dir);
-	qsnap_def_free(&vm.def);
+	def_clear(&vm.def);
 	state_free(&vm.st);
 	return r;
 }

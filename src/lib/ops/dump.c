@@ -53,7 +53,7 @@ static int dump_elf(struct qmp *q, int timeout_s, const qsnap_dump_opts *opts, q
 int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts *opts,
 			 qsnap_error *err)
 {
-	static const qsnap_dump_opts dflt = {0};
+	qsnap_dump_opts o;
 	_cleanup_free_ char *status = NULL, *tmp = NULL;
 	_cleanup_close_ int fd = -1, qemu_fd = -1;
 	struct pump *pump = NULL;
@@ -62,8 +62,12 @@ int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts
 	int timeout, r;
 	struct qmp *q;
 
-	if (!opts)
-		opts = &dflt;
+	if ((r = sized_in(&o, sizeof(o), opts, "qsnap_dump_opts", err)) < 0)
+		return r;
+	opts = &o;
+	if (o.compress < QSNAP_COMPRESS_OFF || o.compress > 19)
+		return qerr(err, EINVAL, "compression level %d: use 1 to 19, 0 for the default, or QSNAP_COMPRESS_OFF",
+			    o.compress);
 	timeout = opts->timeout > 0 ? opts->timeout : DEFAULT_DUMP_TIMEOUT;
 	r = vm_query_status(vm, &status, &running, err);
 	if (r < 0)

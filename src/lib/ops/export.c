@@ -174,7 +174,7 @@ static int collect(struct export *x, char **ret_manifest, qsnap_error *err)
 	}
 	if (r >= 0)
 		r = vmdef_to_json(&def, &vmjson, err);
-	qsnap_def_free(&def);
+	def_clear(&def);
 	if (r < 0)
 		return r;
 	add_mem_file(x, VMDIR_DEF, vmjson);
@@ -324,13 +324,15 @@ static int write_archive(struct export *x, const char *manifest, const char *tmp
 int qsnap_vm_export(qsnap_vm *vm, const char *name, const char *output,
 		    const qsnap_export_opts *opts, qsnap_error *err)
 {
-	static const qsnap_export_opts dflt = {0};
-	struct export x = {.vm = vm, .opts = opts ? opts : &dflt};
+	qsnap_export_opts o;
+	struct export x = {.vm = vm, .opts = &o};
 	_cleanup_free_ char *tmp = NULL, *manifest = NULL;
 	struct snapshot *s;
 	struct stat st;
 	int r;
 
+	if ((r = sized_in(&o, sizeof(o), opts, "qsnap_export_opts", err)) < 0)
+		return r;
 	progress_begin(&x.progress, "export", x.opts->progress, x.opts->userdata, 0);
 
 	r = find_snapshot(vm, name, &s, err);

@@ -29,8 +29,8 @@ static void import_free(struct import *im)
 int qsnap_import(const char *dir, const char *input, const qsnap_import_opts *opts,
 		 char **ret_name, qsnap_error *err)
 {
-	static const qsnap_import_opts dflt = {0};
-	struct import im = {.input = input, .opts = opts ? opts : &dflt, .stagefd = -1};
+	qsnap_import_opts o;
+	struct import im = {.input = input, .opts = &o, .stagefd = -1};
 	_cleanup_free_ char *c1 = xstrdup(dir), *c2 = xstrdup(dir);
 	_cleanup_free_ char *final = NULL, *stage = NULL;
 	const char *base = basename(c2);
@@ -38,6 +38,8 @@ int qsnap_import(const char *dir, const char *input, const qsnap_import_opts *op
 	struct stat st;
 	int r;
 
+	if ((r = sized_in(&o, sizeof(o), opts, "qsnap_import_opts", err)) < 0)
+		return r;
 	progress_begin(&im.progress, "import", im.opts->progress, im.opts->userdata, 0);
 
 	if (!*base || !strcmp(base, "/") || !strcmp(base, ".") || !strcmp(base, ".."))

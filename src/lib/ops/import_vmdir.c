@@ -152,7 +152,7 @@ int import_build_vm(struct import *im, const char *stagedir, const char *final, 
 	     r >= 0 && *p; p++)
 		r = fsync_dir(im->stagefd, *p, err);
 out:
-	qsnap_def_free(&def);
+	def_clear(&def);
 	state_free(&st);
 	return r;
 }

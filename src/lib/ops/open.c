@@ -85,7 +85,11 @@ int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **
 	vm->readonly = flags & QSNAP_OPEN_READONLY;
 	r = vmdir_open(vm, dir, err);
 	if (r >= 0 && !vm->readonly)
-		r = vmdir_lock(vm, lock_timeout, err);
+		r = vmdir_lock(vm,
+			       lock_timeout == 0  ? QSNAP_DEFAULT_LOCK_TIMEOUT
+			       : lock_timeout < 0 ? 0 /* QSNAP_NO_WAIT */
+						  : lock_timeout,
+			       err);
 	if (r >= 0)
 		r = vmdir_load(vm, err);
 	if (r < 0)
@@ -108,7 +112,7 @@ void qsnap_vm_close(qsnap_vm *vm)
 		return;
 	vm_qmp_close(vm);
 	free(vm->notice);
-	qsnap_def_free(&vm->def);
+	def_clear(&vm->def);
 	state_free(&vm->st);
 	if (vm->lockfd >= 0)
 		close(vm->lockfd);

@@ -79,7 +79,7 @@ char *drive_ids(const qsnap_def *def)
 int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 		     const qsnap_publish_opts *opts, qsnap_error *err)
 {
-	static const qsnap_publish_opts dflt = {0};
+	qsnap_publish_opts o;
 	const char *format, *layer;
 	const qsnap_drive_def *d;
 	_cleanup_free_ char *src = NULL, *tmp = NULL;
@@ -88,8 +88,9 @@ int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 	struct stat st;
 	int r;
 
-	if (!opts)
-		opts = &dflt;
+	if ((r = sized_in(&o, sizeof(o), opts, "qsnap_publish_opts", err)) < 0)
+		return r;
+	opts = &o;
 	if (opts->format != QSNAP_IMAGE_QCOW2 && opts->format != QSNAP_IMAGE_RAW)
 		return qerr(err, EINVAL, "unknown image format %d: use QSNAP_IMAGE_QCOW2 or QSNAP_IMAGE_RAW",
 			    (int)opts->format);

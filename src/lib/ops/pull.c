@@ -63,8 +63,8 @@ static void pull_free(struct pull *p)
 int qsnap_pull(const char *ref, const char *dir, const qsnap_pull_opts *opts, char **ret_name,
 	       qsnap_error *err)
 {
-	static const qsnap_pull_opts dflt = {0};
-	struct pull p = {.opts = opts ? opts : &dflt, .ref = ref, .stagefd = -1, .vmdirfd = -1};
+	qsnap_pull_opts o;
+	struct pull p = {.opts = &o, .ref = ref, .stagefd = -1, .vmdirfd = -1};
 	_cleanup_free_ char *c1 = xstrdup(dir), *c2 = xstrdup(dir), *final = NULL;
 	_cleanup_free_ char *manifest = NULL, *config = NULL;
 	_cleanup_json_ json_object *layers = NULL;
@@ -77,6 +77,9 @@ int qsnap_pull(const char *ref, const char *dir, const qsnap_pull_opts *opts, ch
 	bool existing;
 	int r;
 
+	if ((r = sized_in(&o, sizeof(o), opts, "qsnap_pull_opts", err)) < 0 ||
+	    (r = sized_check(o.stats, "qsnap_pull_stats", err)) < 0)
+		return r;
 	if (!*base || !strcmp(base, "/") || !strcmp(base, ".") || !strcmp(base, ".."))
 		return qerr(err, EINVAL, "%s: name a VM directory to pull into", dir);
 	if (!realpath(dirname(c1), parent))
@@ -143,8 +146,7 @@ out:
 		p.st.downloaded++;
 		p.st.downloaded_bytes += cfg.size;
 		snprintf(p.st.digest, sizeof(p.st.digest), "%s", p.digest);
-		if (p.opts->stats)
-			*p.opts->stats = p.st;
+		sized_out(p.opts->stats, &p.st, sizeof(p.st));
 		if (ret_name)
 			*ret_name = xstrdup(p.snap.name);
 	}

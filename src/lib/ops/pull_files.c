@@ -133,7 +133,7 @@ int pull_artifact_def(struct pull *p, qsnap_def *def, qsnap_error *err)
 		goto bad;
 	return 0;
 bad:
-	qsnap_def_free(def);
+	def_clear(def);
 	return qerr(err, EINVAL, "the config of %s is damaged: its vm.json and its drives disagree",
 		    p->ref);
 }

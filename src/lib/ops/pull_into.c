@@ -89,7 +89,7 @@ static int check_compatible(struct pull *p, qsnap_vm *vm, qsnap_error *err)
 	if (r >= 0 && (!have->kernel != !want.kernel || !have->initrd != !want.initrd))
 		r = qerr(err, EINVAL, "%s and snapshot '%s' differ in booting a kernel: pull it into a new directory",
 			 vm->dir, p->snap.name);
-	qsnap_def_free(&want);
+	def_clear(&want);
 	for (size_t i = 0; r >= 0 && i < p->snap.n_drives; i++) {
 		r = local_digest_is(p, vm, have->drives[i].path, p->snap.drives[i].base.digest, &same,
 				    err);

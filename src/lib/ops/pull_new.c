@@ -165,7 +165,7 @@ out:
 	free(names);
 	free(tops);
 	if (have_def)
-		qsnap_def_free(&def);
+		def_clear(&def);
 	state_free(&st);
 	return r;
 }

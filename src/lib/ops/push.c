@@ -24,19 +24,22 @@ static void push_free(struct push *p)
 int qsnap_vm_push(qsnap_vm *vm, const char *name, const char *ref, const qsnap_push_opts *opts,
 		  qsnap_error *err)
 {
-	static const qsnap_push_opts dflt = {0};
-	struct push p = {.vm = vm, .opts = opts ? opts : &dflt, .phase = "digest"};
+	qsnap_push_opts o;
+	struct push p = {.vm = vm, .opts = &o, .phase = "digest"};
 	struct oci_config cfg = {.kernel = -1, .initrd = -1};
 	struct registry *reg = NULL;
 	json_object *rec = NULL;
 	_cleanup_free_ char *vmjson = NULL, *meta = NULL, *config = NULL, *manifest = NULL;
-	qsnap_push_stats st = {0};
+	qsnap_push_stats st = {.size = sizeof(st)};
 	struct snapshot *s;
 	reg_conn *c = NULL;
 	char cfg_digest[DIGEST_LEN + 1];
 	bool have;
 	int r;
 
+	if ((r = sized_in(&o, sizeof(o), opts, "qsnap_push_opts", err)) < 0 ||
+	    (r = sized_check(o.stats, "qsnap_push_stats", err)) < 0)
+		return r;
 	{
 		struct reg_ref chk = {0};
 
@@ -110,8 +113,7 @@ int qsnap_vm_push(qsnap_vm *vm, const char *name, const char *ref, const qsnap_p
 			st.present_bytes += b->size;
 		}
 	}
-	if (p.opts->stats)
-		*p.opts->stats = st;
+	sized_out(p.opts->stats, &st, sizeof(st));
 	push_remember(&p, rec);
 out:
 	json_object_put(rec);

@@ -193,6 +193,6 @@ int push_vmjson(qsnap_vm *vm, char **ret, qsnap_error *err)
 	free(def.ram_dir); /* a path of this host */
 	def.ram_dir = NULL;
 	r = vmdef_to_json(&def, ret, err);
-	qsnap_def_free(&def);
+	def_clear(&def);
 	return r;
 }

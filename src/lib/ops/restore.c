@@ -190,9 +190,10 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 int qsnap_vm_restore(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 		     qsnap_error *err)
 {
-	static const qsnap_restore_opts dflt = {0};
+	qsnap_restore_opts o;
+	int r = sized_in(&o, sizeof(o), opts, "qsnap_restore_opts", err);
 
-	return restore_into(vm, name, opts ? opts : &dflt, false, err);
+	return r < 0 ? r : restore_into(vm, name, &o, false, err);
 }
 
 int restore_recover(qsnap_vm *vm, qsnap_error *err)

@@ -236,11 +236,19 @@ static int save_upkeep(struct save *sv, qsnap_error *err)
 
 int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
 {
-	static const qsnap_save_opts dflt = {0};
-	struct save sv = {.vm = vm, .name = name, .opts = opts ? opts : &dflt, .t0 = now_ms(),
+	qsnap_save_opts o;
+	struct save sv = {.vm = vm, .name = name, .opts = &o, .t0 = now_ms(),
 			  .fd = -1, .qemu_fd = -1, .tgt = {.fdset = -1}};
 	int r;
 
+	if ((r = sized_in(&o, sizeof(o), opts, "qsnap_save_opts", err)) < 0 ||
+	    (r = sized_check(o.stats, "qsnap_save_stats", err)) < 0)
+		return r;
+	if (o.compress == QSNAP_COMPRESS_OFF)
+		o.compress = 0;
+	if (o.compress < 0 || o.compress > 19)
+		return qerr(err, EINVAL, "compression level %d: use 1 to 19, or QSNAP_COMPRESS_OFF",
+			    o.compress);
 	r = save_begin(&sv, err);
 	if (r == 1) {
 		save_free(&sv);
@@ -261,14 +269,15 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 		return r;
 	}
 	r = save_upkeep(&sv, err);
-	if (r == 0 && sv.opts->stats)
-		*sv.opts->stats = (qsnap_save_stats){
+	if (r == 0)
+		sized_out(sv.opts->stats, &(qsnap_save_stats){
+			.size = sizeof(qsnap_save_stats),
 			.paused = sv.running ? pause_seconds(sv.q) : 0,
 			.total = (double)(now_ms() - sv.t0) / 1000.0,
 			.bytes = (uint64_t)sv.vmstate.st_size + sv.ram_bytes,
 			.live = sv.live,
 			.mode = sv.shared ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
-		};
+		}, sizeof(qsnap_save_stats));
 	save_free(&sv);
 	return r;
 }

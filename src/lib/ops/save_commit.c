@@ -135,11 +135,11 @@ int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
 	r = save_commit(vm, s, err);
 	if (r < 0)
 		goto fail;
-	if (opts->stats)
-		*opts->stats = (qsnap_save_stats){
+	sized_out(opts->stats, &(qsnap_save_stats){
+			.size = sizeof(qsnap_save_stats),
 			.total = (double)(now_ms() - t0) / 1000.0,
 			.mode = state_snapshot(&vm->st, name)->mode,
-		};
+		}, sizeof(qsnap_save_stats));
 	return 0;
 fail:
 	{

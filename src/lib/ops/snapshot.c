@@ -4,13 +4,13 @@
 
 #include "ops/ops.h"
 
-int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info **ret_list, size_t *ret_n, qsnap_error *err)
+int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info ***ret_list, size_t *ret_n, qsnap_error *err)
 {
-	qsnap_snapshot_info *list = xcalloc(vm->st.n_snapshots, sizeof(*list));
+	qsnap_snapshot_info **list = xcalloc(vm->st.n_snapshots + 1, sizeof(*list));
 
 	for (size_t i = 0; i < vm->st.n_snapshots; i++) {
 		const struct snapshot *s = &vm->st.snapshots[i];
-		qsnap_snapshot_info *si = &list[i];
+		qsnap_snapshot_info *si = list[i] = xcalloc(1, sizeof(*si));
 
 		si->name = xstrdup(s->name);
 		si->parent = xstrdup_or_null(s->parent);
@@ -29,11 +29,14 @@ int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info **ret_list, size_t *ret_n, q
 	return 0;
 }
 
-void qsnap_snapshot_info_free(qsnap_snapshot_info *list, size_t n)
+void qsnap_snapshot_info_free(qsnap_snapshot_info **list, size_t n)
 {
+	if (!list)
+		return;
 	for (size_t i = 0; i < n; i++) {
-		free(list[i].name);
-		free(list[i].parent);
+		free(list[i]->name);
+		free(list[i]->parent);
+		free(list[i]);
 	}
 	free(list);
 }

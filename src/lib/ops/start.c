@@ -14,18 +14,20 @@ int qsnap_vm_stop(qsnap_vm *vm, int timeout, qsnap_error *err)
 
 int qsnap_vm_start(qsnap_vm *vm, const qsnap_start_opts *opts, qsnap_error *err)
 {
-	static const qsnap_start_opts dflt = {0};
+	qsnap_start_opts o;
 	_cleanup_free_ char *ram = NULL;
 	struct launch l = {0};
 	int r;
 
-	if (!opts)
-		opts = &dflt;
+	if ((r = sized_in(&o, sizeof(o), opts, "qsnap_start_opts", err)) < 0)
+		return r;
+	opts = &o;
 	if (vm_qemu_alive(vm))
 		return qerr(err, EBUSY, "the VM in %s is already running (pid %d): stop it first, or use qsnap restore",
 			    vm->dir, (int)vm->st.qemu_pid);
 	if (opts->from) {
-		qsnap_restore_opts ro = {.timeout = opts->timeout,
+		qsnap_restore_opts ro = {.size = sizeof(ro),
+					 .timeout = opts->timeout,
 					 .lazy = opts->lazy,
 					 .progress = opts->progress,
 					 .userdata = opts->userdata};
@@ -68,7 +70,7 @@ const char *qsnap_run_state_name(qsnap_run_state s)
 	}
 }
 
-int qsnap_vm_status(qsnap_vm *vm, qsnap_status *ret, qsnap_error *err)
+int qsnap_vm_status(qsnap_vm *vm, qsnap_status **ret, qsnap_error *err)
 {
 	qsnap_status st = {0};
 
@@ -106,10 +108,10 @@ int qsnap_vm_status(qsnap_vm *vm, qsnap_status *ret, qsnap_error *err)
 		st.ram_file = xstrdup(vm->st.ram_file);
 		st.ram_lazy = !vm->st.ram_shared;
 	}
-	st.drives = xcalloc(vm->def.n_drives, sizeof(*st.drives));
+	st.drives = xcalloc(vm->def.n_drives + 1, sizeof(*st.drives));
 	for (size_t i = 0; i < vm->def.n_drives; i++) {
 		const qsnap_drive_def *d = &vm->def.drives[i];
-		qsnap_drive_status *ds = &st.drives[st.n_drives++];
+		qsnap_drive_status *ds = st.drives[st.n_drives++] = xcalloc(1, sizeof(*ds));
 		struct active *a = d->readonly ? NULL : state_active(&vm->st, d->id);
 		const char **layers = NULL;
 		size_t n = chain_layers(&vm->st, a ? a->layer : NULL, &layers);
@@ -123,23 +125,27 @@ int qsnap_vm_status(qsnap_vm *vm, qsnap_status *ret, qsnap_error *err)
 		free(layers);
 	}
 	(void)err;
-	*ret = st;
+	*ret = xmalloc(sizeof(st));
+	**ret = st;
 	return 0;
 }
 
 void qsnap_status_free(qsnap_status *st)
 {
+	if (!st)
+		return;
 	free(st->qemu_status);
 	free(st->current);
 	free(st->ram_file);
 	for (size_t i = 0; i < st->n_drives; i++) {
-		free(st->drives[i].id);
-		for (size_t j = 0; j < st->drives[i].n_chain; j++)
-			free(st->drives[i].chain[j]);
-		free(st->drives[i].chain);
+		free(st->drives[i]->id);
+		for (size_t j = 0; j < st->drives[i]->n_chain; j++)
+			free(st->drives[i]->chain[j]);
+		free(st->drives[i]->chain);
+		free(st->drives[i]);
 	}
 	free(st->drives);
-	memset(st, 0, sizeof(*st));
+	free(st);
 }
 
 int qsnap_vm_qmp(qsnap_vm *vm, const char *command, const char *args_json, char **ret_json,

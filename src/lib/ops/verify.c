@@ -38,7 +38,7 @@ static void problem(struct verify *v, const char *snap, const char *file, const 
 
 	v->rep.problems =
 		xrealloc(v->rep.problems, (v->rep.n_problems + 1) * sizeof(*v->rep.problems));
-	p = &v->rep.problems[v->rep.n_problems++];
+	p = v->rep.problems[v->rep.n_problems++] = xcalloc(1, sizeof(*p));
 	p->snapshot = xstrdup(snap);
 	/* Paths inside the VM directory are shown whole, so they can be opened. */
 	p->file = file[0] == '/' ? xstrdup(file) : vm_path(v->vm, file);
@@ -54,7 +54,7 @@ static void note(struct verify *v, const char *snap, const char *file, const cha
 	qsnap_verify_problem *p;
 
 	v->rep.notes = xrealloc(v->rep.notes, (v->rep.n_notes + 1) * sizeof(*v->rep.notes));
-	p = &v->rep.notes[v->rep.n_notes++];
+	p = v->rep.notes[v->rep.n_notes++] = xcalloc(1, sizeof(*p));
 	p->snapshot = xstrdup(snap);
 	p->file = vm_path(v->vm, file);
 	p->what = xstrdup(what);
@@ -329,13 +329,15 @@ static void verify_snapshot(struct verify *v, const struct snapshot *s)
 }
 
 int qsnap_vm_verify(qsnap_vm *vm, const char *name, const qsnap_verify_opts *opts,
-		    qsnap_verify_report *ret, qsnap_error *err)
+		    qsnap_verify_report **ret, qsnap_error *err)
 {
-	static const qsnap_verify_opts dflt = {0};
-	struct verify v = {.vm = vm, .opts = opts ? opts : &dflt};
+	qsnap_verify_opts o;
+	struct verify v = {.vm = vm, .opts = &o};
 	struct snapshot *only = NULL;
 	int r;
 
+	if ((r = sized_in(&o, sizeof(o), opts, "qsnap_verify_opts", err)) < 0)
+		return r;
 	progress_begin(&v.progress, "verify", v.opts->progress, v.opts->userdata, 0);
 
 	if (name) {
@@ -356,23 +358,27 @@ int qsnap_vm_verify(qsnap_vm *vm, const char *name, const qsnap_verify_opts *opt
 		free(v.checked[i].problem);
 	}
 	free(v.checked);
-	*ret = v.rep;
+	*ret = xmalloc(sizeof(v.rep));
+	**ret = v.rep;
 	return 0;
 }
 
-static void free_problems(qsnap_verify_problem *p, size_t n)
+static void free_problems(qsnap_verify_problem **p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		free(p[i].snapshot);
-		free(p[i].file);
-		free(p[i].what);
+		free(p[i]->snapshot);
+		free(p[i]->file);
+		free(p[i]->what);
+		free(p[i]);
 	}
 	free(p);
 }
 
 void qsnap_verify_report_free(qsnap_verify_report *rep)
 {
+	if (!rep)
+		return;
 	free_problems(rep->problems, rep->n_problems);
 	free_problems(rep->notes, rep->n_notes);
-	memset(rep, 0, sizeof(*rep));
+	free(rep);
 }

@@ -7,7 +7,7 @@
 
 #include "vmdir/vmdir.h"
 
-void qsnap_def_init(qsnap_def *def)
+void def_init(qsnap_def *def)
 {
 	memset(def, 0, sizeof(*def));
 	def->accel = xstrdup("kvm:tcg");
@@ -16,7 +16,7 @@ void qsnap_def_init(qsnap_def *def)
 	def->serial = true;
 }
 
-void qsnap_def_free(qsnap_def *def)
+void def_clear(qsnap_def *def)
 {
 	free(def->qemu);
 	free(def->machine);
@@ -186,7 +186,7 @@ int vmdef_from_json(const char *text, const char *what, qsnap_def *def, qsnap_er
 	int64_t v;
 	int r = 0;
 
-	qsnap_def_init(def);
+	def_init(def);
 	if (!o || !json_object_is_type(o, json_type_object)) {
 		r = qerr(err, EINVAL, "%s is not valid JSON: fix it by hand or run qsnap init again", what);
 		goto fail;
@@ -256,6 +256,6 @@ int vmdef_from_json(const char *text, const char *what, qsnap_def *def, qsnap_er
 	}
 	return 0;
 fail:
-	qsnap_def_free(def);
+	def_clear(def);
 	return r;
 }

@@ -131,7 +131,7 @@ static char *absolute_path(const char *path)
 	return xasprintf("%s/%s", cwd, path);
 }
 
-int qsnap_def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err)
+int def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err)
 {
 	_cleanup_free_ char *copy = xstrdup(spec);
 	qsnap_drive_def d = {.iface = QSNAP_IF_VIRTIO};

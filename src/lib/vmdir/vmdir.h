@@ -82,6 +82,11 @@ const qsnap_drive_def *def_drive(const qsnap_def *def, const char *id);
 int vmdef_to_json(const qsnap_def *def, char **ret_text, qsnap_error *err);
 int vmdef_from_json(const char *text, const char *what, qsnap_def *def, qsnap_error *err);
 int vmdef_check(const qsnap_def *def, qsnap_error *err);
+/* The defaults, and freeing what a definition holds (not def itself). */
+void def_init(qsnap_def *def);
+void def_clear(qsnap_def *def);
+/* Add a drive from ID=PATH[,if=...][,format=...][,readonly] (vmdef_input.c). */
+int def_add_drive(qsnap_def *def, const char *spec, qsnap_error *err);
 /* A deep copy. */
 void def_copy(qsnap_def *dst, const qsnap_def *src);
 bool drive_id_valid(const char *id);

@@ -1,0 +1,61 @@
+"""What the binding's calls return: plain, frozen dataclasses."""
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report: phase is one of qsnap.h's names ("save",
+    "restore", "restore RAM", "upload", ...), done and total are bytes
+    (total 0 when unknown), elapsed seconds since the phase began."""
+    phase: str
+    done: int
+    total: int
+    elapsed: float
+    finished: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot, with the fields of `qsnap list --json`."""
+    name: str
+    parent: Optional[str]
+    created: int  # seconds since the epoch
+    mode: str  # "stream" or "shared": where its RAM is
+    compressed: bool
+    size: int  # bytes on disk of its machine state and its own layers
+    was_running: bool  # restores running (else paused)
+    current: bool  # the current state descends from it
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A drive's layer chain, base image first, active layer last."""
+    id: str
+    readonly: bool
+    chain: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Status:
+    """What `qsnap status` shows."""
+    state: str  # "stopped", "running", "paused" or "crashed"
+    qemu_status: Optional[str]  # QEMU's own word, None when stopped
+    pid: int  # QEMU's, 0 when stopped
+    current: Optional[str]  # the snapshot the current state descends from
+    drives: Tuple[Drive, ...]
+    snapshots: int
+    ram_mode: str
+    ram_file: Optional[str]
+    ram_lazy: bool
+
+
+@dataclass(frozen=True)
+class SaveStats:
+    """How a save went."""
+    paused: float  # seconds the guest was paused
+    total: float  # seconds the save took
+    bytes: int  # machine state written
+    live: bool  # RAM was written while the guest ran
+    mode: str  # where the snapshot's RAM went: "stream" or "shared"
