@@ -345,6 +345,98 @@ def test_damaged_state_json(t):
     assert_consistent(vm, expected)
 
 
+def test_state_json_that_loops_or_names_anyone(t):
+    """Entries that are each well formed but do not fit together: a backing
+    cycle (every walk of that chain would loop and grow without end), a
+    backing that names no layer, and a QEMU known only by a pid (start time
+    0) that is an unrelated live process. Every command says which field of
+    which file, leaves the file as it is, and never signals that process."""
+    vm = t.vm()
+    vm.boot()
+    vm.save("a")
+    vm.save("b")
+    vm.stop()
+    path = vm.path("state.json")
+    with open(path, "rb") as f:
+        good = f.read()
+    st = json.loads(good)
+    layers = st["layers"]
+    check(len(layers) >= 3 and all(ly["drive"] == "vda" for ly in layers),
+          f"expected a chain of three layers: {layers}")
+    bottom = next(i for i, ly in enumerate(layers) if "backing" not in ly)
+    top = st["active"]["vda"]
+    cycle = json.loads(good)
+    cycle["layers"][bottom]["backing"] = top
+    dangling = json.loads(good)
+    dangling["layers"][bottom]["backing"] = "layers/vda-99.qcow2"
+    bystander = subprocess.Popen(["sleep", "600"])
+    try:
+        anyone = {**json.loads(good), "qemu": {"pid": bystander.pid, "start_time": 0}}
+        damages = {
+            "backing cycle": (cycle, f"bad 'layers[{bottom}].backing'", "form a cycle"),
+            "backing of no layer": (dangling, f"bad 'layers[{bottom}].backing'",
+                                    "layers/vda-99.qcow2"),
+            "pid without start time": (anyone, "bad 'qemu.start_time'", str(bystander.pid)),
+        }
+        for what, (data, field, detail) in damages.items():
+            text = json.dumps(data).encode()
+            with open(path, "wb") as f:
+                f.write(text)
+            for cmd in (["status"], ["list"], ["stop", "--timeout", "1"], ["start"],
+                        ["save", "c"], ["restore", "a"], ["delete", "a"], ["verify", "a"],
+                        ["compact"]):
+                p = qsnap(cmd[0], vm.dir, *cmd[1:], ok=False, timeout=30)
+                check(p.returncode == 1, f"{what}: qsnap {cmd[0]} exited {p.returncode}")
+                check(path in p.stderr and field in p.stderr and detail in p.stderr
+                      and one_line(p.stderr),
+                      f"{what}: qsnap {cmd[0]} does not say {field} ({detail}) of {path}: "
+                      f"{p.stderr!r}")
+                with open(path, "rb") as f:
+                    check(f.read() == text, f"{what}: qsnap {cmd[0]} changed the file")
+                check(bystander.poll() is None and process_running(bystander.pid),
+                      f"{what}: qsnap {cmd[0]} ended the unrelated process {bystander.pid}")
+    finally:
+        bystander.kill()
+        bystander.wait()
+    with open(path, "wb") as f:
+        f.write(good)
+    vm.boot()
+    check(sorted(s["name"] for s in vm.snapshots()) == ["a", "b"], "snapshots lost")
+
+
+def test_long_chain_save_killed(t):
+    """A chain of 40 layers (--max-chain 100), a save SIGKILLed while it
+    writes: the next command finds which layer QEMU writes to (a flat block
+    query: the nested one is deeper than the QMP parser goes past about 25
+    layers) and recovers."""
+    vm = t.vm(memory="512M")
+    qsnap("config", vm.dir, "--max-chain", "100")
+    vm.boot()
+    # One snapshot replaced 40 times: the chain grows, the disk does not.
+    for i in range(40):
+        vm.save("s", "--replace")
+    st = vm.state()
+    check(len(st["layers"]) >= 40, f"{len(st['layers'])} layers after 40 saves")
+    fill_ram(vm)
+    expected = {"s": mark(vm, "s")}
+    vm.save("s", "--replace")
+    now = view(vm)
+    pid = vm.qemu_pid()
+    proc = start_qsnap("save", vm.dir, "doomed")
+    check(wait_for(lambda: partial_vmstate_written(vm), "the save to write", proc=proc),
+          "the save ended before it could be interrupted")
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    check("pending" in vm.state(), "state.json does not record the interrupted save")
+    p = vm.save("after")
+    check("saved after" in p.stdout, p.stdout)
+    check(vm.qemu_pid() == pid, "QEMU was replaced")
+    check(vm.status()["state"] == "running", f"state {vm.status()['state']}")
+    check(view(vm) == now, "the guest changed while the save was undone")
+    expected["after"] = now
+    assert_consistent(vm, expected)
+
+
 # ---- two commands at once ----------------------------------------------------
 
 

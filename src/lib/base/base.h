@@ -243,6 +243,7 @@ void progress_report(const struct progress *p, uint64_t done, bool finished);
 
 /* Start time of a process (clock ticks after boot), 0 if gone or a zombie. */
 unsigned long long proc_start_time(pid_t pid);
+/* The process pid runs and began at start (0, unknown, matches none). */
 bool proc_alive(pid_t pid, unsigned long long start);
 /* Wait until the process is gone; -ETIMEDOUT after timeout_ms. */
 int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms);

@@ -48,7 +48,10 @@ bool proc_alive(pid_t pid, unsigned long long start)
 	if (pid <= 0)
 		return false;
 	now = proc_start_time(pid);
-	return now != 0 && (start == 0 || now == start);
+	/* 0 is "unknown": it matches no process, so a bare pid (from a
+	 * damaged state.json, or a process gone before its start time was
+	 * read) is never signalled. */
+	return now != 0 && start != 0 && now == start;
 }
 
 int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms)
