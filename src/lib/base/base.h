@@ -111,6 +111,31 @@ uint64_t disk_usage(int dirfd, const char *path);
 /* The last lines of a file, at most max bytes, for error messages. */
 char *file_tail(int dirfd, const char *path, size_t max);
 
+/* ---- children (child.c) ---- */
+
+/* Every process qsnap starts begins with default signal dispositions and
+ * an empty signal mask (async-signal-safe; for a child of fork()). */
+void child_reset_signals(void);
+/* Start a child that runs fn(arg) and exits with what it returns; fn may
+ * make only async-signal-safe calls (it should exec). Signals reset as
+ * above. The child's exit signal is 0: a caller's SIGCHLD=SIG_IGN or
+ * waitpid(-1) cannot reap it, so child_wait always gets its status. */
+int child_start(int (*fn)(void *), void *arg, pid_t *ret_pid, qsnap_error *err);
+/* Wait for a child of child_start (EINTR retried); its status as waitpid
+ * gives it. */
+int child_wait(pid_t pid, int *ret_status, qsnap_error *err);
+/* For a program (fn execs it): exec makes a child's exit signal SIGCHLD
+ * again, so it runs under a waiter (exit signal 0, never execs) that
+ * passes its wait status back. */
+struct waited {
+	pid_t pid; /* the waiter */
+	int status_fd;
+};
+int child_start_waited(int (*fn)(void *), void *arg, struct waited *ret, qsnap_error *err);
+/* Wait for the waiter; the program's status as waitpid gives it. Closes
+ * status_fd. */
+int child_wait_waited(struct waited *c, int *ret_status, qsnap_error *err);
+
 /* ---- helper programs (program.c) ---- */
 
 /* Find a program in PATH (or take an absolute/relative path as is). */

@@ -69,6 +69,9 @@ static __attribute__((noreturn)) void bg_run(qsnap_vm *vm, const char *name,
 	pid_t self = getpid();
 	int devnull, r;
 
+	/* Not the caller's signal state (a blocked SIGTERM, an ignored
+	 * SIGCHLD): only SIGHUP is ignored, the process has no terminal. */
+	child_reset_signals();
 	signal(SIGHUP, SIG_IGN);
 	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull >= 0) {
@@ -101,7 +104,7 @@ int qsnap_vm_save_background(qsnap_vm *vm, const char *name, const qsnap_save_op
 			     pid_t *ret_pid, qsnap_error *err)
 {
 	qsnap_save_opts none = {0};
-	int ready[2], status;
+	int ready[2];
 	pid_t mid, pid = 0;
 	ssize_t n;
 
@@ -132,7 +135,9 @@ int qsnap_vm_save_background(qsnap_vm *vm, const char *name, const qsnap_save_op
 		_exit(pid < 0 ? 1 : 0);
 	}
 	close(ready[1]);
-	while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
+	/* Reaped here unless the caller's SIGCHLD handling took it first:
+	 * the pipe, not its status, says whether the save started. */
+	while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
 		;
 	/* Once the pid arrives, run/ shows the save (a status right after
 	 * this call sees it). */
