@@ -260,6 +260,80 @@ def test_leftovers_of_a_killed_command(t):
     assert_consistent(vm, expected)
 
 
+def stage_of(parent, pattern):
+    return glob.glob(os.path.join(parent, pattern))
+
+
+def wait_stage(parent, pattern, proc, nbytes=1 << 20):
+    """Until a staging entry of pattern holds nbytes (the command is midway)."""
+    def written():
+        total = 0
+        for top in stage_of(parent, pattern):
+            for root, _, files in os.walk(top):
+                for f in files:
+                    try:
+                        total += os.path.getsize(os.path.join(root, f))
+                    except OSError:
+                        pass
+            if os.path.isfile(top):
+                total += os.path.getsize(top)
+        return total >= nbytes
+    return wait_for(written, f"{pattern} to fill", proc=proc)
+
+
+def dead_pid():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_staging_of_killed_commands_is_swept(t):
+    """An export and an import SIGKILLed midway leave their staging entries
+    (.NAME.qsnap-partial-PID, .NAME.qsnap-import-PID, which can hold
+    gigabytes); the next export to that output and import into that name
+    remove them. A pull into an existing VM stages in VMDIR/.qsnap-pull-PID:
+    the next command that takes the VM's lock removes one whose process is
+    gone (made here by hand; a live one stays)."""
+    vm = t.vm(memory="512M")
+    vm.boot()
+    fill_ram(vm)
+    vm.save("S")
+    tar = os.path.join(t.dir, "s.tar")
+    proc = start_qsnap("export", vm.dir, "S", tar)
+    check(wait_stage(t.dir, ".s.tar.qsnap-*", proc, 8 << 20),
+          "the export ended before it could be interrupted")
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    check(stage_of(t.dir, ".s.tar.qsnap-*"), "the killed export left nothing to sweep")
+    qsnap("export", vm.dir, "S", tar)
+    check(not stage_of(t.dir, ".s.tar.qsnap-*"),
+          f"export left {stage_of(t.dir, '.s.tar.qsnap-*')}")
+
+    new = os.path.join(t.dir, "imported")
+    proc = start_qsnap("import", new, tar)
+    check(wait_stage(t.dir, ".imported.qsnap-import-*", proc, 8 << 20),
+          "the import ended before it could be interrupted")
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    check(stage_of(t.dir, ".imported.qsnap-import-*"), "the killed import left nothing to sweep")
+    qsnap("import", new, tar)
+    check(not stage_of(t.dir, ".imported.qsnap-import-*"),
+          f"import left {stage_of(t.dir, '.imported.qsnap-import-*')}")
+
+    gone, alive = dead_pid(), os.getpid()
+    for pid in (gone, alive):
+        os.makedirs(vm.path(f".qsnap-pull-{pid}", "layers"))
+        with open(vm.path(f".qsnap-pull-{pid}", "layers", "vda-7.qcow2"), "wb") as f:
+            f.write(b"x" * 4096)
+    qsnap("list", vm.dir)  # reads without the lock: sweeps nothing
+    check(os.path.exists(vm.path(f".qsnap-pull-{gone}")), "list (no lock) swept a stage")
+    vm.save("T")
+    check(not os.path.exists(vm.path(f".qsnap-pull-{gone}")),
+          "the stage of a pull whose process is gone is left")
+    check(os.path.exists(vm.path(f".qsnap-pull-{alive}")),
+          "the stage of a live process was removed")
+
+
 # ---- a full disk -----------------------------------------------------------
 
 

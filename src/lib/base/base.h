@@ -100,10 +100,18 @@ int fsync_file(int dirfd, const char *path, qsnap_error *err);
 int fsync_dir(int dirfd, const char *path, qsnap_error *err);
 /* Remove a directory tree (relative to dirfd); missing is not an error. */
 int rm_rf(int dirfd, const char *path);
+/* Remove what killed commands left in dirfd: entries named
+ * PREFIX...MARK<pid> (".x.qsnap-import-123") whose process is gone. */
+void sweep_stale(int dirfd, const char *prefix, const char *mark);
 /* A temporary name beside output (".NAME.qsnap-WHAT-PID" in its directory),
- * where a file is made whole before it takes output's name; fails clearly
- * when that directory is not writable. */
+ * where a file is made whole before it takes output's name, once what a
+ * killed run left under such a name is gone; fails clearly when that
+ * directory is not writable. */
 int output_beside(const char *output, const char *what, char **ret, qsnap_error *err);
+/* Give the file made whole at tmp (output_beside) output's name; without
+ * replace never over a file that appeared meanwhile (RENAME_NOREPLACE).
+ * tmp is the caller's to remove on failure. */
+int output_take(const char *tmp, const char *output, bool replace, qsnap_error *err);
 /* A directory that exists and holds nothing. */
 bool dir_is_empty(const char *path);
 /* Bytes allocated on disk by a file or a directory tree. */
