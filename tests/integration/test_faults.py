@@ -260,6 +260,36 @@ def test_leftovers_of_a_killed_command(t):
     assert_consistent(vm, expected)
 
 
+def test_restore_that_fails_after_qemu_ended_says_so(t):
+    """A restore whose checks pass ends the running QEMU before it makes the
+    new layers; when that fails (here: the snapshot's frozen layer is
+    damaged, which the checks of the machine state do not read), the error
+    says the VM is now stopped, and it is."""
+    vm = t.vm()
+    vm.boot()
+    expected = {"S": mark(vm, "S")}
+    vm.save("S")
+    layer = vm.path(snap_layer_of(vm, "S"))
+    with open(layer, "r+b") as f:
+        header = f.read(4)
+        f.seek(0)
+        f.write(b"\0\0\0\0")
+    p = qsnap("restore", vm.dir, "S", ok=False)
+    # (qemu-img's own words follow, over more than one line.)
+    check(p.returncode == 1 and "restoring 'S' failed; the VM is stopped" in p.stderr,
+          f"restore onto a damaged layer: {p.returncode} {p.stderr!r}")
+    check(vm.status()["state"] == "stopped", f"state after it: {vm.status()['state']}")
+    with open(layer, "r+b") as f:
+        f.write(header)
+    vm.serial.close()
+    vm.serial = None
+    assert_consistent(vm, expected)
+
+
+def snap_layer_of(vm, name, drive="vda"):
+    return next(s for s in vm.state()["snapshots"] if s["name"] == name)["drives"][drive]
+
+
 def stage_of(parent, pattern):
     return glob.glob(os.path.join(parent, pattern))
 

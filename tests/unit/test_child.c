@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests of how children start and are waited for (src/lib/base/child.c,
- * through run_program in src/lib/base/program.c) under a caller with a
+ * through run_program in src/lib/base/program.c), and of processes known by
+ * pid and start time (src/lib/base/process.c), under a caller with a
  * hostile signal state: SIGCHLD ignored (the kernel reaps ordinary children
  * itself), a thread that reaps every child with waitpid(-1), SIGTERM and
  * SIGINT blocked, SIGHUP ignored, a handler on SIGUSR1. */
@@ -136,6 +137,49 @@ static void test_exec_failure_says_why(void **state)
 	unlink(path);
 }
 
+/* A process of the test's own, known by pid and start time. */
+static pid_t sleeper(const char *seconds, unsigned long long *start)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execlp("sleep", "sleep", seconds, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 200 && !(*start = proc_start_time(pid)); i++)
+		usleep(1000);
+	assert_true(*start != 0);
+	return pid;
+}
+
+/* proc_wait_gone ends when the process does (its pidfd turns readable),
+ * not at the next poll; and gives up at the timeout. */
+static void test_wait_gone(void **state)
+{
+	unsigned long long start;
+	pid_t pid = sleeper("0.3", &start);
+	int64_t t0 = now_ms();
+
+	assert_int_equal(proc_wait_gone(pid, start, 50), -ETIMEDOUT);
+	assert_int_equal(proc_wait_gone(pid, start, 10000), 0);
+	assert_true(now_ms() - t0 < 5000);
+	assert_false(proc_alive(pid, start));
+}
+
+/* A signal goes only to the process that began at that start time. */
+static void test_signal_by_start_time(void **state)
+{
+	unsigned long long start;
+	pid_t pid = sleeper("30", &start);
+
+	assert_int_equal(proc_signal(pid, start + 1, SIGKILL), -ESRCH);
+	assert_int_equal(proc_signal(pid, 0, SIGKILL), -ESRCH);
+	assert_true(proc_alive(pid, start));
+	assert_int_equal(proc_signal(pid, start, SIGKILL), 0);
+	assert_int_equal(proc_wait_gone(pid, start, 10000), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -143,6 +187,8 @@ int main(void)
 		cmocka_unit_test(test_exit_status_with_a_reaper),
 		cmocka_unit_test(test_child_signal_state_is_clean),
 		cmocka_unit_test(test_exec_failure_says_why),
+		cmocka_unit_test(test_wait_gone),
+		cmocka_unit_test(test_signal_by_start_time),
 	};
 
 	return cmocka_run_group_tests(tests, hostile, NULL);

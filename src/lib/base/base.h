@@ -278,7 +278,12 @@ void progress_report(const struct progress *p, uint64_t done, bool finished);
 unsigned long long proc_start_time(pid_t pid);
 /* The process pid runs and began at start (0, unknown, matches none). */
 bool proc_alive(pid_t pid, unsigned long long start);
-/* Wait until the process is gone; -ETIMEDOUT after timeout_ms. */
+/* Send sig to the process pid that began at start, through a pidfd where
+ * the kernel has them (no pid reuse between the check and the signal);
+ * -ESRCH when it is gone. */
+int proc_signal(pid_t pid, unsigned long long start, int sig);
+/* Wait until the process is gone (poll on its pidfd, else by polling);
+ * -ETIMEDOUT after timeout_ms. */
 int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms);
 
 #endif

@@ -30,6 +30,7 @@ struct restore {
 	/* How far it got. */
 	enum {
 		RESTORE_CHECKED,  /* nothing changed yet */
+		RESTORE_ENDED,	  /* the running QEMU, if any, has ended */
 		RESTORE_RAM,	  /* the new layers and RAM file are made */
 		RESTORE_LAUNCHED, /* a new QEMU runs, waiting for the state */
 		RESTORE_LOADING,  /* QEMU was reading the state */
@@ -115,7 +116,7 @@ static int restore_launch(struct restore *rs, qsnap_error *err)
 	int r = prepare_ram(rs->vm, rs->s, rs->opts, &rs->l, &rs->ram, err);
 
 	if (r < 0)
-		return qerr_prefix(err, "restoring '%s'", rs->name);
+		return r;
 	rs->stage = RESTORE_RAM;
 	r = vm_launch(rs->vm, &rs->l, err);
 	if (r < 0)
@@ -185,11 +186,13 @@ static int restore_undo(struct restore *rs, int r, qsnap_error *err)
 	switch (rs->stage) {
 	case RESTORE_CHECKED: /* failures before anything changed say so themselves */
 		return r;
+	case RESTORE_ENDED:
+		return qerr_prefix(err, "restoring '%s' failed; the VM is stopped", rs->name);
 	case RESTORE_RAM:
 		/* QEMU did not start: the fresh RAM file is ours to remove. */
 		if (rs->l.ram_share)
 			unlink(rs->ram);
-		return qerr_prefix(err, "restoring '%s'", rs->name);
+		return qerr_prefix(err, "restoring '%s' failed; the VM is stopped", rs->name);
 	case RESTORE_LAUNCHED:
 	case RESTORE_LOADING:
 		break;
@@ -224,8 +227,8 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	if (r >= 0)
 		r = restore_check_machine(vm, rs.s, err);
 	rs.l.machine = rs.s->machine;
-	if (r >= 0)
-		r = vm_kill_qemu(vm, 0, err);
+	if (r >= 0 && (r = vm_kill_qemu(vm, 0, err)) >= 0)
+		rs.stage = RESTORE_ENDED;
 	if (r >= 0 && (r = restore_layers(&rs, err)) >= 0 && (r = restore_launch(&rs, err)) >= 0 &&
 	    (r = restore_load(&rs, err)) >= 0 && rs.s->was_running && !paused)
 		r = vm_cont(vm, err);
