@@ -82,14 +82,14 @@ def test_install_shared_library(t):
     check(p.returncode == 0 and p.stdout.startswith("qsnap "), f"installed qsnap: {p.stderr}")
 
 
-def build_embed(t, source):
+def build_embed(t, source, extra=()):
     """Build tests/embed/SOURCE against the installed copy; returns (exe, env
     to run it with)."""
     dest, env = install(t)
     libdir = installed_dir(env, dest, "libdir")
     flags = pkg_config(env, "--cflags", "--libs").split()
     exe = os.path.join(t.dir, os.path.splitext(source)[0])
-    p = subprocess.run(["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o", exe,
+    p = subprocess.run(["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", *extra, "-o", exe,
                         os.path.join(ROOT, "tests", "embed", source), *flags],
                        capture_output=True, text=True)
     check(p.returncode == 0, f"{source} does not build against the installed qsnap.h and "
@@ -143,3 +143,23 @@ def test_embed_hostile_signals(t):
           f"the published image: {info}")
     snaps = [s["name"] for s in json.loads(qsnap("list", "--json", vmdir).stdout)]
     check(snaps == ["one", "two"], f"qsnap list after the embedding program: {snaps}")
+
+
+def test_embed_threads(t):
+    """Four threads of one program, each with its own VM, start, save,
+    restore and stop at the same time, one of them saving in the background
+    (tests/embed/embed_threads.c): every call works."""
+    exe, run_env = build_embed(t, "embed_threads.c", ["-pthread"])
+    base = os.path.join(t.dir, "base.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "64M")
+    for i in range(4):
+        t.vms.append(Stopper(os.path.join(t.dir, f"vm{i}")))
+    p = subprocess.run([exe, t.dir, base, os.path.join(GUEST, "vmlinuz"),
+                        os.path.join(GUEST, "initramfs.img"), ACCEL],
+                       env=run_env, capture_output=True, text=True, timeout=1200)
+    check(p.returncode == 0 and "embed_threads: all checks passed" in p.stdout,
+          f"embed_threads exited {p.returncode}:\n{p.stdout}{p.stderr}")
+    for i in range(4):
+        snaps = [s["name"] for s in json.loads(qsnap("list", "--json",
+                                                     os.path.join(t.dir, f"vm{i}")).stdout)]
+        check(snaps == ["a", "b"], f"vm{i}: snapshots {snaps}")

@@ -22,10 +22,14 @@ static inline void freep(void *p)
 {
 	free(*(void **)p);
 }
+/* Also called by hand before the variable's own cleanup: it is reset, so
+ * that the fd number, which another thread may have been given by now, is
+ * never closed twice. */
 static inline void closep(int *fd)
 {
 	if (*fd >= 0)
 		close(*fd);
+	*fd = -1;
 }
 static inline void json_putp(json_object **o)
 {
