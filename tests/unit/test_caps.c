@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* The capability parser (src/lib/qemu/caps.c) against the real replies of
  * the installed QEMUs: the system's (qemu-system-x86_64 on PATH, 7.2 on
- * Debian 12) and QEMU 10 (build/qemu10, scripts/qemu10; meson passes its
- * path in QSNAP_QEMU10). Each starts with "-machine none -qmp stdio" on one
- * end of a socket pair, in well under a second. A QEMU that is not
- * installed is a skipped case, named as such, never a pass.
+ * Debian 12) and QEMU 10 (build/qemu10, scripts/qemu10; meson passes
+ * where it may be in QSNAP_QEMU10). Each starts with "-machine none -qmp
+ * stdio" on one end of a socket pair, in well under a second. A QEMU that
+ * is not installed is a skipped case, named as such, never a pass.
  *
  * What is expected follows from the version QEMU reports, by the QEMU
  * release that added or removed each feature, so that a third QEMU can be
@@ -198,11 +198,20 @@ static void test_system_qemu(void **state)
 
 static void test_qemu10(void **state)
 {
-	const char *bin = find_binary(getenv("QSNAP_QEMU10"));
+	/* QSNAP_QEMU10: where it may be, ':'-separated; the first there. */
+	char *list = getenv("QSNAP_QEMU10") ? strdup(getenv("QSNAP_QEMU10")) : NULL;
+	const char *bin = NULL;
+	char *save = NULL;
 
-	if (!bin)
+	for (char *p = list ? strtok_r(list, ":", &save) : NULL; p && !bin;
+	     p = strtok_r(NULL, ":", &save))
+		bin = find_binary(p);
+	if (!bin) {
+		free(list);
 		skip();
+	}
 	check_qemu(bin);
+	free(list);
 }
 
 int main(void)
