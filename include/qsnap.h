@@ -43,8 +43,17 @@
  *    the call, and QEMU, started detached (a session of its own, not a
  *    child of the caller) so that it runs on until qsnap_vm_stop, also
  *    after the calling program ended. qsnap_vm_save_background forks a
- *    detached process of the same kind. A SIGCHLD handler that reaps every
- *    child (waitpid(-1, ...)) takes exit codes the library waits for.
+ *    detached process of the same kind, and every QEMU start a console
+ *    relay.
+ *  - The caller's signal state stays its own: every process the library
+ *    starts begins with default signal dispositions and an empty signal
+ *    mask (the console relay then ignores SIGPIPE, the background save
+ *    SIGHUP). qemu-img and the short-lived processes that detach QEMU are
+ *    cloned with no exit signal: SIGCHLD set to SIG_IGN, or a handler that
+ *    reaps every child with waitpid(-1, ...) without __WALL, neither takes
+ *    their exit status nor sees a SIGCHLD for them. The relay's and the
+ *    background save's first fork do send SIGCHLD; their status is not
+ *    needed, so a caller's reaper may take it.
  *  - Inside a call it starts threads of its own (compression, checksums,
  *    copying RAM) that end before the call returns.
  *  - Its file descriptors are all O_CLOEXEC; it changes no signal

@@ -1,5 +1,5 @@
 """Runs all of qsnap's checks and prints the totals as the last line:
-"N passed, N failed".
+"N passed, N failed, N skipped"; every skipped test is named above it.
 
 Without arguments (make check), in this order:
   unit        the meson tests of build/ (cmocka cases, fuzz corpus replays)
@@ -13,7 +13,9 @@ Without arguments (make check), in this order:
               QEMU (Debian 12: 7.2), then with QEMU 10 (build/qemu10,
               installed by scripts/qemu10) all but QEMU10_SKIP
 Every build, every test case, every fuzz target counts as one test; the
-totals per QEMU come before the overall line.
+skipped tests (each with why) and the totals per QEMU come before the
+overall line. A test module that is missing or does not load, and a
+NAME-FILTER that selects no test, count as failures.
 With arguments, only the integration tests whose name contains one of them
 (on both QEMUs).
 
@@ -75,6 +77,7 @@ SANITIZER_ENV = {
 class Totals:
     def __init__(self):
         self.passed = self.failed = 0
+        self.skipped = []  # "LABEL NAME (why)"
 
     def add(self, label, ok, detail=""):
         """One check outside the test runners: a build, a fuzz run."""
@@ -85,10 +88,12 @@ class Totals:
             self.failed += 1
             print(f"FAIL {label}\n     {detail.strip()}".replace("\n", "\n     "), flush=True)
 
-    def count(self, label, passed, failed):
-        print(f"{label}: {passed} passed, {failed} failed", flush=True)
+    def count(self, label, passed, failed, skipped=()):
+        """A runner's totals; skipped names each test it skipped."""
+        print(f"{label}: {passed} passed, {failed} failed, {len(skipped)} skipped", flush=True)
         self.passed += passed
         self.failed += failed
+        self.skipped += [f"{label}: {s}" for s in skipped]
 
 
 def tail(text, n=30):
@@ -99,7 +104,8 @@ def meson_tests(build, label, logbase="testlog", wrapper=None, env=None):
     """Each cmocka case counts once; a test program that is not cmocka (a
     fuzz corpus replay) counts once; a program that fails without naming a
     failed case (a crash, a valgrind or sanitizer report) counts as one
-    failure."""
+    failure; a cmocka case that skipped, and a program meson reports as
+    SKIP, are named as skipped. Returns (passed, failed, skipped)."""
     cmd = ["meson", "test", "-C", build, "--print-errorlogs", "--logbase", logbase]
     if wrapper:
         cmd += ["--wrapper", wrapper]
@@ -110,8 +116,9 @@ def meson_tests(build, label, logbase="testlog", wrapper=None, env=None):
         os.unlink(log)
     subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
     passed = failed = 0
+    skipped = []
     if not os.path.exists(log):
-        return 0, 1
+        return 0, 1, skipped
     with open(log) as f:
         for line in f:
             t = json.loads(line)
@@ -119,13 +126,17 @@ def meson_tests(build, label, logbase="testlog", wrapper=None, env=None):
             ok = len(re.findall(r"^\[       OK \]", out, re.M))
             # cmocka names a failed case twice: when it fails and in its summary.
             bad = len(set(re.findall(r"^\[  FAILED  \] (?!\d+ test)(\S+)", out, re.M)))
-            if t["result"] != "OK" and bad == 0:
+            skips = sorted(set(re.findall(r"^\[  SKIPPED \] (?!\d+ test)(\S+)", out, re.M)))
+            skipped += [f"{t['name']}: {c}" for c in skips]
+            if t["result"] == "SKIP":
+                skipped.append(f"{t['name']} (the test program skipped)")
+            elif t["result"] != "OK" and bad == 0:
                 bad = 1
-            elif t["result"] == "OK" and ok == 0 and bad == 0:
+            elif t["result"] == "OK" and ok == 0 and bad == 0 and not skips:
                 ok = 1
             passed += ok
             failed += bad
-    return passed, failed
+    return passed, failed, skipped
 
 
 def meson_build(build, options=(), env=None):
@@ -173,38 +184,42 @@ def integration_subprocess(tot, label, build, names, env, total_label=None):
                           *names], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     passed = failed = None
+    skipped = []
     for line in p.stdout:
-        m = re.match(r"integration: (\d+) passed, (\d+) failed$", line.strip())
+        m = re.match(r"integration: (\d+) passed, (\d+) failed, (\d+) skipped$", line.strip())
         if m:
-            passed, failed = int(m.group(1)), int(m.group(2))
-        else:
-            print(f"{label} {line}" if line.strip() else line, end="", flush=True)
+            passed, failed, nskip = int(m.group(1)), int(m.group(2)), int(m.group(3))
+            continue
+        if line.startswith("skip "):
+            skipped.append(line[5:].strip())
+        print(f"{label} {line}" if line.strip() else line, end="", flush=True)
     p.wait()
     if passed is None:
         tot.add(f"{label}: integration tests", False, f"the test run ended without totals "
                 f"(exit {p.returncode})")
         return
-    tot.count(total_label or f"{label} integration", passed, failed)
+    if nskip != len(skipped):
+        tot.add(f"{label}: integration tests", False,
+                f"{nskip} skipped by the totals, {len(skipped)} named")
+    tot.count(total_label or f"{label} integration", passed, failed, skipped)
 
 
 QEMU10 = os.path.join(ROOT, "build", "qemu10", "usr", "bin", "qemu-system-x86_64")
-# The full run leaves these out on QEMU 10 (they run on the system's QEMU):
-# they test what qsnap does without QEMU or the same way on any QEMU, so a
-# second run adds minutes, not coverage. Named tests (tests/run NAME) run on
-# both QEMUs.
+# The full run leaves these out on QEMU 10 (they run on the system's QEMU,
+# and are counted and named as skipped on 10): they test what qsnap does
+# without QEMU or the same way on any QEMU, so a second run adds minutes, not
+# coverage. Only tests that do not depend on QEMU belong here: not those
+# where QEMU writes files or creates sockets, saves or restores, or whose
+# qemu-img is QEMU 10's own. Named tests (tests/run NAME) run on both QEMUs.
 QEMU10_SKIP = [
     "test_badinput.",                        # argument and input checks, no QEMU
-    "test_publish.test_publish_",            # qemu-img convert and check only, same flags on both
     "test_faults.test_two_commands_at_once",  # the VM lock
     "test_faults.test_damaged_state_json",    # state.json and vm.json parsing
     "test_faults.test_leftovers_of_a_killed_command",  # stray files and an orphan QEMU
     "test_foundation.test_serial_log_kept_across_restarts",
-    "test_foundation.test_base_image_never_written",
     "test_foundation.test_help", "test_foundation.test_init_errors_write_nothing",
     "test_foundation.test_not_a_vm_directory", "test_foundation.test_missing_qemu_binary",
-    "test_isolation.test_run_dir_and_sockets_owner_only",
     "test_isolation.test_vm_dir_of_another_user_is_refused",
-    "test_snapshots.test_names_and_errors",  # CLI errors before QEMU is asked
     "test_shared.test_memory_size_change_is_refused",  # checked before QEMU starts
     "test_shared.test_no_space_",            # qsnap's own free-space checks and RAM copy
     "test_embed.test_install_shared_library",  # meson install, nm: no QEMU
@@ -328,16 +343,15 @@ def main():
         run_python(tot, which)
     per_qemu = []
     if "system" in which:
-        mods = [__import__(m) for m in integration.MODULES
-                if os.path.exists(os.path.join(ROOT, "tests", "integration", m + ".py"))]
         label = f"integration QEMU {qemu_version(shutil.which('qemu-system-x86_64') or 'qemu-system-x86_64')}"
-        before = (tot.passed, tot.failed)
-        ip, if_ = harness.run_tests(mods, only=only)
-        tot.count(label, ip, if_)
-        per_qemu.append((label, tot.passed - before[0], tot.failed - before[1]))
+        before = (tot.passed, tot.failed, len(tot.skipped))
+        res = harness.run_tests(integration.MODULES, only=only)
+        tot.count(label, res.passed, res.failed, res.skipped)
+        per_qemu.append((label, tot.passed - before[0], tot.failed - before[1],
+                         len(tot.skipped) - before[2]))
     if "qemu10" in which:
         label = f"integration QEMU {qemu_version(QEMU10) if os.path.exists(QEMU10) else '10'}"
-        before = (tot.passed, tot.failed)
+        before = (tot.passed, tot.failed, len(tot.skipped))
         if not os.path.exists(QEMU10):
             tot.add(label, False, f"{QEMU10} is missing: run scripts/qemu10 (make check does)")
         else:
@@ -345,10 +359,13 @@ def main():
             if not only:
                 env["QSNAP_TEST_SKIP"] = ",".join(QEMU10_SKIP)
             integration_subprocess(tot, "qemu10", "build", only or [], env, total_label=label)
-        per_qemu.append((label, tot.passed - before[0], tot.failed - before[1]))
-    for label, p, f in per_qemu:
-        print(f"{label}: {p} passed, {f} failed")
-    print(f"{tot.passed} passed, {tot.failed} failed")
+        per_qemu.append((label, tot.passed - before[0], tot.failed - before[1],
+                         len(tot.skipped) - before[2]))
+    for s in tot.skipped:
+        print(f"skipped: {s}")
+    for label, p, f, k in per_qemu:
+        print(f"{label}: {p} passed, {f} failed, {k} skipped")
+    print(f"{tot.passed} passed, {tot.failed} failed, {len(tot.skipped)} skipped")
     return 1 if tot.failed else 0
 
 

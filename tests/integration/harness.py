@@ -6,6 +6,7 @@ or a test runner would.
 """
 
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -260,17 +261,71 @@ class T:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run_tests(modules, only=None):
-    """Run every test_* function of the modules; prints one line per test and
-    returns (passed, failed)."""
-    passed = failed = 0
-    # QSNAP_TEST_SKIP: tests left out (names containing one of these).
+class Skip(Exception):
+    """A test that cannot run here raises Skip(why): counted and named as
+    skipped, never as passed."""
+
+
+def load_modules(names):
+    """Import the test modules by name; returns (modules, failures): a module
+    that is missing or does not import is a failure named after it, never
+    dropped."""
+    mods, failures = [], []
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in names:
+        if not os.path.exists(os.path.join(here, name + ".py")):
+            failures.append((name, f"tests/integration/{name}.py is missing"))
+            continue
+        try:
+            mods.append(importlib.import_module(name))
+        except Exception:
+            failures.append((name, traceback.format_exc()))
+    return mods, failures
+
+
+class Results:
+    """What a run of integration tests came to; skipped holds "NAME (why)"."""
+
+    def __init__(self):
+        self.passed = self.failed = 0
+        self.skipped = []
+
+    def line(self):
+        return f"{self.passed} passed, {self.failed} failed, {len(self.skipped)} skipped"
+
+
+def _fail(name, detail, seconds=None):
+    took = f" ({seconds:.1f}s)" if seconds is not None else ""
+    print(f"FAIL {name}{took}\n{detail.strip()}".replace("\n", "\n     "), flush=True)
+
+
+def run_tests(module_names, only=None):
+    """Run every test_* function of the named modules; prints one line per
+    test (ok, FAIL, skip) and returns Results. A module that cannot be
+    loaded counts as one failure; each filter (only) that selects no test
+    counts as one failure too, so that a misspelt name never passes."""
+    res = Results()
+    # QSNAP_TEST_SKIP: tests left out (names containing one of these); each
+    # is counted and named as skipped.
     skip = [s for s in os.environ.get("QSNAP_TEST_SKIP", "").split(",") if s]
+    modules, failures = load_modules(module_names)
+    # A module that cannot be loaded fails under any filter: what it would
+    # have run is unknown.
+    for name, detail in failures:
+        _fail(name, "cannot load the test module: " + detail)
+        res.failed += 1
+    selected = dict.fromkeys(only or [], 0)
     for mod in modules:
         for name in sorted(n for n in dir(mod) if n.startswith("test_")):
-            if only and not any(o in f"{mod.__name__}.{name}" for o in only):
+            full = f"{mod.__name__}.{name}"
+            if only and not any(o in full for o in only):
                 continue
-            if any(s in f"{mod.__name__}.{name}" for s in skip):
+            for o in selected:
+                selected[o] += o in full
+            hit = next((s for s in skip if s in full), None)
+            if hit:
+                res.skipped.append(f"{full} (QSNAP_TEST_SKIP: {hit})")
+                print(f"skip {res.skipped[-1]}", flush=True)
                 continue
             t = T(name)
             t0 = time.time()
@@ -278,15 +333,25 @@ def run_tests(modules, only=None):
             try:
                 getattr(mod, name)(t)
                 ok = True
+            except Skip as e:
+                ok = None
+                res.skipped.append(f"{full} ({e})")
+                print(f"skip {res.skipped[-1]}", flush=True)
             except Exception as e:
                 detail = str(e) if isinstance(e, Fail) else traceback.format_exc()
-                print(f"FAIL {mod.__name__}.{name} ({time.time() - t0:.1f}s)\n"
-                      f"     {detail.strip()}".replace("\n", "\n     "), flush=True)
+                _fail(full, detail, time.time() - t0)
             finally:
-                t.cleanup(keep=not ok and os.environ.get("QSNAP_KEEP_FAILED"))
+                t.cleanup(keep=ok is False and os.environ.get("QSNAP_KEEP_FAILED"))
             if ok:
-                passed += 1
-                print(f"ok   {mod.__name__}.{name} ({time.time() - t0:.1f}s)", flush=True)
-            else:
-                failed += 1
-    return passed, failed
+                res.passed += 1
+                print(f"ok   {full} ({time.time() - t0:.1f}s)", flush=True)
+            elif ok is False:
+                res.failed += 1
+    # Each filter must select something (a stale name in a list of them,
+    # such as tests/run.py's, is not passed over), unless a module that did
+    # not load could have held it.
+    for o, n in selected.items():
+        if n == 0 and not failures:
+            _fail(o, "no integration test has a name containing this")
+            res.failed += 1
+    return res

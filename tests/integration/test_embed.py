@@ -86,20 +86,27 @@ def test_install_shared_library(t):
     check(p.returncode == 0 and p.stdout.startswith("qsnap "), f"installed qsnap: {p.stderr}")
 
 
-def test_embed_program(t):
+def build_embed(t, source, extra=()):
+    """Build tests/embed/SOURCE against the installed copy; returns (exe, env
+    to run it with)."""
     dest, env = install(t)
     libdir = installed_dir(env, dest, "libdir")
     flags = pkg_config(env, "--cflags", "--libs").split()
-    exe = os.path.join(t.dir, "embed")
-    p = subprocess.run(["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o", exe,
-                        os.path.join(ROOT, "tests", "embed", "embed.c"), *flags],
+    exe = os.path.join(t.dir, os.path.splitext(source)[0])
+    p = subprocess.run(["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", *extra, "-o", exe,
+                        os.path.join(ROOT, "tests", "embed", source), *flags],
                        capture_output=True, text=True)
-    check(p.returncode == 0, f"embed.c does not build against the installed qsnap.h and "
+    check(p.returncode == 0, f"{source} does not build against the installed qsnap.h and "
           f"libqsnap.so ({' '.join(flags)}):\n{p.stderr}")
     run_env = {**os.environ, "LD_LIBRARY_PATH": libdir}
     ldd = subprocess.run(["ldd", exe], env=run_env, capture_output=True, text=True).stdout
     m = re.search(r"libqsnap\.so\.1 => (\S+)", ldd)
-    check(m and m.group(1).startswith(dest), f"embed does not load the installed copy: {ldd}")
+    check(m and m.group(1).startswith(dest), f"{exe} does not load the installed copy: {ldd}")
+    return exe, run_env
+
+
+def test_embed_program(t):
+    exe, run_env = build_embed(t, "embed.c")
     base = os.path.join(t.dir, "base.qcow2")
     qemu_img("create", "-q", "-f", "qcow2", base, "64M")
     vmdir = os.path.join(t.dir, "vm")
@@ -164,3 +171,51 @@ def test_growth(t):
                            capture_output=True, text=True, timeout=120)
         check(p.returncode == 0 and "growth: all checks passed" in p.stdout,
               f"growth ({name} header) exited {p.returncode}:\n{p.stdout}{p.stderr}")
+
+
+def test_embed_hostile_signals(t):
+    """A caller that ignores SIGCHLD and SIGHUP and blocks SIGTERM and
+    SIGINT (tests/embed/embed_signals.c): every call works, qemu-img's
+    failure is an error in its own words, QEMU and the console relay start
+    without the caller's signal state, QEMU ends on stop."""
+    exe, run_env = build_embed(t, "embed_signals.c")
+    base = os.path.join(t.dir, "base.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "64M")
+    # A qcow2 header of a version no qemu-img reads.
+    bad = os.path.join(t.dir, "bad.qcow2")
+    with open(bad, "wb") as f:
+        f.write(b"QFI\xfb\x00\x00\x00\x63" + bytes(504))
+    out = os.path.join(t.dir, "published.qcow2")
+    vmdir = os.path.join(t.dir, "vm")
+    t.vms.append(Stopper(vmdir))
+    p = subprocess.run([exe, vmdir, base, os.path.join(GUEST, "vmlinuz"),
+                        os.path.join(GUEST, "initramfs.img"), ACCEL, out, bad],
+                       env=run_env, capture_output=True, text=True, timeout=900)
+    check(p.returncode == 0 and "embed_signals: all checks passed" in p.stdout,
+          f"embed_signals exited {p.returncode}:\n{p.stdout}{p.stderr}")
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", out],
+                                     capture_output=True, text=True, check=True).stdout)
+    check(info["format"] == "qcow2" and "backing-filename" not in info,
+          f"the published image: {info}")
+    snaps = [s["name"] for s in json.loads(qsnap("list", "--json", vmdir).stdout)]
+    check(snaps == ["one", "two"], f"qsnap list after the embedding program: {snaps}")
+
+
+def test_embed_threads(t):
+    """Four threads of one program, each with its own VM, start, save,
+    restore and stop at the same time, one of them saving in the background
+    (tests/embed/embed_threads.c): every call works."""
+    exe, run_env = build_embed(t, "embed_threads.c", ["-pthread"])
+    base = os.path.join(t.dir, "base.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "64M")
+    for i in range(4):
+        t.vms.append(Stopper(os.path.join(t.dir, f"vm{i}")))
+    p = subprocess.run([exe, t.dir, base, os.path.join(GUEST, "vmlinuz"),
+                        os.path.join(GUEST, "initramfs.img"), ACCEL],
+                       env=run_env, capture_output=True, text=True, timeout=1200)
+    check(p.returncode == 0 and "embed_threads: all checks passed" in p.stdout,
+          f"embed_threads exited {p.returncode}:\n{p.stdout}{p.stderr}")
+    for i in range(4):
+        snaps = [s["name"] for s in json.loads(qsnap("list", "--json",
+                                                     os.path.join(t.dir, f"vm{i}")).stdout)]
+        check(snaps == ["a", "b"], f"vm{i}: snapshots {snaps}")

@@ -260,6 +260,110 @@ def test_leftovers_of_a_killed_command(t):
     assert_consistent(vm, expected)
 
 
+def test_restore_that_fails_after_qemu_ended_says_so(t):
+    """A restore whose checks pass ends the running QEMU before it makes the
+    new layers; when that fails (here: the snapshot's frozen layer is
+    damaged, which the checks of the machine state do not read), the error
+    says the VM is now stopped, and it is."""
+    vm = t.vm()
+    vm.boot()
+    expected = {"S": mark(vm, "S")}
+    vm.save("S")
+    layer = vm.path(snap_layer_of(vm, "S"))
+    with open(layer, "r+b") as f:
+        header = f.read(4)
+        f.seek(0)
+        f.write(b"\0\0\0\0")
+    p = qsnap("restore", vm.dir, "S", ok=False)
+    # (qemu-img's own words follow, over more than one line.)
+    check(p.returncode == 1 and "restoring 'S' failed; the VM is stopped" in p.stderr,
+          f"restore onto a damaged layer: {p.returncode} {p.stderr!r}")
+    check(vm.status()["state"] == "stopped", f"state after it: {vm.status()['state']}")
+    with open(layer, "r+b") as f:
+        f.write(header)
+    vm.serial.close()
+    vm.serial = None
+    assert_consistent(vm, expected)
+
+
+def snap_layer_of(vm, name, drive="vda"):
+    return next(s for s in vm.state()["snapshots"] if s["name"] == name)["drives"][drive]
+
+
+def stage_of(parent, pattern):
+    return glob.glob(os.path.join(parent, pattern))
+
+
+def wait_stage(parent, pattern, proc, nbytes=1 << 20):
+    """Until a staging entry of pattern holds nbytes (the command is midway)."""
+    def written():
+        total = 0
+        for top in stage_of(parent, pattern):
+            for root, _, files in os.walk(top):
+                for f in files:
+                    try:
+                        total += os.path.getsize(os.path.join(root, f))
+                    except OSError:
+                        pass
+            if os.path.isfile(top):
+                total += os.path.getsize(top)
+        return total >= nbytes
+    return wait_for(written, f"{pattern} to fill", proc=proc)
+
+
+def dead_pid():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_staging_of_killed_commands_is_swept(t):
+    """An export and an import SIGKILLed midway leave their staging entries
+    (.NAME.qsnap-partial-PID, .NAME.qsnap-import-PID, which can hold
+    gigabytes); the next export to that output and import into that name
+    remove them. A pull into an existing VM stages in VMDIR/.qsnap-pull-PID:
+    the next command that takes the VM's lock removes one whose process is
+    gone (made here by hand; a live one stays)."""
+    vm = t.vm(memory="512M")
+    vm.boot()
+    fill_ram(vm)
+    vm.save("S")
+    tar = os.path.join(t.dir, "s.tar")
+    proc = start_qsnap("export", vm.dir, "S", tar)
+    check(wait_stage(t.dir, ".s.tar.qsnap-*", proc, 8 << 20),
+          "the export ended before it could be interrupted")
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    check(stage_of(t.dir, ".s.tar.qsnap-*"), "the killed export left nothing to sweep")
+    qsnap("export", vm.dir, "S", tar)
+    check(not stage_of(t.dir, ".s.tar.qsnap-*"),
+          f"export left {stage_of(t.dir, '.s.tar.qsnap-*')}")
+
+    new = os.path.join(t.dir, "imported")
+    proc = start_qsnap("import", new, tar)
+    check(wait_stage(t.dir, ".imported.qsnap-import-*", proc, 8 << 20),
+          "the import ended before it could be interrupted")
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    check(stage_of(t.dir, ".imported.qsnap-import-*"), "the killed import left nothing to sweep")
+    qsnap("import", new, tar)
+    check(not stage_of(t.dir, ".imported.qsnap-import-*"),
+          f"import left {stage_of(t.dir, '.imported.qsnap-import-*')}")
+
+    gone, alive = dead_pid(), os.getpid()
+    for pid in (gone, alive):
+        os.makedirs(vm.path(f".qsnap-pull-{pid}", "layers"))
+        with open(vm.path(f".qsnap-pull-{pid}", "layers", "vda-7.qcow2"), "wb") as f:
+            f.write(b"x" * 4096)
+    qsnap("list", vm.dir)  # reads without the lock: sweeps nothing
+    check(os.path.exists(vm.path(f".qsnap-pull-{gone}")), "list (no lock) swept a stage")
+    vm.save("T")
+    check(not os.path.exists(vm.path(f".qsnap-pull-{gone}")),
+          "the stage of a pull whose process is gone is left")
+    check(os.path.exists(vm.path(f".qsnap-pull-{alive}")),
+          "the stage of a live process was removed")
+
+
 # ---- a full disk -----------------------------------------------------------
 
 
@@ -342,6 +446,98 @@ def test_damaged_state_json(t):
         with open(path, "wb") as f:
             f.write(good)
     check(vm.qemu_pid() == pid and view(vm) == now, "the running VM was touched")
+    assert_consistent(vm, expected)
+
+
+def test_state_json_that_loops_or_names_anyone(t):
+    """Entries that are each well formed but do not fit together: a backing
+    cycle (every walk of that chain would loop and grow without end), a
+    backing that names no layer, and a QEMU known only by a pid (start time
+    0) that is an unrelated live process. Every command says which field of
+    which file, leaves the file as it is, and never signals that process."""
+    vm = t.vm()
+    vm.boot()
+    vm.save("a")
+    vm.save("b")
+    vm.stop()
+    path = vm.path("state.json")
+    with open(path, "rb") as f:
+        good = f.read()
+    st = json.loads(good)
+    layers = st["layers"]
+    check(len(layers) >= 3 and all(ly["drive"] == "vda" for ly in layers),
+          f"expected a chain of three layers: {layers}")
+    bottom = next(i for i, ly in enumerate(layers) if "backing" not in ly)
+    top = st["active"]["vda"]
+    cycle = json.loads(good)
+    cycle["layers"][bottom]["backing"] = top
+    dangling = json.loads(good)
+    dangling["layers"][bottom]["backing"] = "layers/vda-99.qcow2"
+    bystander = subprocess.Popen(["sleep", "600"])
+    try:
+        anyone = {**json.loads(good), "qemu": {"pid": bystander.pid, "start_time": 0}}
+        damages = {
+            "backing cycle": (cycle, f"bad 'layers[{bottom}].backing'", "form a cycle"),
+            "backing of no layer": (dangling, f"bad 'layers[{bottom}].backing'",
+                                    "layers/vda-99.qcow2"),
+            "pid without start time": (anyone, "bad 'qemu.start_time'", str(bystander.pid)),
+        }
+        for what, (data, field, detail) in damages.items():
+            text = json.dumps(data).encode()
+            with open(path, "wb") as f:
+                f.write(text)
+            for cmd in (["status"], ["list"], ["stop", "--timeout", "1"], ["start"],
+                        ["save", "c"], ["restore", "a"], ["delete", "a"], ["verify", "a"],
+                        ["compact"]):
+                p = qsnap(cmd[0], vm.dir, *cmd[1:], ok=False, timeout=30)
+                check(p.returncode == 1, f"{what}: qsnap {cmd[0]} exited {p.returncode}")
+                check(path in p.stderr and field in p.stderr and detail in p.stderr
+                      and one_line(p.stderr),
+                      f"{what}: qsnap {cmd[0]} does not say {field} ({detail}) of {path}: "
+                      f"{p.stderr!r}")
+                with open(path, "rb") as f:
+                    check(f.read() == text, f"{what}: qsnap {cmd[0]} changed the file")
+                check(bystander.poll() is None and process_running(bystander.pid),
+                      f"{what}: qsnap {cmd[0]} ended the unrelated process {bystander.pid}")
+    finally:
+        bystander.kill()
+        bystander.wait()
+    with open(path, "wb") as f:
+        f.write(good)
+    vm.boot()
+    check(sorted(s["name"] for s in vm.snapshots()) == ["a", "b"], "snapshots lost")
+
+
+def test_long_chain_save_killed(t):
+    """A chain of 40 layers (--max-chain 100), a save SIGKILLed while it
+    writes: the next command finds which layer QEMU writes to (a flat block
+    query: the nested one is deeper than the QMP parser goes past about 25
+    layers) and recovers."""
+    vm = t.vm(memory="512M")
+    qsnap("config", vm.dir, "--max-chain", "100")
+    vm.boot()
+    # One snapshot replaced 40 times: the chain grows, the disk does not.
+    for i in range(40):
+        vm.save("s", "--replace")
+    st = vm.state()
+    check(len(st["layers"]) >= 40, f"{len(st['layers'])} layers after 40 saves")
+    fill_ram(vm)
+    expected = {"s": mark(vm, "s")}
+    vm.save("s", "--replace")
+    now = view(vm)
+    pid = vm.qemu_pid()
+    proc = start_qsnap("save", vm.dir, "doomed")
+    check(wait_for(lambda: partial_vmstate_written(vm), "the save to write", proc=proc),
+          "the save ended before it could be interrupted")
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    check("pending" in vm.state(), "state.json does not record the interrupted save")
+    p = vm.save("after")
+    check("saved after" in p.stdout, p.stdout)
+    check(vm.qemu_pid() == pid, "QEMU was replaced")
+    check(vm.status()["state"] == "running", f"state {vm.status()['state']}")
+    check(view(vm) == now, "the guest changed while the save was undone")
+    expected["after"] = now
     assert_consistent(vm, expected)
 
 

@@ -7,8 +7,9 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 
-from harness import ACCEL, APPEND, GUEST, QEMU_ARGS, VM, check, qsnap
+from harness import ACCEL, APPEND, GUEST, QEMU_ARGS, QSNAP, VM, check, qsnap
 from test_snapshots import fill_guest, guest_view
 
 
@@ -256,3 +257,33 @@ def test_export_import_restore(t):
     # Import never touches an existing VM.
     p = qsnap("import", new, tar, ok=False)
     check(p.returncode == 1 and "not empty" in p.stderr, p.stderr)
+
+
+def test_publish_never_replaces_what_appeared_meanwhile(t):
+    """OUTPUT did not exist when publish began and appears while it converts
+    (another job, a user): without --replace it stays as it is and publish
+    fails saying so (renameat2 RENAME_NOREPLACE, not lstat then rename)."""
+    vm = t.vm(disk_size="256M")
+    vm.boot()
+    vm.sh("dd if=/dev/urandom of=/mnt/data bs=1M count=48 2>/dev/null; sync", timeout=120)
+    vm.save("S")
+    out = os.path.join(t.dir, "out.qcow2")
+    proc = subprocess.Popen([QSNAP, "publish", vm.dir, "vda", out, "--at", "S", "--compress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not glob.glob(os.path.join(t.dir, ".out.qcow2.qsnap-partial-*")):
+        check(proc.poll() is None, "publish ended before its temporary file was seen")
+        check(time.time() < deadline, "publish made no temporary file")
+        time.sleep(0.005)
+    with open(out, "w") as f:
+        f.write("someone else's\n")
+    _, err = proc.communicate(timeout=600)
+    check(proc.returncode == 1 and "appeared while it was being written" in err,
+          f"publish over a file that appeared: {proc.returncode} {err}")
+    with open(out) as f:
+        check(f.read() == "someone else's\n", "publish replaced the file that appeared")
+    check(not glob.glob(os.path.join(t.dir, ".out.qcow2.qsnap-*")),
+          f"publish left {os.listdir(t.dir)}")
+    # With --replace it is replaced, as asked.
+    qsnap("publish", vm.dir, "vda", out, "--at", "S", "--replace")
+    check(img_info(out)["format"] == "qcow2", "--replace did not replace")

@@ -324,6 +324,122 @@ static void test_state_damaged(void **ctx)
 	}
 }
 
+/* Entries that are each well formed but do not fit together: rejected,
+ * naming the field, so that no walk of a chain can loop or fall off it and
+ * no bare pid is ever signalled. */
+#define L(path, backing) "{'path': 'layers/" path "', 'drive': 'disk', 'backing': 'layers/" backing "'}"
+#define L0(path) "{'path': 'layers/" path "', 'drive': 'disk'}"
+#define QEMU(pid, start) "'qemu': {'pid': " pid ", 'start_time': " start "}"
+static void test_state_inconsistent(void **ctx)
+{
+	static const struct {
+		const char *text, *detail;
+	} cases[] = {
+		/* a backing that names no layer */
+		{"{" VERSION ", 'layers': [" L0("disk-1.qcow2") ", " L("disk-2.qcow2", "disk-9.qcow2")
+		 "], " ACTIVE ", " SNAPS "}",
+		 "bad 'layers[1].backing': layers/disk-9.qcow2, the backing of layers/disk-2.qcow2, is not a layer"},
+		/* cycles: of one, of two, and one that no chain in use reaches */
+		{"{" VERSION ", 'layers': [" L("disk-1.qcow2", "disk-1.qcow2") ", " L0("disk-2.qcow2")
+		 "], " ACTIVE ", 'snapshots': []}",
+		 "bad 'layers[0].backing': the backing files of layers/disk-1.qcow2 form a cycle"},
+		{"{" VERSION ", 'layers': [" L("disk-1.qcow2", "disk-2.qcow2") ", "
+		 L("disk-2.qcow2", "disk-1.qcow2") "], " ACTIVE ", " SNAPS "}", "form a cycle"},
+		{"{" VERSION ", 'layers': [" L0("disk-1.qcow2") ", " L("disk-2.qcow2", "disk-1.qcow2")
+		 ", " L("disk-3.qcow2", "disk-5.qcow2") ", " L("disk-4.qcow2", "disk-3.qcow2") ", "
+		 L("disk-5.qcow2", "disk-4.qcow2") "], " ACTIVE ", " SNAPS "}",
+		 "bad 'layers[2].backing': the backing files of layers/disk-3.qcow2 form a cycle"},
+		/* a chain that changes drive, a layer listed twice */
+		{"{" VERSION ", 'layers': [{'path': 'layers/data-1.qcow2', 'drive': 'data'}, "
+		 L("disk-2.qcow2", "data-1.qcow2") "], " ACTIVE ", 'snapshots': []}",
+		 "bad 'layers[1].backing': layers/data-1.qcow2 is a layer of drive 'data', not of 'disk'"},
+		{"{" VERSION ", 'layers': [" L0("disk-1.qcow2") ", " L("disk-2.qcow2", "disk-1.qcow2")
+		 ", " L0("disk-1.qcow2") "], " ACTIVE ", " SNAPS "}",
+		 "bad 'layers[2].path': layers/disk-1.qcow2 is listed twice"},
+		/* active and snapshots name their own drive's layers */
+		{"{" VERSION ", " LAYERS ", 'active': {'data': 'layers/disk-2.qcow2'}, " SNAPS "}",
+		 "bad 'active.data': layers/disk-2.qcow2 is a layer of drive 'disk'"},
+		{"{" VERSION ", " LAYERS ", " ACTIVE ", 'snapshots': [{'name': 's1', 'dir': "
+		 "'snapshots/s1', 'mode': 'stream', 'drives': {'data': 'layers/disk-1.qcow2'}}]}",
+		 "bad 'snapshots[0].drives.data': layers/disk-1.qcow2 is a layer of drive 'disk'"},
+		/* a QEMU known by its pid alone, or a pid no process can have */
+		{"{" VERSION ", " LAYERS ", " ACTIVE ", " SNAPS ", " QEMU("1", "0") "}",
+		 "bad 'qemu.start_time': pid 1 has none"},
+		{"{" VERSION ", " LAYERS ", " ACTIVE ", " SNAPS ", 'qemu': {'pid': 1}}",
+		 "bad 'qemu.start_time'"},
+		{"{" VERSION ", " LAYERS ", " ACTIVE ", " SNAPS ", " QEMU("-5", "7") "}", "bad 'qemu.pid'"},
+		{"{" VERSION ", " LAYERS ", " ACTIVE ", " SNAPS ", " QEMU("0", "7") "}", "bad 'qemu.pid'"},
+		{"{" VERSION ", " LAYERS ", " ACTIVE ", " SNAPS ", " QEMU("4294967297", "7") "}",
+		 "bad 'qemu.pid'"},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		char *text = dq(cases[i].text);
+
+		assert_state_rejected(text, cases[i].detail);
+		free(text);
+	}
+}
+
+/* A long chain (--max-chain allows 1000) reads and walks in full; the same
+ * chain closed into a loop is found at once; a chain that was made to loop
+ * in memory still ends its walk. */
+static void test_state_long_chain(void **ctx)
+{
+	enum { N = 1000 };
+	struct state st = {0};
+	qsnap_error err = {0};
+	const char **chain = NULL;
+	char *text, *looped, *at;
+	struct state back;
+
+	state_add_layer(&st, "layers/disk-1.qcow2", "disk", NULL);
+	for (int i = 2; i <= N; i++) {
+		char path[64], below[64];
+
+		snprintf(path, sizeof(path), "layers/disk-%d.qcow2", i);
+		snprintf(below, sizeof(below), "layers/disk-%d.qcow2", i - 1);
+		state_add_layer(&st, path, "disk", below);
+	}
+	state_set_active(&st, "disk", "layers/disk-1000.qcow2");
+	assert_int_equal(state_to_json(&st, &text, &err), 0);
+	if (state_from_json(text, WHAT, &back, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(chain_layers(&back, "layers/disk-1000.qcow2", &chain), N);
+	assert_string_equal(chain[0], "layers/disk-1.qcow2");
+	free(chain);
+	state_free(&back);
+
+	/* The bottom layer's backing becomes the top: a loop of 1000. */
+	at = strstr(text, "\"layers/disk-1.qcow2\"");
+	assert_non_null(at);
+	while (at > text && *at != '{')
+		at--;
+	looped = xasprintf("%.*s\"backing\": \"layers/disk-1000.qcow2\", %s", (int)(at + 1 - text),
+			   text, at + 1);
+	assert_state_rejected(looped, "form a cycle");
+	free(looped);
+	free(text);
+
+	free(st.layers[0].backing);
+	st.layers[0].backing = xstrdup("layers/disk-1000.qcow2");
+	assert_true(chain_layers(&st, "layers/disk-1000.qcow2", &chain) <= N + 1);
+	free(chain);
+	state_free(&st);
+}
+
+/* A start time of 0 ("unknown") matches no process, not even this one. */
+static void test_proc_start_time_zero(void **ctx)
+{
+	unsigned long long me = proc_start_time(getpid());
+
+	assert_true(me != 0);
+	assert_true(proc_alive(getpid(), me));
+	assert_false(proc_alive(getpid(), 0));
+	assert_false(proc_alive(getpid(), me + 1));
+	assert_int_equal(proc_wait_gone(getpid(), 0, 1000), 0);
+}
+
 /* A file cut short anywhere (a crash during a non-atomic copy, a full
  * disk) is rejected, never read as a smaller state. */
 static void test_state_truncated(void **ctx)
@@ -680,6 +796,9 @@ int main(void)
 		cmocka_unit_test(test_state_round_trip_dotted_name),
 		cmocka_unit_test(test_state_base_valid),
 		cmocka_unit_test(test_state_damaged),
+		cmocka_unit_test(test_state_inconsistent),
+		cmocka_unit_test(test_state_long_chain),
+		cmocka_unit_test(test_proc_start_time_zero),
 		cmocka_unit_test(test_state_truncated),
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_name_valid),

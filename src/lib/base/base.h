@@ -22,10 +22,14 @@ static inline void freep(void *p)
 {
 	free(*(void **)p);
 }
+/* Also called by hand before the variable's own cleanup: it is reset, so
+ * that the fd number, which another thread may have been given by now, is
+ * never closed twice. */
 static inline void closep(int *fd)
 {
 	if (*fd >= 0)
 		close(*fd);
+	*fd = -1;
 }
 static inline void json_putp(json_object **o)
 {
@@ -129,16 +133,49 @@ int fsync_file(int dirfd, const char *path, qsnap_error *err);
 int fsync_dir(int dirfd, const char *path, qsnap_error *err);
 /* Remove a directory tree (relative to dirfd); missing is not an error. */
 int rm_rf(int dirfd, const char *path);
+/* Remove what killed commands left in dirfd: entries named
+ * PREFIX...MARK<pid> (".x.qsnap-import-123") whose process is gone. */
+void sweep_stale(int dirfd, const char *prefix, const char *mark);
 /* A temporary name beside output (".NAME.qsnap-WHAT-PID" in its directory),
- * where a file is made whole before it takes output's name; fails clearly
- * when that directory is not writable. */
+ * where a file is made whole before it takes output's name, once what a
+ * killed run left under such a name is gone; fails clearly when that
+ * directory is not writable. */
 int output_beside(const char *output, const char *what, char **ret, qsnap_error *err);
+/* Give the file made whole at tmp (output_beside) output's name; without
+ * replace never over a file that appeared meanwhile (RENAME_NOREPLACE).
+ * tmp is the caller's to remove on failure. */
+int output_take(const char *tmp, const char *output, bool replace, qsnap_error *err);
 /* A directory that exists and holds nothing. */
 bool dir_is_empty(const char *path);
 /* Bytes allocated on disk by a file or a directory tree. */
 uint64_t disk_usage(int dirfd, const char *path);
 /* The last lines of a file, at most max bytes, for error messages. */
 char *file_tail(int dirfd, const char *path, size_t max);
+
+/* ---- children (child.c) ---- */
+
+/* Every process qsnap starts begins with default signal dispositions and
+ * an empty signal mask (async-signal-safe; for a child of fork()). */
+void child_reset_signals(void);
+/* Start a child that runs fn(arg) and exits with what it returns; fn may
+ * make only async-signal-safe calls (it should exec). Signals reset as
+ * above. The child's exit signal is 0: a caller's SIGCHLD=SIG_IGN or
+ * waitpid(-1) cannot reap it, so child_wait always gets its status. */
+int child_start(int (*fn)(void *), void *arg, pid_t *ret_pid, qsnap_error *err);
+/* Wait for a child of child_start (EINTR retried); its status as waitpid
+ * gives it. */
+int child_wait(pid_t pid, int *ret_status, qsnap_error *err);
+/* For a program (fn execs it): exec makes a child's exit signal SIGCHLD
+ * again, so it runs under a waiter (exit signal 0, never execs) that
+ * passes its wait status back. */
+struct waited {
+	pid_t pid; /* the waiter */
+	int status_fd;
+};
+int child_start_waited(int (*fn)(void *), void *arg, struct waited *ret, qsnap_error *err);
+/* Wait for the waiter; the program's status as waitpid gives it. Closes
+ * status_fd. */
+int child_wait_waited(struct waited *c, int *ret_status, qsnap_error *err);
 
 /* ---- helper programs (program.c) ---- */
 
@@ -294,8 +331,14 @@ void progress_report(const struct progress *p, uint64_t done, bool finished);
 
 /* Start time of a process (clock ticks after boot), 0 if gone or a zombie. */
 unsigned long long proc_start_time(pid_t pid);
+/* The process pid runs and began at start (0, unknown, matches none). */
 bool proc_alive(pid_t pid, unsigned long long start);
-/* Wait until the process is gone; -ETIMEDOUT after timeout_ms. */
+/* Send sig to the process pid that began at start, through a pidfd where
+ * the kernel has them (no pid reuse between the check and the signal);
+ * -ESRCH when it is gone. */
+int proc_signal(pid_t pid, unsigned long long start, int sig);
+/* Wait until the process is gone (poll on its pidfd, else by polling);
+ * -ETIMEDOUT after timeout_ms. */
 int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms);
 
 #endif

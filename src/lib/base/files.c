@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -201,16 +202,81 @@ char *file_tail(int dirfd, const char *path, size_t max)
 	return buf;
 }
 
+void sweep_stale(int dirfd, const char *prefix, const char *mark)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	size_t plen = strlen(prefix), mlen = strlen(mark);
+	struct dirent *de;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		const char *m = NULL;
+		char *end;
+		long pid;
+
+		if (strncmp(de->d_name, prefix, plen))
+			continue;
+		/* The last occurrence of mark, followed by digits only. */
+		for (const char *f = strstr(de->d_name, mark); f; f = strstr(f + 1, mark))
+			m = f;
+		if (!m || !m[mlen])
+			continue;
+		pid = strtol(m + mlen, &end, 10);
+		if (*end || pid <= 0 || pid == getpid())
+			continue;
+		/* A reused pid keeps its entry: the safe side. */
+		if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+			rm_rf(dirfd, de->d_name);
+	}
+	closedir(d);
+}
+
 int output_beside(const char *output, const char *what, char **ret, qsnap_error *err)
 {
 	_cleanup_free_ char *c1 = xstrdup(output), *c2 = xstrdup(output);
+	_cleanup_free_ char *prefix = NULL, *mark = NULL;
 	const char *dir = dirname(c1), *base = basename(c2);
+	_cleanup_close_ int dirfd = -1;
 
 	if (access(dir, W_OK) < 0)
 		return qerr(err, errno, "cannot write to %s (for %s): %s", dir, output,
 			    strerror(errno));
+	/* What a killed run for the same output left. */
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	prefix = xasprintf(".%s.", base);
+	mark = xasprintf(".qsnap-%s-", what);
+	if (dirfd >= 0)
+		sweep_stale(dirfd, prefix, mark);
 	*ret = xasprintf("%s/.%s.qsnap-%s-%d", dir, base, what, (int)getpid());
 	return 0;
+}
+
+int output_take(const char *tmp, const char *output, bool replace, qsnap_error *err)
+{
+	int r;
+
+	/* --replace: whatever is there now goes, as asked (a rename never
+	 * follows a symlink at output, and fails on a directory). */
+	if (replace)
+		r = rename(tmp, output);
+	else {
+		/* Not over a file that appeared while tmp was written. */
+		r = renameat2(AT_FDCWD, tmp, AT_FDCWD, output, RENAME_NOREPLACE);
+		/* A file system without it: link(2) does not replace either. */
+		if (r < 0 && (errno == EINVAL || errno == ENOSYS) && (r = link(tmp, output)) == 0)
+			unlink(tmp);
+	}
+	if (r == 0)
+		return 0;
+	if (errno == EEXIST)
+		return qerr(err, EEXIST, "%s appeared while it was being written: it is left as it is; choose another name, or pass --replace",
+			    output);
+	return qerr(err, errno, "cannot rename %s to %s: %s", tmp, output, strerror(errno));
 }
 
 bool dir_is_empty(const char *path)

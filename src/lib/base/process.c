@@ -4,7 +4,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <poll.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "base/base.h"
@@ -48,13 +51,58 @@ bool proc_alive(pid_t pid, unsigned long long start)
 	if (pid <= 0)
 		return false;
 	now = proc_start_time(pid);
-	return now != 0 && (start == 0 || now == start);
+	/* 0 is "unknown": it matches no process, so a bare pid (from a
+	 * damaged state.json, or a process gone before its start time was
+	 * read) is never signalled. */
+	return now != 0 && start != 0 && now == start;
+}
+
+/* A pidfd of the process pid that began at start, or -1 (gone, another
+ * process by now, or a kernel without pidfd_open, 5.3). Checked after it
+ * is opened: from then on it names that process, whatever the pid does. */
+static int proc_pidfd(pid_t pid, unsigned long long start)
+{
+	int fd;
+
+	if (pid <= 0 || !start)
+		return -1;
+	fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd >= 0 && !proc_alive(pid, start)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int proc_signal(pid_t pid, unsigned long long start, int sig)
+{
+	_cleanup_close_ int fd = proc_pidfd(pid, start);
+
+	if (fd >= 0)
+		return syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) < 0 ? -errno : 0;
+	if (!proc_alive(pid, start))
+		return -ESRCH;
+	return kill(pid, sig) < 0 ? -errno : 0;
 }
 
 int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms)
 {
 	int64_t deadline = now_ms() + timeout_ms;
+	_cleanup_close_ int fd = proc_pidfd(pid, start);
 
+	/* A pidfd turns readable when the process ends: no polling. */
+	while (fd >= 0) {
+		int64_t left = deadline - now_ms();
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int n = poll(&p, 1, left > 0 ? (int)left : 0);
+
+		if (n > 0)
+			break;
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			break; /* the polling below decides */
+	}
 	while (proc_alive(pid, start)) {
 		/* Reap it if it happens to be our child. */
 		waitpid(pid, NULL, WNOHANG);

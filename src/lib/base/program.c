@@ -32,45 +32,66 @@ int run_program(const char *cwd, char *const argv[], char **ret_out, qsnap_error
 	return run_program_ex(cwd, argv, NULL, ret_out, err);
 }
 
-int run_program_ex(const char *cwd, char *const argv[], const struct run_opts *o, char **ret_out,
-		   qsnap_error *err)
+/* What the child needs between clone and exec: only system calls. */
+struct exec_args {
+	const char *cwd, *prog;
+	char *const *argv;
+	int out, errout, report; /* the pipes' write ends; report: exec's errno */
+};
+
+static int exec_child(void *p)
 {
 	static char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
 				     "LC_ALL=C", NULL};
+	const struct exec_args *a = p;
+	int devnull = open("/dev/null", O_RDONLY), e;
+
+	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(a->out, 1) < 0 || dup2(a->errout, 2) < 0)
+		goto fail;
+	/* The report pipe stays (close-on-exec): it closes when exec works. */
+	if (a->report > 3)
+		close_range(3, (unsigned)a->report - 1, 0);
+	close_range((unsigned)a->report + 1 > 3 ? (unsigned)a->report + 1 : 3, ~0U, 0);
+	if (a->cwd && chdir(a->cwd) < 0)
+		goto fail;
+	execve(a->prog, a->argv, envp);
+fail:
+	e = errno;
+	(void)!write(a->report, &e, sizeof(e));
+	return 127;
+}
+
+int run_program_ex(const char *cwd, char *const argv[], const struct run_opts *o, char **ret_out,
+		   qsnap_error *err)
+{
 	_cleanup_free_ char *prog = find_program(argv[0]);
 	_cleanup_free_ char *out = NULL, *errout = NULL;
-	int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+	_cleanup_close_ int report_rd = -1;
+	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
 	size_t outlen = 0, errlen = 0;
 	struct pollfd pfd[2];
-	pid_t pid;
-	int status;
+	struct waited child;
+	ssize_t got;
+	int status, exec_errno = 0, r;
 
 	if (!prog)
 		return qerr(err, ENOENT, "%s not found: install the Debian package %s", argv[0],
 			    strstr(argv[0], "qemu-img") ? "qemu-utils" : argv[0]);
-	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0) {
 		int e = errno;
 		closep(&outp[0]), closep(&outp[1]), closep(&errp[0]), closep(&errp[1]);
+		closep(&rep[0]), closep(&rep[1]);
 		return qerr(err, e, "cannot create a pipe: %s", strerror(e));
 	}
-	pid = fork();
-	if (pid < 0) {
-		int e = errno;
+	report_rd = rep[0];
+	r = child_start_waited(exec_child,
+			       &(struct exec_args){.cwd = cwd, .prog = prog, .argv = argv,
+						   .out = outp[1], .errout = errp[1], .report = rep[1]},
+			       &child, err);
+	close(rep[1]);
+	if (r < 0) {
 		closep(&outp[0]), closep(&outp[1]), closep(&errp[0]), closep(&errp[1]);
-		return qerr(err, e, "cannot fork: %s", strerror(e));
-	}
-	if (pid == 0) {
-		int devnull = open("/dev/null", O_RDONLY);
-
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(outp[1], 1);
-		dup2(errp[1], 2);
-		close_range(3, ~0U, 0);
-		if (cwd && chdir(cwd) < 0)
-			_exit(126);
-		execve(prog, argv, envp);
-		_exit(127);
+		return r;
 	}
 	close(outp[1]);
 	close(errp[1]);
@@ -106,8 +127,15 @@ int run_program_ex(const char *cwd, char *const argv[], const struct run_opts *o
 			(*b)[*l] = '\0';
 		}
 	}
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	r = child_wait_waited(&child, &status, err);
+	if (r < 0)
+		return qerr_prefix(err, "%s", argv[0]);
+	do
+		got = read(report_rd, &exec_errno, sizeof(exec_errno));
+	while (got < 0 && errno == EINTR);
+	if (got == (ssize_t)sizeof(exec_errno))
+		return qerr(err, exec_errno, "cannot run %s%s%s: %s", prog, cwd ? " in " : "",
+			    cwd ? cwd : "", strerror(exec_errno));
 	if (o && o->ret_status && WIFEXITED(status)) {
 		/* The caller reads the exit code itself (qemu-img check). */
 		*o->ret_status = WEXITSTATUS(status);

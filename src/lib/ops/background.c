@@ -3,8 +3,10 @@
  * through two files in the VM's run/ directory, which any process may read
  * while the save holds the lock:
  *   run/save-progress.json  while it runs: name, phase, bytes done and
- *                           expected, elapsed seconds, pid;
- *   run/save-result.json    when it ended: name, ok, error, ended. */
+ *                           expected, elapsed seconds, pid and start time;
+ *   run/save-result.json    when it ended: name, ok, error, ended.
+ * A progress file whose process is gone (it was killed) reads as a failed
+ * save. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -22,6 +24,7 @@ struct bg {
 	qsnap_vm *vm;
 	const char *name;
 	double last;
+	unsigned long long start; /* this process's start time */
 };
 
 /* Replace a small file in run/ by rename, so that a reader never sees half
@@ -54,7 +57,8 @@ static void bg_progress(const qsnap_progress *p, void *userdata)
 			      "done", json_object_new_int64((int64_t)p->done),
 			      "total", json_object_new_int64((int64_t)p->total),
 			      "elapsed", json_object_new_double(p->elapsed),
-			      "pid", json_object_new_int(getpid()), NULL));
+			      "pid", json_object_new_int(getpid()), "start_time",
+			      json_object_new_int64((int64_t)bg->start), NULL));
 }
 
 /* The background process: owns the VM (its lock and QMP connection) from
@@ -63,12 +67,15 @@ static void bg_progress(const qsnap_progress *p, void *userdata)
 static __attribute__((noreturn)) void bg_run(qsnap_vm *vm, const char *name,
 					     const qsnap_save_opts *opts, int ready_fd)
 {
-	struct bg bg = {.vm = vm, .name = name, .last = -1};
+	struct bg bg = {.vm = vm, .name = name, .last = -1, .start = proc_start_time(getpid())};
 	qsnap_save_opts so = *opts;
 	qsnap_error err = {0};
 	pid_t self = getpid();
 	int devnull, r;
 
+	/* Not the caller's signal state (a blocked SIGTERM, an ignored
+	 * SIGCHLD): only SIGHUP is ignored, the process has no terminal. */
+	child_reset_signals();
 	signal(SIGHUP, SIG_IGN);
 	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull >= 0) {
@@ -100,7 +107,7 @@ static __attribute__((noreturn)) void bg_run(qsnap_vm *vm, const char *name,
 static int save_background(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
 			   pid_t *ret_pid, qsnap_error *err)
 {
-	int ready[2], status;
+	int ready[2];
 	pid_t mid, pid = 0;
 	ssize_t n;
 
@@ -131,7 +138,9 @@ static int save_background(qsnap_vm *vm, const char *name, const qsnap_save_opts
 		_exit(pid < 0 ? 1 : 0);
 	}
 	close(ready[1]);
-	while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
+	/* Reaped here unless the caller's SIGCHLD handling took it first:
+	 * the pipe, not its status, says whether the save started. */
+	while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
 		;
 	/* Once the pid arrives, run/ shows the save (a status right after
 	 * this call sees it). */
@@ -183,6 +192,27 @@ int qsnap_vm_background_save(qsnap_vm *vm, qsnap_background_save **ret_bg, qsnap
 	o = json_tokener_parse(data);
 	if (!o || !json_object_is_type(o, json_type_object))
 		return 0; /* being replaced just now, or not ours: nothing to show */
+	if (running && !proc_alive((pid_t)jint(o, "pid", 0),
+				   (unsigned long long)jint(o, "start_time", 0))) {
+		_cleanup_free_ char *res = NULL;
+		json_object *ended = NULL;
+
+		/* It ended between our two reads: its result is there. */
+		if (read_file(vm->dirfd, RESULT_FILE, &res, &len, NULL) == 0 &&
+		    (ended = json_tokener_parse(res)) && json_object_is_type(ended, json_type_object)) {
+			json_object_put(o);
+			o = ended;
+		} else {
+			/* Killed: the next command that takes the lock undoes
+			 * what it began. */
+			if (ended)
+				json_object_put(ended);
+			json_object_object_add(
+				o, "error",
+				json_object_new_string("the background save process ended without a result (it was killed)"));
+		}
+		running = false;
+	}
 	ret = xmalloc(sizeof(*ret));
 	*ret = (qsnap_background_save){
 		.name = xstrdup(jstr(o, "name") ? jstr(o, "name") : "?"),

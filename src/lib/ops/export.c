@@ -357,8 +357,8 @@ int qsnap_vm_export(qsnap_vm *vm, const char *name, const char *output,
 	r = collect(&x, &manifest, err);
 	if (r >= 0)
 		r = write_archive(&x, manifest, tmp, output, err);
-	if (r >= 0 && rename(tmp, output) < 0)
-		r = qerr(err, errno, "cannot rename %s to %s: %s", tmp, output, strerror(errno));
+	if (r >= 0)
+		r = output_take(tmp, output, x.opts->replace, err);
 	if (r >= 0) {
 		_cleanup_free_ char *c = xstrdup(output);
 

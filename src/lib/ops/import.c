@@ -51,6 +51,15 @@ int qsnap_import(const char *dir, const char *input, const qsnap_import_opts *op
 	if (lstat(final, &st) == 0 && (!S_ISDIR(st.st_mode) || !dir_is_empty(final)))
 		return qerr(err, EEXIST, "%s exists and is not empty: import into a new directory",
 			    dir);
+	{
+		_cleanup_close_ int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		_cleanup_free_ char *prefix = xasprintf(".%s.", base);
+
+		/* Staging directories of imports into the same name that were
+		 * killed (they can hold gigabytes). */
+		if (pfd >= 0)
+			sweep_stale(pfd, prefix, ".qsnap-import-");
+	}
 	stage = xasprintf("%s/.%s.qsnap-import-%d", strcmp(parent, "/") ? parent : "", base,
 			  (int)getpid());
 	rm_rf(AT_FDCWD, stage);

@@ -234,7 +234,7 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 	}
 	r = vm_write_state(vm, err);
 	if (r < 0) {
-		kill(pid, SIGKILL);
+		proc_signal(pid, start, SIGKILL);
 		vm_forget_qemu(vm);
 		return r;
 	}
@@ -265,7 +265,7 @@ int vm_kill_qemu(qsnap_vm *vm, int timeout, qsnap_error *err)
 		}
 		vm_qmp_close(vm);
 		if (proc_wait_gone(pid, start, (timeout > 0 ? timeout : DEFAULT_STOP_TIMEOUT) * 1000) < 0) {
-			kill(pid, SIGKILL);
+			proc_signal(pid, start, SIGKILL);
 			if (proc_wait_gone(pid, start, 10000) < 0)
 				return qerr(err, EBUSY, "QEMU (pid %d) does not end even after SIGKILL",
 					    (int)pid);
@@ -314,7 +314,7 @@ void machine_end_orphan(qsnap_vm *vm)
 		return;
 	for (const char *a = cmdline; a < cmdline + len; a += strlen(a) + 1)
 		if (!strncmp(a, "unix:" VMDIR_QMP_SOCK ",", strlen("unix:" VMDIR_QMP_SOCK ","))) {
-			kill((pid_t)pid, SIGKILL);
+			proc_signal((pid_t)pid, start, SIGKILL);
 			proc_wait_gone((pid_t)pid, start, 10000);
 			return;
 		}

@@ -70,8 +70,11 @@ static int recover(qsnap_vm *vm, qsnap_error *err)
 		r = save_recover(vm, err);
 	else if ((r = machine_recover(vm, err)) >= 0)
 		r = restore_recover(vm, err);
-	if (r >= 0)
+	if (r >= 0) {
 		sweep_strays(vm);
+		/* The staging directory of a pull into this VM that was killed. */
+		sweep_stale(vm->dirfd, ".qsnap-pull-", ".qsnap-pull-");
+	}
 	return r;
 }
 

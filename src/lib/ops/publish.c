@@ -143,8 +143,8 @@ int qsnap_vm_publish(qsnap_vm *vm, const char *drive, const char *output,
 		r = img_check(img, tmp, format, err);
 	if (r >= 0)
 		r = fsync_file(AT_FDCWD, tmp, err);
-	if (r >= 0 && rename(tmp, output) < 0)
-		r = qerr(err, errno, "cannot rename %s to %s: %s", tmp, output, strerror(errno));
+	if (r >= 0)
+		r = output_take(tmp, output, opts->replace, err);
 	if (r < 0) {
 		unlink(tmp);
 		return qerr_prefix(err, "publishing drive '%s' of %s to %s failed", drive, vm->dir,

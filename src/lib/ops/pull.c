@@ -5,42 +5,15 @@
  * blob is checked against its sha256 as it downloads (pull_blobs.c), into
  * a staging directory, and the VM directory, or the added snapshot,
  * appears only when all is there. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "ops/pull.h"
-
-/* Staging directories of pulls that were killed: .NAME.qsnap-pull-PID of
- * a PID that is gone. */
-static void sweep_stages(const char *parent, const char *base)
-{
-	_cleanup_free_ char *prefix = xasprintf(".%s.qsnap-pull-", base);
-	DIR *d = opendir(parent);
-	struct dirent *de;
-
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		char *end;
-		long pid;
-
-		if (strncmp(de->d_name, prefix, strlen(prefix)))
-			continue;
-		pid = strtol(de->d_name + strlen(prefix), &end, 10);
-		if (*end || pid <= 0 || (kill((pid_t)pid, 0) < 0 && errno == ESRCH)) {
-			_cleanup_free_ char *path = xasprintf("%s/%s", parent, de->d_name);
-			rm_rf(AT_FDCWD, path);
-		}
-	}
-	closedir(d);
-}
 
 static void pull_free(struct pull *p)
 {
@@ -117,7 +90,14 @@ int qsnap_pull(const char *ref, const char *dir, const qsnap_pull_opts *opts, ch
 		p.vmdirfd = vm->dirfd;
 		r = pull_into(&p, vm, err);
 	} else {
-		sweep_stages(parent, base);
+		{
+			_cleanup_close_ int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			_cleanup_free_ char *prefix = xasprintf(".%s.", base);
+
+			/* Staging directories of pulls that were killed. */
+			if (pfd >= 0)
+				sweep_stale(pfd, prefix, ".qsnap-pull-");
+		}
 		p.stage = xasprintf("%s/.%s.qsnap-pull-%d", strcmp(parent, "/") ? parent : "", base,
 				    (int)getpid());
 		rm_rf(AT_FDCWD, p.stage);

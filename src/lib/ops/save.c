@@ -284,7 +284,6 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 
 int save_recover(qsnap_vm *vm, qsnap_error *err)
 {
-	_cleanup_json_ json_object *blocks = NULL;
 	struct qmp *q;
 	int r;
 
@@ -303,27 +302,10 @@ int save_recover(qsnap_vm *vm, qsnap_error *err)
 	 * let QEMU close that file. */
 	migrate_end(q);
 	migrate_release_name(q, MIGRATE_FD_NAME);
-	/* Make state.json name the layers QEMU really writes to: the crash may
-	 * have come before or after the switch. */
-	r = qmp_execute(q, "query-block", NULL, &blocks, 0, err);
+	/* state.json names the layers QEMU really writes to. */
+	r = save_find_active(vm, q, err);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < json_object_array_length(blocks); i++) {
-		json_object *b = json_object_array_get_idx(blocks, i);
-		const char *node = jstr(jobj(b, "inserted"), "node-name");
-
-		if (!node)
-			continue;
-		for (size_t j = 0; j < vm->st.n_layers; j++) {
-			_cleanup_free_ char *ln = qemu_layer_node(vm->st.layers[j].path);
-			const qsnap_drive_def *d = def_drive(&vm->def, vm->st.layers[j].drive);
-
-			/* Node names are unique per layer (qemu_layer_node). */
-			if (strcmp(ln, node) || !d)
-				continue;
-			state_set_active(&vm->st, d->id, vm->st.layers[j].path);
-		}
-	}
 	r = vm_write_state(vm, err);
 	if (r < 0)
 		return r;

@@ -61,6 +61,10 @@ int save_switch_layers(struct save *sv, qsnap_error *err);
 /* The same as a migration's switchover callback (data: the save). */
 int save_switch_at_switchover(void *data, qsnap_error *err);
 void save_drop_layers(struct save *sv);
+/* After an interrupted save: make state.json's active layers the ones the
+ * drives of the running QEMU write to (the crash may have come before or
+ * after the switch). */
+int save_find_active(qsnap_vm *vm, struct qmp *q, qsnap_error *err);
 
 /* The files (save_files.c): the machine state through QEMU's migration,
  * the shared RAM copy, and durability once the guest runs again. */

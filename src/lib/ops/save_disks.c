@@ -4,6 +4,8 @@
  * them in one transaction while the vCPUs are stopped, so that they are
  * cut at the same instant. */
 
+#include <string.h>
+
 #include "ops/save.h"
 
 int save_prepare_layers(struct save *sv, qsnap_error *err)
@@ -102,4 +104,64 @@ int save_switch_layers(struct save *sv, qsnap_error *err)
 int save_switch_at_switchover(void *data, qsnap_error *err)
 {
 	return save_switch_layers(data, err);
+}
+
+/* QEMU's layer nodes that have their backing attached, as a set of node
+ * names. query-named-block-nodes with flat (QEMU 5.0) lists every node on
+ * its own: query-block nests one backing-image per layer, deeper than the
+ * QMP client's JSON parser goes (32 levels) for a chain of 25 layers or
+ * more. A layer added for a save that did not switch has no backing yet. */
+static int backed_nodes(struct qmp *q, json_object **ret, qsnap_error *err)
+{
+	_cleanup_json_ json_object *nodes = NULL;
+	int r = qmp_execute(q, "query-named-block-nodes",
+			    jbuild("flat", json_object_new_boolean(true), NULL), &nodes, 0, err);
+
+	if (r < 0)
+		return r;
+	*ret = json_object_new_object();
+	for (size_t i = 0; json_object_is_type(nodes, json_type_array) &&
+			   i < json_object_array_length(nodes);
+	     i++) {
+		json_object *n = json_object_array_get_idx(nodes, i);
+		const char *name = jstr(n, "node-name");
+
+		if (name && jstr(n, "backing_file"))
+			json_object_object_add(*ret, name, json_object_new_boolean(true));
+	}
+	return 0;
+}
+
+static bool backed(json_object *set, const char *layer)
+{
+	_cleanup_free_ char *node = qemu_layer_node(layer);
+
+	return json_object_object_get_ex(set, node, NULL);
+}
+
+int save_find_active(qsnap_vm *vm, struct qmp *q, qsnap_error *err)
+{
+	_cleanup_json_ json_object *set = NULL;
+	struct state *st = &vm->st;
+	int r = backed_nodes(q, &set, err);
+
+	if (r < 0)
+		return r;
+	/* A drive's top: of its layers that QEMU has open with a backing, the
+	 * one that no other such layer has as its backing (state.json
+	 * records a new layer's backing before the switch). */
+	for (size_t i = 0; i < st->n_layers; i++) {
+		const struct layer *l = &st->layers[i];
+		bool below_another = false;
+
+		if (!def_drive(&vm->def, l->drive) || !backed(set, l->path))
+			continue;
+		for (size_t k = 0; k < st->n_layers && !below_another; k++)
+			below_another = k != i && st->layers[k].backing &&
+					!strcmp(st->layers[k].backing, l->path) &&
+					backed(set, st->layers[k].path);
+		if (!below_another)
+			state_set_active(st, l->drive, l->path);
+	}
+	return 0;
 }

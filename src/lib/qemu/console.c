@@ -193,7 +193,6 @@ static int console_listen(const char *path, qsnap_error *err)
 {
 	struct sockaddr_un sa;
 	_cleanup_close_ int fd = -1;
-	mode_t old;
 	int r;
 
 	r = console_addr(path, &sa, err);
@@ -205,19 +204,23 @@ static int console_listen(const char *path, qsnap_error *err)
 	/* A socket left by an earlier QEMU's relay is replaced; that relay
 	 * ends with its QEMU. */
 	unlink(sa.sun_path);
-	old = umask(077);
+	/* Owner only. Not through umask, which is the whole process's (the
+	 * caller's threads create files too): run/ is 0700, so no one else
+	 * reaches the socket before the chmod. */
 	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-	umask(old);
-	if (r < 0 || listen(fd, CONSOLE_MAX_CLIENTS) < 0)
+	if (r < 0 || chmod(sa.sun_path, 0600) < 0 || listen(fd, CONSOLE_MAX_CLIENTS) < 0)
 		return qerr(err, errno, "cannot listen on %s: %s", sa.sun_path, strerror(errno));
 	return TAKE_FD(fd);
 }
 
 int console_start(const char *sock_path, const char *logpath, int *ret_qemu_fd, qsnap_error *err)
 {
-	_cleanup_close_ int listener = -1, log = -1, ours = -1, theirs = -1;
-	int sp[2], status;
+	_cleanup_close_ int listener = -1, log = -1, ours = -1, theirs = -1, ready_rd = -1,
+			    ready_wr = -1;
+	int sp[2], rp[2];
 	pid_t child;
+	ssize_t n;
+	char c;
 
 	listener = console_listen(sock_path, err);
 	if (listener < 0)
@@ -230,6 +233,13 @@ int console_start(const char *sock_path, const char *logpath, int *ret_qemu_fd, 
 		return qerr(err, errno, "cannot create a socket pair: %s", strerror(errno));
 	ours = sp[0];
 	theirs = sp[1];
+	/* The relay says it is set up with one byte; its end closes either way,
+	 * so the answer never depends on an exit status (which a caller that
+	 * ignores SIGCHLD or reaps every child would take). */
+	if (pipe2(rp, O_CLOEXEC) < 0)
+		return qerr(err, errno, "cannot create a pipe: %s", strerror(errno));
+	ready_rd = rp[0];
+	ready_wr = rp[1];
 	/* Fork twice, like QEMU: the relay is nobody's child here, outlives
 	 * this command, holds no fd of ours (not the VM's lock), and ends when
 	 * QEMU's end of the socket pair closes, i.e. when QEMU exits. */
@@ -237,7 +247,7 @@ int console_start(const char *sock_path, const char *logpath, int *ret_qemu_fd, 
 	if (child < 0)
 		return qerr(err, errno, "cannot fork: %s", strerror(errno));
 	if (child == 0) {
-		int devnull, g, l, lg;
+		int devnull, g, l, lg, rw;
 		pid_t gc;
 
 		setsid();
@@ -249,21 +259,31 @@ int console_start(const char *sock_path, const char *logpath, int *ret_qemu_fd, 
 		g = fcntl(ours, F_DUPFD, 6);
 		l = fcntl(listener, F_DUPFD, 6);
 		lg = fcntl(log, F_DUPFD, 6);
-		if (devnull < 0 || g < 0 || l < 0 || lg < 0 || dup2(devnull, 0) < 0 ||
+		rw = fcntl(ready_wr, F_DUPFD_CLOEXEC, 6);
+		if (devnull < 0 || g < 0 || l < 0 || lg < 0 || rw < 0 || dup2(devnull, 0) < 0 ||
 		    dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0 || dup2(g, 3) < 0 ||
 		    dup2(l, 4) < 0 || dup2(lg, 5) < 0)
 			_exit(1);
+		/* Not the caller's signal state: SIGTERM ends the relay even if
+		 * the caller blocks it; writes to a client that left are EPIPE. */
+		child_reset_signals();
+		signal(SIGPIPE, SIG_IGN);
+		(void)!write(rw, "", 1);
 		close_range(6, ~0U, 0);
 		/* Holds no directory busy; every path is open already. */
 		(void)!chdir("/");
-		signal(SIGPIPE, SIG_IGN);
 		prctl(PR_SET_NAME, "qsnap-console");
 		relay(3, 4, 5);
 		_exit(0);
 	}
-	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+	closep(&ready_wr);
+	/* Reaped here unless the caller's SIGCHLD handling took it first. */
+	while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
 		;
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+	do
+		n = read(ready_rd, &c, 1);
+	while (n < 0 && errno == EINTR);
+	if (n != 1)
 		return qerr(err, ECHILD, "cannot start the console relay");
 	*ret_qemu_fd = TAKE_FD(theirs);
 	return 0;

@@ -13,7 +13,10 @@ size_t chain_layers(const struct state *st, const char *top, const char ***ret)
 	size_t n = 0;
 
 	*ret = NULL;
-	for (const char *l = top; l;) {
+	/* state.json's chains are acyclic (state_problem); the bound keeps a
+	 * state changed since from looping: a chain has no more layers than
+	 * the state. */
+	for (const char *l = top; l && n <= st->n_layers;) {
 		const struct layer *ly = state_layer((struct state *)st, l);
 
 		*ret = xrealloc(*ret, (n + 1) * sizeof(char *));

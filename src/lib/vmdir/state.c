@@ -2,6 +2,7 @@
 /* state.json: read defensively, written whole. Paths are relative to the
  * VM directory so that the directory can be moved as a whole. */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "vmdir/vmdir.h"
@@ -157,6 +158,7 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 {
 	_cleanup_json_ json_object *o = NULL;
 	json_tokener *tok = json_tokener_new();
+	_cleanup_free_ char *problem = NULL;
 	json_object *arr, *map, *q;
 	int r;
 
@@ -257,7 +259,13 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 	}
 	q = jobj(o, "qemu");
 	if (q) {
-		st->qemu_pid = (pid_t)jint(q, "pid", 0);
+		int64_t pid = jint(q, "pid", 0);
+
+		if (pid <= 0 || pid > INT_MAX) {
+			state_free(st);
+			return bad(err, what, "bad 'qemu.pid'");
+		}
+		st->qemu_pid = (pid_t)pid;
 		st->qemu_start = (unsigned long long)jint(q, "start_time", 0);
 		st->ram_file = xstrdup_or_null(jstr(q, "ram_file"));
 		st->ram_shared = jbool(q, "ram_shared", false);
@@ -278,6 +286,11 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 				return bad(err, what, "bad 'qemu.ram_file'");
 			}
 		}
+	}
+	problem = state_problem(st);
+	if (problem) {
+		state_free(st);
+		return bad(err, what, problem);
 	}
 	return 0;
 

@@ -89,7 +89,15 @@ struct state {
 	char *machine_for;
 };
 
+/* Parse state.json; a damaged file is an error naming the field
+ * (state_problem's checks included), and st is left empty. */
 int state_from_json(const char *text, const char *what, struct state *st, qsnap_error *err);
+/* What does not hold between the entries of a parsed state (state_check.c):
+ * a backing that is no layer of its drive, backing files that form a
+ * cycle, a layer of active or of a snapshot that is not its drive's, a
+ * QEMU pid without its start time. NULL when all holds, else "bad
+ * 'FIELD': why" (free it). */
+char *state_problem(const struct state *st);
 int state_to_json(const struct state *st, char **ret_text, qsnap_error *err);
 void state_free(struct state *st);
 

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/* How every child of qsnap begins, whatever the caller did to its own
+ * process: default signal dispositions and an empty signal mask (a caller
+ * that ignores SIGCHLD or blocks SIGTERM must not pass that on to QEMU),
+ * and, for the children qsnap waits for, a wait that no caller can take
+ * away.
+ *
+ * That wait: the child is cloned with an exit signal of 0. The kernel
+ * reaps automatically only children whose exit signal is SIGCHLD (when the
+ * parent ignores SIGCHLD or set SA_NOCLDWAIT: kernel/signal.c,
+ * do_notify_parent), and waitpid(-1) without __WALL does not see other
+ * children; so neither a caller's SIGCHLD=SIG_IGN nor its reaper loop can
+ * take the exit status, and the caller gets no SIGCHLD for it. But exec
+ * makes the exit signal SIGCHLD again (fs/exec.c, de_thread: measured, an
+ * exec'd child of a SIG_IGN parent is reaped at once): a program qsnap
+ * waits for runs under a waiter of exit signal 0 that never execs, whose
+ * own SIGCHLD is default, and which passes the program's wait status back
+ * through a pipe (child_start_waited). */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "base/base.h"
+
+void child_reset_signals(void)
+{
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	sigset_t none;
+
+	/* Async-signal-safe: runs between clone and exec. SIGKILL and SIGSTOP
+	 * fail, harmlessly. */
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &dfl, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+int child_start(int (*fn)(void *), void *arg, pid_t *ret_pid, qsnap_error *err)
+{
+	sigset_t all, old;
+	long pid;
+	int e;
+
+	/* No signal of the caller's may run its handler in the child before
+	 * the child has reset them. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	/* A fork (no CLONE_VM: the child has its own copy) with exit signal 0.
+	 * The raw system call skips glibc's fork handlers, so the child makes
+	 * only system calls until it execs or exits. */
+	pid = syscall(SYS_clone, 0UL, NULL, NULL, NULL, 0UL);
+	if (pid == 0) {
+		child_reset_signals();
+		_exit(fn(arg));
+	}
+	e = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (pid < 0)
+		return qerr(err, e, "cannot start a process: %s", strerror(e));
+	*ret_pid = (pid_t)pid;
+	return 0;
+}
+
+int child_wait(pid_t pid, int *ret_status, qsnap_error *err)
+{
+	for (;;) {
+		pid_t r = waitpid(pid, ret_status, __WALL);
+
+		if (r == pid)
+			return 0;
+		if (r < 0 && errno == EINTR)
+			continue;
+		/* Only a caller that waits with __WALL for any child can have
+		 * taken it: its exit status is lost, never made up. */
+		return qerr(err, ECHILD, "the exit status of process %d was taken by another waiter",
+			    (int)pid);
+	}
+}
+
+struct waiter {
+	int (*fn)(void *);
+	void *arg;
+	int status_fd;
+};
+
+/* The waiter: the program's process forked by the system call (no glibc
+ * fork handlers here), waited for with SIGCHLD at its default, its status
+ * passed on. */
+static int waiter(void *p)
+{
+	const struct waiter *w = p;
+	long pid = syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, 0UL);
+	int status;
+
+	if (pid == 0)
+		_exit(w->fn(w->arg));
+	if (pid < 0)
+		return 1;
+	while (waitpid((pid_t)pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return 1;
+	(void)!write(w->status_fd, &status, sizeof(status));
+	return 0;
+}
+
+int child_start_waited(int (*fn)(void *), void *arg, struct waited *ret, qsnap_error *err)
+{
+	int p[2], r;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return qerr(err, errno, "cannot create a pipe: %s", strerror(errno));
+	r = child_start(waiter, &(struct waiter){.fn = fn, .arg = arg, .status_fd = p[1]}, &ret->pid,
+			err);
+	close(p[1]);
+	if (r < 0) {
+		close(p[0]);
+		return r;
+	}
+	ret->status_fd = p[0];
+	return 0;
+}
+
+int child_wait_waited(struct waited *c, int *ret_status, qsnap_error *err)
+{
+	_cleanup_close_ int fd = c->status_fd;
+	int r = child_wait(c->pid, NULL, err);
+	ssize_t n;
+
+	c->status_fd = -1;
+	if (r < 0)
+		return r;
+	do
+		n = read(fd, ret_status, sizeof(*ret_status));
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(*ret_status))
+		return qerr(err, ECHILD, "the program could not be started or waited for");
+	return 0;
+}
