@@ -497,9 +497,20 @@ typedef struct qsnap_export_opts {
 int qsnap_vm_export(qsnap_vm *vm, const char *name, const char *output,
 		    const qsnap_export_opts *opts, qsnap_error *err);
 
+/* A snapshot from elsewhere (an archive, a registry) is data: its vm.json
+ * may name drives, kernel and initrd only inside the new VM directory, and
+ * its "qemu", "ram_dir", "extra_args" and an unusual machine type are
+ * dropped unless trust_config is set. The local QEMU (qemu, else
+ * qemu-system-x86_64 from PATH) runs it. What was dropped or taken is told
+ * in one line to notice (with userdata), on success. */
+typedef void (*qsnap_notice_fn)(const char *line, void *userdata);
+
 typedef struct qsnap_import_opts {
 	qsnap_progress_fn progress; /* phase "import"; bytes read from the archive */
 	void *userdata;
+	bool trust_config;	    /* keep the archive's qemu, ram_dir, extra_args, machine */
+	const char *qemu;	    /* the QEMU binary to run it; NULL: the default */
+	qsnap_notice_fn notice;
 } qsnap_import_opts;
 
 /* Make a new VM directory dir (it must not exist, or be empty) from a file
@@ -561,6 +572,9 @@ typedef struct qsnap_pull_opts {
 	qsnap_progress_fn progress; /* phases "digest" (local base images), "download" */
 	void *userdata;
 	qsnap_pull_stats *stats;
+	bool trust_config;	    /* keep the artifact's qemu, ram_dir, extra_args, machine */
+	const char *qemu;	    /* the QEMU binary to run it; NULL: the default */
+	qsnap_notice_fn notice;	    /* see qsnap_import_opts */
 } qsnap_pull_opts;
 
 /* Pull the snapshot at ref (the tag defaults to "latest") into dir. A new

@@ -133,6 +133,9 @@ extern const struct cli_cmd cli_cmd_init, cli_cmd_start, cli_cmd_stop, cli_cmd_s
 /* stream, shared: --ram-mode's words (config.c). */
 extern const struct cli_choice cli_ram_modes[];
 
+/* A library's notice (qsnap_notice_fn): one line on stderr, "qsnap: LINE". */
+void cli_notice(const char *line, void *userdata);
+
 /* Monotonic seconds, for "did X in N s". */
 double cli_clock(void);
 

@@ -6,11 +6,17 @@
 
 #include "cli.h"
 
-static bool insecure;
+static bool insecure, trust_config;
+static const char *qemu;
 
 static const struct cli_opt opts[] = {
 	{"insecure", 0, CLI_FLAG, NULL, "plain HTTP (a registry on localhost); else HTTPS",
 	 .target = &insecure},
+	{"qemu", 0, CLI_STRING, "BINARY", "the QEMU that runs the snapshot (default qemu-system-x86_64)",
+	 .target = &qemu},
+	{"trust-config", 0, CLI_FLAG, NULL,
+	 "keep the artifact's qemu, ram_dir, extra_args and machine type\n(only from a source you trust: they run on this host)",
+	 .target = &trust_config},
 	{0},
 };
 
@@ -34,7 +40,8 @@ static int run(struct cli *c)
 	qsnap_pull_stats st;
 	qsnap_pull_opts po = {.insecure = insecure, .progress = cli_progress,
 			      .userdata = &c->progress, .stats = &st,
-			      .lock_timeout = c->lock_timeout};
+			      .lock_timeout = c->lock_timeout, .trust_config = trust_config,
+			      .qemu = qemu, .notice = cli_notice};
 	const char *dir = c->argv[1];
 	char *name = NULL;
 	char got[32];
@@ -67,7 +74,10 @@ const struct cli_cmd cli_cmd_pull = {
 		 "are the snapshot's (checked by digest), downloading only the layers and\n"
 		 "machine state it lacks. Every blob is checked against its sha256 as it\n"
 		 "downloads; on failure nothing is left. Then: 'qsnap restore VMDIR NAME'\n"
-		 "or 'qsnap start VMDIR --from NAME'.\n",
+		 "or 'qsnap start VMDIR --from NAME'.\n"
+		 "An artifact is data: its vm.json may not name a QEMU, a RAM folder, extra\n"
+		 "QEMU arguments or an unusual machine type unless you give --trust-config;\n"
+		 "what was dropped (or taken) is said in one line.\n",
 	.opts = opts,
 	.common = CLI_LOCK_TIMEOUT | CLI_QUIET | CLI_JSON,
 	.json_help = "the result as JSON: name, digest, blobs, downloaded, ...",

@@ -26,6 +26,7 @@ struct import {
 	struct mfile *files;
 	size_t n_files;
 	char *vmjson, *meta; /* the small files, read into memory */
+	char *note;	     /* what vm.json lost or gave (vmdef_foreign) */
 	uint64_t done;
 	struct progress progress; /* its total grows as files are found */
 };
