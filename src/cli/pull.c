@@ -54,8 +54,10 @@ static int run(struct cli *c)
 	} else if (!c->quiet) {
 		cli_format_size(got, sizeof(got), st.downloaded_bytes);
 		printf("pulled snapshot %s into %s in %.2f s: downloaded %zu of %zu blobs (%s)\n"
+		       "%s\n"
 		       "restore it with: qsnap restore %s %s\n",
-		       name, dir, cli_clock() - c->started, st.downloaded, st.blobs, got, dir, name);
+		       name, dir, cli_clock() - c->started, st.downloaded, st.blobs, got, st.digest,
+		       dir, name);
 	}
 	free(name);
 	return 0;
@@ -68,8 +70,10 @@ const struct cli_cmd cli_cmd_pull = {
 	.min_args = 2,
 	.max_args = 2,
 	.about = "Pull the snapshot at REF (host[:port]/repository[:tag], the tag defaults\n"
-		 "to 'latest') that 'qsnap push' wrote. A new (or empty) VMDIR becomes a VM\n"
-		 "directory; it appears only when everything has arrived and been checked.\n"
+		 "to 'latest', or host[:port]/repository@sha256:DIGEST for exactly the\n"
+		 "manifest that push printed, its digest checked) that 'qsnap push' wrote.\n"
+		 "A new (or empty) VMDIR becomes a VM directory; it appears only when\n"
+		 "everything has arrived and been checked.\n"
 		 "A VMDIR that is a VM already gets the snapshot added when its base images\n"
 		 "are the snapshot's (checked by digest), downloading only the layers and\n"
 		 "machine state it lacks. Every blob is checked against its sha256 as it\n"

@@ -16,9 +16,10 @@ from test_registry import SECRET, one_line, registry
 class Proxy:
     """Passes requests to the registry at target; records each request's
     method, path and headers. rewrite(location) changes the Location of
-    the registry's answers (the front's trick)."""
+    the registry's answers (the front's trick); answer(method, path) may
+    return (headers, body) to send instead of the registry's answer."""
 
-    def __init__(self, target, rewrite=None):
+    def __init__(self, target, rewrite=None, answer=None):
         self.requests = []
         proxy = self
 
@@ -27,6 +28,15 @@ class Proxy:
 
             def handle_one(self):
                 proxy.requests.append((self.command, self.path, dict(self.headers)))
+                fake = answer(self.command, self.path) if answer else None
+                if fake:
+                    self.send_response(200)
+                    for k, v in fake[0].items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(fake[1])))
+                    self.end_headers()
+                    self.wfile.write(fake[1])
+                    return
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else None
                 conn = http.client.HTTPConnection(target, timeout=60)

@@ -90,6 +90,9 @@ int registry_open(const char *refstr, const char *default_tag, bool insecure, bo
 	r = xcalloc(1, sizeof(*r));
 	pthread_mutex_init(&r->lock, NULL);
 	ret_r = reg_ref_parse(refstr, default_tag, &r->ref, err);
+	if (ret_r >= 0 && push && r->ref.digest)
+		ret_r = qerr(err, EINVAL, "'%s': a push names a tag, not a digest (the digest is the manifest's, known after the push)",
+			     refstr);
 	if (ret_r >= 0)
 		ret_r = reg_creds_find(r->ref.host, &r->creds, err);
 	if (ret_r < 0) {

@@ -16,9 +16,11 @@
 struct reg_ref {
 	char *host; /* host[:port], as given */
 	char *repo; /* path components, lowercase, [a-z0-9._-/] */
-	char *tag;
+	char *tag;    /* what the manifest's URL names: the tag, or the digest */
+	char *digest; /* a reference by digest: "sha256:<hex>", else NULL */
 };
-/* host[:port]/repository[:tag]; default_tag when there is none. */
+/* host[:port]/repository[:tag] (default_tag when there is none) or
+ * host[:port]/repository@sha256:<hex>. */
 int reg_ref_parse(const char *s, const char *default_tag, struct reg_ref *ret, qsnap_error *err);
 void reg_ref_free(struct reg_ref *r);
 bool reg_tag_valid(const char *tag);
