@@ -50,8 +50,8 @@ def test_pull_by_digest(t):
         p = qsnap("push", "--insecure", vm.dir, "S", reg.ref("qsnap/vm") + "@" + first, ok=False)
         check(one_line(p) and "a push names a tag, not a digest" in p.stderr, p.stderr)
 
-        # A registry that serves C's manifest when asked for S's (and says
-        # it is S's): refused, nothing left.
+        # A registry that serves C's manifest (with C's true digest in its
+        # header) when asked for S's: refused, nothing left.
         c_manifest, _ = config_of(reg, "qsnap/vm", "v")
         c_body = open(reg.blob_path(second), "rb").read()
         check(hashlib.sha256(c_body).hexdigest() == second.split(":")[1], "C's manifest")
@@ -59,7 +59,7 @@ def test_pull_by_digest(t):
         def liar(method, path):
             if path.endswith("/manifests/" + first):
                 return ({"Content-Type": c_manifest["mediaType"],
-                         "Docker-Content-Digest": first}, c_body)
+                         "Docker-Content-Digest": second}, c_body)
             return None
         front = Proxy(reg.host, answer=liar)
         try:
