@@ -165,12 +165,14 @@ def put_blob(reg, repo, data):
     return digest
 
 
-def put_hostile(reg, repo, tag, from_tag, change):
+def put_hostile(reg, repo, tag, from_tag, change, extra_layers=()):
     """The artifact at from_tag with its config changed by change(config),
-    under tag: what a registry (or whoever can push there) can serve."""
+    under tag: what a registry (or whoever can push there) can serve. The
+    manifest lists the blobs the new config names, and extra_layers."""
     m, cfg = config_of(reg, repo, from_tag)
     change(cfg)
     data = json.dumps(cfg).encode()
+    m["layers"] = [x for x in m["layers"] if x["digest"] in data.decode()] + list(extra_layers)
     m["config"]["digest"], m["config"]["size"] = put_blob(reg, repo, data), len(data)
     body = json.dumps(m).encode()
     _http("PUT", f"http://{reg.host}/v2/{repo}/manifests/{tag}", body,

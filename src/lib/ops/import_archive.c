@@ -200,6 +200,26 @@ done:
 	return 0;
 }
 
+/* The machine state is held to the guest's RAM size (vm.json, which an
+ * export writes before it) before a byte of it is written. */
+static int check_vmstate_size(struct import *im, const struct mfile *mf, qsnap_error *err)
+{
+	_cleanup_json_ json_object *o = NULL;
+	int64_t memory;
+
+	if (strcmp(mf->path, EXPORT_VMSTATE))
+		return 0;
+	o = im->vmjson ? json_tokener_parse(im->vmjson) : NULL;
+	memory = jint(o, "memory", -1);
+	if (memory <= 0)
+		return qerr(err, EINVAL, "%s holds the machine state before a vm.json that gives the RAM size: not an archive qsnap export wrote",
+			    im->input);
+	if (mf->size > foreign_vmstate_max((uint64_t)memory))
+		return qerr(err, EINVAL, "%s: its machine state has %llu bytes, too many for a guest of %lld MiB: the archive is damaged",
+			    im->input, (unsigned long long)mf->size, (long long)(memory >> 20));
+	return 0;
+}
+
 int import_unpack(struct import *im, qsnap_error *err)
 {
 	struct archive *a = archive_read_new();
@@ -281,6 +301,9 @@ int import_unpack(struct import *im, qsnap_error *err)
 				 (unsigned long long)mf->size);
 			goto out;
 		}
+		r = check_vmstate_size(im, mf, err);
+		if (r < 0)
+			goto out;
 		if (!strcmp(path, VMDIR_DEF))
 			mem = &im->vmjson;
 		else if (!strcmp(path, EXPORT_META))

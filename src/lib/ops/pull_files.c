@@ -80,6 +80,20 @@ int pull_artifact_def(struct pull *p, qsnap_def *def, char **ret_note, qsnap_err
 		qsnap_def_free(def);
 		return r;
 	}
+	/* Sizes against the definition, before a file is made for them. */
+	if (p->snap.has_ram && p->snap.ram.size != def->memory) {
+		r = qerr(err, EINVAL, "the config of %s is damaged: its RAM has %llu bytes, its vm.json says %llu",
+			 p->ref, (unsigned long long)p->snap.ram.size, (unsigned long long)def->memory);
+		qsnap_def_free(def);
+		return r;
+	}
+	if (p->snap.state.size > foreign_vmstate_max(def->memory)) {
+		r = qerr(err, EINVAL, "the config of %s is damaged: a machine state of %llu bytes for a guest of %llu MiB",
+			 p->ref, (unsigned long long)p->snap.state.size,
+			 (unsigned long long)(def->memory >> 20));
+		qsnap_def_free(def);
+		return r;
+	}
 	if (ret_note)
 		*ret_note = TAKE_PTR(note);
 	if (def->n_drives != p->snap.n_drives)

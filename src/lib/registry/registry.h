@@ -128,6 +128,8 @@ int reg_parallel(struct registry *r, size_t n, unsigned threads, reg_job fn, voi
 /* Machine state and shared RAM travel in chunks of this size, so that
  * snapshots of one VM share the chunks that did not change. */
 #define OCI_CHUNK_SIZE (32ULL << 20)
-#define OCI_MAX_SMALL_BLOB (16 << 20) /* the config, a manifest */
+/* The config, a manifest: qsnap's own are a few KiB (a config lists 55000
+ * chunks in 4 MiB); a larger one is refused before it is read whole. */
+#define OCI_MAX_SMALL_BLOB (4 << 20)
 
 #endif

@@ -178,3 +178,11 @@ int vmdef_foreign_meta(json_object *meta, const qsnap_def *def, const char *what
 			    what, (long long)memory, (unsigned long long)def->memory);
 	return 0;
 }
+
+uint64_t foreign_vmstate_max(uint64_t memory)
+{
+	/* RAM pages with their headers (or mapped-ram's layout of them), and
+	 * device state: far less than this, which only stops a size that
+	 * would make a file of terabytes. */
+	return 2 * memory + (1ULL << 30);
+}

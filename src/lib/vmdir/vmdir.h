@@ -105,6 +105,9 @@ int vmdef_foreign(const char *text, const char *what, const struct foreign *f, q
  * plain name, the RAM size of the definition. */
 int vmdef_foreign_meta(json_object *meta, const qsnap_def *def, const char *what,
 		       qsnap_error *err);
+/* The largest machine state a snapshot of a guest with memory bytes of
+ * RAM may have: what a file from elsewhere is held to before it is made. */
+uint64_t foreign_vmstate_max(uint64_t memory);
 /* A machine type's name: [a-z0-9._-], nothing QEMU reads as options. */
 bool machine_name_plain(const char *m);
 
