@@ -10,7 +10,7 @@ from harness import run_tests  # noqa: E402
 
 MODULES = ["test_foundation", "test_snapshots", "test_shared", "test_live", "test_dump", "test_compact",
            "test_publish", "test_embed", "test_registry", "test_faults", "test_badinput", "test_isolation",
-           "test_console", "test_qemu", "test_trust", "test_origin", "test_pin", "test_bounds", "test_soak"]
+           "test_console", "test_qemu", "test_trust", "test_origin", "test_pin", "test_bounds", "test_ram_folder", "test_soak"]
 
 if __name__ == "__main__":
     mods = [importlib.import_module(m) for m in MODULES
