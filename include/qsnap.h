@@ -109,9 +109,14 @@ typedef struct qsnap_def {
 	qsnap_drive_def *drives;
 	size_t n_extra;
 	char **extra; /* extra QEMU arguments, appended as given */
+	/* run/serial.log is moved to run/serial.log.1 (replacing it) when it
+	 * would grow past this many bytes; 0: QSNAP_DEFAULT_SERIAL_LOG_MAX. */
+	uint64_t serial_log_max;
 } qsnap_def;
 
 #define QSNAP_DEFAULT_MAX_CHAIN 16
+#define QSNAP_DEFAULT_SERIAL_LOG_MAX (64ULL << 20)
+#define QSNAP_MIN_SERIAL_LOG_MAX (64ULL << 10)
 
 /* Fill def with the defaults described above. */
 void qsnap_def_init(qsnap_def *def);
@@ -397,6 +402,11 @@ int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsn
 
 /* Set the chain length past which saves compact (0: the default). */
 int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err);
+
+/* Set the size at which run/serial.log is rotated (0: the default, 64 MiB;
+ * else at least 64 KiB). A running VM's console takes it at its next
+ * start. */
+int qsnap_vm_set_serial_log_max(qsnap_vm *vm, uint64_t bytes, qsnap_error *err);
 
 typedef struct qsnap_compact_stats {
 	unsigned merged;    /* unneeded layers merged into the layer above */

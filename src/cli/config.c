@@ -6,6 +6,18 @@
 
 static int ram_mode = -1, max_chain = -1;
 static const char *ram_dir;
+static bool have_log_max;
+static uint64_t log_max;
+
+static int set_log_max(struct cli *c, const char *size)
+{
+	qsnap_error err;
+
+	if (qsnap_parse_size(size, &log_max, &err) < 0)
+		return cli_usage(c, "--serial-log-max: %s", err.msg);
+	have_log_max = true;
+	return 0;
+}
 
 const struct cli_choice cli_ram_modes[] = {
 	{"stream", QSNAP_RAM_STREAM},
@@ -21,12 +33,17 @@ static const struct cli_opt opts[] = {
 	 "saves compact a live layer chain longer than N (base image\n"
 	 "included; 0: the default, " CLI_XSTR(QSNAP_DEFAULT_MAX_CHAIN) "); this one works while it runs",
 	 .target = &max_chain},
+	{"serial-log-max", 0, CLI_CALL, "SIZE",
+	 "run/serial.log becomes serial.log.1 at this size (0: the\n"
+	 "default, 64M; at least 64K); from the next start",
+	 .call = set_log_max},
 	{0},
 };
 
 static int run(struct cli *c)
 {
 	const qsnap_def *def = qsnap_vm_def(c->vm);
+	char logmax[32];
 
 	if (ram_mode >= 0 || ram_dir) {
 		if (qsnap_vm_set_ram(c->vm, ram_mode >= 0 ? (qsnap_ram_mode)ram_mode : def->ram_mode,
@@ -35,10 +52,15 @@ static int run(struct cli *c)
 	}
 	if (max_chain >= 0 && qsnap_vm_set_max_chain(c->vm, (unsigned)max_chain, &c->err) < 0)
 		return CLI_FAILED;
+	if (have_log_max && qsnap_vm_set_serial_log_max(c->vm, log_max, &c->err) < 0)
+		return CLI_FAILED;
 	def = qsnap_vm_def(c->vm);
-	printf("ram-mode:  %s\nram-dir:   %s\nmax-chain: %u\n", qsnap_ram_mode_name(def->ram_mode),
+	cli_format_size(logmax, sizeof(logmax),
+			def->serial_log_max ? def->serial_log_max : QSNAP_DEFAULT_SERIAL_LOG_MAX);
+	printf("ram-mode:  %s\nram-dir:   %s\nmax-chain: %u\nserial-log-max: %s\n",
+	       qsnap_ram_mode_name(def->ram_mode),
 	       def->ram_dir ? def->ram_dir : "(default, under /dev/shm)",
-	       def->max_chain ? def->max_chain : QSNAP_DEFAULT_MAX_CHAIN);
+	       def->max_chain ? def->max_chain : QSNAP_DEFAULT_MAX_CHAIN, logmax);
 	return 0;
 }
 

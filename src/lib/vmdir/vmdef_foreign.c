@@ -141,6 +141,14 @@ int vmdef_foreign(const char *text, const char *what, const struct foreign *f, q
 			def->ram_dir = NULL;
 		}
 	}
+	/* A limit of this host's disk is this host's to set. */
+	if (def->serial_log_max) {
+		_cleanup_free_ char *n = xasprintf("%llu", (unsigned long long)def->serial_log_max);
+
+		note_add(&note, "serial_log_max %s", n);
+		if (!f->trust)
+			def->serial_log_max = 0;
+	}
 	if (def->n_extra) {
 		extra = extra_joined(def);
 		note_add(&note, "extra_args [%s]", extra);

@@ -95,8 +95,9 @@ struct foreign {
 };
 /* The vm.json an archive or artifact carries (text), read as data: drives
  * as images/<id>.<format>, kernel and initrd under boot/, bounded memory,
- * CPUs and names; its qemu, ram_dir, extra_args and a machine type that is
- * not pc, q35 or a pc-* type the local QEMU lists dropped unless trusted.
+ * CPUs and names; its qemu, ram_dir, extra_args, serial_log_max and a
+ * machine type that is not pc, q35 or a pc-* type the local QEMU lists
+ * dropped unless trusted.
  * ret_note: one line for the user saying what was dropped or taken (NULL:
  * nothing). */
 int vmdef_foreign(const char *text, const char *what, const struct foreign *f, qsnap_def *def,
