@@ -32,7 +32,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
-FUZZ_TARGETS = ["qmp", "state", "vmdef", "input"]
+FUZZ_TARGETS = ["qmp", "state", "vmdef", "input", "oci", "auth", "export"]
 # Integration tests that also run against the ASan+UBSan binary: the main
 # paths (boot, save, restore, the tree), the error paths of bad input and
 # damaged files, and recovery after an interrupted save.

@@ -49,7 +49,7 @@ static bool all_zero(const char *p, size_t n)
 	return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
 }
 
-static int parse_manifest(struct import *im, const char *text, qsnap_error *err)
+int import_parse_manifest(struct import *im, const char *text, qsnap_error *err)
 {
 	_cleanup_json_ json_object *o = json_tokener_parse(text);
 	json_object *snap = jobj(o, "snapshot"), *files = jarr(o, "files");
@@ -273,7 +273,7 @@ int import_unpack(struct import *im, qsnap_error *err)
 			r = read_entry(im, a, &m, &manifest, err);
 			if (r < 0)
 				goto out;
-			r = parse_manifest(im, manifest, err);
+			r = import_parse_manifest(im, manifest, err);
 			if (r < 0)
 				goto out;
 			{
