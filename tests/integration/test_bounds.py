@@ -33,7 +33,7 @@ def write_tar(path, members, tail=b""):
 def import_refused(t, tar, word, *args):
     new = os.path.join(t.dir, "new")
     before = sorted(os.listdir(t.dir))
-    p = qsnap("import", new, tar, *QEMU_ARGS, *args, ok=False)
+    p = qsnap("import", "--quiet", new, tar, *QEMU_ARGS, *args, ok=False)
     check(one_line(p) and word in p.stderr and "nothing was imported" in p.stderr,
           f"{os.path.basename(tar)}: {p.stderr}")
     check(sorted(os.listdir(t.dir)) == before, f"{os.path.basename(tar)} left "

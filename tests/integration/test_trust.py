@@ -90,7 +90,7 @@ def test_import_drops_what_runs(t):
 
     # Untrusted: imported, the four dropped, one line saying so.
     new = os.path.join(t.dir, "imported")
-    p = qsnap("import", new, bad, *QEMU_ARGS)
+    p = qsnap("import", "--quiet", new, bad, *QEMU_ARGS)
     lines = p.stderr.splitlines()
     check(len(lines) == 1 and lines[0].startswith("qsnap: dropped from vm.json in")
           and "extra_args [-chardev" in lines[0] and "evil-qemu" in lines[0]
@@ -110,7 +110,7 @@ def test_import_drops_what_runs(t):
 
     # Trusted: kept, and the line says what was taken.
     new2 = os.path.join(t.dir, "trusted")
-    p = qsnap("import", "--trust-config", new2, bad)
+    p = qsnap("import", "--quiet", "--trust-config", new2, bad)
     check(p.stderr.count("\n") == 1 and "taken from vm.json in" in p.stderr
           and "(--trust-config)" in p.stderr and "extra_args [-chardev" in p.stderr,
           f"trusted import's notice: {p.stderr}")
@@ -134,13 +134,13 @@ def test_import_refuses_paths_outside(t):
         new = os.path.join(t.dir, "new")
         if word is None:
             # An odd machine is dropped, not refused.
-            p = qsnap("import", new, bad, *QEMU_ARGS)
+            p = qsnap("import", "--quiet", new, bad, *QEMU_ARGS)
             check("machine pc,accel=kvm" in p.stderr
                   and "machine" not in json.load(open(os.path.join(new, "vm.json"))),
                   f"{name}: {p.stderr}")
             continue
         for trust in ((), ("--trust-config",)):
-            p = qsnap("import", *trust, new, bad, ok=False)
+            p = qsnap("import", "--quiet", *trust, new, bad, ok=False)
             check(one_line(p) and word in p.stderr and "nothing was imported" in p.stderr,
                   f"{name} {trust}: {p.stderr}")
             check(leftovers(t.dir, "new") == [], f"{name}: left {leftovers(t.dir, 'new')}")
