@@ -7,6 +7,7 @@ test writes hostile artifacts into."""
 
 import json
 import os
+import subprocess
 import tarfile
 import time
 
@@ -169,3 +170,50 @@ def test_pull_hostile_sizes(t):
             check(leftovers(t.dir, "big") == [], f"left {leftovers(t.dir, 'big')}")
         finally:
             front.stop()
+
+
+def test_pull_layer_naming_host_files(t):
+    """A layer whose qcow2 header names a data file on this host, or a base
+    image with a backing file: refused, and the named file untouched."""
+    vm = t.vm()
+    qsnap("start", vm.dir)
+    vm.save("S")
+    vm.stop()
+    victim = os.path.join(t.dir, "victim")
+    with open(victim, "wb") as f:
+        f.write(b"precious" * 1000)
+    evil_layer = os.path.join(t.dir, "evil-layer.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                    f"data_file={os.path.join(t.dir, 'scratch.raw')}", evil_layer, "64M"], check=True)
+    # The header names the victim (made with a scratch file, then amended
+    # without touching either).
+    subprocess.run(["qemu-img", "amend", "-q", "-f", "qcow2", "-o", f"data_file={victim}",
+                    evil_layer], check=True)
+    evil_base = os.path.join(t.dir, "evil-base.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", victim, "-F", "raw",
+                    evil_base, "64M"], check=True)
+    before = open(victim, "rb").read()
+    with registry(t) as reg:
+        qsnap("push", "--insecure", "--quiet", vm.dir, "S", reg.ref("qsnap/vm"))
+        for tag, path, where, word in (
+                ("layer", evil_layer, "layers", "names a data file: a pulled layer may not"),
+                ("base", evil_base, "base", "names a backing or data file")):
+            data = open(path, "rb").read()
+            digest = put_blob(reg, "qsnap/vm", data)
+
+            def change(c):
+                item = {"digest": digest, "size": len(data)}
+                if where == "base":
+                    c["drives"][0]["base"] = item
+                else:
+                    c["drives"][0]["layers"][0] = item
+            put_hostile(reg, "qsnap/vm", tag, "S", change, extra_layers=[
+                {"mediaType": "application/vnd.qsnap.disk.qcow2", "digest": digest,
+                 "size": len(data)}])
+            new = os.path.join(t.dir, "new")
+            p = qsnap("pull", "--insecure", "--quiet", reg.ref("qsnap/vm", tag), new, *QEMU_ARGS,
+                      ok=False)
+            check(one_line(p) and word in p.stderr and "nothing was created" in p.stderr,
+                  f"{tag}: {p.stderr}")
+            check(leftovers(t.dir, "new") == [], f"{tag}: left {leftovers(t.dir, 'new')}")
+            check(open(victim, "rb").read() == before, f"{tag}: the named host file changed")

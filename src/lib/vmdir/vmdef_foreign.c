@@ -102,7 +102,7 @@ int vmdef_foreign(const char *text, const char *what, const struct foreign *f, q
 	/* The QEMU the user names, else this host's default; the artifact's
 	 * only when trusted (and then it must be here). */
 	if (def->qemu && f->qemu) {
-		if (!f->trust)
+		if (!f->trust && strcmp(def->qemu, f->qemu))
 			note_add(&note, "qemu %s", def->qemu);
 		free(def->qemu);
 		def->qemu = NULL;
