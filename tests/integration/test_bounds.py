@@ -67,6 +67,22 @@ def test_import_hostile_archives(t):
     write_tar(bad, cut, tail=b"\0" * 4096)
     import_refused(t, bad, "too many for a guest of 256 MiB")
 
+    # A manifest that lists a file the archive lacks, or another size.
+    for name, change, word in (
+            ("lacks", lambda m: m["files"].append(dict(m["files"][0], path="images/vdb.qcow2")),
+             "has no images/vdb.qcow2, which its manifest lists"),
+            ("size", lambda m: next(f for f in m["files"] if f["path"] == "vm.json").update(size=7),
+             "vm.json has")):
+        members = read_tar(tar)
+        manifest = json.loads(members[0][1])
+        change(manifest)
+        mdata = json.dumps(manifest).encode()
+        members[0][0].size = len(mdata)
+        members[0] = (members[0][0], mdata)
+        bad = os.path.join(t.dir, f"{name}.tar")
+        write_tar(bad, members, tail=b"\0" * 1024)
+        import_refused(t, bad, word)
+
     # The machine state before vm.json.
     members = read_tar(tar)
     order = [x for x in members if x[0].name != "vm.json"]
