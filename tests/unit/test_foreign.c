@@ -40,10 +40,13 @@ static void test_plain_is_taken_silently(void **state)
 	assert_null(def.qemu);
 	qsnap_def_free(&def);
 	/* The user's QEMU, and the artifact's own when it is the same. */
-	assert_int_equal(foreign(BASE ", \"qemu\": \"/opt/q\"}", false, "/opt/q", &def, &note, &err), 0);
+	assert_int_equal(foreign(BASE ", \"qemu\": \"/bin/true\"}", false, "/bin/true", &def, &note, &err), 0);
 	assert_null(note);
-	assert_string_equal(def.qemu, "/opt/q");
+	assert_string_equal(def.qemu, "/bin/true");
 	qsnap_def_free(&def);
+	/* A --qemu that is not there. */
+	assert_true(foreign(BASE "}", false, "/nonexistent/qemu", &def, &note, &err) < 0);
+	assert_non_null(strstr(err.msg, "--qemu /nonexistent/qemu: no such program"));
 }
 
 static void test_what_runs_is_dropped(void **state)

@@ -101,6 +101,15 @@ int vmdef_foreign(const char *text, const char *what, const struct foreign *f, q
 		goto fail;
 	/* The QEMU the user names, else this host's default; the artifact's
 	 * only when trusted (and then it must be here). */
+	if (f->qemu) {
+		_cleanup_free_ char *prog = find_program(f->qemu);
+
+		if (!prog) {
+			r = qerr(err, ENOENT, "--qemu %s: no such program (give a path, or a name on PATH)",
+				 f->qemu);
+			goto fail;
+		}
+	}
 	if (def->qemu && f->qemu) {
 		if (!f->trust && strcmp(def->qemu, f->qemu))
 			note_add(&note, "qemu %s", def->qemu);
