@@ -155,6 +155,30 @@ static void test_own_origin(void **state)
 	assert_false(reg_own_url(&r, "https://storage.example/upload"));
 }
 
+static void test_upload_url(void **state)
+{
+	struct registry r = {.base = "https://reg.example:5000", .ref = {.host = "reg.example:5000"}};
+	qsnap_error err = {0};
+	char *url = NULL;
+
+	(void)state;
+	assert_int_equal(reg_upload_url(&r, "/v2/a/blobs/uploads/u?s=1", &url, &err), 0);
+	assert_string_equal(url, "https://reg.example:5000/v2/a/blobs/uploads/u?s=1");
+	free(url);
+	assert_int_equal(reg_upload_url(&r, "https://storage.example/u", &url, &err), 0);
+	assert_string_equal(url, "https://storage.example/u");
+	assert_false(reg_own_url(&r, url));
+	free(url);
+	url = NULL;
+	assert_true(reg_upload_url(&r, "http://reg.example:5000/v2/a/blobs/uploads/u", &url, &err) < 0);
+	assert_non_null(strstr(err.msg, "does not leave HTTPS"));
+	assert_null(url);
+	assert_true(reg_upload_url(&r, "HTTP://storage.example/u", &url, &err) < 0);
+	r.base = "http://reg.example:5000"; /* --insecure: an http location is the registry's way */
+	assert_int_equal(reg_upload_url(&r, "http://reg.example:5000/v2/u", &url, &err), 0);
+	free(url);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -163,6 +187,7 @@ int main(void)
 		cmocka_unit_test(test_outside_the_layout_is_refused),
 		cmocka_unit_test(test_meta),
 		cmocka_unit_test(test_own_origin),
+		cmocka_unit_test(test_upload_url),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

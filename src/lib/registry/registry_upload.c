@@ -13,10 +13,7 @@
 
 #define PIECE (16ULL << 20) /* one PATCH of a chunked upload */
 
-/* An upload Location: a path on the registry, or an absolute URL (storage
- * behind it, which gets no credentials: reg_request), never plain HTTP
- * after HTTPS. */
-static int resolve(struct registry *r, const char *loc, char **ret, qsnap_error *err)
+int reg_upload_url(struct registry *r, const char *loc, char **ret, qsnap_error *err)
 {
 	if (!strncasecmp(loc, "http://", 7) && r->base[4] == 's')
 		return qerr(err, EPROTO, "registry %s sent an upload to plain HTTP (%s): qsnap does not leave HTTPS",
@@ -42,7 +39,7 @@ static int upload_start(struct registry *r, CURL *c, const char *what, char **re
 					     r->ref.host)
 				      : reg_http_err(r, &p, what, err);
 	if (ret >= 0)
-		ret = resolve(r, p.location, ret_url, err);
+		ret = reg_upload_url(r, p.location, ret_url, err);
 	reg_resp_free(&p);
 	return ret;
 }
@@ -84,7 +81,7 @@ static int upload_offset(struct registry *r, CURL *c, char **url, uint64_t *ret_
 		if (p.location) {
 			char *next = NULL;
 
-			ret = resolve(r, p.location, &next, err);
+			ret = reg_upload_url(r, p.location, &next, err);
 			if (ret >= 0) {
 				free(*url);
 				*url = next;
@@ -131,7 +128,7 @@ int reg_blob_upload_fd(struct registry *r, reg_conn *c, int fd, uint64_t off, ui
 			if (ret >= 0 && p.status == 202 && p.location) {
 				free(url);
 				url = NULL;
-				ret = resolve(r, p.location, &url, err);
+				ret = reg_upload_url(r, p.location, &url, err);
 				reg_resp_free(&p);
 				if (ret < 0)
 					return ret;
