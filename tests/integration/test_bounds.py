@@ -176,7 +176,7 @@ def test_pull_hostile_sizes(t):
 
         def answer(method, path):
             if "/manifests/" in path:
-                return {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, big
+                return 200, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, big
             return None
         front = Proxy(reg.host, answer=answer)
         try:

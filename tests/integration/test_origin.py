@@ -2,7 +2,9 @@
 loopback port) passes every request to a real docker-registry with basic
 auth, but answers the upload POST with a Location on another origin (a
 second server on another port, which records every request's headers and
-passes it on). qsnap must send no Authorization there."""
+answers 401 with a Basic challenge, as storage that wants credentials
+would). qsnap must send no Authorization there, nor answer its challenge
+with the user's credentials."""
 
 import http.client
 import http.server
@@ -17,7 +19,8 @@ class Proxy:
     """Passes requests to the registry at target; records each request's
     method, path and headers. rewrite(location) changes the Location of
     the registry's answers (the front's trick); answer(method, path) may
-    return (headers, body) to send instead of the registry's answer."""
+    return (status, headers, body) to send instead of the registry's
+    answer."""
 
     def __init__(self, target, rewrite=None, answer=None):
         self.requests = []
@@ -28,17 +31,18 @@ class Proxy:
 
             def handle_one(self):
                 proxy.requests.append((self.command, self.path, dict(self.headers)))
-                fake = answer(self.command, self.path) if answer else None
-                if fake:
-                    self.send_response(200)
-                    for k, v in fake[0].items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(fake[1])))
-                    self.end_headers()
-                    self.wfile.write(fake[1])
-                    return
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else None
+                fake = answer(self.command, self.path) if answer else None
+                if fake:
+                    self.send_response(fake[0])
+                    for k, v in fake[1].items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(fake[2])))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(fake[2])
+                    return
                 conn = http.client.HTTPConnection(target, timeout=60)
                 hdrs = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 conn.request(self.command, self.path, body=body, headers=hdrs)
@@ -60,7 +64,13 @@ class Proxy:
                     self.wfile.write(data)
                 conn.close()
 
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
+            def handle_safely(self):
+                try:
+                    self.handle_one()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went away (a refused 100 MiB answer)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_safely
 
             def log_message(self, *a):
                 pass
@@ -81,7 +91,8 @@ def test_upload_location_elsewhere_gets_no_credentials(t):
     vm.save("S")
     vm.stop()
     with registry(t, users={"alice": SECRET}) as reg:
-        other = Proxy(reg.host)
+        other = Proxy(reg.host, answer=lambda method, path: (
+            401, {"WWW-Authenticate": 'Basic realm="storage"'}, b"{}"))
 
         def elsewhere(loc):
             path = loc.split(reg.host, 1)[-1] if loc.startswith("http") else loc

@@ -58,7 +58,7 @@ def test_pull_by_digest(t):
 
         def liar(method, path):
             if path.endswith("/manifests/" + first):
-                return ({"Content-Type": c_manifest["mediaType"],
+                return (200, {"Content-Type": c_manifest["mediaType"],
                          "Docker-Content-Digest": second}, c_body)
             return None
         front = Proxy(reg.host, answer=liar)
