@@ -91,28 +91,42 @@ def test_upload_location_elsewhere_gets_no_credentials(t):
     vm.save("S")
     vm.stop()
     with registry(t, users={"alice": SECRET}) as reg:
-        other = Proxy(reg.host, answer=lambda method, path: (
-            401, {"WWW-Authenticate": 'Basic realm="storage"'}, b"{}"))
+        # The other origin asks for Basic credentials, or names a token
+        # realm (its own /token): neither gets the user's credentials.
+        for challenge in ('Basic realm="storage"', None):
+            push_elsewhere(t, vm, reg, challenge)
 
-        def elsewhere(loc):
-            path = loc.split(reg.host, 1)[-1] if loc.startswith("http") else loc
-            return f"http://{other.host}{path}"
-        front = Proxy(reg.host, rewrite=elsewhere)
-        try:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("QSNAP_REGISTRY")}
-            env.update(HOME=os.path.join(t.dir, "nohome"), DOCKER_CONFIG="",
-                       QSNAP_REGISTRY_USER="alice", QSNAP_REGISTRY_PASSWORD=SECRET)
-            p = qsnap("push", "--insecure", "--quiet", vm.dir, "S", f"{front.host}/team/vm", ok=False,
-                      env=env)
-            check(one_line(p) and f"which is not registry {front.host}" in p.stderr
-                  and "sends credentials to the registry itself only" in p.stderr,
-                  f"push with an upload elsewhere: {p.stderr}")
-            check(any("Authorization" in h for _, _, h in front.requests),
-                  "the front (the registry's own origin) never got the credentials")
-            check(other.requests, "the other origin saw no request: the test tested nothing")
-            leaked = [(m, path) for m, path, h in other.requests
-                      if any(k.lower() == "authorization" for k in h)]
-            check(not leaked, f"credentials reached the other origin: {leaked}")
-        finally:
-            front.stop()
-            other.stop()
+
+def push_elsewhere(t, vm, reg, challenge):
+    other = None
+
+    def answer(method, path):
+        if path.startswith("/token"):
+            return 200, {"Content-Type": "application/json"}, b'{"token": "stolen"}'
+        return 401, {"WWW-Authenticate": challenge or
+                     f'Bearer realm="http://{other.host}/token",service="storage"'}, b"{}"
+    other = Proxy(reg.host, answer=answer)
+
+    def elsewhere(loc):
+        path = loc.split(reg.host, 1)[-1] if loc.startswith("http") else loc
+        return f"http://{other.host}{path}"
+    front = Proxy(reg.host, rewrite=elsewhere)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QSNAP_REGISTRY")}
+        env.update(HOME=os.path.join(t.dir, "nohome"), DOCKER_CONFIG="",
+                   QSNAP_REGISTRY_USER="alice", QSNAP_REGISTRY_PASSWORD=SECRET)
+        p = qsnap("push", "--insecure", "--quiet", vm.dir, "S", f"{front.host}/team/vm", ok=False,
+                  env=env)
+        what = challenge or "a token realm"
+        check(one_line(p) and f"which is not registry {front.host}" in p.stderr
+              and "sends credentials to the registry itself only" in p.stderr,
+              f"{what}: push with an upload elsewhere: {p.stderr}")
+        check(any("Authorization" in h for _, _, h in front.requests),
+              f"{what}: the front (the registry's own origin) never got the credentials")
+        check(other.requests, f"{what}: the other origin saw no request: the test tested nothing")
+        leaked = [(m, path) for m, path, h in other.requests
+                  if any(k.lower() == "authorization" for k in h) or path.startswith("/token")]
+        check(not leaked, f"{what}: credentials reached the other origin: {leaked}")
+    finally:
+        front.stop()
+        other.stop()
