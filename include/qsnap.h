@@ -122,6 +122,8 @@ typedef enum qsnap_ram_mode {
 typedef struct qsnap_def qsnap_def;
 
 #define QSNAP_DEFAULT_MAX_CHAIN 16
+#define QSNAP_DEFAULT_SERIAL_LOG_MAX (64ULL << 20)
+#define QSNAP_MIN_SERIAL_LOG_MAX (64ULL << 10)
 
 /* A new definition with the defaults; NULL when out of memory. */
 qsnap_def *qsnap_def_new(void);
@@ -147,6 +149,9 @@ void qsnap_def_free(qsnap_def *def);
  *   "max-chain" a save that leaves a live chain longer than this compacts
  *               it (default QSNAP_DEFAULT_MAX_CHAIN)
  *   "extra"     one extra QEMU argument, appended; NULL removes them all
+ *   "serial-log-max"  run/serial.log moves to run/serial.log.1 (replacing
+ *               it) when it would grow past this size (default
+ *               QSNAP_DEFAULT_SERIAL_LOG_MAX, at least QSNAP_MIN_SERIAL_LOG_MAX)
  * -EINVAL with a sentence for an unknown key or a bad value. */
 int qsnap_def_set(qsnap_def *def, const char *key, const char *value, qsnap_error *err);
 /* The value of key as qsnap_def_set takes it (free it with qsnap_free),
@@ -468,6 +473,11 @@ int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsn
 /* Set the chain length past which saves compact (0: the default). */
 int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err);
 
+/* Set the size at which run/serial.log is rotated (0: the default, 64 MiB;
+ * else at least 64 KiB). A running VM's console takes it at its next
+ * start. */
+int qsnap_vm_set_serial_log_max(qsnap_vm *vm, uint64_t bytes, qsnap_error *err);
+
 typedef struct qsnap_compact_stats {
 	size_t size; /* sizeof(qsnap_compact_stats) */
 	unsigned merged;    /* unneeded layers merged into the layer above */
@@ -584,10 +594,21 @@ typedef struct qsnap_export_opts {
 int qsnap_vm_export(qsnap_vm *vm, const char *name, const char *output,
 		    const qsnap_export_opts *opts, qsnap_error *err);
 
+/* A snapshot from elsewhere (an archive, a registry) is data: its vm.json
+ * may name drives, kernel and initrd only inside the new VM directory, and
+ * its "qemu", "ram_dir", "extra_args" and an unusual machine type are
+ * dropped unless trust_config is set. The local QEMU (qemu, else
+ * qemu-system-x86_64 from PATH) runs it. What was dropped or taken is told
+ * in one line to notice (with userdata), on success. */
+typedef void (*qsnap_notice_fn)(const char *line, void *userdata);
+
 typedef struct qsnap_import_opts {
 	size_t size; /* sizeof(qsnap_import_opts) */
 	qsnap_progress_fn progress; /* phase "import"; bytes read from the archive */
 	void *userdata;
+	bool trust_config;	    /* keep the archive's qemu, ram_dir, extra_args, machine */
+	const char *qemu;	    /* the QEMU binary to run it; NULL: the default */
+	qsnap_notice_fn notice;
 } qsnap_import_opts;
 #define QSNAP_IMPORT_OPTS_INIT {.size = sizeof(qsnap_import_opts)}
 
@@ -658,6 +679,9 @@ typedef struct qsnap_pull_opts {
 	qsnap_progress_fn progress; /* phases "digest" (local base images), "download" */
 	void *userdata;
 	qsnap_pull_stats *stats; /* filled on success when not NULL */
+	bool trust_config;	 /* keep the artifact's qemu, ram_dir, extra_args, machine */
+	const char *qemu;	 /* the QEMU binary to run it; NULL: the default */
+	qsnap_notice_fn notice;	 /* see qsnap_import_opts */
 } qsnap_pull_opts;
 #define QSNAP_PULL_OPTS_INIT {.size = sizeof(qsnap_pull_opts)}
 

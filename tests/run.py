@@ -34,7 +34,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
-FUZZ_TARGETS = ["qmp", "state", "vmdef", "input"]
+FUZZ_TARGETS = ["qmp", "state", "vmdef", "input", "oci", "auth", "export"]
 # Integration tests that also run against the ASan+UBSan binary: the main
 # paths (boot, save, restore, the tree), the error paths of bad input and
 # damaged files, and recovery after an interrupted save.
@@ -57,6 +57,12 @@ ASAN_INTEGRATION = [
     "test_registry.test_child_push_sends_only_what_changed",
     "test_registry.test_faults_damaged_blob_missing_tag",
     "test_registry.test_bad_input",
+    # Data from elsewhere: hostile archives and artifacts, a front that
+    # sends uploads elsewhere, pinned pulls.
+    "test_trust.",
+    "test_bounds.",
+    "test_origin.",
+    "test_pin.",
 ]
 # And against QEMU 10: the paths only a newer QEMU takes (file: through
 # add-fd, mapped-ram + multifd, cont after a live save's device state,
@@ -229,6 +235,12 @@ QEMU10_SKIP = [
     "test_registry.test_skopeo_", "test_registry.test_basic_auth",
     "test_registry.test_bearer_token_auth", "test_registry.test_faults_",
     "test_registry.test_bad_input",
+    # Data from elsewhere: hostile archives and artifacts, a front that
+    # sends uploads elsewhere, pinned pulls.
+    "test_trust.",
+    "test_bounds.",
+    "test_origin.",
+    "test_pin.",
 ]
 
 

@@ -120,7 +120,7 @@ int cli_fail(struct cli *c, const char *fmt, ...) __attribute__((format(printf, 
 
 /* Print what the library wants the user to know about the call that just
  * succeeded (qsnap_vm_notice), on stderr, one line. */
-void cli_notice(struct cli *c);
+void cli_vm_notice(struct cli *c);
 
 /* Run command cmd with its argv (argv[0] is the command's name); returns
  * the exit code. */
@@ -154,6 +154,9 @@ extern const struct cli_cmd cli_cmd_init, cli_cmd_start, cli_cmd_stop, cli_cmd_s
 
 /* stream, shared: --ram-mode's words (config.c). */
 extern const struct cli_choice cli_ram_modes[];
+
+/* A library's notice (qsnap_notice_fn): one line on stderr, "qsnap: LINE". */
+void cli_notice(const char *line, void *userdata);
 
 /* Monotonic seconds, for "did X in N s". */
 double cli_clock(void);

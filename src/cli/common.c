@@ -97,3 +97,9 @@ void cli_progress(const qsnap_progress *p, void *userdata)
 	}
 	fflush(stderr);
 }
+
+void cli_notice(const char *line, void *userdata)
+{
+	(void)userdata;
+	fprintf(stderr, "qsnap: %s\n", line);
+}

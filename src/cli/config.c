@@ -1,12 +1,25 @@
 /* SPDX-License-Identifier: MIT */
 /* qsnap config: change how a stopped VM keeps its RAM. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 
 static int ram_mode = -1, max_chain = -1;
 static const char *ram_dir;
+static bool have_log_max;
+static uint64_t log_max;
+
+static int set_log_max(struct cli *c, const char *size)
+{
+	qsnap_error err;
+
+	if (qsnap_parse_size(size, &log_max, &err) < 0)
+		return cli_usage(c, "--serial-log-max: %s", err.msg);
+	have_log_max = true;
+	return 0;
+}
 
 const struct cli_choice cli_ram_modes[] = {
 	{"stream", QSNAP_RAM_STREAM},
@@ -22,46 +35,67 @@ static const struct cli_opt opts[] = {
 	 "saves compact a live layer chain longer than N (base image\n"
 	 "included; 0: the default, " CLI_XSTR(QSNAP_DEFAULT_MAX_CHAIN) "); this one works while it runs",
 	 .target = &max_chain},
+	{"serial-log-max", 0, CLI_CALL, "SIZE",
+	 "run/serial.log becomes serial.log.1 at this size (0: the\n"
+	 "default, 64M; at least 64K); from the next start",
+	 .call = set_log_max},
 	{0},
 };
 
-/* The definition's mode, RAM directory and chain limit, as set. */
-static int get(struct cli *c, char **mode, char **dir, char **chain)
+/* The definition's mode, RAM directory, chain limit and serial.log size, as
+ * set. */
+struct settings {
+	char *mode, *dir, *chain, *logmax;
+};
+
+static int get(struct cli *c, struct settings *g)
 {
 	const qsnap_def *def = qsnap_vm_def(c->vm);
 
-	if (qsnap_def_get(def, "ram-mode", mode, &c->err) < 0 ||
-	    qsnap_def_get(def, "ram-dir", dir, &c->err) < 0 ||
-	    qsnap_def_get(def, "max-chain", chain, &c->err) < 0)
+	if (qsnap_def_get(def, "ram-mode", &g->mode, &c->err) < 0 ||
+	    qsnap_def_get(def, "ram-dir", &g->dir, &c->err) < 0 ||
+	    qsnap_def_get(def, "max-chain", &g->chain, &c->err) < 0 ||
+	    qsnap_def_get(def, "serial-log-max", &g->logmax, &c->err) < 0)
 		return CLI_FAILED;
 	return 0;
 }
 
+static void settings_free(struct settings *g)
+{
+	qsnap_free(g->mode);
+	qsnap_free(g->dir);
+	qsnap_free(g->chain);
+	qsnap_free(g->logmax);
+	*g = (struct settings){0};
+}
+
 static int run(struct cli *c)
 {
-	char *mode = NULL, *dir = NULL, *chain = NULL;
-	int r = get(c, &mode, &dir, &chain);
+	struct settings g = {0};
+	char logmax[32];
+	int r = get(c, &g);
 
 	if (!r && (ram_mode >= 0 || ram_dir)) {
 		qsnap_ram_mode m = (qsnap_ram_mode)ram_mode;
 
-		if (ram_mode < 0 && qsnap_ram_mode_parse(mode, &m) < 0)
-			r = cli_fail(c, "the definition's RAM mode '%s' is unknown", mode);
-		else if (qsnap_vm_set_ram(c->vm, m, ram_dir ? ram_dir : dir, &c->err) < 0)
+		if (ram_mode < 0 && qsnap_ram_mode_parse(g.mode, &m) < 0)
+			r = cli_fail(c, "the definition's RAM mode '%s' is unknown", g.mode);
+		else if (qsnap_vm_set_ram(c->vm, m, ram_dir ? ram_dir : g.dir, &c->err) < 0)
 			r = CLI_FAILED;
 	}
 	if (!r && max_chain >= 0 && qsnap_vm_set_max_chain(c->vm, (unsigned)max_chain, &c->err) < 0)
 		r = CLI_FAILED;
-	qsnap_free(mode);
-	qsnap_free(dir);
-	qsnap_free(chain);
-	if (r || (r = get(c, &mode, &dir, &chain)))
+	if (!r && have_log_max && qsnap_vm_set_serial_log_max(c->vm, log_max, &c->err) < 0)
+		r = CLI_FAILED;
+	settings_free(&g);
+	if (r || (r = get(c, &g)))
 		return r;
-	printf("ram-mode:  %s\nram-dir:   %s\nmax-chain: %s\n", mode,
-	       dir ? dir : "(default, under /dev/shm)", chain ? chain : CLI_XSTR(QSNAP_DEFAULT_MAX_CHAIN));
-	qsnap_free(mode);
-	qsnap_free(dir);
-	qsnap_free(chain);
+	cli_format_size(logmax, sizeof(logmax),
+			g.logmax ? strtoull(g.logmax, NULL, 10) : QSNAP_DEFAULT_SERIAL_LOG_MAX);
+	printf("ram-mode:  %s\nram-dir:   %s\nmax-chain: %s\nserial-log-max: %s\n", g.mode,
+	       g.dir ? g.dir : "(default, under /dev/shm)",
+	       g.chain ? g.chain : CLI_XSTR(QSNAP_DEFAULT_MAX_CHAIN), logmax);
+	settings_free(&g);
 	return 0;
 }
 

@@ -80,7 +80,7 @@ int cli_fail(struct cli *c, const char *fmt, ...)
 	return CLI_FAILED;
 }
 
-void cli_notice(struct cli *c)
+void cli_vm_notice(struct cli *c)
 {
 	const char *n = c->vm ? qsnap_vm_notice(c->vm) : NULL;
 

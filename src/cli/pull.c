@@ -6,11 +6,17 @@
 
 #include "cli.h"
 
-static bool insecure;
+static bool insecure, trust_config;
+static const char *qemu;
 
 static const struct cli_opt opts[] = {
 	{"insecure", 0, CLI_FLAG, NULL, "plain HTTP (a registry on localhost); else HTTPS",
 	 .target = &insecure},
+	{"qemu", 0, CLI_STRING, "BINARY", "the QEMU that runs the snapshot (default qemu-system-x86_64)",
+	 .target = &qemu},
+	{"trust-config", 0, CLI_FLAG, NULL,
+	 "keep the artifact's qemu, ram_dir, extra_args and machine type\n(only from a source you trust: they run on this host)",
+	 .target = &trust_config},
 	{0},
 };
 
@@ -34,7 +40,8 @@ static int run(struct cli *c)
 	qsnap_pull_stats st = QSNAP_PULL_STATS_INIT;
 	qsnap_pull_opts po = {.size = sizeof(po), .insecure = insecure, .progress = cli_progress,
 			      .userdata = &c->progress, .stats = &st,
-			      .lock_timeout = c->lock_timeout > 0 ? c->lock_timeout : QSNAP_NO_WAIT};
+			      .lock_timeout = c->lock_timeout > 0 ? c->lock_timeout : QSNAP_NO_WAIT,
+			      .trust_config = trust_config, .qemu = qemu, .notice = cli_notice};
 	const char *dir = c->argv[1];
 	char *name = NULL;
 	char got[32];
@@ -47,8 +54,10 @@ static int run(struct cli *c)
 	} else if (!c->quiet) {
 		cli_format_size(got, sizeof(got), st.downloaded_bytes);
 		printf("pulled snapshot %s into %s in %.2f s: downloaded %zu of %zu blobs (%s)\n"
+		       "%s\n"
 		       "restore it with: qsnap restore %s %s\n",
-		       name, dir, cli_clock() - c->started, st.downloaded, st.blobs, got, dir, name);
+		       name, dir, cli_clock() - c->started, st.downloaded, st.blobs, got, st.digest,
+		       dir, name);
 	}
 	qsnap_free(name);
 	return 0;
@@ -61,13 +70,18 @@ const struct cli_cmd cli_cmd_pull = {
 	.min_args = 2,
 	.max_args = 2,
 	.about = "Pull the snapshot at REF (host[:port]/repository[:tag], the tag defaults\n"
-		 "to 'latest') that 'qsnap push' wrote. A new (or empty) VMDIR becomes a VM\n"
-		 "directory; it appears only when everything has arrived and been checked.\n"
+		 "to 'latest', or host[:port]/repository@sha256:DIGEST for exactly the\n"
+		 "manifest that push printed, its digest checked) that 'qsnap push' wrote.\n"
+		 "A new (or empty) VMDIR becomes a VM directory; it appears only when\n"
+		 "everything has arrived and been checked.\n"
 		 "A VMDIR that is a VM already gets the snapshot added when its base images\n"
 		 "are the snapshot's (checked by digest), downloading only the layers and\n"
 		 "machine state it lacks. Every blob is checked against its sha256 as it\n"
 		 "downloads; on failure nothing is left. Then: 'qsnap restore VMDIR NAME'\n"
-		 "or 'qsnap start VMDIR --from NAME'.\n",
+		 "or 'qsnap start VMDIR --from NAME'.\n"
+		 "An artifact is data: its vm.json may not name a QEMU, a RAM folder, extra\n"
+		 "QEMU arguments or an unusual machine type unless you give --trust-config;\n"
+		 "what was dropped (or taken) is said in one line.\n",
 	.opts = opts,
 	.common = CLI_LOCK_TIMEOUT | CLI_QUIET | CLI_JSON,
 	.json_help = "the result as JSON: name, digest, blobs, downloaded, ...",

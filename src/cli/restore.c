@@ -21,7 +21,7 @@ static int run(struct cli *c)
 
 	if (qsnap_vm_restore(c->vm, c->argv[1], &ro, &c->err) < 0)
 		return CLI_FAILED;
-	cli_notice(c);
+	cli_vm_notice(c);
 	if (!c->quiet)
 		printf("restored %s in %.2f s\n", c->argv[1], cli_clock() - c->started);
 	return 0;

@@ -43,7 +43,7 @@ static int run(struct cli *c)
 	}
 	if (qsnap_vm_start(c->vm, &so, &c->err) < 0)
 		return CLI_FAILED;
-	cli_notice(c);
+	cli_vm_notice(c);
 	if (!c->quiet)
 		printf("started %s%s%s%s\n", c->argv[0], from ? " from " : "", from ? from : "",
 		       paused ? " (paused)" : "");

@@ -195,3 +195,38 @@ def test_qsnap_console_across_restores(t):
         con.wait(timeout=30)
     err = con.stderr.read().decode()
     check(err.count("connected again") == 3, f"qsnap console said: {err}")
+
+
+def test_serial_log_stays_bounded(t):
+    """A guest that prints without end fills at most serial.log and
+    serial.log.1, each within the limit set with qsnap config; the console
+    goes on answering."""
+    vm = t.vm(memory="256M")
+    p = qsnap("config", vm.dir, "--serial-log-max", "256K")
+    check("serial-log-max: 256.0 KiB" in p.stdout, p.stdout)
+    p = qsnap("config", vm.dir, "--serial-log-max", "1K", ok=False)
+    check(p.returncode == 1 and "at least 64K" in p.stderr, p.stderr)
+    limit = 256 << 10
+    vm.boot()
+    # Lines of their own, without end, behind the shell.
+    vm.serial.sock.sendall(b"while :; do echo flood-flood-flood-flood-flood; done &\n")
+    log, old = vm.path("run", "serial.log"), vm.path("run", "serial.log.1")
+    last, rotations = 0, 0
+    deadline = time.time() + 120
+    while time.time() < deadline and rotations < 4:
+        size = os.path.getsize(log)
+        check(size <= limit, f"serial.log grew to {size} bytes, past {limit}")
+        if os.path.exists(old):
+            check(os.path.getsize(old) <= limit, f"serial.log.1 has {os.path.getsize(old)} bytes")
+        if size < last:
+            rotations += 1
+        last = size
+        time.sleep(0.05)
+    check(rotations >= 4, f"serial.log rotated {rotations} times in 120 s")
+    check(b"flood-flood" in open(old, "rb").read(), "serial.log.1 holds no guest output")
+    check(sorted(f for f in os.listdir(vm.path("run")) if f.startswith("serial.log"))
+          == ["serial.log", "serial.log.1"], f"run/: {os.listdir(vm.path('run'))}")
+    # The console still works: stop the flood, then a command answers.
+    vm.serial.sock.sendall(b"kill %1\n")
+    time.sleep(1)
+    check(vm.sh("echo still-here", timeout=120) == "still-here", "the console stopped answering")

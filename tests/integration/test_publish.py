@@ -240,7 +240,7 @@ def test_export_import_restore(t):
     shutil.rmtree(vm.dir)
     os.unlink(os.path.join(t.dir, "vm-vda-base.qcow2"))
     new = os.path.join(t.dir, "imported")
-    p = qsnap("import", new, tar)
+    p = qsnap("import", new, tar, *QEMU_ARGS)
     check("imported snapshot S" in p.stdout, p.stdout)
     with open(os.path.join(new, "vm.json")) as f:
         text = f.read()

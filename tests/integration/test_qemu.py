@@ -5,7 +5,7 @@ import os
 import re
 import shutil
 
-from harness import QEMU, ROOT, check, qsnap
+from harness import QEMU, QEMU_ARGS, ROOT, check, qsnap
 from test_snapshots import fill_guest, guest_view
 
 
@@ -153,7 +153,7 @@ def test_stream_format_per_qemu(t):
     qsnap("export", vm.dir, "plain", tar)
     vm.stop()
     dest = os.path.join(t.dir, "imported")
-    qsnap("import", dest, tar)
+    qsnap("import", dest, tar, *QEMU_ARGS)
     st2 = os.stat(os.path.join(dest, "snapshots", "plain", "vmstate"))
     check(st2.st_size == st.st_size, "import changed the machine state's size")
     check(not want or st2.st_blocks * 512 < st2.st_size * 3 // 4,

@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.request
 
-from harness import QSNAP, VM, Fail, check, qsnap
+from harness import QEMU_ARGS, QSNAP, VM, Fail, check, qsnap
 from test_snapshots import fill_guest, guest_view
 
 REGISTRY = "/usr/bin/docker-registry"
@@ -115,7 +115,7 @@ def push(vm, name, ref, *args, ok=True, env=None):
 
 
 def pull(ref, dir, *args, ok=True, env=None):
-    p = qsnap("pull", "--insecure", "--json", ref, dir, *args, ok=ok, env=env)
+    p = qsnap("pull", "--insecure", "--json", ref, dir, *QEMU_ARGS, *args, ok=ok, env=env)
     return json.loads(p.stdout) if ok else p
 
 
@@ -346,7 +346,7 @@ def test_basic_auth(t):
         path, spylog = spy_path(t)
         env = dict(base, DOCKER_CONFIG=docker, PATH=path)
         new = os.path.join(t.dir, "pulled")
-        p = qsnap("pull", "--insecure", ref, new, env=env)
+        p = qsnap("pull", "--insecure", ref, new, *QEMU_ARGS, env=env)
         check_no_secret("pull", p.stdout, p.stderr)
         check(os.path.exists(spylog), "qemu-img was not run through the spy")
         check_no_secret("qemu-img's argv or environment", open(spylog).read())
@@ -462,7 +462,7 @@ def test_bearer_token_auth(t):
             check(any("scope=repository%3Ateam%2Fvm%3Apull%2Cpush" in r for r in tok.requests),
                   f"token requests: {tok.requests}")
             new = os.path.join(t.dir, "pulled")
-            p = qsnap("pull", "--insecure", ref, new, env=env)
+            p = qsnap("pull", "--insecure", ref, new, *QEMU_ARGS, env=env)
             check_no_secret("pull", p.stdout, p.stderr)
             vm2 = pulled_vm(t, new)
             vm2.restore("S")

@@ -37,6 +37,8 @@ static void ref_bad(const char *s, const char *word)
 	assert_null(r.host);
 }
 
+#define D64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 static void test_refs(void **state)
 {
 	(void)state;
@@ -55,6 +57,23 @@ static void test_refs(void **state)
 	ref_bad("host:5000/vms:.bad", "not a tag");
 	ref_bad("host:5000/vms:", "not a tag");
 	ref_bad("host:5000/vms@sha256:00", "digest");
+	ref_bad("host:5000/vms@md5:0123456789abcdef0123456789abcdef", "digest");
+	ref_bad("host:5000/vms:t@sha256:" D64, "not both");
+	{
+		struct reg_ref r = {0};
+		qsnap_error err = {0};
+
+		assert_int_equal(reg_ref_parse("h:1/a/b@sha256:" D64, "latest", &r, &err), 0);
+		assert_string_equal(r.repo, "a/b");
+		assert_string_equal(r.digest, "sha256:" D64);
+		assert_string_equal(r.tag, "sha256:" D64);
+		reg_ref_free(&r);
+		assert_int_equal(reg_ref_parse("h:1/a:t", "latest", &r, &err), 0);
+		assert_null(r.digest);
+		reg_ref_free(&r);
+	}
+	ref_bad("h:1/a@sha256:" D64 "0", "digest");
+	ref_bad("h:1/a@sha256:" "ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789", "digest");
 }
 
 static void test_challenges(void **state)

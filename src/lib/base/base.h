@@ -91,6 +91,9 @@ struct qsnap_def {
 	qsnap_drive_def *drives;
 	size_t n_extra;
 	char **extra; /* extra QEMU arguments, appended as given */
+	/* run/serial.log moves to run/serial.log.1 when it would grow past
+	 * this many bytes; 0: QSNAP_DEFAULT_SERIAL_LOG_MAX. */
+	uint64_t serial_log_max;
 };
 
 /* ---- errors (error.c) ---- */

@@ -39,6 +39,17 @@ int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsn
 	return replace_def(vm, def, err);
 }
 
+int qsnap_vm_set_serial_log_max(qsnap_vm *vm, uint64_t bytes, qsnap_error *err)
+{
+	qsnap_def def;
+
+	if (bytes && bytes < QSNAP_MIN_SERIAL_LOG_MAX)
+		return qerr(err, EINVAL, "the serial log limit must be 0 (default, 64M) or at least 64K");
+	def_copy(&def, &vm->def);
+	def.serial_log_max = bytes;
+	return replace_def(vm, def, err);
+}
+
 int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err)
 {
 	qsnap_def def;

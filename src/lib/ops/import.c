@@ -24,6 +24,7 @@ static void import_free(struct import *im)
 	free(im->name);
 	free(im->vmjson);
 	free(im->meta);
+	free(im->note);
 }
 
 int qsnap_import(const char *dir, const char *input, const qsnap_import_opts *opts,
@@ -85,6 +86,8 @@ int qsnap_import(const char *dir, const char *input, const qsnap_import_opts *op
 	progress_report(&im.progress, im.done, true);
 	if (r >= 0 && ret_name)
 		*ret_name = xstrdup(im.name);
+	if (r >= 0 && im.note && im.opts->notice)
+		im.opts->notice(im.note, im.opts->userdata);
 	close(im.stagefd);
 	import_free(&im);
 	return r;

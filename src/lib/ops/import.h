@@ -26,6 +26,7 @@ struct import {
 	struct mfile *files;
 	size_t n_files;
 	char *vmjson, *meta; /* the small files, read into memory */
+	char *note;	     /* what vm.json lost or gave (vmdef_foreign) */
 	uint64_t done;
 	struct progress progress; /* its total grows as files are found */
 };
@@ -36,6 +37,9 @@ struct import {
  * checked against its size and checksum; the small files into memory,
  * the others into the staging directory (im->stagefd). */
 int import_unpack(struct import *im, qsnap_error *err);
+/* The archive's qsnap-export.json: the snapshot and the files it lists
+ * (into im->name, im->files). */
+int import_parse_manifest(struct import *im, const char *text, qsnap_error *err);
 /* The manifest's entry for a path of the archive; NULL: not listed. */
 struct mfile *import_find_mfile(struct import *im, const char *path);
 

@@ -49,7 +49,7 @@ static bool all_zero(const char *p, size_t n)
 	return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
 }
 
-static int parse_manifest(struct import *im, const char *text, qsnap_error *err)
+int import_parse_manifest(struct import *im, const char *text, qsnap_error *err)
 {
 	_cleanup_json_ json_object *o = json_tokener_parse(text);
 	json_object *snap = jobj(o, "snapshot"), *files = jarr(o, "files");
@@ -200,6 +200,26 @@ done:
 	return 0;
 }
 
+/* The machine state is held to the guest's RAM size (vm.json, which an
+ * export writes before it) before a byte of it is written. */
+static int check_vmstate_size(struct import *im, const struct mfile *mf, qsnap_error *err)
+{
+	_cleanup_json_ json_object *o = NULL;
+	int64_t memory;
+
+	if (strcmp(mf->path, EXPORT_VMSTATE))
+		return 0;
+	o = im->vmjson ? json_tokener_parse(im->vmjson) : NULL;
+	memory = jint(o, "memory", -1);
+	if (memory <= 0)
+		return qerr(err, EINVAL, "%s holds the machine state before a vm.json that gives the RAM size: not an archive qsnap export wrote",
+			    im->input);
+	if (mf->size > foreign_vmstate_max((uint64_t)memory))
+		return qerr(err, EINVAL, "%s: its machine state has %llu bytes, too many for a guest of %lld MiB: the archive is damaged",
+			    im->input, (unsigned long long)mf->size, (long long)(memory >> 20));
+	return 0;
+}
+
 int import_unpack(struct import *im, qsnap_error *err)
 {
 	struct archive *a = archive_read_new();
@@ -253,7 +273,7 @@ int import_unpack(struct import *im, qsnap_error *err)
 			r = read_entry(im, a, &m, &manifest, err);
 			if (r < 0)
 				goto out;
-			r = parse_manifest(im, manifest, err);
+			r = import_parse_manifest(im, manifest, err);
 			if (r < 0)
 				goto out;
 			{
@@ -281,6 +301,9 @@ int import_unpack(struct import *im, qsnap_error *err)
 				 (unsigned long long)mf->size);
 			goto out;
 		}
+		r = check_vmstate_size(im, mf, err);
+		if (r < 0)
+			goto out;
 		if (!strcmp(path, VMDIR_DEF))
 			mem = &im->vmjson;
 		else if (!strcmp(path, EXPORT_META))

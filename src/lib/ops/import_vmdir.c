@@ -57,24 +57,30 @@ int import_build_vm(struct import *im, const char *stagedir, const char *final, 
 {
 	_cleanup_free_ char *what = xasprintf("vm.json in %s", im->input);
 	_cleanup_free_ char *img = NULL;
+	_cleanup_json_ json_object *mo = im->meta ? json_tokener_parse(im->meta) : NULL;
+	struct foreign f = {.trust = im->opts->trust_config, .qemu = im->opts->qemu};
 	struct state st = {0};
 	struct snapshot *s;
 	qsnap_def def;
 	int r;
 
-	r = vmdef_from_json(im->vmjson, what, &def, err);
+	r = vmdef_foreign(im->vmjson, what, &f, &def, &im->note, err);
 	if (r < 0)
 		return r;
-	/* The imported VM's QEMU (vm.json's "qemu") brings its qemu-img. */
+	r = vmdef_foreign_meta(mo, &def, what, err);
+	if (r < 0)
+		goto out;
+	/* The QEMU that will run it (this host's, or the one the user names)
+	 * brings its qemu-img. */
 	img = qemu_img_for(def.qemu);
 	/* Every file vm.json names must have come in the archive. */
 	for (size_t i = 0; i < def.n_drives; i++) {
 		qsnap_drive_def *d = &def.drives[i];
-		_cleanup_free_ char *want = layout_image(d->id, d->format);
+		_cleanup_free_ char *want = xstrdup(d->path); /* images/<id>.<format> */
 
-		if (strcmp(d->path, want) || !import_find_mfile(im, want)) {
+		if (!import_find_mfile(im, want)) {
 			r = qerr(err, EINVAL, "%s: drive '%s' is %s, which the archive does not hold",
-				 what, d->id, d->path);
+				 what, d->id, want);
 			goto out;
 		}
 		r = img_check_standalone(img, stagedir, want, d->format, err);
@@ -83,10 +89,8 @@ int import_build_vm(struct import *im, const char *stagedir, const char *final, 
 		free(d->path);
 		d->path = layout_in(stagedir, want);
 	}
-	if ((def.kernel &&
-	     (strcmp(def.kernel, VMDIR_KERNEL) || !import_find_mfile(im, def.kernel))) ||
-	    (def.initrd &&
-	     (strcmp(def.initrd, VMDIR_INITRD) || !import_find_mfile(im, def.initrd)))) {
+	if ((def.kernel && !import_find_mfile(im, def.kernel)) ||
+	    (def.initrd && !import_find_mfile(im, def.initrd))) {
 		r = qerr(err, EINVAL, "%s names a kernel or initrd that the archive does not hold",
 			 what);
 		goto out;

@@ -211,7 +211,10 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 		_cleanup_free_ char *sock = vm_path(vm, VMDIR_SERIAL_SOCK);
 		_cleanup_free_ char *log = vm_path(vm, VMDIR_SERIAL_LOG);
 
-		r = console_start(sock, log, &console, err);
+		r = console_start(sock, log,
+				  vm->def.serial_log_max ? vm->def.serial_log_max
+							 : QSNAP_DEFAULT_SERIAL_LOG_MAX,
+				  &console, err);
 		if (r < 0) {
 			strv_free(argv);
 			return r;

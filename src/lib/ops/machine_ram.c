@@ -28,30 +28,75 @@ void vm_drop_ram(qsnap_vm *vm)
 	vm->st.ram_shared = false;
 }
 
+/* A folder on the way to the RAM file (name, relative to atfd; shown in
+ * messages): made 0700 when missing, opened without following a symbolic
+ * link, and checked on that descriptor: a directory of this user and, when
+ * private (qsnap's own under /dev/shm), closed to everyone else. Another
+ * local user who owns it could swap the RAM file and share the guest's
+ * memory. */
+static int ram_folder(int atfd, const char *name, const char *shown, bool private,
+		      int *ret_fd, qsnap_error *err)
+{
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+
+	if (mkdirat(atfd, name, 0700) < 0 && errno != EEXIST)
+		return qerr(err, errno, "cannot create the RAM folder %s: %s", shown, strerror(errno));
+	/* O_PATH: a folder of another user is stat-ed, not refused unread. */
+	fd = openat(atfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && (errno == ELOOP || errno == ENOTDIR)) {
+		bool link = fstatat(atfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+
+		return qerr(err, EPERM, "the RAM folder %s is %s, not a directory: qsnap does not follow it; remove it%s",
+			    shown, link ? "a symbolic link" : "a file",
+			    private ? "" : " or set another with qsnap config --ram-dir");
+	}
+	if (fd < 0)
+		return qerr(err, errno, "cannot open the RAM folder %s: %s", shown, strerror(errno));
+	if (fstat(fd, &st) < 0)
+		return qerr(err, errno, "cannot stat the RAM folder %s: %s", shown, strerror(errno));
+	if (st.st_uid != geteuid())
+		return qerr(err, EPERM, "the RAM folder %s belongs to uid %u, not to this user (uid %u): it may be another user's trap for the guest's RAM; remove it%s",
+			    shown, (unsigned)st.st_uid, (unsigned)geteuid(),
+			    private ? "" : " or set another with qsnap config --ram-dir");
+	if (private && (st.st_mode & 077))
+		return qerr(err, EPERM, "the RAM folder %s has mode %04o: other users could reach the guest's RAM; make it 0700 (chmod 700 %s) or remove it",
+			    shown, (unsigned)(st.st_mode & 07777), shown);
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
 int vm_ram_dir(qsnap_vm *vm, char **ret, qsnap_error *err)
 {
 	_cleanup_free_ char *dir = NULL;
+	_cleanup_close_ int topfd = -1, fd = -1;
 	struct stat st;
+	int r;
 
 	if (vm->def.ram_dir) {
+		/* The user's folder: theirs, not a symbolic link. */
 		dir = xstrdup(vm->def.ram_dir);
+		r = ram_folder(AT_FDCWD, dir, dir, false, &fd, err);
 	} else {
 		/* One private folder per VM directory (device and inode tell
-		 * two apart even when they share a name). */
+		 * two apart even when they share a name), in this user's own
+		 * folder: both checked, as /dev/shm is everyone's. */
 		_cleanup_free_ char *top = xasprintf("/dev/shm/qsnap-%u", (unsigned)geteuid());
+		_cleanup_free_ char *leaf = NULL;
 		const char *base = strrchr(vm->dir, '/');
 
-		if (mkdir(top, 0700) < 0 && errno != EEXIST)
-			return qerr(err, errno, "cannot create %s: %s", top, strerror(errno));
 		if (fstat(vm->dirfd, &st) < 0)
 			return qerr(err, errno, "cannot stat %s: %s", vm->dir, strerror(errno));
-		dir = xasprintf("%s/%s.%lx.%lx", top, base ? base + 1 : "vm", (unsigned long)st.st_dev,
-				(unsigned long)st.st_ino);
+		r = ram_folder(AT_FDCWD, top, top, true, &topfd, err);
+		if (r < 0)
+			return r;
+		leaf = xasprintf("%s.%lx.%lx", base ? base + 1 : "vm", (unsigned long)st.st_dev,
+				 (unsigned long)st.st_ino);
+		dir = xasprintf("%s/%s", top, leaf);
+		r = ram_folder(topfd, leaf, dir, true, &fd, err);
 	}
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return qerr(err, errno, "cannot create the RAM directory %s: %s", dir, strerror(errno));
-	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
-		return qerr(err, EPERM, "the RAM directory %s is not a directory of this user", dir);
+	if (r < 0)
+		return r;
 	*ret = TAKE_PTR(dir);
 	return 0;
 }

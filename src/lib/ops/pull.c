@@ -28,6 +28,7 @@ static void pull_free(struct pull *p)
 	}
 	free(p->jobs);
 	free(p->stage);
+	free(p->note);
 	json_object_put(p->record);
 	oci_snapshot_free(&p->snap);
 	registry_close(p->reg);
@@ -129,6 +130,8 @@ out:
 		sized_out(p.opts->stats, &p.st, sizeof(p.st));
 		if (ret_name)
 			*ret_name = xstrdup(p.snap.name);
+		if (p.note && p.opts->notice)
+			p.opts->notice(p.note, p.opts->userdata);
 	}
 	if (vm)
 		qsnap_vm_close(vm);

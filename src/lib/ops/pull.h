@@ -46,6 +46,7 @@ struct pull {
 	qsnap_pull_stats st;
 	json_object *record; /* registry.json: digests of pulled files */
 	int vmdirfd;	     /* pulling into an existing VM: its directory, else -1 */
+	char *note;	     /* what the artifact's vm.json lost or gave (vmdef_foreign) */
 };
 
 /* ---- the downloads (pull_blobs.c) ---- */
@@ -81,8 +82,10 @@ void pull_fill_snapshot(struct pull *p, struct snapshot *s, const char *dir, cha
 /* The reassembled machine state is the one that was saved, and so is a
  * shared-RAM snapshot's RAM file (meta.json's RAM checksum). */
 int pull_check_state(struct pull *p, const char *rel, char **ret_sum, qsnap_error *err);
-/* The definition the artifact carries, checked against its drives. */
-int pull_artifact_def(struct pull *p, qsnap_def *def, qsnap_error *err);
+/* The definition the artifact carries, taken as data (vmdef_foreign) and
+ * checked against its drives; ret_note (may be NULL): what was dropped or
+ * taken, for the user. */
+int pull_artifact_def(struct pull *p, qsnap_def *def, char **ret_note, qsnap_error *err);
 
 /* ---- where it goes (pull_new.c, pull_into.c) ---- */
 

@@ -91,34 +91,36 @@ int pull_check_state(struct pull *p, const char *rel, char **ret_sum, qsnap_erro
 	return p->snap.has_ram ? check_ram(p, rel, err) : 0;
 }
 
-int pull_artifact_def(struct pull *p, qsnap_def *def, qsnap_error *err)
+int pull_artifact_def(struct pull *p, qsnap_def *def, char **ret_note, qsnap_error *err)
 {
-	_cleanup_free_ char *what = xasprintf("vm.json of %s", p->ref);
-	int r = vmdef_from_json(json_object_to_json_string(p->snap.vm), what, def, err);
+	_cleanup_free_ char *what = xasprintf("the vm.json of %s", p->ref);
+	_cleanup_free_ char *note = NULL;
+	struct foreign f = {.trust = p->opts->trust_config, .qemu = p->opts->qemu};
+	int r = vmdef_foreign(json_object_to_json_string(p->snap.vm), what, &f, def, &note, err);
 
 	if (r < 0)
 		return r;
-	{
-		const char *fmt = jstr(p->snap.meta, "format");
-
-		if (fmt && strcmp(fmt, "mapped-ram"))
-			return qerr(err, EINVAL, "%s: the snapshot's machine state has an unknown format '%s'",
-				    p->ref, fmt);
+	r = vmdef_foreign_meta(p->snap.meta, def, what, err);
+	if (r < 0) {
+		def_clear(def);
+		return r;
 	}
-	/* Programs and folders of the pushing host may not be this one's: its
-	 * QEMU where this host has that binary too (a snapshot may need that
-	 * QEMU's format or machine type), else the default; the default RAM
-	 * folder. */
-	if (def->qemu) {
-		_cleanup_free_ char *prog = find_program(def->qemu);
-
-		if (!prog) {
-			free(def->qemu);
-			def->qemu = NULL;
-		}
+	/* Sizes against the definition, before a file is made for them. */
+	if (p->snap.has_ram && p->snap.ram.size != def->memory) {
+		r = qerr(err, EINVAL, "the config of %s is damaged: its RAM has %llu bytes, its vm.json says %llu",
+			 p->ref, (unsigned long long)p->snap.ram.size, (unsigned long long)def->memory);
+		def_clear(def);
+		return r;
 	}
-	free(def->ram_dir);
-	def->ram_dir = NULL;
+	if (p->snap.state.size > foreign_vmstate_max(def->memory)) {
+		r = qerr(err, EINVAL, "the config of %s is damaged: a machine state of %llu bytes for a guest of %llu MiB",
+			 p->ref, (unsigned long long)p->snap.state.size,
+			 (unsigned long long)(def->memory >> 20));
+		def_clear(def);
+		return r;
+	}
+	if (ret_note)
+		*ret_note = TAKE_PTR(note);
 	if (def->n_drives != p->snap.n_drives)
 		goto bad;
 	for (size_t i = 0; i < def->n_drives; i++) {

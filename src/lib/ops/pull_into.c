@@ -66,7 +66,7 @@ static int check_compatible(struct pull *p, qsnap_vm *vm, qsnap_error *err)
 	const qsnap_def *have = &vm->def;
 	qsnap_def want;
 	bool same;
-	int r = pull_artifact_def(p, &want, err);
+	int r = pull_artifact_def(p, &want, NULL, err);
 
 	if (r < 0)
 		return r;

@@ -37,7 +37,7 @@ int pull_new(struct pull *p, const char *final, qsnap_error *err)
 			 strerror(errno));
 		goto out;
 	}
-	r = pull_artifact_def(p, &def, err);
+	r = pull_artifact_def(p, &def, &p->note, err);
 	if (r < 0)
 		goto out;
 	have_def = true;

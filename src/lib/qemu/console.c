@@ -13,7 +13,9 @@
  * the console stops mid-line (seen on QEMU 7.2 and 10.0). The relay reads
  * everything at once, keeps a bounded backlog per client and drops the
  * oldest output of a client that does not read: the guest never waits for a
- * console client. */
+ * console client. serial.log is kept to a size: past it, it becomes
+ * serial.log.1 (replacing the one before) and a new one begins, so a guest
+ * that prints without end cannot fill the host's disk. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -94,6 +96,33 @@ static void write_all(int fd, const char *p, size_t n)
 	}
 }
 
+/* serial.log, in the run directory dirfd, rotated at max bytes. */
+struct log {
+	int fd, dirfd;
+	const char *name, *old; /* "serial.log", "serial.log.1" */
+	uint64_t size, max;
+};
+
+static void log_write(struct log *l, const char *p, size_t n)
+{
+	if (l->size && l->size + n > l->max) {
+		int fd = -1;
+
+		if (renameat(l->dirfd, l->name, l->dirfd, l->old) == 0)
+			fd = openat(l->dirfd, l->name,
+				    O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			close(l->fd);
+			l->fd = fd;
+		} else if (ftruncate(l->fd, 0) < 0) {
+			return; /* the bound holds: nothing more is written */
+		}
+		l->size = 0;
+	}
+	write_all(l->fd, p, n);
+	l->size += n;
+}
+
 static void client_drop(struct client *c, size_t *n, size_t i)
 {
 	close(c[i].fd);
@@ -102,7 +131,7 @@ static void client_drop(struct client *c, size_t *n, size_t i)
 }
 
 /* The relay's loop; returns when QEMU's end of the console closes. */
-static void relay(int guest, int listener, int log)
+static void relay(int guest, int listener, struct log *log)
 {
 	struct client clients[CONSOLE_MAX_CLIENTS];
 	struct buf typed = {0};
@@ -132,7 +161,7 @@ static void relay(int guest, int listener, int log)
 			if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
 				break;
 			if (r > 0) {
-				write_all(log, chunk, (size_t)r);
+				log_write(log, chunk, (size_t)r);
 				for (size_t i = 0; i < n_clients; i++)
 					buf_append(&clients[i].out, chunk, (size_t)r, CONSOLE_BACKLOG);
 			}
@@ -213,10 +242,13 @@ static int console_listen(const char *path, qsnap_error *err)
 	return TAKE_FD(fd);
 }
 
-int console_start(const char *sock_path, const char *logpath, int *ret_qemu_fd, qsnap_error *err)
+int console_start(const char *sock_path, const char *logpath, uint64_t log_max, int *ret_qemu_fd,
+		  qsnap_error *err)
 {
-	_cleanup_close_ int listener = -1, log = -1, ours = -1, theirs = -1, ready_rd = -1,
-			    ready_wr = -1;
+	_cleanup_close_ int listener = -1, log = -1, ours = -1, theirs = -1, rundir = -1,
+			    ready_rd = -1, ready_wr = -1;
+	_cleanup_free_ char *dir = xstrdup(logpath), *name = NULL, *old = NULL;
+	struct stat st;
 	int sp[2], rp[2];
 	pid_t child;
 	ssize_t n;
@@ -226,9 +258,21 @@ int console_start(const char *sock_path, const char *logpath, int *ret_qemu_fd, 
 	if (listener < 0)
 		return listener;
 	/* Appended to across QEMU restarts. */
-	log = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (log < 0)
+	log = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (log < 0 || fstat(log, &st) < 0)
 		return qerr(err, errno, "cannot open %s: %s", logpath, strerror(errno));
+	/* Its folder, where the relay rotates it. */
+	if (strrchr(dir, '/')) {
+		name = xstrdup(strrchr(dir, '/') + 1);
+		*strrchr(dir, '/') = '\0';
+	} else {
+		name = TAKE_PTR(dir);
+		dir = xstrdup(".");
+	}
+	old = xasprintf("%s.1", name);
+	rundir = open(*dir ? dir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rundir < 0)
+		return qerr(err, errno, "cannot open %s: %s", dir, strerror(errno));
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		return qerr(err, errno, "cannot create a socket pair: %s", strerror(errno));
 	ours = sp[0];
@@ -247,33 +291,36 @@ int console_start(const char *sock_path, const char *logpath, int *ret_qemu_fd, 
 	if (child < 0)
 		return qerr(err, errno, "cannot fork: %s", strerror(errno));
 	if (child == 0) {
-		int devnull, g, l, lg, rw;
+		int devnull, g, l, lg, rd, rw;
+		struct log lo = {.fd = 5, .dirfd = 6, .name = name, .old = old,
+				 .size = (uint64_t)st.st_size, .max = log_max};
 		pid_t gc;
 
 		setsid();
 		gc = fork();
 		if (gc != 0)
 			_exit(gc < 0);
-		/* Above 5 first, so that no dup2 below closes one of them. */
+		/* Above 6 first, so that no dup2 below closes one of them. */
 		devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-		g = fcntl(ours, F_DUPFD, 6);
-		l = fcntl(listener, F_DUPFD, 6);
-		lg = fcntl(log, F_DUPFD, 6);
-		rw = fcntl(ready_wr, F_DUPFD_CLOEXEC, 6);
-		if (devnull < 0 || g < 0 || l < 0 || lg < 0 || rw < 0 || dup2(devnull, 0) < 0 ||
+		g = fcntl(ours, F_DUPFD, 7);
+		l = fcntl(listener, F_DUPFD, 7);
+		lg = fcntl(log, F_DUPFD, 7);
+		rd = fcntl(rundir, F_DUPFD, 7);
+		rw = fcntl(ready_wr, F_DUPFD_CLOEXEC, 7);
+		if (devnull < 0 || g < 0 || l < 0 || lg < 0 || rd < 0 || rw < 0 || dup2(devnull, 0) < 0 ||
 		    dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0 || dup2(g, 3) < 0 ||
-		    dup2(l, 4) < 0 || dup2(lg, 5) < 0)
+		    dup2(l, 4) < 0 || dup2(lg, 5) < 0 || dup2(rd, 6) < 0)
 			_exit(1);
 		/* Not the caller's signal state: SIGTERM ends the relay even if
 		 * the caller blocks it; writes to a client that left are EPIPE. */
 		child_reset_signals();
 		signal(SIGPIPE, SIG_IGN);
 		(void)!write(rw, "", 1);
-		close_range(6, ~0U, 0);
+		close_range(7, ~0U, 0);
 		/* Holds no directory busy; every path is open already. */
 		(void)!chdir("/");
 		prctl(PR_SET_NAME, "qsnap-console");
-		relay(3, 4, 5);
+		relay(3, 4, &lo);
 		_exit(0);
 	}
 	closep(&ready_wr);

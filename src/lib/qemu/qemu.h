@@ -157,7 +157,7 @@ int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait
 /* Listen on sock_path and start the relay process that serves it
  * and appends the guest's output to log_path; *ret_qemu_fd is the end
  * for QEMU's serial chardev. The relay ends when that end closes. */
-int console_start(const char *sock_path, const char *log_path, int *ret_qemu_fd,
+int console_start(const char *sock_path, const char *log_path, uint64_t log_max, int *ret_qemu_fd,
 		  qsnap_error *err);
 /* Connect to the relay's socket, waiting up to timeout_ms for one to
  * listen (QEMU starting, or being replaced by a restore). */

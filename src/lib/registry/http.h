@@ -73,7 +73,14 @@ int reg_reauth(struct registry *r, CURL *c, unsigned gen, const char *www, qsnap
 
 /* ---- the exchange every call makes (registry.c) ---- */
 
-/* One request with our Authorization, answering one or two 401s. Returns
+/* An upload Location as a URL (registry_upload.c): a path on the
+ * registry, or an absolute URL (storage behind it, which gets no
+ * credentials: reg_request), never plain HTTP after HTTPS. */
+int reg_upload_url(struct registry *r, const char *loc, char **ret, qsnap_error *err);
+/* Is url on the registry's own origin (scheme, host and port)? */
+bool reg_own_url(struct registry *r, const char *url);
+/* One request with our Authorization (to our own origin only: elsewhere
+ * none, and a 401 from there is not answered), answering one or two 401s. Returns
  * 0 with the status in p (which the caller judges), or a network error. */
 int reg_request(struct registry *r, CURL *c, const struct req *q, struct resp *p,
 		const char *what, qsnap_error *err);

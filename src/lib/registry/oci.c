@@ -180,7 +180,8 @@ static int chunks_parse(json_object *o, json_object *layers, struct oci_pchunks 
 	int64_t size = jint(o, "size", -1), cs = jint(o, "chunk_size", -1);
 	size_t n;
 
-	if (!list || !file || size < 0 || cs <= 0 || cs > (1LL << 30))
+	/* The chunk size qsnap pushes, and as many chunks as the size needs. */
+	if (!list || !file || size < 0 || cs != (int64_t)OCI_CHUNK_SIZE)
 		return -EINVAL;
 	n = json_object_array_length(list);
 	if ((uint64_t)n != ((uint64_t)size + (uint64_t)cs - 1) / (uint64_t)cs)
@@ -203,6 +204,33 @@ static int chunks_parse(json_object *o, json_object *layers, struct oci_pchunks 
 		snprintf(it->digest, sizeof(it->digest), "%s", json_object_get_string(e));
 	}
 	return 0;
+}
+
+static bool item_is(const struct oci_item *it, const char *digest)
+{
+	return !strcmp(it->digest, digest);
+}
+
+/* Does the config name this blob? */
+static bool config_names(const struct oci_snapshot *s, const char *digest)
+{
+	for (size_t i = 0; i < s->n_drives; i++) {
+		if (item_is(&s->drives[i].base, digest))
+			return true;
+		for (size_t j = 0; j < s->drives[i].n_layers; j++)
+			if (item_is(&s->drives[i].layers[j], digest))
+				return true;
+	}
+	if ((s->has_kernel && item_is(&s->kernel, digest)) ||
+	    (s->has_initrd && item_is(&s->initrd, digest)))
+		return true;
+	for (size_t i = 0; i < s->state.n; i++)
+		if (item_is(&s->state.chunks[i], digest))
+			return true;
+	for (size_t i = 0; s->has_ram && i < s->ram.n; i++)
+		if (item_is(&s->ram.chunks[i], digest))
+			return true;
+	return false;
 }
 
 int oci_config_parse(const char *text, const char *what, json_object *layers,
@@ -283,6 +311,13 @@ int oci_config_parse(const char *text, const char *what, json_object *layers,
 		bad = "ram";
 		goto fail;
 	}
+	/* No blob that the config does not explain. */
+	for (size_t i = 0; i < json_object_array_length(layers); i++)
+		if (!config_names(&s, jstr(json_object_array_get_idx(layers, i), "digest"))) {
+			oci_snapshot_free(&s);
+			return qerr(err, EINVAL, "the manifest of %s lists blob %s, which its config does not name",
+				    what, jstr(json_object_array_get_idx(layers, i), "digest"));
+		}
 	*ret = s;
 	return 0;
 fail:

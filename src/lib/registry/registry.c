@@ -6,13 +6,27 @@
  * manifests and parallel transfers have files of their own (registry_*.c). */
 #include <errno.h>
 #include <string.h>
+#include <strings.h>
 
 #include "vmdir/vmdir.h"
 #include "registry/http.h"
 
+bool reg_own_url(struct registry *r, const char *url)
+{
+	size_t n = strlen(r->base);
+
+	/* scheme://host[:port] exactly, then the path: "http://h:5000@evil/"
+	 * or "http://h:50000/" are not ours. */
+	return !strncasecmp(url, r->base, n) && (url[n] == '/' || url[n] == '?' || !url[n]);
+}
+
 int reg_request(struct registry *r, CURL *c, const struct req *q, struct resp *p,
 		const char *what, qsnap_error *err)
 {
+	/* Our Authorization goes to the registry's own scheme, host and port
+	 * only: never to an upload Location elsewhere (nor a 401 from there
+	 * answered with our credentials). */
+	bool own = reg_own_url(r, q->url);
 	char errbuf[CURL_ERROR_SIZE];
 	/* Requests that carry and stream nothing are tried again after a
 	 * dropped connection (a registry restarting); the pieces of an upload
@@ -28,7 +42,7 @@ int reg_request(struct registry *r, CURL *c, const struct req *q, struct resp *p
 
 		pthread_mutex_lock(&r->lock);
 		gen = r->gen;
-		auth = xstrdup_or_null(r->auth);
+		auth = own ? xstrdup_or_null(r->auth) : NULL;
 		pthread_mutex_unlock(&r->lock);
 		rc = reg_perform(r, c, q, auth, p, errbuf);
 		if (auth)
@@ -48,12 +62,15 @@ int reg_request(struct registry *r, CURL *c, const struct req *q, struct resp *p
 		}
 		if (rc != CURLE_OK && !p->too_long)
 			return reg_net_err(r, rc, errbuf, what, err);
-		if (p->status != 401 || attempt >= 2)
+		if (p->status != 401 || attempt >= 2 || !own)
 			break;
 		ret = reg_reauth(r, c, gen, p->www_auth, err);
 		if (ret < 0)
 			return ret;
 	}
+	if (p->status == 401 && !own)
+		return qerr(err, EACCES, "%s for %s was sent to %s, which is not registry %s, and refused without credentials: qsnap sends credentials to the registry itself only",
+			    what, r->ref.repo, q->url, r->ref.host);
 	if (p->status == 401)
 		return qerr(err, EACCES, "registry %s refused %s%s%s%s", r->ref.host, what,
 			    r->creds.user ? " with the credentials of user '" : " without credentials",
@@ -73,6 +90,9 @@ int registry_open(const char *refstr, const char *default_tag, bool insecure, bo
 	r = xcalloc(1, sizeof(*r));
 	pthread_mutex_init(&r->lock, NULL);
 	ret_r = reg_ref_parse(refstr, default_tag, &r->ref, err);
+	if (ret_r >= 0 && push && r->ref.digest)
+		ret_r = qerr(err, EINVAL, "'%s': a push names a tag, not a digest (the digest is the manifest's, known after the push)",
+			     refstr);
 	if (ret_r >= 0)
 		ret_r = reg_creds_find(r->ref.host, &r->creds, err);
 	if (ret_r < 0) {

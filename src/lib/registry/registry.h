@@ -16,9 +16,11 @@
 struct reg_ref {
 	char *host; /* host[:port], as given */
 	char *repo; /* path components, lowercase, [a-z0-9._-/] */
-	char *tag;
+	char *tag;    /* what the manifest's URL names: the tag, or the digest */
+	char *digest; /* a reference by digest: "sha256:<hex>", else NULL */
 };
-/* host[:port]/repository[:tag]; default_tag when there is none. */
+/* host[:port]/repository[:tag] (default_tag when there is none) or
+ * host[:port]/repository@sha256:<hex>. */
 int reg_ref_parse(const char *s, const char *default_tag, struct reg_ref *ret, qsnap_error *err);
 void reg_ref_free(struct reg_ref *r);
 bool reg_tag_valid(const char *tag);
@@ -126,6 +128,8 @@ int reg_parallel(struct registry *r, size_t n, unsigned threads, reg_job fn, voi
 /* Machine state and shared RAM travel in chunks of this size, so that
  * snapshots of one VM share the chunks that did not change. */
 #define OCI_CHUNK_SIZE (32ULL << 20)
-#define OCI_MAX_SMALL_BLOB (16 << 20) /* the config, a manifest */
+/* The config, a manifest: qsnap's own are a few KiB (a config lists 55000
+ * chunks in 4 MiB); a larger one is refused before it is read whole. */
+#define OCI_MAX_SMALL_BLOB (4 << 20)
 
 #endif

@@ -36,8 +36,9 @@ int reg_manifest_get(struct registry *r, reg_conn *c, const char *accept, char *
 	    r, c, &(struct req){.method = "GET", .url = url, .accept = accept, .follow = true}, &p,
 	    "the manifest request", err);
 	if (ret >= 0 && p.status == 404)
-		ret = qerr(err, ENOENT, "%s/%s:%s is not in the registry (no such tag or repository)",
-			   r->ref.host, r->ref.repo, r->ref.tag);
+		ret = qerr(err, ENOENT, "%s/%s%s%s is not in the registry (no such %s or repository)",
+			   r->ref.host, r->ref.repo, r->ref.digest ? "@" : ":", r->ref.tag,
+			   r->ref.digest ? "manifest" : "tag");
 	else if (ret >= 0 && p.status != 200)
 		ret = reg_http_err(r, &p, "the manifest request", err);
 	else if (ret >= 0 && (p.too_long || !p.text))
@@ -45,7 +46,11 @@ int reg_manifest_get(struct registry *r, reg_conn *c, const char *accept, char *
 			   r->ref.tag, p.too_long ? "too large" : "empty");
 	if (ret >= 0) {
 		sha256_buf(p.text, p.len, ret_digest);
-		if (p.digest && strcmp(p.digest, ret_digest))
+		/* Pinned: exactly that manifest, whatever the registry says. */
+		if (r->ref.digest && strcmp(r->ref.digest, ret_digest))
+			ret = qerr(err, EIO, "registry %s sent a manifest with digest %s for %s/%s@%s: refused",
+				   r->ref.host, ret_digest, r->ref.host, r->ref.repo, r->ref.digest);
+		else if (p.digest && strcmp(p.digest, ret_digest))
 			ret = qerr(err, EIO, "the manifest of %s/%s:%s does not match the digest the registry gives for it (%s)",
 				   r->ref.host, r->ref.repo, r->ref.tag, p.digest);
 	}

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Registry references: host[:port]/repository[:tag], with the grammar of
+/* Registry references: host[:port]/repository[:tag] or
+ * host[:port]/repository@sha256:<hex>, with the grammar of
  * the distribution spec (repository components in lowercase, tags of at
  * most 128 characters). */
 #include <ctype.h>
@@ -78,7 +79,7 @@ int reg_ref_parse(const char *s, const char *default_tag, struct reg_ref *ret, q
 {
 	const char *slash = s ? strchr(s, '/') : NULL;
 	_cleanup_free_ char *host = NULL, *rest = NULL;
-	char *colon, *tag = NULL;
+	char *colon, *tag = NULL, *at, *digest = NULL;
 
 	if (!slash || slash == s)
 		return qerr(err, EINVAL, "'%s' is not a registry reference: write host[:port]/repository[:tag], e.g. localhost:5000/vms/web:booted",
@@ -95,9 +96,14 @@ int reg_ref_parse(const char *s, const char *default_tag, struct reg_ref *ret, q
 	if (!strpbrk(host, ".:") && strcmp(host, "localhost"))
 		return qerr(err, EINVAL, "'%s' does not start with a registry host: write host[:port]/repository[:tag], e.g. localhost:5000/%s",
 			    s, s);
-	if (strchr(rest, '@'))
-		return qerr(err, EINVAL, "'%s': references by digest (@sha256:...) are not supported; name a tag",
-			    s);
+	if ((at = strchr(rest, '@'))) {
+		*at = '\0';
+		digest = at + 1;
+		if (strncmp(digest, "sha256:", 7) || strlen(digest) != DIGEST_LEN ||
+		    strspn(digest + 7, "0123456789abcdef") != DIGEST_LEN - 7)
+			return qerr(err, EINVAL, "'%s': a reference by digest ends in @sha256: and 64 lowercase hex digits",
+				    s);
+	}
 	colon = strrchr(rest, ':');
 	if (colon && !strchr(colon, '/')) {
 		*colon = '\0';
@@ -106,13 +112,17 @@ int reg_ref_parse(const char *s, const char *default_tag, struct reg_ref *ret, q
 	if (!repo_valid(rest))
 		return qerr(err, EINVAL, "'%s' in '%s' is not a repository name: lowercase letters, digits and . _ - in components separated by /",
 			    rest, s);
+	if (digest && tag)
+		return qerr(err, EINVAL, "'%s': name a tag or a digest, not both", s);
 	if (!tag)
 		tag = (char *)default_tag;
 	if (!reg_tag_valid(tag))
 		return qerr(err, EINVAL, "'%s' in '%s' is not a tag: letters, digits, '.', '_' and '-', at most 128 characters, not starting with '.' or '-'",
 			    tag ? tag : "", s);
 	ret->host = TAKE_PTR(host);
-	ret->tag = xstrdup(tag);
+	/* The manifest's URL takes the digest where the tag would be. */
+	ret->tag = xstrdup(digest ? digest : tag);
+	ret->digest = xstrdup_or_null(digest);
 	ret->repo = TAKE_PTR(rest);
 	return 0;
 }
@@ -122,5 +132,6 @@ void reg_ref_free(struct reg_ref *r)
 	free(r->host);
 	free(r->repo);
 	free(r->tag);
-	r->host = r->repo = r->tag = NULL;
+	free(r->digest);
+	r->host = r->repo = r->tag = r->digest = NULL;
 }

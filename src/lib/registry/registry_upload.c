@@ -6,17 +6,23 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "vmdir/vmdir.h"
 #include "registry/http.h"
 
 #define PIECE (16ULL << 20) /* one PATCH of a chunked upload */
 
-static char *resolve(struct registry *r, const char *loc)
+int reg_upload_url(struct registry *r, const char *loc, char **ret, qsnap_error *err)
 {
-	if (!strncmp(loc, "http://", 7) || !strncmp(loc, "https://", 8))
-		return xstrdup(loc);
-	return xasprintf("%s%s%s", r->base, loc[0] == '/' ? "" : "/", loc);
+	if (!strncasecmp(loc, "http://", 7) && r->base[4] == 's')
+		return qerr(err, EPROTO, "registry %s sent an upload to plain HTTP (%s): qsnap does not leave HTTPS",
+			    r->ref.host, loc);
+	if (!strncasecmp(loc, "http://", 7) || !strncasecmp(loc, "https://", 8))
+		*ret = xstrdup(loc);
+	else
+		*ret = xasprintf("%s%s%s", r->base, loc[0] == '/' ? "" : "/", loc);
+	return 0;
 }
 
 /* Start an upload session: its URL. */
@@ -33,7 +39,7 @@ static int upload_start(struct registry *r, CURL *c, const char *what, char **re
 					     r->ref.host)
 				      : reg_http_err(r, &p, what, err);
 	if (ret >= 0)
-		*ret_url = resolve(r, p.location);
+		ret = reg_upload_url(r, p.location, ret_url, err);
 	reg_resp_free(&p);
 	return ret;
 }
@@ -73,8 +79,13 @@ static int upload_offset(struct registry *r, CURL *c, char **url, uint64_t *ret_
 
 		*ret_pos = p.range && sscanf(p.range, "%llu-%llu", &a, &b) == 2 ? b + 1 : 0;
 		if (p.location) {
-			free(*url);
-			*url = resolve(r, p.location);
+			char *next = NULL;
+
+			ret = reg_upload_url(r, p.location, &next, err);
+			if (ret >= 0) {
+				free(*url);
+				*url = next;
+			}
 		}
 	}
 	reg_resp_free(&p);
@@ -116,9 +127,12 @@ int reg_blob_upload_fd(struct registry *r, reg_conn *c, int fd, uint64_t off, ui
 					  &p, what, err);
 			if (ret >= 0 && p.status == 202 && p.location) {
 				free(url);
-				url = resolve(r, p.location);
-				pos += piece;
+				url = NULL;
+				ret = reg_upload_url(r, p.location, &url, err);
 				reg_resp_free(&p);
+				if (ret < 0)
+					return ret;
+				pos += piece;
 				continue;
 			}
 			if (ret >= 0)
@@ -132,7 +146,7 @@ int reg_blob_upload_fd(struct registry *r, reg_conn *c, int fd, uint64_t off, ui
 		if (ret >= 0 || ret == -EACCES)
 			return ret;
 	failed:
-		if (ret == -EACCES || tries++ >= RETRIES)
+		if (ret == -EACCES || ret == -EPROTO || tries++ >= RETRIES)
 			return ret;
 		/* A dropped connection or a registry restarting: the blob may be
 		 * complete after all (an answer lost), the session may go on

@@ -143,6 +143,9 @@ int vmdef_to_json(const qsnap_def *def, char **ret_text, qsnap_error *err)
 	json_object_object_add(o, "ram_mode", json_object_new_string(qsnap_ram_mode_name(def->ram_mode)));
 	if (def->max_chain)
 		json_object_object_add(o, "max_chain", json_object_new_int64(def->max_chain));
+	if (def->serial_log_max)
+		json_object_object_add(o, "serial_log_max",
+				       json_object_new_int64((int64_t)def->serial_log_max));
 	ADD_STR("ram_dir", def->ram_dir);
 #undef ADD_STR
 	for (size_t i = 0; i < def->n_drives; i++) {
@@ -223,6 +226,12 @@ int vmdef_from_json(const char *text, const char *what, qsnap_def *def, qsnap_er
 		goto fail;
 	}
 	def->max_chain = (unsigned)v;
+	v = jint(o, "serial_log_max", 0);
+	if (v < 0 || (v && (uint64_t)v < QSNAP_MIN_SERIAL_LOG_MAX)) {
+		r = qerr(err, EINVAL, "%s: 'serial_log_max' must be 0 (default) or at least 65536 bytes", what);
+		goto fail;
+	}
+	def->serial_log_max = (uint64_t)v;
 	drives = jarr(o, "drives");
 	for (size_t i = 0; drives && i < json_object_array_length(drives); i++) {
 		json_object *d = json_object_array_get_idx(drives, i);

@@ -96,6 +96,17 @@ int qsnap_def_set(qsnap_def *def, const char *key, const char *value, qsnap_erro
 	}
 	if (!strcmp(key, "smp"))
 		return set_unsigned(&def->smp, key, value, 1, 1, err);
+	if (!strcmp(key, "serial-log-max")) {
+		uint64_t n = 0;
+
+		if (value && qsnap_parse_size(value, &n, err) < 0)
+			return -err->code;
+		if (n && n < QSNAP_MIN_SERIAL_LOG_MAX)
+			return qerr(err, EINVAL, "serial-log-max: '%s' is less than %llu KiB", value,
+				    QSNAP_MIN_SERIAL_LOG_MAX >> 10);
+		def->serial_log_max = n;
+		return 0;
+	}
 	if (!strcmp(key, "max-chain"))
 		return set_unsigned(&def->max_chain, key, value, 0, 0, err);
 	if (!strcmp(key, "serial")) {
@@ -159,6 +170,8 @@ int qsnap_def_get(const qsnap_def *def, const char *key, char **ret_value, qsnap
 		v = xasprintf("%u", def->smp);
 	} else if (!strcmp(key, "max-chain")) {
 		v = def->max_chain ? xasprintf("%u", def->max_chain) : NULL;
+	} else if (!strcmp(key, "serial-log-max")) {
+		v = def->serial_log_max ? xasprintf("%" PRIu64, def->serial_log_max) : NULL;
 	} else if (!strcmp(key, "serial")) {
 		v = xstrdup(def->serial ? "on" : "off");
 	} else if (!strcmp(key, "ram-mode")) {

@@ -94,4 +94,30 @@ bool drive_id_valid(const char *id);
 const char *iface_name(qsnap_iface i);
 int iface_parse(const char *s, qsnap_iface *ret);
 
+/* ---- a vm.json from elsewhere (vmdef_foreign.c) ---- */
+
+/* How a definition from an archive or registry is taken. */
+struct foreign {
+	bool trust;	  /* --trust-config: keep its qemu, ram_dir, extra_args, machine */
+	const char *qemu; /* the QEMU the user names; NULL: this host's default */
+};
+/* The vm.json an archive or artifact carries (text), read as data: drives
+ * as images/<id>.<format>, kernel and initrd under boot/, bounded memory,
+ * CPUs and names; its qemu, ram_dir, extra_args, serial_log_max and a
+ * machine type that is not pc, q35 or a pc-* type the local QEMU lists
+ * dropped unless trusted.
+ * ret_note: one line for the user saying what was dropped or taken (NULL:
+ * nothing). */
+int vmdef_foreign(const char *text, const char *what, const struct foreign *f, qsnap_def *def,
+		  char **ret_note, qsnap_error *err);
+/* That snapshot's meta.json: a known format, a machine type that is a
+ * plain name, the RAM size of the definition. */
+int vmdef_foreign_meta(json_object *meta, const qsnap_def *def, const char *what,
+		       qsnap_error *err);
+/* The largest machine state a snapshot of a guest with memory bytes of
+ * RAM may have: what a file from elsewhere is held to before it is made. */
+uint64_t foreign_vmstate_max(uint64_t memory);
+/* A machine type's name: [a-z0-9._-], nothing QEMU reads as options. */
+bool machine_name_plain(const char *m);
+
 #endif
