@@ -93,6 +93,20 @@ const char *caps_version(struct qmp *q)
 	return qmp_caps(q)->known ? qmp_caps(q)->version : "";
 }
 
+/* Does an element of the array list have key equal to value? */
+static bool any_with(json_object *list, const char *key, const char *value)
+{
+	for (size_t i = 0; json_object_is_type(list, json_type_array) &&
+			   i < json_object_array_length(list);
+	     i++) {
+		const char *v = jstr(json_object_array_get_idx(list, i), key);
+
+		if (v && !strcmp(v, value))
+			return true;
+	}
+	return false;
+}
+
 int caps_has_machine(struct qmp *q, const char *name, bool *ret, qsnap_error *err)
 {
 	_cleanup_json_ json_object *list = NULL;
@@ -100,15 +114,7 @@ int caps_has_machine(struct qmp *q, const char *name, bool *ret, qsnap_error *er
 
 	if (r < 0)
 		return r;
-	*ret = false;
-	for (size_t i = 0; json_object_is_type(list, json_type_array) &&
-			   i < json_object_array_length(list);
-	     i++) {
-		const char *n = jstr(json_object_array_get_idx(list, i), "name");
-
-		if (n && !strcmp(n, name))
-			*ret = true;
-	}
+	*ret = any_with(list, "name", name);
 	return 0;
 }
 
@@ -172,15 +178,7 @@ int caps_backend_rom(struct qmp *q, bool *ret, qsnap_error *err)
 
 	if (r < 0)
 		return r;
-	*ret = false;
-	for (size_t i = 0; json_object_is_type(props, json_type_array) &&
-			   i < json_object_array_length(props);
-	     i++) {
-		const char *n = jstr(json_object_array_get_idx(props, i), "name");
-
-		if (n && !strcmp(n, ROM_PROPERTY))
-			*ret = true;
-	}
+	*ret = any_with(props, "name", ROM_PROPERTY);
 	return 0;
 }
 
@@ -217,13 +215,7 @@ int caps_ram_discarder(struct qmp *q, const char **ret, qsnap_error *err)
 	r = qmp_execute(q, "query-memory-devices", NULL, &mem, 0, err);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; json_object_is_type(mem, json_type_array) &&
-			   i < json_object_array_length(mem);
-	     i++) {
-		const char *t = jstr(json_object_array_get_idx(mem, i), "type");
-
-		if (t && !strcmp(t, "virtio-mem"))
-			*ret = "a virtio-mem device";
-	}
+	if (any_with(mem, "type", "virtio-mem"))
+		*ret = "a virtio-mem device";
 	return 0;
 }
