@@ -25,17 +25,27 @@
 
 #include "base/base.h"
 
+/* The kernel's struct sigaction (x86-64, and the generic one): glibc's
+ * sigaction() refuses its own signals 32 and 33 (SIGCANCEL, SIGSETXID), but
+ * a caller can hand them down ignored (GNU make does), and exec keeps an
+ * ignored signal ignored. */
+struct kernel_sigaction {
+	void (*handler)(int);
+	unsigned long flags;
+	void (*restorer)(void);
+	unsigned long mask;
+};
+
 void child_reset_signals(void)
 {
-	struct sigaction dfl = {.sa_handler = SIG_DFL};
-	sigset_t none;
+	struct kernel_sigaction dfl = {.handler = SIG_DFL};
+	unsigned long none = 0;
 
-	/* Async-signal-safe: runs between clone and exec. SIGKILL and SIGSTOP
-	 * fail, harmlessly. */
+	/* Async-signal-safe: runs between clone and exec; system calls only.
+	 * SIGKILL and SIGSTOP fail, harmlessly. */
 	for (int sig = 1; sig < NSIG; sig++)
-		sigaction(sig, &dfl, NULL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+		syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(none));
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(none));
 }
 
 int child_start(int (*fn)(void *), void *arg, pid_t *ret_pid, qsnap_error *err)
