@@ -155,6 +155,13 @@ def test_meson_install_puts_the_package_in_pythons_path(tmp_path):
                         "qsnap.__file__)"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("1.0.0 " + pkgdir)
+    # pytest finds the installed plugin by itself, and -p naming it too
+    # loads it once.
+    for extra in ([], ["-p", "qsnap.pytest_plugin"]):
+        p = subprocess.run(["/usr/bin/python3", "-m", "pytest", "-p", "no:cacheprovider"] + extra
+                           + ["--help"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "--qsnap-vm" in p.stdout, p.stdout
 
 
 LOOP = """
