@@ -329,6 +329,10 @@ typedef struct qsnap_save_stats {
 	uint64_t bytes; /* bytes of machine state written (stream and RAM file) */
 	bool live;	/* RAM was written while the guest ran */
 	qsnap_ram_mode mode; /* where the snapshot's RAM went */
+	/* A differential save (qsnap_save_opts.diff): RAM pages written to
+	 * the stream, and pages left out because the base's RAM file has them. */
+	bool diff;
+	uint64_t pages_written, pages_left_out;
 } qsnap_save_stats;
 #define QSNAP_SAVE_STATS_INIT {.size = sizeof(qsnap_save_stats)}
 
@@ -351,6 +355,13 @@ typedef struct qsnap_save_opts {
 	qsnap_progress_fn progress;
 	void *userdata;
 	qsnap_save_stats *stats; /* filled on success when not NULL */
+	/* A differential snapshot: the VM's RAM must be mapped copy-on-write
+	 * from a shared-RAM snapshot's RAM file (a lazy restore, of that
+	 * snapshot or of a differential one). The stream holds only the pages
+	 * written since that file was mapped (plus device state and the small
+	 * RAM blocks); the snapshot keeps a hard link to the RAM file. It
+	 * restores as a shared-RAM snapshot does (eagerly or with lazy). */
+	bool diff;
 } qsnap_save_opts;
 #define QSNAP_SAVE_OPTS_INIT {.size = sizeof(qsnap_save_opts)}
 
@@ -429,6 +440,10 @@ typedef struct qsnap_snapshot_info {
 	bool compressed;   /* the migration stream is zstd-compressed */
 	bool was_running;  /* restores running (else paused) */
 	bool current;	   /* the current state descends from this snapshot */
+	/* A differential snapshot: the snapshot whose RAM file it builds on
+	 * (its name at the save; that snapshot may be deleted since, its RAM
+	 * file stays), else NULL. size counts only the snapshot's own files. */
+	char *ram_base;
 } qsnap_snapshot_info;
 
 /* The snapshots, oldest first: *ret_n pointers in *ret_list; free them

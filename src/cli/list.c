@@ -23,6 +23,7 @@ static int run(struct cli *c)
 			json_object_object_add(o, "parent", list[i]->parent ? json_object_new_string(list[i]->parent) : NULL);
 			json_object_object_add(o, "created", json_object_new_int64(list[i]->created));
 			json_object_object_add(o, "mode", json_object_new_string(qsnap_ram_mode_name(list[i]->mode)));
+			json_object_object_add(o, "ram_base", list[i]->ram_base ? json_object_new_string(list[i]->ram_base) : NULL);
 			json_object_object_add(o, "compressed", json_object_new_boolean(list[i]->compressed));
 			json_object_object_add(o, "size", json_object_new_int64((int64_t)list[i]->size));
 			json_object_object_add(o, "was_running", json_object_new_boolean(list[i]->was_running));
@@ -44,8 +45,10 @@ static int run(struct cli *c)
 			cli_format_size(size, sizeof(size), list[i]->size);
 			printf("%s %-20s %-20s %-19s %-7s %10s  %s%s\n", list[i]->current ? "*" : " ",
 			       list[i]->name, list[i]->parent ? list[i]->parent : "-", when,
-			       qsnap_ram_mode_name(list[i]->mode), size, list[i]->was_running ? "running" : "paused",
+			       list[i]->ram_base ? "diff" : qsnap_ram_mode_name(list[i]->mode), size, list[i]->was_running ? "running" : "paused",
 			       list[i]->compressed ? ", zstd" : "");
+			if (list[i]->ram_base)
+				printf("  %-20s RAM builds on %s\n", "", list[i]->ram_base);
 		}
 	}
 	qsnap_snapshot_info_free(list, n);
@@ -60,7 +63,8 @@ const struct cli_cmd cli_cmd_list = {
 	.max_args = 1,
 	.about = "List the snapshots: name, parent, creation time, mode, size on disk (machine\n"
 		 "state and the layers the snapshot froze), whether the VM was running, and\n"
-		 "(marked *) the one the current state descends from.\n",
+		 "(marked *) the one the current state descends from. A differential snapshot\n"
+		 "(mode diff) names the snapshot whose RAM file it builds on; its size is its own.\n",
 	.common = CLI_JSON,
 	.json_help = "the same as a JSON array",
 	.vm = CLI_VM_READONLY,

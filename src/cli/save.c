@@ -6,7 +6,7 @@
 
 #include "cli.h"
 
-static bool replace, live, no_wait;
+static bool replace, live, no_wait, diff;
 static int compress;
 
 static const struct cli_opt opts[] = {
@@ -22,6 +22,9 @@ static const struct cli_opt opts[] = {
 	 "compress the migration stream with zstd (level 1-19,\n"
 	 "default 3) in several threads", .target = &compress, .min = 1, .max = 19, .optional_value = true,
 	 .dflt = 3},
+	{"diff", 0, CLI_FLAG, NULL,
+	 "a differential snapshot of a lazily restored VM: only the\n"
+	 "pages the guest wrote since its shared-RAM base", .target = &diff},
 	{"replace", 0, CLI_FLAG, NULL,
 	 "replace an existing snapshot of that name (e.g. a rolling\n\"lastgood\")", .target = &replace},
 	{0},
@@ -34,6 +37,8 @@ static int check(struct cli *c)
 				 c->argv[1]);
 	if (no_wait && !live)
 		return cli_usage(c, "--no-wait goes with --live");
+	if (diff && (live || compress))
+		return cli_usage(c, "--diff goes with neither --live nor --compress");
 	return 0;
 }
 
@@ -59,7 +64,7 @@ static int run(struct cli *c)
 {
 	qsnap_save_stats stats = QSNAP_SAVE_STATS_INIT;
 	qsnap_save_opts so = {.size = sizeof(so),
-			      .replace = replace, .live = live, .compress = compress,
+			      .replace = replace, .live = live, .compress = compress, .diff = diff,
 			      .timeout = c->timeout, .progress = cli_progress,
 			      .userdata = &c->progress, .stats = &stats};
 	char size[32];
@@ -70,9 +75,13 @@ static int run(struct cli *c)
 		return CLI_FAILED;
 	if (!c->quiet) {
 		cli_format_size(size, sizeof(size), stats.bytes);
-		printf("saved %s in %.2f s (guest paused %.3f s%s; %s, %s mode)\n", c->argv[1],
+		printf("saved %s in %.2f s (guest paused %.3f s%s; %s, %s)\n", c->argv[1],
 		       stats.total, stats.paused, stats.live ? ", live" : "", size,
-		       qsnap_ram_mode_name(stats.mode));
+		       stats.diff ? "differential" : stats.mode == QSNAP_RAM_SHARED ? "shared mode" : "stream mode");
+		if (stats.diff)
+			printf("  %llu RAM pages written, %llu left to the base's RAM file\n",
+			       (unsigned long long)stats.pages_written,
+			       (unsigned long long)stats.pages_left_out);
 	}
 	return 0;
 }

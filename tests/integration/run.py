@@ -7,7 +7,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import run_tests  # noqa: E402
 
-MODULES = ["test_foundation", "test_snapshots", "test_shared", "test_balloon", "test_live", "test_dump", "test_compact",
+MODULES = ["test_foundation", "test_snapshots", "test_shared", "test_diff", "test_balloon", "test_live", "test_dump", "test_compact",
            "test_publish", "test_embed", "test_registry", "test_faults", "test_badinput", "test_isolation",
            "test_console", "test_qemu", "test_trust", "test_origin", "test_pin", "test_bounds",
            "test_ram_folder", "test_soak", "test_cli_docs"]

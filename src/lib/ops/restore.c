@@ -83,7 +83,9 @@ static int restore_load(struct restore *rs, qsnap_error *err)
 			    caps_version(q));
 	r = migrate_setup(q,
 			  &(struct mig_setup){.incoming = true,
-					      .ignore_shared = s->mode == QSNAP_RAM_SHARED,
+					      /* A differential snapshot's stream has the
+					       * pages written since its RAM file. */
+					      .ignore_shared = s->mode == QSNAP_RAM_SHARED && !s->ram_base,
 					      .mapped = s->format == VMSTATE_MAPPED_RAM},
 			  err);
 	if (r < 0)

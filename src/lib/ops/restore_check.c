@@ -72,6 +72,19 @@ int restore_check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsn
 	    memcmp(magic, s->compressed ? "\x28\xb5\x2f\xfd" : "QEVM", 4))
 		return qerr(err, EINVAL, "snapshot '%s': %s/%s is not a QEMU machine state", s->name,
 			    vm->dir, path);
+	/* A differential snapshot's stream is small and QEMU would load a
+	 * damaged page without noticing: checked every time. */
+	if (s->ram_base && s->vmstate_checksum) {
+		_cleanup_free_ char *sum = NULL;
+		int r = checksum_fd(fd, path, &sum, err);
+
+		if (r < 0)
+			return r;
+		lseek(fd, 0, SEEK_SET); /* QEMU reads from the fd's offset */
+		if (strcmp(sum, s->vmstate_checksum))
+			return qerr(err, EIO, "snapshot '%s': %s/%s does not match the checksum it was saved with (%s, expected %s): the machine state is damaged",
+				    s->name, vm->dir, path, sum, s->vmstate_checksum);
+	}
 	*ret_fd = TAKE_FD(fd);
 	return 0;
 }

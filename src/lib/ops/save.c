@@ -65,12 +65,22 @@ static int save_begin(struct save *sv, qsnap_error *err)
 	sv->live = sv->opts->live && sv->running && !(vm->st.ram_file && !vm->st.ram_shared);
 	if (sv->live)
 		sv->shared = false;
+	/* A differential save: the stream of a lazily restored VM, without
+	 * the pages it never wrote (save_diff.c). */
+	sv->diff = sv->opts->diff;
+	if (sv->diff) {
+		r = save_diff_check(vm, err);
+		if (r < 0)
+			return r;
+		sv->live = sv->shared = false;
+	}
 	/* Uncompressed, non-live stream saves go in parallel where QEMU can
 	 * (mapped-ram + multifd). Not live: with background-snapshot QEMU
 	 * 10.0.2 wrote a mapped-ram file that does not load ("error while
 	 * loading state for instance 0x0 of device 'kvm-tpr-opt'"); not with
 	 * x-ignore-shared: that fails ("Bad address"). */
-	sv->mapped = !sv->opts->compress && !sv->live && !sv->shared && migrate_can_map(sv->q);
+	sv->mapped = !sv->opts->compress && !sv->live && !sv->shared && !sv->diff &&
+		     migrate_can_map(sv->q);
 	/* A running guest's RAM in the stream is written while it runs
 	 * (precopy), and the guest is stopped only for the last pages, the
 	 * device state and the disks' cut (pause-before-switchover). Shared
@@ -135,7 +145,8 @@ static int save_finish(struct save *sv, qsnap_error *err)
 	const char *version = caps_version(sv->q);
 	struct snapshot s = {
 		.name = xstrdup(sv->name),
-		.mode = sv->shared ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
+		.mode = sv->shared || sv->diff ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
+		.ram_base = TAKE_PTR(sv->ram_base),
 		.was_running = sv->running,
 		.vmstate_size = (uint64_t)sv->vmstate.st_size,
 		.compressed = sv->opts->compress > 0,
@@ -168,6 +179,7 @@ static int save_undo(struct save *sv, qsnap_error *err)
 	if (alive && sv->fd_passed)
 		migrate_release(sv->q, &sv->tgt);
 	pump_finish(TAKE_PTR(sv->pump), &e2);
+	save_diff_cancel(sv);
 	checksum_follow_cancel(TAKE_PTR(sv->sum));
 	if (sv->stage)
 		unlink(sv->stage);
@@ -200,6 +212,8 @@ static void save_free(struct save *sv)
 	free(sv->checksum);
 	free(sv->ram_checksum);
 	free(sv->stage);
+	save_diff_cancel(sv);
+	free(sv->ram_base);
 }
 
 static double event_time(json_object *ev)
@@ -276,7 +290,10 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			.total = (double)(now_ms() - sv.t0) / 1000.0,
 			.bytes = (uint64_t)sv.vmstate.st_size + sv.ram_bytes,
 			.live = sv.live,
-			.mode = sv.shared ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
+			.mode = sv.shared || sv.diff ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
+			.diff = sv.diff,
+			.pages_written = sv.diff_kept,
+			.pages_left_out = sv.diff_dropped,
 		}, sizeof(qsnap_save_stats));
 	save_free(&sv);
 	return r;

@@ -30,6 +30,7 @@ struct save {
 	bool shared;  /* RAM from our shared file, copied by us */
 	bool live;    /* background-snapshot: RAM written while the guest runs */
 	bool mapped;  /* mapped-ram + multifd */
+	bool diff;    /* only the pages written since the RAM file (save_diff.c) */
 	/* A running guest's RAM written while it runs (precopy); QEMU stops it
 	 * at the end and waits there for the disks' cut (save_switch_layers,
 	 * called from the migration's wait). */
@@ -51,6 +52,11 @@ struct save {
 	/* Shared RAM staged in the RAM directory until the guest runs again. */
 	char *stage;
 	uint64_t ram_bytes;
+	/* A differential save: the thread that filters QEMU's stream, what it
+	 * left out, and the snapshot whose RAM file the new one builds on. */
+	struct diff_pump *diff_pump;
+	uint64_t diff_dropped, diff_kept;
+	char *ram_base;
 };
 
 /* The disks' cut (save_disks.c): new layers and their QEMU nodes while the
@@ -74,6 +80,16 @@ int save_copy_ram(struct save *sv, qsnap_error *err);
 int save_make_durable(struct save *sv, qsnap_error *err);
 /* The staging file of a save in the RAM directory (NULL: none). */
 char *save_stage_path(qsnap_vm *vm);
+
+/* A differential save (save_diff.c): may this VM be saved so; the
+ * stream filter between QEMU (sv->qemu_fd, a pipe) and sv->fd, its end
+ * (with the checksum) or its cancellation; the base's RAM file linked
+ * into the snapshot. */
+int save_diff_check(qsnap_vm *vm, qsnap_error *err);
+int save_diff_start(struct save *sv, qsnap_error *err);
+int save_diff_finish(struct save *sv, qsnap_error *err);
+void save_diff_cancel(struct save *sv);
+int save_diff_link(struct save *sv, qsnap_error *err);
 
 /* The commit (save_commit.c): meta.json, the final directory, one atomic
  * write of state.json. s is taken. */

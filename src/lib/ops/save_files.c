@@ -41,6 +41,12 @@ int save_open_vmstate(struct save *sv, qsnap_error *err)
 	if (opts->compress)
 		return pump_start(PUMP_COMPRESS, sv->fd, opts->compress, path, &sv->pump,
 				  &sv->qemu_fd, err);
+	/* A differential save: QEMU writes into a pipe, our thread filters
+	 * the stream into the file and hashes it at the end. */
+	if (sv->diff) {
+		r = save_diff_link(sv, err);
+		return r < 0 ? r : save_diff_start(sv, err);
+	}
 	/* A mapped-ram file is written at random offsets: it is hashed once it
 	 * is complete. */
 	if (!sv->mapped)
@@ -58,7 +64,7 @@ int save_migrate(struct save *sv, qsnap_error *err)
 	const qsnap_save_opts *opts = sv->opts;
 	int r;
 
-	r = migrate_pass(sv->q, MIGRATE_FD_NAME, sv->qemu_fd, !sv->pump, &sv->tgt, err);
+	r = migrate_pass(sv->q, MIGRATE_FD_NAME, sv->qemu_fd, !sv->pump && !sv->diff, &sv->tgt, err);
 	if (r < 0)
 		return r;
 	if (sv->precopy) {
@@ -71,7 +77,7 @@ int save_migrate(struct save *sv, qsnap_error *err)
 	}
 	sv->fd_passed = true;
 	/* QEMU holds the pipe's write end now; ours would keep it open. */
-	if (sv->pump)
+	if (sv->pump || sv->diff)
 		closep(&sv->qemu_fd);
 	r = migrate_run(sv->q, &sv->tgt,
 			&(struct mig_wait){
@@ -91,7 +97,7 @@ int save_migrate(struct save *sv, qsnap_error *err)
 
 		/* QEMU saw only a broken pipe; our side knows why (a full disk).
 		 * A migration that never started leaves QEMU holding the pipe. */
-		if (sv->pump && vm_qemu_alive(sv->vm))
+		if ((sv->pump || sv->diff) && vm_qemu_alive(sv->vm))
 			migrate_release(sv->q, &sv->tgt);
 		if (sv->pump && pump_finish(TAKE_PTR(sv->pump), &e2) < 0)
 			qerr(err, e2.code, "%s", e2.msg);
@@ -167,6 +173,8 @@ int save_make_durable(struct save *sv, qsnap_error *err)
 	 * hashed now, while the guest runs. */
 	if (sv->pump)
 		r = pump_finish_checksum(TAKE_PTR(sv->pump), &sv->checksum, err);
+	else if (sv->diff_pump)
+		r = save_diff_finish(sv, err);
 	else if (sv->sum)
 		r = checksum_follow_finish(TAKE_PTR(sv->sum), "the machine state", &sv->checksum,
 					   err);

@@ -20,6 +20,14 @@ int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info ***ret_list, size_t *ret_n, 
 		si->compressed = s->compressed;
 		si->current = vm->st.current && !strcmp(vm->st.current, s->name);
 		si->size = disk_usage(vm->dirfd, s->dir);
+		si->ram_base = xstrdup_or_null(s->ram_base);
+		if (s->ram_base) {
+			/* The RAM file is the base's (a hard link). */
+			_cleanup_free_ char *ram = layout_in(s->dir, SNAP_RAM);
+			uint64_t shared = disk_usage(vm->dirfd, ram);
+
+			si->size -= shared < si->size ? shared : si->size;
+		}
 		for (size_t j = 0; j < s->n_drives; j++)
 			si->size += disk_usage(vm->dirfd, s->drives[j].layer);
 	}
@@ -36,6 +44,7 @@ void qsnap_snapshot_info_free(qsnap_snapshot_info **list, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		free(list[i]->name);
 		free(list[i]->parent);
+		free(list[i]->ram_base);
 		free(list[i]);
 	}
 	free(list);

@@ -16,6 +16,7 @@ void snapshot_free(struct snapshot *s)
 	free(s->dir);
 	free(s->vmstate_checksum);
 	free(s->ram_checksum);
+	free(s->ram_base);
 	free(s->qemu_version);
 	free(s->machine);
 	for (size_t i = 0; i < s->n_drives; i++) {
@@ -221,6 +222,7 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.compressed = jbool(s, "compressed", false);
 		sn.vmstate_checksum = xstrdup_or_null(jstr(s, "vmstate_checksum"));
 		sn.ram_checksum = xstrdup_or_null(jstr(s, "ram_checksum"));
+		sn.ram_base = xstrdup_or_null(jstr(s, "ram_base"));
 		sn.qemu_version = xstrdup_or_null(jstr(s, "qemu_version"));
 		sn.machine = xstrdup_or_null(jstr(s, "machine"));
 		format = jstr(s, "format");
@@ -228,7 +230,8 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		if (qsnap_ram_mode_parse(mode, &sn.mode) < 0 ||
 		    (format && strcmp(format, vmstate_format_name(VMSTATE_MAPPED_RAM))) ||
 		    (sn.vmstate_checksum && !checksum_valid(sn.vmstate_checksum)) ||
-		    (sn.ram_checksum && !checksum_valid(sn.ram_checksum))) {
+		    (sn.ram_checksum && !checksum_valid(sn.ram_checksum)) ||
+		    (sn.ram_base && (!qsnap_name_valid(sn.ram_base) || sn.mode != QSNAP_RAM_SHARED))) {
 			snapshot_free(&sn);
 			goto fail_snapshots;
 		}
@@ -346,6 +349,8 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 		if (s->ram_checksum)
 			json_object_object_add(so, "ram_checksum",
 					       json_object_new_string(s->ram_checksum));
+		if (s->ram_base)
+			json_object_object_add(so, "ram_base", json_object_new_string(s->ram_base));
 		if (s->qemu_version)
 			json_object_object_add(so, "qemu_version",
 					       json_object_new_string(s->qemu_version));

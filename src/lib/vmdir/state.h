@@ -44,6 +44,10 @@ struct snapshot {
 	bool compressed; /* <dir>/vmstate.zst instead of <dir>/vmstate */
 	char *vmstate_checksum; /* "xxh3-128:...", NULL for older snapshots */
 	char *ram_checksum;	/* of <dir>/ram (holes as zeros); NULL: none */
+	/* A differential snapshot: <dir>/ram is a hard link to the RAM file
+	 * of snapshot ram_base (at its save), and the stream holds only the
+	 * pages written since, loaded without x-ignore-shared. NULL: none. */
+	char *ram_base;
 	/* The QEMU and versioned machine type it was saved with (NULL for
 	 * older snapshots): it loads only into that machine type. */
 	char *qemu_version;

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+/* Which pages of a private file mapping another process has written
+ * (pagemap.h). In a MAP_PRIVATE mapping of a file, a page the process
+ * wrote is its own copy: /proc/PID/pagemap shows it present (bit 63) and
+ * not file-backed (bit 61 clear), or swapped (bit 62). A page never
+ * written is absent or file-backed. Exact at 4 KiB with transparent huge
+ * pages too (docs/design.md, "Differential snapshots"). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "base/pagemap.h"
+
+#define PM_PRESENT (1ULL << 63)
+#define PM_SWAPPED (1ULL << 62)
+#define PM_FILE (1ULL << 61)
+#define WINDOW 512 /* entries read at once: 4 KiB of pagemap, 2 MiB of memory */
+
+struct vma {
+	uint64_t start, end, pgoff; /* addresses; pgoff: file offset of start */
+};
+
+struct pagemap {
+	int fd;
+	size_t page;
+	struct vma *vmas;
+	size_t n_vmas;
+	/* The window of entries read since the last pagemap_forget. */
+	bool have;
+	uint64_t win_addr;
+	uint64_t win[WINDOW];
+	size_t win_n;
+	uint64_t errors;
+};
+
+int pagemap_open(pid_t pid, int file_fd, struct pagemap **ret, qsnap_error *err)
+{
+	_cleanup_free_ char *mpath = xasprintf("/proc/%d/maps", (int)pid);
+	_cleanup_free_ char *ppath = xasprintf("/proc/%d/pagemap", (int)pid);
+	struct stat st;
+	struct pagemap *pm;
+	char line[4096];
+	FILE *maps;
+
+	*ret = NULL;
+	if (fstat(file_fd, &st) < 0)
+		return qerr(err, errno, "cannot stat the RAM file: %s", strerror(errno));
+	maps = fopen(mpath, "re");
+	if (!maps)
+		return qerr(err, errno, "cannot read %s: %s", mpath, strerror(errno));
+	pm = xcalloc(1, sizeof(*pm));
+	pm->fd = -1;
+	pm->page = (size_t)sysconf(_SC_PAGESIZE);
+	while (fgets(line, sizeof(line), maps)) {
+		uint64_t start, end, off, ino;
+		unsigned maj, mnr;
+		char perms[8];
+
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s %" SCNx64 " %x:%x %" SCNu64, &start, &end,
+			   perms, &off, &maj, &mnr, &ino) != 7)
+			continue;
+		if (ino != st.st_ino || maj != major(st.st_dev) || mnr != minor(st.st_dev))
+			continue;
+		pm->vmas = xrealloc(pm->vmas, (pm->n_vmas + 1) * sizeof(*pm->vmas));
+		pm->vmas[pm->n_vmas++] = (struct vma){.start = start, .end = end, .pgoff = off};
+	}
+	fclose(maps);
+	if (!pm->n_vmas) {
+		free(pm);
+		return qerr(err, ENOENT, "process %d has no mapping of the RAM file", (int)pid);
+	}
+	pm->fd = open(ppath, O_RDONLY | O_CLOEXEC);
+	if (pm->fd < 0) {
+		int e = errno;
+
+		pagemap_close(pm);
+		return qerr(err, e, "cannot open %s: %s", ppath, strerror(e));
+	}
+	*ret = pm;
+	return 0;
+}
+
+void pagemap_close(struct pagemap *pm)
+{
+	if (!pm)
+		return;
+	if (pm->fd >= 0)
+		close(pm->fd);
+	free(pm->vmas);
+	free(pm);
+}
+
+void pagemap_forget(struct pagemap *pm)
+{
+	pm->have = false;
+}
+
+uint64_t pagemap_errors(const struct pagemap *pm)
+{
+	return pm->errors;
+}
+
+bool pagemap_written(struct pagemap *pm, uint64_t offset)
+{
+	uint64_t addr = 0, e;
+	size_t i;
+
+	for (i = 0; i < pm->n_vmas; i++) {
+		const struct vma *v = &pm->vmas[i];
+
+		if (offset >= v->pgoff && offset - v->pgoff < v->end - v->start) {
+			addr = v->start + (offset - v->pgoff);
+			break;
+		}
+	}
+	if (i == pm->n_vmas) {
+		pm->errors++;
+		return true; /* not mapped where we looked: keep it */
+	}
+	addr &= ~(uint64_t)(pm->page - 1);
+	if (!pm->have || addr < pm->win_addr || addr >= pm->win_addr + pm->win_n * pm->page) {
+		uint64_t first = addr & ~(uint64_t)(WINDOW * pm->page - 1);
+		ssize_t n = pread(pm->fd, pm->win, sizeof(pm->win),
+				  (off_t)(first / pm->page * sizeof(uint64_t)));
+
+		if (n < (ssize_t)sizeof(uint64_t)) {
+			pm->have = false;
+			pm->errors++;
+			return true;
+		}
+		pm->win_addr = first;
+		pm->win_n = (size_t)n / sizeof(uint64_t);
+		pm->have = true;
+		if (addr >= pm->win_addr + pm->win_n * pm->page) {
+			pm->errors++;
+			return true;
+		}
+	}
+	e = pm->win[(addr - pm->win_addr) / pm->page];
+	return (e & PM_SWAPPED) || ((e & PM_PRESENT) && !(e & PM_FILE));
+}

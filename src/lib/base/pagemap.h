@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/* The pages of a file that another process maps copy-on-write and has
+ * written since it mapped it (pagemap.c). */
+#ifndef QSNAP_BASE_PAGEMAP_H
+#define QSNAP_BASE_PAGEMAP_H
+
+#include <sys/types.h>
+
+#include "base/base.h"
+
+struct pagemap;
+/* The mappings of file_fd's file in process pid (/proc/PID/maps, matched
+ * by device and inode), and its pagemap. */
+int pagemap_open(pid_t pid, int file_fd, struct pagemap **ret, qsnap_error *err);
+void pagemap_close(struct pagemap *pm);
+/* Has the process written the page at this offset of the file (its
+ * mapping holds a private copy, or swapped it out)? Answers from entries
+ * read since the last pagemap_forget: call that before asking about pages
+ * whose state may have changed. An offset that cannot be checked counts
+ * as written (pagemap_errors counts them). */
+bool pagemap_written(struct pagemap *pm, uint64_t offset);
+void pagemap_forget(struct pagemap *pm);
+uint64_t pagemap_errors(const struct pagemap *pm);
+
+#endif

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT */
+/* A differential save (docs/design.md, "Differential snapshots"): the VM's
+ * RAM is a copy-on-write mapping of a snapshot's RAM file (a lazy restore).
+ * QEMU migrates as for a stream snapshot, into a pipe; a thread of ours
+ * reads it, and leaves out every page record of the RAM block whose page
+ * QEMU's mapping still has from the file, i.e. that the guest never wrote.
+ * That is asked of /proc/PID/pagemap after the record was read: a page
+ * still from the file then held the file's content when QEMU read it, and
+ * one written after QEMU read it is dirty and sent again. The snapshot
+ * hard-links the RAM file, so deleting the base keeps what it builds on. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/pagemap.h"
+#include "ops/save.h"
+#include "qemu/stream.h"
+
+#define CHUNK (1 << 20)
+
+struct diff_pump {
+	pthread_t thread;
+	int in, out;
+	struct pagemap *pm;
+	struct stream_filter *f;
+	atomic_bool stop;
+	int code;
+	char msg[512];
+};
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static bool keep_written(void *data, uint64_t offset)
+{
+	return pagemap_written(data, offset);
+}
+
+static void *diff_thread(void *data)
+{
+	struct diff_pump *d = data;
+	uint8_t *buf = xmalloc(CHUNK), *out = NULL;
+	size_t out_len = 0, out_cap = 0;
+	qsnap_error e = {0};
+	int r = 0;
+
+	for (;;) {
+		struct pollfd p = {.fd = d->in, .events = POLLIN};
+		ssize_t n;
+
+		if (atomic_load(&d->stop)) {
+			r = qerr(&e, ECANCELED, "the differential save was cancelled");
+			break;
+		}
+		if (poll(&p, 1, 200) == 0)
+			continue;
+		n = read(d->in, buf, CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = qerr(&e, errno, "cannot read QEMU's migration stream: %s", strerror(errno));
+			break;
+		}
+		if (n == 0) {
+			r = stream_filter_end(d->f, &e);
+			break;
+		}
+		/* The pages' state now, after their records arrived. */
+		pagemap_forget(d->pm);
+		out_len = 0;
+		r = stream_filter_feed(d->f, buf, (size_t)n, &out, &out_len, &out_cap, &e);
+		if (r == 0 && write_all(d->out, out, out_len) < 0)
+			r = qerr(&e, errno, "cannot write the machine state: %s", strerror(errno));
+		if (r < 0)
+			break;
+	}
+	d->code = r < 0 ? e.code : 0;
+	snprintf(d->msg, sizeof(d->msg), "%s", r < 0 ? e.msg : "");
+	/* QEMU sees a broken pipe rather than waiting on a full one. */
+	closep(&d->in);
+	free(buf);
+	free(out);
+	return NULL;
+}
+
+int save_diff_start(struct save *sv, qsnap_error *err)
+{
+	qsnap_vm *vm = sv->vm;
+	_cleanup_close_ int ram = openat(vm->dirfd, vm->st.ram_file, O_RDONLY | O_CLOEXEC);
+	struct diff_pump *d;
+	int p[2], r;
+
+	if (ram < 0)
+		return qerr(err, errno, "cannot open the RAM file %s/%s: %s", vm->dir, vm->st.ram_file,
+			    strerror(errno));
+	d = xcalloc(1, sizeof(*d));
+	d->in = d->out = -1;
+	r = pagemap_open(vm->st.qemu_pid, ram, &d->pm, err);
+	if (r < 0) {
+		free(d);
+		return qerr_prefix(err, "differential save");
+	}
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		r = qerr(err, errno, "cannot make a pipe: %s", strerror(errno));
+		pagemap_close(d->pm);
+		free(d);
+		return r;
+	}
+	d->in = p[0];
+	d->out = sv->fd;
+	d->f = stream_filter_new("ram0", keep_written, d->pm);
+	r = pthread_create(&d->thread, NULL, diff_thread, d);
+	if (r) {
+		close(p[0]);
+		close(p[1]);
+		stream_filter_free(d->f);
+		pagemap_close(d->pm);
+		free(d);
+		return qerr(err, r, "cannot start a thread: %s", strerror(r));
+	}
+	sv->diff_pump = d;
+	sv->qemu_fd = p[1];
+	return 0;
+}
+
+static int diff_join(struct diff_pump *d, bool cancel, struct stream_stats *ret, qsnap_error *err)
+{
+	int r = 0;
+
+	if (cancel)
+		atomic_store(&d->stop, true);
+	pthread_join(d->thread, NULL);
+	if (d->code && !cancel)
+		r = qerr(err, d->code, "%s", d->msg);
+	if (ret)
+		*ret = *stream_filter_stats(d->f);
+	stream_filter_free(d->f);
+	pagemap_close(d->pm);
+	free(d);
+	return r;
+}
+
+int save_diff_finish(struct save *sv, qsnap_error *err)
+{
+	struct stream_stats st;
+	int r = diff_join(TAKE_PTR(sv->diff_pump), false, &st, err);
+
+	if (r < 0)
+		return qerr_prefix(err, "differential save");
+	sv->diff_dropped = st.dropped;
+	sv->diff_kept = st.kept;
+	return checksum_fd(sv->fd, "the machine state", &sv->checksum, err);
+}
+
+void save_diff_cancel(struct save *sv)
+{
+	if (sv->diff_pump)
+		diff_join(TAKE_PTR(sv->diff_pump), true, NULL, NULL);
+}
+
+/* The snapshot whose RAM file the VM maps: the base the new one records. */
+static const struct snapshot *mapped_snapshot(qsnap_vm *vm)
+{
+	for (size_t i = 0; i < vm->st.n_snapshots; i++) {
+		const struct snapshot *s = &vm->st.snapshots[i];
+		_cleanup_free_ char *ram = layout_in(s->dir, SNAP_RAM);
+
+		if (s->mode == QSNAP_RAM_SHARED && !strcmp(ram, vm->st.ram_file))
+			return s;
+	}
+	return NULL;
+}
+
+int save_diff_check(qsnap_vm *vm, qsnap_error *err)
+{
+	if (!vm->st.ram_file || vm->st.ram_shared)
+		return qerr(err, EINVAL, "a differential save needs the VM's RAM mapped copy-on-write from a snapshot's RAM file: restore a shared-RAM snapshot with --lazy first (the VM in %s %s)",
+			    vm->dir, vm->st.ram_file ? "has its own shared RAM file" : "has anonymous RAM");
+	if (!mapped_snapshot(vm))
+		return qerr(err, ENOENT, "the RAM file the VM maps (%s/%s) belongs to no snapshot any more: save without --diff",
+			    vm->dir, vm->st.ram_file);
+	return 0;
+}
+
+int save_diff_link(struct save *sv, qsnap_error *err)
+{
+	qsnap_vm *vm = sv->vm;
+	const struct snapshot *base = mapped_snapshot(vm);
+	_cleanup_free_ char *to = layout_in(vm->st.pending, SNAP_RAM);
+
+	if (!base)
+		return qerr(err, ENOENT, "the RAM file the VM maps belongs to no snapshot any more");
+	if (linkat(vm->dirfd, vm->st.ram_file, vm->dirfd, to, 0) < 0)
+		return qerr(err, errno, "cannot link %s to %s: %s", vm->st.ram_file, to,
+			    strerror(errno));
+	sv->ram_base = xstrdup(base->ram_base ? base->ram_base : base->name);
+	sv->ram_checksum = xstrdup_or_null(base->ram_checksum);
+	return 0;
+}

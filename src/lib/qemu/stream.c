@@ -1,0 +1,399 @@
+/* SPDX-License-Identifier: MIT */
+/* Filtering QEMU's sequential migration stream (stream.h). The format, the
+ * same in QEMU 7.2 and 10.0 (migration/savevm.c, migration/ram.c):
+ *
+ *   be32 magic "QEVM", be32 version 3
+ *   [0x07 configuration: be32 len, machine type, subsections 0x05 ...]
+ *   sections: 0x01 START / 0x04 FULL: be32 id, u8 len, idstr, be32 instance,
+ *             be32 version; 0x02 PART / 0x03 END: be32 id; then the
+ *             section's content and a footer 0x7e + be32 id;
+ *             0x08 command: be16 cmd, be16 len, data (10.0: switchover-start)
+ *   0x00 EOF, then an optional JSON description of the devices
+ *
+ * A RAM section ("ram") is a list of records, each a be64 offset | flags:
+ * MEM_SIZE 0x04 (the list of blocks), PAGE 0x08 + 4096 bytes, ZERO 0x02 +
+ * one byte, EOS 0x10 (the section's end), 10.0's MULTIFD_FLUSH 0x200;
+ * PAGE and ZERO name their block (u8 len + idstr) unless CONTINUE 0x20
+ * says it is the one of the record before. QEMU's loader writes only the
+ * pages a stream holds, so records left out keep what the destination
+ * has. QEMU writes every RAM section before the first device section
+ * (qemu_savevm_state_complete_precopy): from the first section that is
+ * not RAM, everything passes through unparsed. */
+#include <errno.h>
+#include <string.h>
+
+#include "qemu/stream.h"
+
+#define QEVM_MAGIC 0x5145564dU
+#define QEVM_VERSION 3
+#define PAGE_SIZE_TARGET 4096
+
+enum {
+	SEC_EOF = 0x00,
+	SEC_START = 0x01,
+	SEC_PART = 0x02,
+	SEC_END = 0x03,
+	SEC_FULL = 0x04,
+	SEC_SUBSECTION = 0x05,
+	SEC_CONFIGURATION = 0x07,
+	SEC_COMMAND = 0x08,
+	SEC_FOOTER = 0x7e,
+};
+
+enum {
+	RAM_ZERO = 0x02,
+	RAM_MEM_SIZE = 0x04,
+	RAM_PAGE = 0x08,
+	RAM_EOS = 0x10,
+	RAM_CONTINUE = 0x20,
+	RAM_MULTIFD_FLUSH = 0x200,
+	RAM_FLAGS = PAGE_SIZE_TARGET - 1,
+};
+
+enum where { AT_HEADER, AT_TOP, IN_RAM, PASS };
+
+struct stream_filter {
+	char *block;
+	stream_keep_fn keep;
+	void *data;
+	enum where at;
+	bool ignore_shared; /* the configuration lists x-ignore-shared */
+	bool have_ram_id;
+	uint32_t ram_id;
+	char cur[256]; /* the block the last PAGE/ZERO record named */
+	uint8_t *pend; /* input not consumed yet */
+	size_t pend_len, pend_cap;
+	struct stream_stats st;
+};
+
+struct stream_filter *stream_filter_new(const char *block, stream_keep_fn keep, void *data)
+{
+	struct stream_filter *f = xcalloc(1, sizeof(*f));
+
+	f->block = xstrdup(block);
+	f->keep = keep;
+	f->data = data;
+	return f;
+}
+
+void stream_filter_free(struct stream_filter *f)
+{
+	if (!f)
+		return;
+	free(f->block);
+	free(f->pend);
+	free(f);
+}
+
+const struct stream_stats *stream_filter_stats(const struct stream_filter *f)
+{
+	return &f->st;
+}
+
+static void emit(const uint8_t *p, size_t n, uint8_t **out, size_t *len, size_t *cap)
+{
+	if (*len + n > *cap) {
+		*cap = (*len + n) * 2 + 65536;
+		*out = xrealloc(*out, *cap);
+	}
+	memcpy(*out + *len, p, n);
+	*len += n;
+}
+
+/* A cursor over the pending input; each get fails (false) when the input
+ * ends first: the caller waits for more and parses the item again. */
+struct cur {
+	const uint8_t *p;
+	size_t n, i;
+};
+
+static bool get(struct cur *c, size_t n, const uint8_t **ret)
+{
+	if (c->n - c->i < n)
+		return false;
+	*ret = c->p + c->i;
+	c->i += n;
+	return true;
+}
+
+static bool get8(struct cur *c, uint8_t *v)
+{
+	const uint8_t *p;
+
+	if (!get(c, 1, &p))
+		return false;
+	*v = p[0];
+	return true;
+}
+
+static bool get16(struct cur *c, uint16_t *v)
+{
+	const uint8_t *p;
+
+	if (!get(c, 2, &p))
+		return false;
+	*v = (uint16_t)(p[0] << 8 | p[1]);
+	return true;
+}
+
+static bool get32(struct cur *c, uint32_t *v)
+{
+	const uint8_t *p;
+
+	if (!get(c, 4, &p))
+		return false;
+	*v = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+	return true;
+}
+
+static bool get64(struct cur *c, uint64_t *v)
+{
+	uint32_t hi, lo;
+
+	if (!get32(c, &hi) || !get32(c, &lo))
+		return false;
+	*v = (uint64_t)hi << 32 | lo;
+	return true;
+}
+
+/* u8 length + bytes, as a string (at most 255). */
+static bool getstr(struct cur *c, char s[256])
+{
+	const uint8_t *p;
+	uint8_t len;
+
+	if (!get8(c, &len) || !get(c, len, &p))
+		return false;
+	memcpy(s, p, len);
+	s[len] = '\0';
+	return true;
+}
+
+/* Results of parsing one item. */
+enum item { ITEM_MORE, ITEM_EMIT, ITEM_DROP, ITEM_PASS };
+
+/* The configuration section (vmstate_configuration): its subsections have
+ * the fields QEMU 7.2 and 10.0 give them; an unknown one ends parsing. */
+static enum item parse_configuration(struct stream_filter *f, struct cur *c)
+{
+	const uint8_t *p;
+	uint32_t len;
+
+	if (!get32(c, &len) || !get(c, len, &p))
+		return ITEM_MORE;
+	for (;;) {
+		char name[256];
+		uint32_t version, n;
+		uint8_t b;
+
+		if (c->i == c->n)
+			return ITEM_MORE; /* a subsection may follow */
+		if (c->p[c->i] != SEC_SUBSECTION)
+			return ITEM_EMIT;
+		c->i++;
+		if (!getstr(c, name) || !get32(c, &version))
+			return ITEM_MORE;
+		if (!strcmp(name, "configuration/target-page-bits")) {
+			if (!get32(c, &n))
+				return ITEM_MORE;
+		} else if (!strcmp(name, "configuration/capabilities")) {
+			if (!get32(c, &n))
+				return ITEM_MORE;
+			for (uint32_t k = 0; k < n; k++) {
+				char cap[256];
+
+				if (!getstr(c, cap))
+					return ITEM_MORE;
+				if (!strcmp(cap, "x-ignore-shared"))
+					f->ignore_shared = true;
+			}
+		} else if (!strcmp(name, "configuration/uuid")) {
+			if (!get(c, 16, &p))
+				return ITEM_MORE;
+		} else {
+			(void)b;
+			return ITEM_PASS;
+		}
+	}
+}
+
+/* A section's header at the top level. */
+static enum item parse_top(struct stream_filter *f, struct cur *c)
+{
+	uint8_t type;
+	uint32_t id, instance, version;
+	uint16_t cmd, len;
+	const uint8_t *p;
+	char idstr[256];
+
+	if (!get8(c, &type))
+		return ITEM_MORE;
+	switch (type) {
+	case SEC_CONFIGURATION:
+		return parse_configuration(f, c);
+	case SEC_COMMAND:
+		if (!get16(c, &cmd) || !get16(c, &len) || !get(c, len, &p))
+			return ITEM_MORE;
+		return ITEM_EMIT;
+	case SEC_START:
+		if (!get32(c, &id) || !getstr(c, idstr) || !get32(c, &instance) ||
+		    !get32(c, &version))
+			return ITEM_MORE;
+		if (strcmp(idstr, "ram") || f->have_ram_id)
+			return ITEM_PASS;
+		f->have_ram_id = true;
+		f->ram_id = id;
+		f->at = IN_RAM;
+		return ITEM_EMIT;
+	case SEC_PART:
+	case SEC_END:
+		if (!get32(c, &id))
+			return ITEM_MORE;
+		if (!f->have_ram_id || id != f->ram_id)
+			return ITEM_PASS;
+		f->at = IN_RAM;
+		return ITEM_EMIT;
+	default: /* a device's section, the end: the rest as it is */
+		return ITEM_PASS;
+	}
+}
+
+/* One record of a RAM section. */
+static enum item parse_ram(struct stream_filter *f, struct cur *c)
+{
+	uint64_t v, flags, offset;
+	const uint8_t *p;
+	char name[256];
+
+	if (!get64(c, &v))
+		return ITEM_MORE;
+	flags = v & RAM_FLAGS;
+	offset = v & ~(uint64_t)RAM_FLAGS;
+	switch (flags & ~(uint64_t)RAM_CONTINUE) {
+	case RAM_MEM_SIZE:
+		for (uint64_t left = offset; left > 0;) {
+			uint64_t used, addr;
+
+			if (!getstr(c, name) || !get64(c, &used))
+				return ITEM_MORE;
+			if (f->ignore_shared && !get64(c, &addr))
+				return ITEM_MORE;
+			if (used > left)
+				return ITEM_PASS;
+			left -= used;
+		}
+		return ITEM_EMIT;
+	case RAM_EOS:
+		/* The section's footer, when QEMU writes footers. */
+		if (c->i == c->n)
+			return ITEM_MORE;
+		if (c->p[c->i] == SEC_FOOTER && !get(c, 5, &p))
+			return ITEM_MORE;
+		f->at = AT_TOP;
+		return ITEM_EMIT;
+	case RAM_MULTIFD_FLUSH:
+		return ITEM_EMIT;
+	case RAM_PAGE:
+	case RAM_ZERO:
+		break;
+	default:
+		return ITEM_PASS;
+	}
+	if (!(flags & RAM_CONTINUE)) {
+		if (!getstr(c, name))
+			return ITEM_MORE;
+	}
+	if (!get(c, (flags & RAM_PAGE) ? PAGE_SIZE_TARGET : 1, &p))
+		return ITEM_MORE;
+	if (!(flags & RAM_CONTINUE)) {
+		/* Records that name their block are always kept, so that the
+		 * loader's "block of the record before" is the same as the
+		 * source's for every CONTINUE record that passes. */
+		memcpy(f->cur, name, sizeof(f->cur));
+		if (!strcmp(name, f->block))
+			f->st.kept++;
+		return ITEM_EMIT;
+	}
+	if (strcmp(f->cur, f->block))
+		return ITEM_EMIT;
+	if (f->keep(f->data, offset)) {
+		f->st.kept++;
+		return ITEM_EMIT;
+	}
+	f->st.dropped++;
+	return ITEM_DROP;
+}
+
+int stream_filter_feed(struct stream_filter *f, const uint8_t *buf, size_t n, uint8_t **out,
+		       size_t *out_len, size_t *out_cap, qsnap_error *err)
+{
+	struct cur c;
+	size_t start = *out_len;
+
+	f->st.in += n;
+	if (f->at == PASS) {
+		emit(buf, n, out, out_len, out_cap);
+		f->st.out += n;
+		return 0;
+	}
+	if (f->pend_len + n > f->pend_cap) {
+		f->pend_cap = (f->pend_len + n) * 2;
+		f->pend = xrealloc(f->pend, f->pend_cap);
+	}
+	memcpy(f->pend + f->pend_len, buf, n);
+	f->pend_len += n;
+	c = (struct cur){.p = f->pend, .n = f->pend_len};
+	while (c.i < c.n) {
+		size_t at = c.i;
+		enum item it = ITEM_MORE;
+		uint32_t magic, version;
+
+		switch (f->at) {
+		case AT_HEADER:
+			if (!get32(&c, &magic) || !get32(&c, &version))
+				break;
+			if (magic != QEVM_MAGIC || version != QEVM_VERSION)
+				return qerr(err, EPROTO, "not a QEMU migration stream (magic %08x, version %u)",
+					    magic, version);
+			f->at = AT_TOP;
+			it = ITEM_EMIT;
+			break;
+		case AT_TOP:
+			it = parse_top(f, &c);
+			break;
+		case IN_RAM:
+			it = parse_ram(f, &c);
+			break;
+		case PASS:
+			break;
+		}
+		if (it == ITEM_MORE) {
+			c.i = at;
+			break;
+		}
+		if (it == ITEM_PASS) {
+			f->at = PASS;
+			c.i = at;
+			break;
+		}
+		if (it == ITEM_EMIT)
+			emit(c.p + at, c.i - at, out, out_len, out_cap);
+	}
+	if (f->at == PASS) {
+		emit(c.p + c.i, c.n - c.i, out, out_len, out_cap);
+		c.i = c.n;
+		f->st.passthrough = true;
+	}
+	memmove(f->pend, f->pend + c.i, c.n - c.i);
+	f->pend_len = c.n - c.i;
+	f->st.out += *out_len - start;
+	return 0;
+}
+
+int stream_filter_end(struct stream_filter *f, qsnap_error *err)
+{
+	if (f->at != PASS || f->pend_len)
+		return qerr(err, EPROTO, "the migration stream ended early (%llu bytes, inside its %s)",
+			    (unsigned long long)f->st.in, f->at == IN_RAM ? "RAM section" : "header");
+	return 0;
+}

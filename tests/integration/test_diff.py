@@ -1,0 +1,124 @@
+"""Differential snapshots: after a lazy restore of a shared-RAM snapshot, a
+save writes only the pages the guest wrote (qsnap save --diff)."""
+
+import os
+
+from harness import Fail, check, file_digest, qsnap
+
+
+def diff_vm(t, **kw):
+    return t.vm(extra_init=["--ram-mode", "shared"], **kw)
+
+
+def state(vm, tag, mib):
+    """RAM data (a tmpfs file of mib MiB), disk data and a shell variable."""
+    vm.sh(f"X={tag}-$RANDOM$RANDOM")
+    vm.sh(f"dd if=/dev/urandom of=/tmp/{tag}.bin bs=1M count={mib} 2>/dev/null")
+    vm.sh(f"echo {tag} > /mnt/who; sync")
+    return view(vm)
+
+
+def view(vm):
+    return {
+        "x": vm.sh('echo "$X"'),
+        "ram": vm.sh("cat /tmp/*.bin 2>/dev/null | md5sum | cut -d' ' -f1"),
+        "files": vm.sh("ls /tmp/*.bin 2>/dev/null | tr '\\n' ' '"),
+        "disk": vm.sh("cat /mnt/who"),
+    }
+
+
+def listed(vm):
+    return {s["name"]: s for s in vm.snapshots()}
+
+
+def vmstate_size(vm, name):
+    return os.path.getsize(vm.path("snapshots", name, "vmstate"))
+
+
+def test_diff_milestones_restore_exactly(t):
+    vm = diff_vm(t)
+    vm.boot()
+    base = state(vm, "base", 64)
+    vm.save("base")
+    ram_sum = file_digest(vm.path("snapshots", "base", "ram"))
+    vm.restore("base", "--lazy")
+    check(view(vm) == base, "lazy base wrong")
+
+    m1 = state(vm, "m1", 16)
+    p = vm.save("m1", "--diff")
+    check("differential" in p.stdout, p.stdout)
+    snaps = listed(vm)
+    check(snaps["m1"]["ram_base"] == "base", f"m1's base: {snaps['m1']}")
+    # The delta holds about what the guest wrote (16 MiB and the page
+    # cache, kernel and shell pages it touched), far less than the 64 MiB
+    # of data in RAM that a full stream would carry.
+    d1 = vmstate_size(vm, "m1")
+    check(16 << 20 <= d1 < 40 << 20, f"m1's stream is {d1 >> 20} MiB")
+    check(snaps["m1"]["size"] < 60 << 20, f"m1 listed at {snaps['m1']['size']} bytes")
+
+    m2 = state(vm, "m2", 8)
+    vm.save("m2", "--diff")
+    d2 = vmstate_size(vm, "m2")
+    # Written since the restore: m1's and m2's data (not yet only since m1).
+    check(24 << 20 <= d2 < 48 << 20, f"m2's stream is {d2 >> 20} MiB")
+    vm.sh("X=later; rm -f /tmp/*.bin; echo later > /mnt/who; sync")
+
+    vm.restore("m1")
+    check(view(vm) == m1, f"m1 eager: {view(vm)} != {m1}")
+    vm.restore("m2", "--lazy")
+    check(view(vm) == m2, f"m2 lazy: {view(vm)} != {m2}")
+    # A differential save of a VM restored from a differential snapshot.
+    m3 = state(vm, "m3", 4)
+    vm.save("m3", "--diff")
+    check(listed(vm)["m3"]["ram_base"] == "base", "m3 does not build on base")
+    vm.restore("base")
+    check(view(vm) == base, "base eager after the deltas")
+    vm.restore("m3", "--lazy")
+    check(view(vm) == m3, f"m3 lazy: {view(vm)} != {m3}")
+    vm.restore("m1", "--lazy")
+    check(view(vm) == m1, "m1 lazy")
+    vm.stop()
+    qsnap("start", vm.dir, "--from", "m2")
+    vm.connect()
+    check(view(vm) == m2, "start --from m2")
+    vm.stop()
+    qsnap("start", vm.dir, "--from", "m3", "--lazy")
+    vm.connect()
+    check(view(vm) == m3, "start --from m3 --lazy")
+    vm.restore("base", "--lazy")
+    check(view(vm) == base, "base lazy")
+
+    # The base's RAM file was never written.
+    check(file_digest(vm.path("snapshots", "base", "ram")) == ram_sum, "base's RAM changed")
+    qsnap("verify", vm.dir)
+
+    # Deleting the base keeps the deltas restorable (they link its RAM file).
+    qsnap("delete", vm.dir, "base")
+    vm.restore("m2")
+    check(view(vm) == m2, "m2 after deleting base")
+    vm.restore("m1", "--lazy")
+    check(view(vm) == m1, "m1 lazy after deleting base")
+
+
+def test_diff_refused_without_lazy_ram_and_damaged(t):
+    vm = diff_vm(t)
+    vm.boot()
+    vm.save("base")
+    p = qsnap("save", vm.dir, "nolazy", "--diff", ok=False)
+    check(p.returncode != 0 and "--lazy" in p.stderr, p.stderr)
+    check("nolazy" not in listed(vm), "a refused save left a snapshot")
+    vm.restore("base", "--lazy")
+    state(vm, "d", 8)
+    vm.save("d", "--diff")
+    # A damaged delta is refused, and the VM it would replace is not touched.
+    path = vm.path("snapshots", "d", "vmstate")
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    p = qsnap("verify", vm.dir, "d", ok=False)
+    check(p.returncode != 0, "verify passed a damaged delta")
+    p = qsnap("restore", vm.dir, "d", ok=False)
+    if p.returncode == 0:
+        raise Fail("a damaged delta was restored")
