@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: MIT */
+/* The migration stream filter of differential saves (qemu/stream.c): a
+ * stream built here record by record, fed whole and byte by byte, and the
+ * beginnings of streams QEMU 7.2 and 10.0 wrote (tests/unit/streams/).
+ * QSNAP_STREAM_SAMPLES (paths separated by ':') adds whole streams: kept
+ * whole, they must pass through byte for byte. */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "qemu/stream.h"
+
+struct buf {
+	uint8_t *p;
+	size_t n, cap;
+};
+
+static void put(struct buf *b, const void *p, size_t n)
+{
+	if (b->n + n > b->cap) {
+		b->cap = (b->n + n) * 2 + 64;
+		b->p = realloc(b->p, b->cap);
+	}
+	memcpy(b->p + b->n, p, n);
+	b->n += n;
+}
+
+static void put8(struct buf *b, uint8_t v)
+{
+	put(b, &v, 1);
+}
+
+static void put32(struct buf *b, uint32_t v)
+{
+	uint8_t x[4] = {v >> 24, v >> 16, v >> 8, v};
+
+	put(b, x, 4);
+}
+
+static void put64(struct buf *b, uint64_t v)
+{
+	put32(b, (uint32_t)(v >> 32));
+	put32(b, (uint32_t)v);
+}
+
+static void putstr(struct buf *b, const char *s)
+{
+	put8(b, (uint8_t)strlen(s));
+	put(b, s, strlen(s));
+}
+
+/* A record of a RAM section into both the input and (keep) the expected
+ * output. */
+static void record(struct buf *in, struct buf *want, bool keep, uint64_t off, unsigned flags,
+		   const char *block, uint8_t fill)
+{
+	struct buf r = {0};
+	uint8_t page[4096];
+
+	put64(&r, off | flags);
+	if (!(flags & 0x20))
+		putstr(&r, block);
+	if (flags & 0x08) {
+		memset(page, fill, sizeof(page));
+		put(&r, page, sizeof(page));
+	} else {
+		put8(&r, 0);
+	}
+	put(in, r.p, r.n);
+	if (keep)
+		put(want, r.p, r.n);
+	free(r.p);
+}
+
+static void both(struct buf *in, struct buf *want, const void *p, size_t n)
+{
+	put(in, p, n);
+	put(want, p, n);
+}
+
+/* Pages of ram0 the "guest wrote": offsets 1, 4 and 6 (in pages). */
+static bool written(void *data, uint64_t offset)
+{
+	(void)data;
+	return offset == 4096 || offset == 4 * 4096 || offset == 6 * 4096;
+}
+
+static bool all(void *data, uint64_t offset)
+{
+	(void)data;
+	(void)offset;
+	return true;
+}
+
+static bool none(void *data, uint64_t offset)
+{
+	(void)data;
+	(void)offset;
+	return false;
+}
+
+/* The stream of a save with x-ignore-shared in its configuration (so
+ * MEM_SIZE carries addresses) and QEMU 10's switchover-start command. */
+static void build(struct buf *in, struct buf *want)
+{
+	struct buf h = {0};
+
+	put32(&h, 0x5145564d);
+	put32(&h, 3);
+	put8(&h, 0x07); /* configuration */
+	put32(&h, 13);
+	put(&h, "pc-i440fx-7.2", 13);
+	put8(&h, 0x05);
+	putstr(&h, "configuration/capabilities");
+	put32(&h, 1);
+	put32(&h, 1);
+	putstr(&h, "x-ignore-shared");
+	put8(&h, 0x01); /* START ram */
+	put32(&h, 2);
+	putstr(&h, "ram");
+	put32(&h, 0);
+	put32(&h, 4);
+	put64(&h, ((8 << 12) + (2 << 12)) | 0x04); /* MEM_SIZE: ram0 8 pages, pc.bios 2 */
+	putstr(&h, "ram0");
+	put64(&h, 8 << 12);
+	put64(&h, 0);
+	putstr(&h, "pc.bios");
+	put64(&h, 2 << 12);
+	put64(&h, 0xfffe0000);
+	put64(&h, 0x10); /* EOS */
+	put8(&h, 0x7e);
+	put32(&h, 2);
+	both(in, want, h.p, h.n);
+	h.n = 0;
+	put8(&h, 0x08); /* a command: switchover-start */
+	put8(&h, 0);
+	put8(&h, 0x0a);
+	put8(&h, 0);
+	put8(&h, 0);
+	put8(&h, 0x02); /* PART ram */
+	put32(&h, 2);
+	both(in, want, h.p, h.n);
+	record(in, want, true, 0, 0x08, "ram0", 1);	  /* names its block: kept */
+	record(in, want, true, 4096, 0x28, NULL, 2);	  /* written */
+	record(in, want, false, 2 * 4096, 0x28, NULL, 3); /* from the file */
+	record(in, want, false, 3 * 4096, 0x22, NULL, 0); /* zero, from the file */
+	record(in, want, true, 4 * 4096, 0x22, NULL, 0);  /* zero, written */
+	record(in, want, true, 0, 0x08, "pc.bios", 5);	  /* another block: kept */
+	record(in, want, true, 4096, 0x28, NULL, 6);
+	h.n = 0;
+	put64(&h, 0x10);
+	put8(&h, 0x7e);
+	put32(&h, 2);
+	put8(&h, 0x03); /* END ram */
+	put32(&h, 2);
+	both(in, want, h.p, h.n);
+	record(in, want, true, 5 * 4096, 0x08, "ram0", 7);
+	record(in, want, true, 6 * 4096, 0x28, NULL, 8);
+	record(in, want, false, 7 * 4096, 0x28, NULL, 9);
+	h.n = 0;
+	put64(&h, 0x10);
+	put8(&h, 0x7e);
+	put32(&h, 2);
+	/* A device: passes through unparsed, even bytes that look like RAM
+	 * records. */
+	put8(&h, 0x04);
+	put32(&h, 3);
+	putstr(&h, "timer");
+	put32(&h, 0);
+	put32(&h, 2);
+	put64(&h, 7 * 4096 | 0x28);
+	put8(&h, 0x7e);
+	put32(&h, 3);
+	put8(&h, 0x00); /* EOF */
+	both(in, want, h.p, h.n);
+	free(h.p);
+}
+
+static void run(const struct buf *in, size_t step, stream_keep_fn keep, struct buf *out,
+		struct stream_stats *st)
+{
+	struct stream_filter *f = stream_filter_new("ram0", keep, NULL);
+	qsnap_error err;
+
+	out->n = 0;
+	for (size_t i = 0; i < in->n; i += step) {
+		size_t n = in->n - i < step ? in->n - i : step;
+
+		assert_int_equal(stream_filter_feed(f, in->p + i, n, &out->p, &out->n, &out->cap, &err), 0);
+	}
+	assert_int_equal(stream_filter_end(f, &err), 0);
+	*st = *stream_filter_stats(f);
+	stream_filter_free(f);
+}
+
+static void test_filter(void **state)
+{
+	struct buf in = {0}, want = {0}, out = {0};
+	struct stream_stats st;
+	const size_t steps[] = {1, 7, 4096, 4105, 1 << 20};
+
+	(void)state;
+	build(&in, &want);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(*steps); i++) {
+		run(&in, steps[i], written, &out, &st);
+		assert_int_equal(out.n, want.n);
+		assert_memory_equal(out.p, want.p, want.n);
+		assert_int_equal(st.dropped, 3);
+		assert_int_equal(st.kept, 5);
+		assert_true(st.passthrough);
+		assert_int_equal(st.in, in.n);
+		assert_int_equal(st.out, want.n);
+	}
+	run(&in, 100, all, &out, &st);
+	assert_int_equal(out.n, in.n);
+	assert_memory_equal(out.p, in.p, in.n);
+	free(in.p);
+	free(want.p);
+	free(out.p);
+}
+
+static void test_refused(void **state)
+{
+	struct buf in = {0}, want = {0}, out = {0};
+	struct stream_filter *f = stream_filter_new("ram0", all, NULL);
+	qsnap_error err;
+
+	(void)state;
+	assert_int_not_equal(stream_filter_feed(f, (const uint8_t *)"QEVN\0\0\0\3", 8, &out.p, &out.n,
+						&out.cap, &err),
+			     0);
+	assert_non_null(strstr(err.msg, "not a QEMU migration stream"));
+	stream_filter_free(f);
+	/* Cut inside the RAM sections: QEMU's migration ended early. */
+	build(&in, &want);
+	f = stream_filter_new("ram0", all, NULL);
+	assert_int_equal(stream_filter_feed(f, in.p, in.n / 2, &out.p, &out.n, &out.cap, &err), 0);
+	assert_int_not_equal(stream_filter_end(f, &err), 0);
+	assert_non_null(strstr(err.msg, "ended early"));
+	stream_filter_free(f);
+	free(in.p);
+	free(want.p);
+	free(out.p);
+}
+
+static void slurp(const char *path, struct buf *b)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	b->n = b->cap = (size_t)st.st_size;
+	b->p = malloc(b->n + 1);
+	assert_int_equal(read(fd, b->p, b->n), (ssize_t)b->n);
+	close(fd);
+}
+
+/* The beginning of a real stream: header, configuration, the RAM blocks,
+ * then pages; none of it passed through unparsed, and with nothing kept
+ * only the records that name their block are left of ram0. */
+static void check_prefix(const char *name)
+{
+	_cleanup_free_ char *path = xasprintf("%s/streams/%s", getenv("QSNAP_UNIT_DIR") ? getenv("QSNAP_UNIT_DIR") : ".", name);
+	struct buf in = {0}, out = {0};
+	struct stream_filter *f = stream_filter_new("ram0", none, NULL);
+	qsnap_error err;
+
+	slurp(path, &in);
+	assert_int_equal(stream_filter_feed(f, in.p, in.n, &out.p, &out.n, &out.cap, &err), 0);
+	assert_false(stream_filter_stats(f)->passthrough);
+	assert_true(stream_filter_stats(f)->dropped > 5);
+	assert_true(out.n < in.n - stream_filter_stats(f)->dropped * 4096 / 2);
+	assert_memory_equal(out.p, in.p, 16); /* the header passes */
+	stream_filter_free(f);
+	free(in.p);
+	free(out.p);
+}
+
+static void test_qemu72(void **state)
+{
+	(void)state;
+	check_prefix("qemu7.2-prefix.bin");
+}
+
+static void test_qemu10(void **state)
+{
+	(void)state;
+	check_prefix("qemu10.0-prefix.bin");
+}
+
+static void test_samples(void **state)
+{
+	const char *env = getenv("QSNAP_STREAM_SAMPLES");
+	_cleanup_free_ char *list = env ? xstrdup(env) : NULL;
+	char *save = NULL;
+
+	(void)state;
+	if (!list)
+		skip();
+	for (char *p = strtok_r(list, ":", &save); p; p = strtok_r(NULL, ":", &save)) {
+		struct buf in = {0}, out = {0};
+		struct stream_stats st;
+
+		slurp(p, &in);
+		run(&in, 1 << 20, all, &out, &st);
+		assert_int_equal(out.n, in.n);
+		assert_memory_equal(out.p, in.p, in.n);
+		run(&in, 65536, none, &out, &st);
+		assert_true(st.dropped > 0);
+		fprintf(stderr, "%s: %llu bytes, %llu of ram0's records kept, %llu dropped, %zu bytes left\n", p,
+			(unsigned long long)in.n, (unsigned long long)st.kept,
+			(unsigned long long)st.dropped, out.n);
+		free(in.p);
+		free(out.p);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_filter),	cmocka_unit_test(test_refused),
+		cmocka_unit_test(test_qemu72),	cmocka_unit_test(test_qemu10),
+		cmocka_unit_test(test_samples),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
