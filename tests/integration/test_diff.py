@@ -110,6 +110,22 @@ def test_diff_refused_without_lazy_ram_and_damaged(t):
     vm.restore("base", "--lazy")
     state(vm, "d", 8)
     vm.save("d", "--diff")
+    # Read as a plain shared-RAM snapshot (by a qsnap that does not know
+    # ram_base, or after an export that lost it), QEMU refuses the stream:
+    # x-ignore-shared differs from the save's.
+    st = vm.state()
+    with open(vm.path("state.json")) as f:
+        text = f.read()
+    with open(vm.path("state.json"), "w") as f:
+        f.write(text.replace('"ram_base": "base",', ""))
+    check("ram_base" not in {s["name"]: s for s in vm.state()["snapshots"]}["d"], "not removed")
+    p = qsnap("restore", vm.dir, "d", ok=False)
+    check(p.returncode != 0, "a delta loaded as a shared-RAM snapshot")
+    with open(vm.path("state.json"), "w") as f:
+        f.write(text)
+    check(vm.state() == st, "state.json not put back")
+    vm.restore("d")
+    check(vm.sh("cat /mnt/who") == "d", "d after the refused load")
     # A damaged delta is refused, and the VM it would replace is not touched.
     path = vm.path("snapshots", "d", "vmstate")
     with open(path, "r+b") as f:
