@@ -1,6 +1,7 @@
 """Differential snapshots: after a lazy restore of a shared-RAM snapshot, a
 save writes only the pages the guest wrote (qsnap save --diff)."""
 
+import json
 import os
 
 from harness import Fail, check, file_digest, qsnap
@@ -116,9 +117,11 @@ def test_diff_refused_without_lazy_ram_and_damaged(t):
     st = vm.state()
     with open(vm.path("state.json")) as f:
         text = f.read()
+    plain = json.loads(text)
+    for s in plain["snapshots"]:
+        s.pop("ram_base", None)
     with open(vm.path("state.json"), "w") as f:
-        f.write(text.replace('"ram_base": "base",', ""))
-    check("ram_base" not in {s["name"]: s for s in vm.state()["snapshots"]}["d"], "not removed")
+        json.dump(plain, f)
     p = qsnap("restore", vm.dir, "d", ok=False)
     check(p.returncode != 0, "a delta loaded as a shared-RAM snapshot")
     with open(vm.path("state.json"), "w") as f:
