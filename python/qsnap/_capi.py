@@ -63,13 +63,14 @@ class StartOpts(Sized):
 
 class SaveStats(Sized):
     _fields_ = [("size", c_size_t), ("paused", c_double), ("total", c_double),
-                ("bytes", c_uint64), ("live", c_bool), ("mode", c_int)]
+                ("bytes", c_uint64), ("live", c_bool), ("mode", c_int), ("diff", c_bool),
+                ("pages_written", c_uint64), ("pages_left_out", c_uint64)]
 
 
 class SaveOpts(Sized):
     _fields_ = [("size", c_size_t), ("replace", c_bool), ("live", c_bool), ("compress", c_int),
                 ("timeout", c_int), ("progress", PROGRESS_FN), ("userdata", c_void_p),
-                ("stats", POINTER(SaveStats))]
+                ("stats", POINTER(SaveStats)), ("diff", c_bool)]
 
 
 class RestoreOpts(Sized):
@@ -80,7 +81,7 @@ class RestoreOpts(Sized):
 class SnapshotInfo(Structure):
     _fields_ = [("name", c_char_p), ("parent", c_char_p), ("created", c_int64), ("mode", c_int),
                 ("size", c_uint64), ("compressed", c_bool), ("was_running", c_bool),
-                ("current", c_bool)]
+                ("current", c_bool), ("ram_base", c_char_p)]
 
 
 class DriveStatus(Structure):

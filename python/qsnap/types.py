@@ -27,6 +27,7 @@ class Snapshot:
     size: int  # bytes on disk of its machine state and its own layers
     was_running: bool  # restores running (else paused)
     current: bool  # the current state descends from it
+    ram_base: Optional[str] = None  # a differential snapshot: whose RAM file it builds on
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,6 @@ class SaveStats:
     bytes: int  # machine state written
     live: bool  # RAM was written while the guest ran
     mode: str  # where the snapshot's RAM went: "stream" or "shared"
+    diff: bool = False  # a differential save (only the pages written since the base)
+    pages_written: int = 0  # diff: RAM pages in the stream
+    pages_left_out: int = 0  # diff: pages the base's RAM file has

@@ -191,7 +191,7 @@ class VM:
         try:
             return [Snapshot(text(s.name), text(s.parent), s.created,
                              text(_capi.ram_mode_name(s.mode)), bool(s.compressed), s.size,
-                             bool(s.was_running), bool(s.current))
+                             bool(s.was_running), bool(s.current), text(s.ram_base))
                     for s in (lst[i].contents for i in range(n.value))]
         finally:
             _capi.snapshot_info_free(lst, n)
@@ -217,20 +217,23 @@ class VM:
 
     def save(self, name: str, *, live: bool = False, replace: bool = False,
              compress: Optional[int] = None, timeout: Optional[float] = None,
-             progress: Optional[ProgressCallback] = None) -> SaveStats:
+             progress: Optional[ProgressCallback] = None, diff: bool = False) -> SaveStats:
         """Save the whole VM as snapshot name; it runs on as it was. live:
         pause the guest only for milliseconds. compress: a zstd level 1-19
-        (None: none). Raises Exists if name exists and not replace."""
+        (None: none). diff: a differential snapshot of a lazily restored VM
+        (only the pages written since its base). Raises Exists if name
+        exists and not replace."""
         rep = Reporter(progress)
         st = _capi.SaveStats()
         o = _capi.SaveOpts(replace=replace, live=live,
                            compress=_capi.COMPRESS_OFF if compress is None else compress,
                            timeout=_seconds(timeout), progress=rep.fn,
-                           stats=ctypes.pointer(st))
+                           stats=ctypes.pointer(st), diff=diff)
         with self._lock:
             call_reporting(rep, _capi.vm_save, self._h(), arg(name), ctypes.byref(o))
         return SaveStats(st.paused, st.total, st.bytes, bool(st.live),
-                         text(_capi.ram_mode_name(st.mode)))
+                         text(_capi.ram_mode_name(st.mode)), bool(st.diff), st.pages_written,
+                         st.pages_left_out)
 
     def restore(self, name: str, *, lazy: bool = False, timeout: Optional[float] = None,
                 progress: Optional[ProgressCallback] = None) -> None:

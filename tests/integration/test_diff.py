@@ -1,8 +1,10 @@
 """Differential snapshots: after a lazy restore of a shared-RAM snapshot, a
 save writes only the pages the guest wrote (qsnap save --diff)."""
 
+import glob
 import json
 import os
+import signal
 
 from harness import Fail, check, file_digest, qsnap
 
@@ -141,3 +143,29 @@ def test_diff_refused_without_lazy_ram_and_damaged(t):
     p = qsnap("restore", vm.dir, "d", ok=False)
     if p.returncode == 0:
         raise Fail("a damaged delta was restored")
+
+
+def test_diff_save_killed_leaves_nothing(t):
+    from test_faults import finish, partial_vmstate_written, start_qsnap, wait_for
+
+    vm = diff_vm(t, memory="512M")
+    vm.boot()
+    vm.sh("dd if=/dev/urandom of=/tmp/big.bin bs=1M count=200 2>/dev/null", timeout=300)
+    vm.save("base")
+    ram_sum = file_digest(vm.path("snapshots", "base", "ram"))
+    vm.restore("base", "--lazy")
+    now = state(vm, "k", 16)
+    proc = start_qsnap("save", vm.dir, "doomed", "--diff")
+    check(wait_for(lambda: partial_vmstate_written(vm), "the save to write", proc=proc),
+          "the save ended before it could be interrupted")
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    check(list(listed(vm)) == ["base"], f"after the killed save: {list(listed(vm))}")
+    vm.save("after", "--diff")
+    check(list(listed(vm)) == ["base", "after"], f"listed: {list(listed(vm))}")
+    check(not glob.glob(vm.path("snapshots", ".partial-*")), "a partial directory is left")
+    check(view(vm) == now, "the guest changed while the save was undone")
+    vm.restore("base")
+    vm.restore("after", "--lazy")
+    check(view(vm) == now, "after, restored, differs")
+    check(file_digest(vm.path("snapshots", "base", "ram")) == ram_sum, "base's RAM changed")

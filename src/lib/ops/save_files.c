@@ -85,7 +85,7 @@ int save_migrate(struct save *sv, qsnap_error *err)
 				.phase = "save",
 				.progress = opts->progress,
 				.userdata = opts->userdata,
-				.fd = sv->pump ? sv->fd : sv->qemu_fd,
+				.fd = sv->pump || sv->diff ? sv->fd : sv->qemu_fd,
 				.pump = sv->pump,
 				.live = sv->live,
 				.switchover = sv->precopy ? save_switch_at_switchover : NULL,
