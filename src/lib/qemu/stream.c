@@ -324,26 +324,14 @@ static enum item parse_ram(struct stream_filter *f, struct cur *c)
 	return ITEM_DROP;
 }
 
-int stream_filter_feed(struct stream_filter *f, const uint8_t *buf, size_t n, uint8_t **out,
-		       size_t *out_len, size_t *out_cap, qsnap_error *err)
+/* Parse and filter p[0..n): the bytes consumed go to *ret_used; what is
+ * left is an item that needs more input. */
+static int parse(struct stream_filter *f, const uint8_t *p, size_t n, size_t *ret_used,
+		 uint8_t **out, size_t *out_len, size_t *out_cap, qsnap_error *err)
 {
-	struct cur c;
-	size_t start = *out_len;
+	struct cur c = {.p = p, .n = n};
 
-	f->st.in += n;
-	if (f->at == PASS) {
-		emit(buf, n, out, out_len, out_cap);
-		f->st.out += n;
-		return 0;
-	}
-	if (f->pend_len + n > f->pend_cap) {
-		f->pend_cap = (f->pend_len + n) * 2;
-		f->pend = xrealloc(f->pend, f->pend_cap);
-	}
-	memcpy(f->pend + f->pend_len, buf, n);
-	f->pend_len += n;
-	c = (struct cur){.p = f->pend, .n = f->pend_len};
-	while (c.i < c.n) {
+	while (c.i < c.n && f->at != PASS) {
 		size_t at = c.i;
 		enum item it = ITEM_MORE;
 		uint32_t magic, version;
@@ -373,6 +361,7 @@ int stream_filter_feed(struct stream_filter *f, const uint8_t *buf, size_t n, ui
 		}
 		if (it == ITEM_PASS) {
 			f->at = PASS;
+			f->st.passthrough = true;
 			c.i = at;
 			break;
 		}
@@ -382,10 +371,54 @@ int stream_filter_feed(struct stream_filter *f, const uint8_t *buf, size_t n, ui
 	if (f->at == PASS) {
 		emit(c.p + c.i, c.n - c.i, out, out_len, out_cap);
 		c.i = c.n;
-		f->st.passthrough = true;
 	}
-	memmove(f->pend, f->pend + c.i, c.n - c.i);
-	f->pend_len = c.n - c.i;
+	*ret_used = c.i;
+	return 0;
+}
+
+static void pend_add(struct stream_filter *f, const uint8_t *p, size_t n)
+{
+	if (f->pend_len + n > f->pend_cap) {
+		f->pend_cap = (f->pend_len + n) * 2;
+		f->pend = xrealloc(f->pend, f->pend_cap);
+	}
+	memcpy(f->pend + f->pend_len, p, n);
+	f->pend_len += n;
+}
+
+/* The input is parsed where it lies; only an item cut by the end of a
+ * piece is copied, and once it is complete parsing goes on in the next
+ * piece itself. */
+int stream_filter_feed(struct stream_filter *f, const uint8_t *buf, size_t n, uint8_t **out,
+		       size_t *out_len, size_t *out_cap, qsnap_error *err)
+{
+	size_t start = *out_len, i = 0, used;
+	int r;
+
+	f->st.in += n;
+	while (f->pend_len > 0 && i < n) {
+		size_t old = f->pend_len, take = n - i < 65536 ? n - i : 65536;
+
+		pend_add(f, buf + i, take);
+		r = parse(f, f->pend, f->pend_len, &used, out, out_len, out_cap, err);
+		if (r < 0)
+			return r;
+		if (used >= old) {
+			/* The cut item is complete: on in buf itself. */
+			i += used - old;
+			f->pend_len = 0;
+			break;
+		}
+		memmove(f->pend, f->pend + used, f->pend_len - used);
+		f->pend_len -= used;
+		i += take;
+	}
+	if (i < n) {
+		r = parse(f, buf + i, n - i, &used, out, out_len, out_cap, err);
+		if (r < 0)
+			return r;
+		pend_add(f, buf + i + used, n - i - used);
+	}
 	f->st.out += *out_len - start;
 	return 0;
 }
