@@ -194,7 +194,8 @@ static void run(const struct buf *in, size_t step, stream_keep_fn keep, struct b
 	for (size_t i = 0; i < in->n; i += step) {
 		size_t n = in->n - i < step ? in->n - i : step;
 
-		assert_int_equal(stream_filter_feed(f, in->p + i, n, &out->p, &out->n, &out->cap, &err), 0);
+		assert_int_equal(
+		    stream_filter_feed(f, in->p + i, n, &out->p, &out->n, &out->cap, &err), 0);
 	}
 	assert_int_equal(stream_filter_end(f, &err), 0);
 	*st = *stream_filter_stats(f);
@@ -234,8 +235,8 @@ static void test_refused(void **state)
 	qsnap_error err;
 
 	(void)state;
-	assert_int_not_equal(stream_filter_feed(f, (const uint8_t *)"QEVN\0\0\0\3", 8, &out.p, &out.n,
-						&out.cap, &err),
+	assert_int_not_equal(stream_filter_feed(f, (const uint8_t *)"QEVN\0\0\0\3", 8, &out.p,
+						&out.n, &out.cap, &err),
 			     0);
 	assert_non_null(strstr(err.msg, "not a QEMU migration stream"));
 	stream_filter_free(f);
@@ -269,7 +270,8 @@ static void slurp(const char *path, struct buf *b)
  * only the records that name their block are left of ram0. */
 static void check_prefix(const char *name)
 {
-	_cleanup_free_ char *path = xasprintf("%s/streams/%s", getenv("QSNAP_UNIT_DIR") ? getenv("QSNAP_UNIT_DIR") : ".", name);
+	_cleanup_free_ char *path = xasprintf(
+	    "%s/streams/%s", getenv("QSNAP_UNIT_DIR") ? getenv("QSNAP_UNIT_DIR") : ".", name);
 	struct buf in = {0}, out = {0};
 	struct stream_filter *f = stream_filter_new("ram0", none, NULL);
 	qsnap_error err;
@@ -316,9 +318,11 @@ static void test_samples(void **state)
 		assert_memory_equal(out.p, in.p, in.n);
 		run(&in, 65536, none, &out, &st);
 		assert_true(st.dropped > 0);
-		fprintf(stderr, "%s: %llu bytes, %llu of ram0's records kept, %llu dropped, %zu bytes left\n", p,
-			(unsigned long long)in.n, (unsigned long long)st.kept,
-			(unsigned long long)st.dropped, out.n);
+		fprintf(
+		    stderr,
+		    "%s: %llu bytes, %llu of ram0's records kept, %llu dropped, %zu bytes left\n",
+		    p, (unsigned long long)in.n, (unsigned long long)st.kept,
+		    (unsigned long long)st.dropped, out.n);
 		free(in.p);
 		free(out.p);
 	}
@@ -327,9 +331,9 @@ static void test_samples(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_filter),	cmocka_unit_test(test_refused),
-		cmocka_unit_test(test_qemu72),	cmocka_unit_test(test_qemu10),
-		cmocka_unit_test(test_samples),
+	    cmocka_unit_test(test_filter),  cmocka_unit_test(test_refused),
+	    cmocka_unit_test(test_qemu72),  cmocka_unit_test(test_qemu10),
+	    cmocka_unit_test(test_samples),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

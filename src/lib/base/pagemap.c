@@ -61,8 +61,8 @@ int pagemap_open(pid_t pid, int file_fd, struct pagemap **ret, qsnap_error *err)
 		unsigned maj, mnr;
 		char perms[8];
 
-		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s %" SCNx64 " %x:%x %" SCNu64, &start, &end,
-			   perms, &off, &maj, &mnr, &ino) != 7)
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s %" SCNx64 " %x:%x %" SCNu64, &start,
+			   &end, perms, &off, &maj, &mnr, &ino) != 7)
 			continue;
 		if (ino != st.st_ino || maj != major(st.st_dev) || mnr != minor(st.st_dev))
 			continue;

@@ -75,7 +75,8 @@ static void *diff_thread(void *data)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			r = qerr(&e, errno, "cannot read QEMU's migration stream: %s", strerror(errno));
+			r = qerr(&e, errno, "cannot read QEMU's migration stream: %s",
+				 strerror(errno));
 			break;
 		}
 		if (n == 0) {
@@ -108,8 +109,8 @@ int save_diff_start(struct save *sv, qsnap_error *err)
 	int p[2], r;
 
 	if (ram < 0)
-		return qerr(err, errno, "cannot open the RAM file %s/%s: %s", vm->dir, vm->st.ram_file,
-			    strerror(errno));
+		return qerr(err, errno, "cannot open the RAM file %s/%s: %s", vm->dir,
+			    vm->st.ram_file, strerror(errno));
 	d = xcalloc(1, sizeof(*d));
 	d->in = d->out = -1;
 	r = pagemap_open(vm->st.qemu_pid, ram, &d->pm, err);
@@ -193,10 +194,15 @@ static const struct snapshot *mapped_snapshot(qsnap_vm *vm)
 int save_diff_check(qsnap_vm *vm, qsnap_error *err)
 {
 	if (!vm->st.ram_file || vm->st.ram_shared)
-		return qerr(err, EINVAL, "a differential save needs the VM's RAM mapped copy-on-write from a snapshot's RAM file: restore a shared-RAM snapshot with --lazy first (the VM in %s %s)",
-			    vm->dir, vm->st.ram_file ? "has its own shared RAM file" : "has anonymous RAM");
+		return qerr(
+		    err, EINVAL,
+		    "a differential save needs the VM's RAM mapped copy-on-write from a snapshot's "
+		    "RAM file: restore a shared-RAM snapshot with --lazy first (the VM in %s %s)",
+		    vm->dir, vm->st.ram_file ? "has its own shared RAM file" : "has anonymous RAM");
 	if (!mapped_snapshot(vm))
-		return qerr(err, ENOENT, "the RAM file the VM maps (%s/%s) belongs to no snapshot any more: save without --diff",
+		return qerr(err, ENOENT,
+			    "the RAM file the VM maps (%s/%s) belongs to no snapshot any more: "
+			    "save without --diff",
 			    vm->dir, vm->st.ram_file);
 	return 0;
 }
@@ -208,7 +214,8 @@ int save_diff_link(struct save *sv, qsnap_error *err)
 	_cleanup_free_ char *to = layout_in(vm->st.pending, SNAP_RAM);
 
 	if (!base)
-		return qerr(err, ENOENT, "the RAM file the VM maps belongs to no snapshot any more");
+		return qerr(err, ENOENT,
+			    "the RAM file the VM maps belongs to no snapshot any more");
 	if (linkat(vm->dirfd, vm->st.ram_file, vm->dirfd, to, 0) < 0)
 		return qerr(err, errno, "cannot link %s to %s: %s", vm->st.ram_file, to,
 			    strerror(errno));

@@ -184,7 +184,6 @@ static enum item parse_configuration(struct stream_filter *f, struct cur *c)
 	for (;;) {
 		char name[256];
 		uint32_t version, n;
-		uint8_t b;
 
 		if (c->i == c->n)
 			return ITEM_MORE; /* a subsection may follow */
@@ -211,7 +210,6 @@ static enum item parse_configuration(struct stream_filter *f, struct cur *c)
 			if (!get(c, 16, &p))
 				return ITEM_MORE;
 		} else {
-			(void)b;
 			return ITEM_PASS;
 		}
 	}
@@ -341,7 +339,8 @@ static int parse(struct stream_filter *f, const uint8_t *p, size_t n, size_t *re
 			if (!get32(&c, &magic) || !get32(&c, &version))
 				break;
 			if (magic != QEVM_MAGIC || version != QEVM_VERSION)
-				return qerr(err, EPROTO, "not a QEMU migration stream (magic %08x, version %u)",
+				return qerr(err, EPROTO,
+					    "not a QEMU migration stream (magic %08x, version %u)",
 					    magic, version);
 			f->at = AT_TOP;
 			it = ITEM_EMIT;
@@ -426,7 +425,8 @@ int stream_filter_feed(struct stream_filter *f, const uint8_t *buf, size_t n, ui
 int stream_filter_end(struct stream_filter *f, qsnap_error *err)
 {
 	if (f->at != PASS || f->pend_len)
-		return qerr(err, EPROTO, "the migration stream ended early (%llu bytes, inside its %s)",
-			    (unsigned long long)f->st.in, f->at == IN_RAM ? "RAM section" : "header");
+		return qerr(
+		    err, EPROTO, "the migration stream ended early (%llu bytes, inside its %s)",
+		    (unsigned long long)f->st.in, f->at == IN_RAM ? "RAM section" : "header");
 	return 0;
 }

@@ -13,9 +13,9 @@
 typedef bool (*stream_keep_fn)(void *data, uint64_t offset);
 
 struct stream_stats {
-	uint64_t in, out;	  /* bytes fed, bytes passed on */
-	uint64_t kept, dropped;	  /* page and zero records of the filtered block */
-	bool passthrough;	  /* past the RAM sections: bytes pass as they are */
+	uint64_t in, out;	/* bytes fed, bytes passed on */
+	uint64_t kept, dropped; /* page and zero records of the filtered block */
+	bool passthrough;	/* past the RAM sections: bytes pass as they are */
 };
 
 struct stream_filter;
