@@ -179,7 +179,7 @@ static int save_undo(struct save *sv, qsnap_error *err)
 	if (alive && sv->fd_passed)
 		migrate_release(sv->q, &sv->tgt);
 	pump_finish(TAKE_PTR(sv->pump), &e2);
-	save_diff_cancel(sv);
+	save_diff_cancel(sv, err);
 	checksum_follow_cancel(TAKE_PTR(sv->sum));
 	if (sv->stage)
 		unlink(sv->stage);
@@ -212,7 +212,7 @@ static void save_free(struct save *sv)
 	free(sv->checksum);
 	free(sv->ram_checksum);
 	free(sv->stage);
-	save_diff_cancel(sv);
+	save_diff_cancel(sv, NULL);
 	free(sv->ram_base);
 }
 

@@ -88,7 +88,7 @@ char *save_stage_path(qsnap_vm *vm);
 int save_diff_check(qsnap_vm *vm, qsnap_error *err);
 int save_diff_start(struct save *sv, qsnap_error *err);
 int save_diff_finish(struct save *sv, qsnap_error *err);
-void save_diff_cancel(struct save *sv);
+void save_diff_cancel(struct save *sv, qsnap_error *err);
 int save_diff_link(struct save *sv, qsnap_error *err);
 
 /* The commit (save_commit.c): meta.json, the final directory, one atomic

@@ -29,6 +29,7 @@ struct diff_pump {
 	struct pagemap *pm;
 	struct stream_filter *f;
 	atomic_bool stop;
+	bool write_failed; /* our side's fault (a full disk), not QEMU's */
 	int code;
 	char msg[512];
 };
@@ -87,8 +88,10 @@ static void *diff_thread(void *data)
 		pagemap_forget(d->pm);
 		out_len = 0;
 		r = stream_filter_feed(d->f, buf, (size_t)n, &out, &out_len, &out_cap, &e);
-		if (r == 0 && write_all(d->out, out, out_len) < 0)
+		if (r == 0 && write_all(d->out, out, out_len) < 0) {
 			r = qerr(&e, errno, "cannot write the machine state: %s", strerror(errno));
+			d->write_failed = true;
+		}
 		if (r < 0)
 			break;
 	}
@@ -172,10 +175,17 @@ int save_diff_finish(struct save *sv, qsnap_error *err)
 	return checksum_fd(sv->fd, "the machine state", &sv->checksum, err);
 }
 
-void save_diff_cancel(struct save *sv)
+void save_diff_cancel(struct save *sv, qsnap_error *err)
 {
-	if (sv->diff_pump)
-		diff_join(TAKE_PTR(sv->diff_pump), true, NULL, NULL);
+	struct diff_pump *d = TAKE_PTR(sv->diff_pump);
+	qsnap_error e2;
+
+	if (!d)
+		return;
+	/* QEMU saw only a broken pipe; our side knows why (a full disk). */
+	if (d->write_failed && err)
+		qerr(err, d->code, "%s", d->msg);
+	diff_join(d, true, NULL, &e2);
 }
 
 /* The snapshot whose RAM file the VM maps: the base the new one records. */
