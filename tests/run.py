@@ -27,6 +27,7 @@ QSNAP_TEST_QEMUS: which QEMUs the integration tests run on, "system",
 "qemu10" or "system,qemu10" (the default).
 """
 
+import concurrent.futures
 import json
 import os
 import re
@@ -293,11 +294,12 @@ def run_fuzz(tot):
         return
     seconds = int(os.environ.get("QSNAP_FUZZ_SECONDS", "15"))
     fuzz_dir = os.path.join(ROOT, "tests", "fuzz")
-    for t in FUZZ_TARGETS:
+    arts = os.path.join(ROOT, "build-fuzz", "artifacts")
+    os.makedirs(arts, exist_ok=True)
+
+    def fuzz(t):
         work = os.path.join(ROOT, "build-fuzz", "corpus-" + t)
-        arts = os.path.join(ROOT, "build-fuzz", "artifacts")
         os.makedirs(work, exist_ok=True)
-        os.makedirs(arts, exist_ok=True)
         # New inputs go to build-fuzz/corpus-NAME; the checked-in seeds are
         # only read. A fixed seed makes a run repeat the last one's inputs
         # (as far as the time allows): a failure in CI reproduces.
@@ -309,8 +311,13 @@ def run_fuzz(tot):
             cwd=ROOT, env={**os.environ, **SANITIZER_ENV}, capture_output=True, text=True)
         runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", p.stderr)
         runs = runs.group(1) if runs else "?"
-        tot.add(f"fuzz: {t} ({seconds} s, {runs} runs)", p.returncode == 0,
+        return (f"fuzz: {t} ({seconds} s, {runs} runs)", p.returncode == 0,
                 "a crash, leak or hang; the input is in build-fuzz/artifacts/:\n" + tail(p.stderr, 40))
+
+    # One target per core at a time (each is one process, one thread).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for result in pool.map(fuzz, FUZZ_TARGETS):
+            tot.add(*result)
 
 
 def run_layers(tot):
