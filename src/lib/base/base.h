@@ -180,6 +180,24 @@ int child_start_waited(int (*fn)(void *), void *arg, struct waited *ret, qsnap_e
  * status_fd. */
 int child_wait_waited(struct waited *c, int *ret_status, qsnap_error *err);
 
+/* A program started detached (child_exec_detached): nobody's child here,
+ * in a session of its own, with default signals, an empty mask, envp, and
+ * exactly the descriptors fds[0..n_fds-1] as 0..n_fds-1 (the same
+ * descriptor may be given at several numbers). */
+#define CHILD_MAX_FDS 16
+struct child_exec {
+	const char *prog; /* a path */
+	char *const *argv, *const *envp;
+	const int *fds;
+	unsigned n_fds;
+	const char *cwd; /* NULL: "/" */
+	int umask;	 /* -1: the caller's */
+};
+/* Start it through an intermediate child (child_start) that forks it and
+ * exits; its pid, or why exec failed ("cannot run PROG: ..."), comes back
+ * through a close-on-exec pipe, never an exit status. */
+int child_exec_detached(const struct child_exec *x, pid_t *ret_pid, qsnap_error *err);
+
 /* ---- helper programs (program.c) ---- */
 
 /* Find a program in PATH (or take an absolute/relative path as is). */
