@@ -198,6 +198,22 @@ struct child_exec {
  * through a close-on-exec pipe, never an exit status. */
 int child_exec_detached(const struct child_exec *x, pid_t *ret_pid, qsnap_error *err);
 
+/* ---- qsnap's own helper programs (helper.c) ---- */
+
+/* The folder of qsnap's helpers: the build tree's src/helpers for a library
+ * (or program) of that build tree, else libexecdir/qsnap beside the
+ * library. */
+char *helper_dir(void);
+/* Start the helper argv[0] (a name in helper_dir) detached
+ * (child_exec_detached) with envp and fds[i] as descriptor i; descriptor
+ * n_fds is its ready pipe. Returns once it said it is ready (helper_ready),
+ * with its pid; its failure (helper_failed) is the error. */
+int helper_start(char *const argv[], char *const envp[], const int *fds, unsigned n_fds,
+		 pid_t *ret_pid, qsnap_error *err);
+/* In a helper: say that it is ready, or why it failed; closes fd. */
+void helper_ready(int fd);
+void helper_failed(int fd, const qsnap_error *err);
+
 /* ---- helper programs (program.c) ---- */
 
 /* Find a program in PATH (or take an absolute/relative path as is). */
