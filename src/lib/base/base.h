@@ -157,9 +157,6 @@ char *file_tail(int dirfd, const char *path, size_t max);
 
 /* ---- children (child.c) ---- */
 
-/* Every process qsnap starts begins with default signal dispositions and
- * an empty signal mask (async-signal-safe; for a child of fork()). */
-void child_reset_signals(void);
 /* Start a child that runs fn(arg) and exits with what it returns; fn may
  * make only async-signal-safe calls (it should exec). Signals reset as
  * above. The child's exit signal is 0: a caller's SIGCHLD=SIG_IGN or

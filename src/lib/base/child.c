@@ -37,7 +37,9 @@ struct kernel_sigaction {
 	unsigned long mask;
 };
 
-void child_reset_signals(void)
+/* Every process qsnap starts begins with default signal dispositions and
+ * an empty signal mask. */
+static void child_reset_signals(void)
 {
 	struct kernel_sigaction dfl = {.handler = SIG_DFL};
 	unsigned long none = 0;

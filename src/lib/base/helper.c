@@ -29,10 +29,11 @@ static char *own_dir(void)
 	Dl_info info;
 	char *slash;
 
-	if (dladdr((void *)own_dir, &info) && info.dli_fname && info.dli_fname[0] == '/' &&
+	/* glibc names the main program by its argv[0]: that one is found
+	 * through /proc. */
+	if (dladdr((void *)own_dir, &info) && info.dli_fname && *info.dli_fname &&
 	    strcmp(info.dli_fname, program_invocation_name) != 0)
 		obj = info.dli_fname;
-	/* glibc names the main program by its argv[0]. */
 	if (!obj || !realpath(obj, path)) {
 		ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
 
