@@ -14,7 +14,6 @@
  * when QEMU's end of the socket pair closes, i.e. with QEMU.
  * Usage: qsnap-console LOG-NAME LOG-MAX-BYTES */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +23,7 @@
 
 int main(int argc, char **argv)
 {
+	int fd;
 	unsigned long long max;
 	char *end;
 
@@ -33,12 +33,11 @@ int main(int argc, char **argv)
 				"with its descriptors 3-7 set up)\n");
 		return 2;
 	}
-	for (int fd = CONSOLE_FD_GUEST; fd <= CONSOLE_FD_READY; fd++)
-		if (fcntl(fd, F_GETFD) < 0) {
-			fprintf(stderr, "qsnap-console: descriptor %d is not open (it is started by "
-					"libqsnap, with its descriptors 3-7 set up)\n", fd);
-			return 2;
-		}
+	if ((fd = helper_missing_fd(CONSOLE_FD_READY)) >= 0) {
+		fprintf(stderr, "qsnap-console: descriptor %d is not open (it is started by libqsnap, "
+				"with its descriptors 3-7 set up)\n", fd);
+		return 2;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	helper_ready(CONSOLE_FD_READY);
 	return console_relay(argv[1], max) < 0;

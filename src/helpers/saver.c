@@ -18,7 +18,6 @@
  * itself, and exits 0 when the snapshot was saved.
  * Usage: qsnap-saver [--live] [--replace] [--compress=LEVEL] [--timeout=S] VMDIR NAME */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +50,7 @@ static bool number(const char *arg, const char *opt, int *ret)
 
 int main(int argc, char **argv)
 {
+	int fd;
 	qsnap_save_opts opts = QSNAP_SAVE_OPTS_INIT;
 	int i;
 
@@ -65,12 +65,11 @@ int main(int argc, char **argv)
 	}
 	if (argc - i != 2 || argv[i][0] != '/')
 		return usage();
-	for (int fd = SAVER_FD_LOCK; fd <= SAVER_FD_READY; fd++)
-		if (fcntl(fd, F_GETFD) < 0) {
-			fprintf(stderr, "qsnap-saver: descriptor %d is not open (it is started by "
-					"libqsnap, with its descriptors 3-5 set up)\n", fd);
-			return 2;
-		}
+	if ((fd = helper_missing_fd(SAVER_FD_READY)) >= 0) {
+		fprintf(stderr, "qsnap-saver: descriptor %d is not open (it is started by libqsnap, "
+				"with its descriptors 3-5 set up)\n", fd);
+		return 2;
+	}
 	signal(SIGHUP, SIG_IGN);
 	return background_saver(argv[i], argv[i + 1], &opts);
 }

@@ -207,6 +207,9 @@ char *helper_dir(void);
  * with its pid; its failure (helper_failed) is the error. */
 int helper_start(char *const argv[], char *const envp[], const int *fds, unsigned n_fds,
 		 pid_t *ret_pid, qsnap_error *err);
+/* In a helper: the first of its descriptors 3..last that is not open (it
+ * was not started by the library), or -1. */
+int helper_missing_fd(int last);
 /* In a helper: say that it is ready, or why it failed; closes fd. */
 void helper_ready(int fd);
 void helper_failed(int fd, const qsnap_error *err);

@@ -83,6 +83,14 @@ struct helper_word {
 	char msg[sizeof(((qsnap_error *)0)->msg)];
 };
 
+int helper_missing_fd(int last)
+{
+	for (int fd = 3; fd <= last; fd++)
+		if (fcntl(fd, F_GETFD) < 0)
+			return fd;
+	return -1;
+}
+
 void helper_ready(int fd)
 {
 	(void)!write(fd, "R", 1);
