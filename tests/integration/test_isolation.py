@@ -269,7 +269,7 @@ def test_helpers_get_only_what_they_need(t):
     default signals (but SIGPIPE ignored by the relay, SIGHUP by the saver),
     the documented environment and exactly its documented descriptors;
     QEMU too gets none of that."""
-    vm = t.vm(memory="512M")
+    vm = t.vm()
     since = vm.log_size()
     _, leaked = hostile_qsnap(t, "start", vm.dir)
     vm.wait_ready(since)
@@ -299,7 +299,7 @@ def test_helpers_get_only_what_they_need(t):
 
     # The saver, while it saves: long enough to be looked at (RAM that
     # compresses slowly at level 19).
-    fill_guest(vm, "helpers", mib=16)
+    fill_guest(vm, "helpers", mib=8)
     hostile_qsnap(t, "save", "--live", "--no-wait", "--compress=19", vm.dir, "B")
     bg = json.loads(qsnap("status", "--json", vm.dir).stdout)["background_save"]
     check(bg and bg["running"] and bg["pid"] > 0, f"no background save running: {bg}")
