@@ -298,9 +298,9 @@ def test_helpers_get_only_what_they_need(t):
           f"the console relay's descriptors: {got}")
 
     # The saver, while it saves: long enough to be looked at (RAM that
-    # compresses slowly at level 19).
+    # compresses slowly at level 15).
     fill_guest(vm, "helpers", mib=8)
-    hostile_qsnap(t, "save", "--live", "--no-wait", "--compress=19", vm.dir, "B")
+    hostile_qsnap(t, "save", "--live", "--no-wait", "--compress=15", vm.dir, "B")
     bg = json.loads(qsnap("status", "--json", vm.dir).stdout)["background_save"]
     check(bg and bg["running"] and bg["pid"] > 0, f"no background save running: {bg}")
     saver = bg["pid"]
