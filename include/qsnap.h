@@ -39,21 +39,23 @@
  *    the VM's lock (qsnap_vm_open waits for it).
  *  - Functions without a qsnap_vm (qsnap_def_*, qsnap_parse_size, ...) only
  *    touch what they are given.
- *  - The library forks and execs (no shell): qemu-img, waited for within
- *    the call, and QEMU, started detached (a session of its own, not a
- *    child of the caller) so that it runs on until qsnap_vm_stop, also
- *    after the calling program ended. qsnap_vm_save_background forks a
- *    detached process of the same kind, and every QEMU start a console
- *    relay.
- *  - The caller's signal state stays its own: every process the library
- *    starts begins with default signal dispositions and an empty signal
- *    mask (the console relay then ignores SIGPIPE, the background save
- *    SIGHUP). qemu-img and the short-lived processes that detach QEMU are
- *    cloned with no exit signal: SIGCHLD set to SIG_IGN, or a handler that
- *    reaps every child with waitpid(-1, ...) without __WALL, neither takes
- *    their exit status nor sees a SIGCHLD for them. The relay's and the
- *    background save's first fork do send SIGCHLD; their status is not
- *    needed, so a caller's reaper may take it.
+ *  - The library starts programs (no shell, no library code run in a
+ *    copy of the caller): qemu-img, waited for within the call, and QEMU,
+ *    started detached (a session of its own, not a child of the caller)
+ *    so that it runs on until qsnap_vm_stop, also after the calling
+ *    program ended. Every QEMU start also starts a console relay, and
+ *    qsnap_vm_save_background a saver: qsnap's own helper programs
+ *    (qsnap-console, qsnap-saver, installed in LIBEXECDIR/qsnap), started
+ *    detached the same way.
+ *  - The caller's signal state, environment and descriptors stay its own:
+ *    every process the library starts begins with default signal
+ *    dispositions and an empty signal mask (the console relay then ignores
+ *    SIGPIPE, the saver SIGHUP), a fixed environment (the saver's holds
+ *    the caller's PATH) and only the descriptors it needs. The short-lived
+ *    processes that wait for qemu-img or detach the others are cloned
+ *    with no exit signal: SIGCHLD set to SIG_IGN, or a handler that reaps
+ *    every child with waitpid(-1, ...) without __WALL, neither takes their
+ *    exit status nor sees a SIGCHLD for them.
  *  - Inside a call it starts threads of its own (compression, checksums,
  *    copying RAM) that end before the call returns.
  *  - Its file descriptors are all O_CLOEXEC; it changes no signal
@@ -368,9 +370,9 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
  * calling process (as by qsnap_vm_close) and set to NULL, whether the call
  * succeeds or fails (the lock goes to the background process); open the VM again to
  * work on it (qsnap_vm_open waits for the save with its lock_timeout). The
- * background process's pid goes to *ret_pid when ret_pid is not NULL. It forks: call it from a thread
- * while no other thread of the program holds a lock (malloc's included)
- * that the save would need, e.g. from a program with one thread. */
+ * background process's pid goes to *ret_pid when ret_pid is not NULL. The
+ * process is the program qsnap-saver (LIBEXECDIR/qsnap), so any thread may
+ * call this while others work. */
 int qsnap_vm_save_background(qsnap_vm **vmp, const char *name, const qsnap_save_opts *opts,
 			     pid_t *ret_pid, qsnap_error *err);
 

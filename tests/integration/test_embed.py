@@ -36,6 +36,18 @@ def install(t):
     return dest, env
 
 
+def installed_helpers(dest):
+    """qsnap's helper programs that meson install put into libexecdir/qsnap."""
+    found = sorted(glob.glob(os.path.join(dest, "**", "libexec", "qsnap", "qsnap-*"),
+                             recursive=True))
+    names = [os.path.basename(f) for f in found]
+    check(names == ["qsnap-console", "qsnap-saver"],
+          f"meson install put these helpers into a libexec/qsnap: {found}")
+    for f in found:
+        check(os.access(f, os.X_OK), f"{f} is not executable")
+    return found
+
+
 def pkg_config(env, *args):
     p = subprocess.run(["pkg-config", *args, "qsnap"], env=env, capture_output=True, text=True)
     check(p.returncode == 0, f"pkg-config {' '.join(args)} qsnap: {p.stderr.strip()}")
@@ -78,6 +90,7 @@ def test_install_shared_library(t):
     exported = {s.split("@")[0] for s in syms if s.startswith("qsnap_")}
     check(declared == exported, f"qsnap.h and the exports differ: only declared "
           f"{sorted(declared - exported)}, only exported {sorted(exported - declared)}")
+    installed_helpers(dest)
     # The installed CLI runs on the installed library.
     qsnap_bin = glob.glob(os.path.join(dest, "**", "bin", "qsnap"), recursive=True)
     check(len(qsnap_bin) == 1, f"meson install put no qsnap in a bin/: {qsnap_bin}")
@@ -193,6 +206,15 @@ def test_embed_hostile_signals(t):
                        env=run_env, capture_output=True, text=True, timeout=900)
     check(p.returncode == 0 and "embed_signals: all checks passed" in p.stdout,
           f"embed_signals exited {p.returncode}:\n{p.stdout}{p.stderr}")
+    # The installed library runs the helper programs installed with it.
+    helpers = os.path.dirname(installed_helpers(os.path.join(t.dir, "dest"))[0])
+    exes = dict(re.findall(r"^exe of (.*): (.*)$", p.stdout, re.M))
+    check(exes.get("the console relay") == os.path.join(helpers, "qsnap-console"),
+          f"the console relay runs {exes.get('the console relay')}, not the helper in {helpers}")
+    if "the background save" in exes:
+        check(exes["the background save"] == os.path.join(helpers, "qsnap-saver"),
+              f"the background save runs {exes['the background save']}, not the helper "
+              f"in {helpers}")
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", out],
                                      capture_output=True, text=True, check=True).stdout)
     check(info["format"] == "qcow2" and "backing-filename" not in info,

@@ -157,9 +157,6 @@ char *file_tail(int dirfd, const char *path, size_t max);
 
 /* ---- children (child.c) ---- */
 
-/* Every process qsnap starts begins with default signal dispositions and
- * an empty signal mask (async-signal-safe; for a child of fork()). */
-void child_reset_signals(void);
 /* Start a child that runs fn(arg) and exits with what it returns; fn may
  * make only async-signal-safe calls (it should exec). Signals reset as
  * above. The child's exit signal is 0: a caller's SIGCHLD=SIG_IGN or
@@ -179,6 +176,43 @@ int child_start_waited(int (*fn)(void *), void *arg, struct waited *ret, qsnap_e
 /* Wait for the waiter; the program's status as waitpid gives it. Closes
  * status_fd. */
 int child_wait_waited(struct waited *c, int *ret_status, qsnap_error *err);
+
+/* A program started detached (child_exec_detached): nobody's child here,
+ * in a session of its own, with default signals, an empty mask, envp, and
+ * exactly the descriptors fds[0..n_fds-1] as 0..n_fds-1 (the same
+ * descriptor may be given at several numbers). */
+#define CHILD_MAX_FDS 16
+struct child_exec {
+	const char *prog; /* a path */
+	char *const *argv, *const *envp;
+	const int *fds;
+	unsigned n_fds;
+	const char *cwd; /* NULL: "/" */
+	int umask;	 /* -1: the caller's */
+};
+/* Start it through an intermediate child (child_start) that forks it and
+ * exits; its pid, or why exec failed ("cannot run PROG: ..."), comes back
+ * through a close-on-exec pipe, never an exit status. */
+int child_exec_detached(const struct child_exec *x, pid_t *ret_pid, qsnap_error *err);
+
+/* ---- qsnap's own helper programs (helper.c) ---- */
+
+/* The folder of qsnap's helpers: the build tree's src/helpers for a library
+ * (or program) of that build tree, else libexecdir/qsnap beside the
+ * library. */
+char *helper_dir(void);
+/* Start the helper argv[0] (a name in helper_dir) detached
+ * (child_exec_detached) with envp and fds[i] as descriptor i; descriptor
+ * n_fds is its ready pipe. Returns once it said it is ready (helper_ready),
+ * with its pid; its failure (helper_failed) is the error. */
+int helper_start(char *const argv[], char *const envp[], const int *fds, unsigned n_fds,
+		 pid_t *ret_pid, qsnap_error *err);
+/* In a helper: the first of its descriptors 3..last that is not open (it
+ * was not started by the library), or -1. */
+int helper_missing_fd(int last);
+/* In a helper: say that it is ready, or why it failed; closes fd. */
+void helper_ready(int fd);
+void helper_failed(int fd, const qsnap_error *err);
 
 /* ---- helper programs (program.c) ---- */
 

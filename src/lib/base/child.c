@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -36,7 +37,9 @@ struct kernel_sigaction {
 	unsigned long mask;
 };
 
-void child_reset_signals(void)
+/* Every process qsnap starts begins with default signal dispositions and
+ * an empty signal mask. */
+static void child_reset_signals(void)
 {
 	struct kernel_sigaction dfl = {.handler = SIG_DFL};
 	unsigned long none = 0;
@@ -147,5 +150,126 @@ int child_wait_waited(struct waited *c, int *ret_status, qsnap_error *err)
 	while (n < 0 && errno == EINTR);
 	if (n != (ssize_t)sizeof(*ret_status))
 		return qerr(err, ECHILD, "the program could not be started or waited for");
+	return 0;
+}
+
+/* What the detached program's two processes need: only system calls
+ * between clone and exec. */
+struct detach_args {
+	const struct child_exec *x;
+	int wr; /* the report pipe's write end */
+};
+
+/* What the intermediate child and the program's process report over the
+ * pipe: the program's pid, or the errno of what failed (the fork, or the
+ * exec). One write each, atomic; they may arrive in either order. */
+struct detach_msg {
+	int what; /* 'P' or 'E' */
+	int value;
+};
+
+static void detach_report(int fd, int what, int value)
+{
+	(void)!write(fd, &(struct detach_msg){what, value}, sizeof(struct detach_msg));
+}
+
+/* In the program's process: x->fds[i] becomes descriptor i, every other
+ * descriptor closes (the report pipe on exec), then the directory, the
+ * umask, exec. */
+static __attribute__((noreturn)) void detach_exec(const struct child_exec *x, int wr)
+{
+	unsigned n = x->n_fds;
+	int moved[CHILD_MAX_FDS], e;
+
+	if (n > CHILD_MAX_FDS) {
+		e = EINVAL;
+		goto fail;
+	}
+	/* Everything above n first, so that no dup2 below closes a source. */
+	if ((unsigned)wr < n && (wr = fcntl(wr, F_DUPFD_CLOEXEC, (int)n)) < 0)
+		goto fail_errno;
+	for (unsigned i = 0; i < n; i++)
+		if ((moved[i] = fcntl(x->fds[i], F_DUPFD_CLOEXEC, (int)n)) < 0)
+			goto fail_errno;
+	/* dup2 clears close-on-exec on the new descriptor. */
+	for (unsigned i = 0; i < n; i++)
+		if (dup2(moved[i], (int)i) < 0)
+			goto fail_errno;
+	if ((unsigned)wr > n)
+		close_range(n, (unsigned)wr - 1, 0);
+	close_range((unsigned)wr + 1, ~0U, 0);
+	if (chdir(x->cwd ? x->cwd : "/") < 0)
+		goto fail_errno;
+	if (x->umask >= 0)
+		umask((mode_t)x->umask);
+	execve(x->prog, x->argv, x->envp);
+fail_errno:
+	e = errno;
+fail:
+	detach_report(wr, 'E', e);
+	_exit(127);
+}
+
+/* The intermediate child: a session of its own, the program forked from
+ * it (it inherits the signal state child_start reset), its pid reported,
+ * gone. */
+static int detach(void *p)
+{
+	const struct detach_args *a = p;
+	long pid;
+
+	setsid();
+	/* fork() as a system call: no glibc fork handlers in a child of
+	 * clone. */
+	pid = syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, 0UL);
+	if (pid == 0)
+		detach_exec(a->x, a->wr);
+	if (pid < 0) {
+		detach_report(a->wr, 'E', errno);
+		return 1;
+	}
+	detach_report(a->wr, 'P', (int)pid);
+	return 0;
+}
+
+int child_exec_detached(const struct child_exec *x, pid_t *ret_pid, qsnap_error *err)
+{
+	_cleanup_close_ int rd = -1, wr = -1;
+	int p[2], r, exec_errno = 0;
+	pid_t mid, pid = 0;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return qerr(err, errno, "cannot create a pipe: %s", strerror(errno));
+	rd = p[0];
+	wr = p[1];
+	r = child_start(detach, &(struct detach_args){.x = x, .wr = wr}, &mid, err);
+	closep(&wr);
+	if (r < 0)
+		return r;
+	/* Its status says nothing the pipe does not. */
+	(void)child_wait(mid, NULL, &(qsnap_error){0});
+	/* Until the pipe closes (the program exec'd, or everything ended); a
+	 * signal the caller handles must not turn a started program into a
+	 * failure that nobody records. */
+	for (;;) {
+		struct detach_msg m;
+		ssize_t n;
+
+		do
+			n = read(rd, &m, sizeof(m));
+		while (n < 0 && errno == EINTR);
+		if (n != (ssize_t)sizeof(m))
+			break;
+		if (m.what == 'P' && m.value > 0)
+			pid = m.value;
+		else if (m.what == 'E')
+			exec_errno = m.value;
+	}
+	if (exec_errno)
+		return qerr(err, exec_errno, "cannot %s %s: %s", pid ? "run" : "start", x->prog,
+			    strerror(exec_errno));
+	if (pid <= 0)
+		return qerr(err, EIO, "cannot start %s", x->prog);
+	*ret_pid = pid;
 	return 0;
 }

@@ -3,8 +3,11 @@
  * interrupted command left behind: each operation undoes its own
  * (save_recover, restore_recover, machine_recover); stray files go. */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 
 #include "ops/ops.h"
 
@@ -102,6 +105,36 @@ int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **
 		if (r < 0)
 			goto fail;
 	}
+	*ret_vm = vm;
+	return 0;
+fail:
+	qsnap_vm_close(vm);
+	return r;
+}
+
+int vm_adopt(const char *dir, int dirfd, int lockfd, qsnap_vm **ret_vm, qsnap_error *err)
+{
+	qsnap_vm *vm = xcalloc(1, sizeof(*vm));
+	struct stat st;
+	int r;
+
+	vm->dir = xstrdup(dir);
+	vm->dirfd = dirfd;
+	vm->lockfd = lockfd;
+	if (fstat(dirfd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		r = qerr(err, EBADF, "%s: no VM directory was handed over", dir);
+		goto fail;
+	}
+	/* Held already on this open file description: it stays ours. Anyone
+	 * else holding it means the handover went wrong. */
+	if (flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
+		r = qerr(err, errno, "%s: the VM's lock was not handed over: %s", dir,
+			 strerror(errno));
+		goto fail;
+	}
+	r = vmdir_load(vm, err);
+	if (r < 0)
+		goto fail;
 	*ret_vm = vm;
 	return 0;
 fail:

@@ -154,6 +154,19 @@ int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait
 
 /* ---- the serial console relay (console.c) ---- */
 
+/* The relay's descriptors (qsnap-console): 0-2 /dev/null, and its ready
+ * pipe after these. */
+enum {
+	CONSOLE_FD_GUEST = 3, /* its end of the socket pair with QEMU */
+	CONSOLE_FD_LISTENER,  /* run/serial.sock, listening */
+	CONSOLE_FD_LOG,	      /* run/serial.log, appending */
+	CONSOLE_FD_RUNDIR,    /* run/, where the log is rotated */
+	CONSOLE_FD_READY,     /* the ready pipe (helper_start puts it last) */
+};
+/* The relay (in qsnap-console, on the descriptors above): serves the
+ * console until QEMU's end closes, the log rotated as log_name.1 at
+ * log_max bytes. */
+int console_relay(const char *log_name, uint64_t log_max);
 /* Listen on sock_path and start the relay process that serves it
  * and appends the guest's output to log_path; *ret_qemu_fd is the end
  * for QEMU's serial chardev. The relay ends when that end closes. */
