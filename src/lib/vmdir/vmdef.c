@@ -200,7 +200,17 @@ static int save_settings_from_json(json_object *o, const char *what, qsnap_def *
 	const char *path = jstr(o, "save_path"), *dio = jstr(o, "direct_io");
 	const char *pre = jstr(o, "precopy");
 	int64_t n = jint(o, "multifd_channels", 0);
+	static const char *const words[] = {"save_path", "direct_io", "precopy"};
+	json_object *v;
 
+	/* Present with another type is as wrong as a bad word. */
+	for (size_t i = 0; i < ARRAY_SIZE(words); i++)
+		if (json_object_object_get_ex(o, words[i], &v) && !json_object_is_type(v, json_type_null) &&
+		    !json_object_is_type(v, json_type_string))
+			return qerr(err, EINVAL, "%s: '%s' must be a string", what, words[i]);
+	if (json_object_object_get_ex(o, "multifd_channels", &v) && !json_object_is_type(v, json_type_null) &&
+	    !json_object_is_type(v, json_type_int))
+		return qerr(err, EINVAL, "%s: 'multifd_channels' must be a number", what);
 	if (path && save_path_parse(path, &def->save_path) < 0)
 		return qerr(err, EINVAL, "%s: 'save_path' must be \"auto\", \"stream\" or \"mapped-ram\"", what);
 	if ((dio && setting_parse(dio, &def->direct_io) < 0) ||
