@@ -14,7 +14,8 @@
 #include "ops/save.h"
 
 /* What save-path auto means where QEMU can write mapped-ram, and its
- * channels (docs/design.md, "Choosing the save path"). */
+ * channels (docs/design.md, "Where a QEMU 10 save's time goes; choosing
+ * the save path"). */
 #define SAVE_AUTO_MAPPED true
 #define SAVE_AUTO_CHANNELS migrate_channels()
 
@@ -38,8 +39,7 @@ static int check_save(qsnap_vm *vm, const char *name, bool replace, qsnap_error 
 
 /* How a plain stream save writes RAM (qsnap config's save settings, the
  * environment's QSNAP_NO_PRECOPY, QSNAP_MULTIFD_CHANNELS, QSNAP_DIRECT_IO
- * above them; docs/design.md "Choosing the save path" has the measurements
- * behind auto). */
+ * above them; docs/design.md has the measurements behind auto). */
 static int save_choose_path(struct save *sv, qsnap_error *err)
 {
 	const qsnap_def *def = &sv->vm->def;
@@ -175,7 +175,6 @@ static int save_finish(struct save *sv, qsnap_error *err)
 		.format = sv->mapped ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM,
 		.drives = xcalloc(sv->n_cuts + 1, sizeof(struct snap_drive)),
 	};
-
 	int r;
 
 	for (size_t i = 0; i < sv->n_cuts; i++) {
