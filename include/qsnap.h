@@ -509,8 +509,7 @@ int qsnap_vm_set_serial_log_max(qsnap_vm *vm, uint64_t bytes, qsnap_error *err);
  * "direct-io", "precopy"; values as qsnap_def_set takes them, NULL: auto).
  * Works while the VM runs; the next save uses it. -EINVAL with a sentence
  * for another key or a bad value (vm.json is then left as it was). */
-int qsnap_vm_set_save_setting(qsnap_vm *vm, const char *key, const char *value,
-			      qsnap_error *err);
+int qsnap_vm_set_save_setting(qsnap_vm *vm, const char *key, const char *value, qsnap_error *err);
 
 typedef struct qsnap_compact_stats {
 	size_t size; /* sizeof(qsnap_compact_stats) */
