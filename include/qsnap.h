@@ -126,6 +126,7 @@ typedef struct qsnap_def qsnap_def;
 #define QSNAP_DEFAULT_MAX_CHAIN 16
 #define QSNAP_DEFAULT_SERIAL_LOG_MAX (64ULL << 20)
 #define QSNAP_MIN_SERIAL_LOG_MAX (64ULL << 10)
+#define QSNAP_MAX_MULTIFD_CHANNELS 64
 
 /* A new definition with the defaults; NULL when out of memory. */
 qsnap_def *qsnap_def_new(void);
@@ -154,6 +155,16 @@ void qsnap_def_free(qsnap_def *def);
  *   "serial-log-max"  run/serial.log moves to run/serial.log.1 (replacing
  *               it) when it would grow past this size (default
  *               QSNAP_DEFAULT_SERIAL_LOG_MAX, at least QSNAP_MIN_SERIAL_LOG_MAX)
+ * How a plain save (stream mode, uncompressed, not live) writes RAM; NULL
+ * or "auto" is qsnap's default for the VM's QEMU (README, "How a save
+ * writes RAM"):
+ *   "save-path" "auto", "stream" (one sequential stream) or "mapped-ram"
+ *               (RAM pages at fixed offsets, multifd channels; QEMU >= 9.0)
+ *   "multifd-channels"  mapped-ram's channels, 1 to
+ *               QSNAP_MAX_MULTIFD_CHANNELS ("0" or NULL: auto)
+ *   "direct-io" "auto", "on" or "off": mapped-ram saves write with O_DIRECT
+ *   "precopy"   "auto", "on" or "off": a running guest's RAM is written
+ *               while it runs, and it is stopped only for the rest
  * -EINVAL with a sentence for an unknown key or a bad value. */
 int qsnap_def_set(qsnap_def *def, const char *key, const char *value, qsnap_error *err);
 /* The value of key as qsnap_def_set takes it (free it with qsnap_free),
@@ -324,6 +335,7 @@ int qsnap_vm_qmp(qsnap_vm *vm, const char *command, const char *args_json, char 
 
 /* ---- Snapshots ---------------------------------------------------------- */
 
+#define QSNAP_SAVE_PHASES 16
 typedef struct qsnap_save_stats {
 	size_t size; /* sizeof(qsnap_save_stats) */
 	double paused;	/* seconds the guest was paused (QEMU's STOP to RESUME) */
@@ -331,6 +343,21 @@ typedef struct qsnap_save_stats {
 	uint64_t bytes; /* bytes of machine state written (stream and RAM file) */
 	bool live;	/* RAM was written while the guest ran */
 	qsnap_ram_mode mode; /* where the snapshot's RAM went */
+	/* How QEMU wrote it: "stream" (one sequential stream; also every
+	 * shared-RAM, live or compressed save) or "mapped-ram" (multifd
+	 * channels); static strings. */
+	const char *path;
+	unsigned channels; /* mapped-ram: multifd channels */
+	bool direct_io;	   /* mapped-ram written with O_DIRECT */
+	bool precopy;	   /* RAM written while the guest ran */
+	/* Where the time went, in the order the phases began; phases may
+	 * overlap (e.g. "fsync" and "checksum", "paused" and what ran in the
+	 * pause). start is seconds from the start of the save. */
+	size_t n_phases;
+	struct qsnap_save_phase {
+		const char *name; /* static */
+		double start, seconds;
+	} phases[QSNAP_SAVE_PHASES];
 } qsnap_save_stats;
 #define QSNAP_SAVE_STATS_INIT {.size = sizeof(qsnap_save_stats)}
 
@@ -479,6 +506,12 @@ int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err);
  * else at least 64 KiB). A running VM's console takes it at its next
  * start. */
 int qsnap_vm_set_serial_log_max(qsnap_vm *vm, uint64_t bytes, qsnap_error *err);
+
+/* Set one of the save settings ("save-path", "multifd-channels",
+ * "direct-io", "precopy"; values as qsnap_def_set takes them, NULL: auto).
+ * Works while the VM runs; the next save uses it. -EINVAL with a sentence
+ * for another key or a bad value (vm.json is then left as it was). */
+int qsnap_vm_set_save_setting(qsnap_vm *vm, const char *key, const char *value, qsnap_error *err);
 
 typedef struct qsnap_compact_stats {
 	size_t size; /* sizeof(qsnap_compact_stats) */

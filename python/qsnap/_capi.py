@@ -61,9 +61,19 @@ class StartOpts(Sized):
                 ("timeout", c_int), ("progress", PROGRESS_FN), ("userdata", c_void_p)]
 
 
+class SavePhase(Structure):
+    _fields_ = [("name", c_char_p), ("start", c_double), ("seconds", c_double)]
+
+
+SAVE_PHASES = 16  # QSNAP_SAVE_PHASES
+
+
 class SaveStats(Sized):
     _fields_ = [("size", c_size_t), ("paused", c_double), ("total", c_double),
-                ("bytes", c_uint64), ("live", c_bool), ("mode", c_int)]
+                ("bytes", c_uint64), ("live", c_bool), ("mode", c_int),
+                ("path", c_char_p), ("channels", ctypes.c_uint), ("direct_io", c_bool),
+                ("precopy", c_bool), ("n_phases", c_size_t),
+                ("phases", SavePhase * SAVE_PHASES)]
 
 
 class SaveOpts(Sized):

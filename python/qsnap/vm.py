@@ -230,7 +230,10 @@ class VM:
         with self._lock:
             call_reporting(rep, _capi.vm_save, self._h(), arg(name), ctypes.byref(o))
         return SaveStats(st.paused, st.total, st.bytes, bool(st.live),
-                         text(_capi.ram_mode_name(st.mode)))
+                         text(_capi.ram_mode_name(st.mode)), text(st.path) or "stream",
+                         st.channels, bool(st.precopy),
+                         tuple((text(p.name), p.start, p.seconds)
+                               for p in st.phases[:st.n_phases]))
 
     def restore(self, name: str, *, lazy: bool = False, timeout: Optional[float] = None,
                 progress: Optional[ProgressCallback] = None) -> None:

@@ -62,6 +62,8 @@ def test_save_restore_round_trip(vm):
     x = sh.sh("echo $X")
     stats = vm.save("one", progress=seen.append)
     assert stats.bytes > 0 and stats.total > 0 and stats.mode == "stream"
+    assert stats.path in ("stream", "mapped-ram") and stats.precopy
+    assert "cut" in [p[0] for p in stats.phases]
     assert any(p.phase == "save" and p.finished for p in seen)
     assert all(isinstance(p, qsnap.Progress) for p in seen)
     sh.sh("X=changed; rm /mnt/f; sync")

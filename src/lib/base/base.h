@@ -74,6 +74,19 @@ typedef struct qsnap_drive_def {
 	bool readonly; /* read-only drives get no layers and are not snapshotted */
 } qsnap_drive_def;
 
+/* A save's path for RAM (qsnap config --save-path). */
+enum save_path {
+	SAVE_PATH_AUTO, /* by what this QEMU can do, as measured (save.c) */
+	SAVE_PATH_STREAM,
+	SAVE_PATH_MAPPED, /* mapped-ram + multifd */
+};
+/* An on/off setting whose default qsnap chooses. */
+enum setting {
+	SETTING_AUTO,
+	SETTING_ON,
+	SETTING_OFF,
+};
+
 struct qsnap_def {
 	char *qemu;    /* QEMU binary; NULL: qemu-system-x86_64 from PATH */
 	char *machine; /* NULL: QEMU's default machine */
@@ -94,6 +107,12 @@ struct qsnap_def {
 	/* run/serial.log moves to run/serial.log.1 when it would grow past
 	 * this many bytes; 0: QSNAP_DEFAULT_SERIAL_LOG_MAX. */
 	uint64_t serial_log_max;
+	/* How a plain stream save writes RAM (qsnap config): the path, the
+	 * multifd channels of mapped-ram (0: by the host's cores), QEMU's
+	 * direct-io for it, and precopy; AUTO: qsnap's measured default. */
+	enum save_path save_path;
+	unsigned multifd_channels;
+	enum setting direct_io, precopy;
 };
 
 /* ---- errors (error.c) ---- */
@@ -119,6 +138,8 @@ void strv_free(char **v);
 
 /* Monotonic time in milliseconds. */
 int64_t now_ms(void);
+/* Wall-clock time in seconds (QEMU's event timestamps are wall-clock). */
+double now_wall(void);
 /* Sleep for ms milliseconds. */
 void sleep_ms(int ms);
 

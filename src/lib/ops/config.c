@@ -60,3 +60,24 @@ int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err)
 	def.max_chain = max_chain;
 	return replace_def(vm, def, err);
 }
+
+int qsnap_vm_set_save_setting(qsnap_vm *vm, const char *key, const char *value, qsnap_error *err)
+{
+	static const char *const keys[] = {"save-path", "multifd-channels", "direct-io", "precopy"};
+	qsnap_def def;
+	size_t i;
+	int r;
+
+	for (i = 0; i < ARRAY_SIZE(keys) && strcmp(key, keys[i]); i++)
+		;
+	if (i == ARRAY_SIZE(keys))
+		return qerr(err, EINVAL, "'%s' is not a save setting (have: save-path, multifd-channels, direct-io, precopy)",
+			    key);
+	def_copy(&def, &vm->def);
+	r = qsnap_def_set(&def, key, value, err);
+	if (r < 0) {
+		def_clear(&def);
+		return r;
+	}
+	return replace_def(vm, def, err);
+}

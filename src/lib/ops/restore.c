@@ -84,7 +84,8 @@ static int restore_load(struct restore *rs, qsnap_error *err)
 	r = migrate_setup(q,
 			  &(struct mig_setup){.incoming = true,
 					      .ignore_shared = s->mode == QSNAP_RAM_SHARED,
-					      .mapped = s->format == VMSTATE_MAPPED_RAM},
+					      .mapped = s->format == VMSTATE_MAPPED_RAM,
+					      .channels = rs->vm->def.multifd_channels},
 			  err);
 	if (r < 0)
 		return r;

@@ -13,6 +13,12 @@
 
 #include "ops/save.h"
 
+/* What save-path auto means where QEMU can write mapped-ram, and its
+ * channels (docs/design.md, "Where a QEMU 10 save's time goes; choosing
+ * the save path"). */
+#define SAVE_AUTO_MAPPED true
+#define SAVE_AUTO_CHANNELS migrate_channels()
+
 /* The checks that need no QEMU. */
 static int check_save(qsnap_vm *vm, const char *name, bool replace, qsnap_error *err)
 {
@@ -28,6 +34,38 @@ static int check_save(qsnap_vm *vm, const char *name, bool replace, qsnap_error 
 	if (vm->st.inspect)
 		return qerr(err, EINVAL, "the VM in %s runs a memory dump for inspection (read-only disks): stop it and restore or start it to save",
 			    vm->dir);
+	return 0;
+}
+
+/* How a plain stream save writes RAM (qsnap config's save settings, the
+ * environment's QSNAP_NO_PRECOPY, QSNAP_MULTIFD_CHANNELS, QSNAP_DIRECT_IO
+ * above them; docs/design.md has the measurements behind auto). */
+static int save_choose_path(struct save *sv, qsnap_error *err)
+{
+	const qsnap_def *def = &sv->vm->def;
+	bool can_map = migrate_can_map(sv->q);
+	/* Not live: with background-snapshot QEMU 10.0.2 wrote a mapped-ram
+	 * file that does not load ("error while loading state for instance
+	 * 0x0 of device 'kvm-tpr-opt'"); not with x-ignore-shared: that
+	 * fails ("Bad address"); a compressed stream goes through a pipe. */
+	bool plain = !sv->opts->compress && !sv->live && !sv->shared;
+
+	if (plain && def->save_path == SAVE_PATH_MAPPED && !can_map)
+		return qerr(err, ENOTSUP, "save-path is mapped-ram, which this QEMU (%s) cannot write (QEMU >= 9.0 can): set qsnap config --save-path auto or stream",
+			    caps_version(sv->q));
+	sv->mapped = plain && can_map && def->save_path != SAVE_PATH_STREAM &&
+		     (def->save_path == SAVE_PATH_MAPPED || SAVE_AUTO_MAPPED);
+	sv->channels = migrate_channels_env(def->multifd_channels ? def->multifd_channels
+								   : SAVE_AUTO_CHANNELS);
+	sv->direct_io = sv->mapped && caps_migrate_param(sv->q, "direct-io") &&
+			migrate_direct_io_env(false, def->direct_io == SETTING_ON);
+	/* A running guest's RAM in the stream is written while it runs
+	 * (precopy), and the guest is stopped only for the last pages, the
+	 * device state and the disks' cut (pause-before-switchover). Shared
+	 * RAM is copied by qsnap while the guest is paused; a live save
+	 * pauses it only for the device state anyway. */
+	sv->precopy = sv->running && !sv->live && !sv->shared && migrate_can_pause_switchover(sv->q) &&
+		      def->precopy != SETTING_OFF && !getenv("QSNAP_NO_PRECOPY");
 	return 0;
 }
 
@@ -65,19 +103,9 @@ static int save_begin(struct save *sv, qsnap_error *err)
 	sv->live = sv->opts->live && sv->running && !(vm->st.ram_file && !vm->st.ram_shared);
 	if (sv->live)
 		sv->shared = false;
-	/* Uncompressed, non-live stream saves go in parallel where QEMU can
-	 * (mapped-ram + multifd). Not live: with background-snapshot QEMU
-	 * 10.0.2 wrote a mapped-ram file that does not load ("error while
-	 * loading state for instance 0x0 of device 'kvm-tpr-opt'"); not with
-	 * x-ignore-shared: that fails ("Bad address"). */
-	sv->mapped = !sv->opts->compress && !sv->live && !sv->shared && migrate_can_map(sv->q);
-	/* A running guest's RAM in the stream is written while it runs
-	 * (precopy), and the guest is stopped only for the last pages, the
-	 * device state and the disks' cut (pause-before-switchover). Shared
-	 * RAM is copied by qsnap while the guest is paused; a live save
-	 * pauses it only for the device state anyway. */
-	sv->precopy = sv->running && !sv->live && !sv->shared && migrate_can_pause_switchover(sv->q) &&
-		      !getenv("QSNAP_NO_PRECOPY");
+	r = save_choose_path(sv, err);
+	if (r < 0)
+		return r;
 	if (sv->shared) {
 		_cleanup_free_ char *snapdir = vm_path(vm, VMDIR_SNAPSHOTS);
 
@@ -126,6 +154,7 @@ static int save_resume(struct save *sv, qsnap_error *err)
 	r = vm_cont(sv->vm, err);
 	if (r == 0)
 		sv->paused_here = false;
+	save_step(sv, "cont");
 	return r;
 }
 
@@ -146,12 +175,15 @@ static int save_finish(struct save *sv, qsnap_error *err)
 		.format = sv->mapped ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM,
 		.drives = xcalloc(sv->n_cuts + 1, sizeof(struct snap_drive)),
 	};
+	int r;
 
 	for (size_t i = 0; i < sv->n_cuts; i++) {
 		s.drives[s.n_drives].drive = xstrdup(sv->cuts[i].d->id);
 		s.drives[s.n_drives++].layer = xstrdup(sv->cuts[i].old_layer);
 	}
-	return save_commit(sv->vm, s, err);
+	r = save_commit(sv->vm, s, err);
+	save_step(sv, "commit");
+	return r;
 }
 
 /* Nothing partial stays: the partial directory goes, the VM runs on.
@@ -202,23 +234,33 @@ static void save_free(struct save *sv)
 	free(sv->stage);
 }
 
-static double event_time(json_object *ev)
+/* The save's stats (stats.phases in order of their start, from the start
+ * of the save). */
+static void save_stats(struct save *sv)
 {
-	json_object *ts = jobj(ev, "timestamp");
+	qsnap_save_stats st = {
+		.size = sizeof(qsnap_save_stats),
+		.paused = sv->running ? save_pause_seconds(sv) : 0,
+		.total = (double)(now_ms() - sv->t0) / 1000.0,
+		.bytes = (uint64_t)sv->vmstate.st_size + sv->ram_bytes,
+		.live = sv->live,
+		.mode = sv->shared ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
+		.path = sv->mapped ? "mapped-ram" : "stream",
+		.channels = sv->mapped ? sv->channels : 0,
+		.direct_io = sv->direct_io,
+		.precopy = sv->precopy,
+	};
 
-	return (double)jint(ts, "seconds", 0) + (double)jint(ts, "microseconds", 0) / 1e6;
-}
+	for (size_t i = 0; i < sv->n_phases; i++) {
+		struct qsnap_save_phase p = sv->phases[i];
+		size_t j = st.n_phases++;
 
-/* How long the guest was paused: QEMU's STOP to RESUME events. */
-static double pause_seconds(struct qmp *q)
-{
-	_cleanup_json_ json_object *stop = NULL, *resume = NULL;
-	qsnap_error e2;
-
-	if (qmp_wait_event(q, "STOP", &stop, 0, &e2) < 0 ||
-	    qmp_wait_event(q, "RESUME", &resume, 1000, &e2) < 0)
-		return 0;
-	return event_time(resume) - event_time(stop);
+		p.start -= sv->wall0;
+		for (; j > 0 && st.phases[j - 1].start > p.start; j--)
+			st.phases[j] = st.phases[j - 1];
+		st.phases[j] = p;
+	}
+	sized_out(sv->opts->stats, &st, sizeof(st));
 }
 
 /* Chain upkeep while the guest runs on (docs/design.md: reads through
@@ -229,18 +271,23 @@ static int save_upkeep(struct save *sv, qsnap_error *err)
 	unsigned limit = vm->def.max_chain ? vm->def.max_chain : QSNAP_DEFAULT_MAX_CHAIN;
 	struct active *a = sv->n_cuts ? state_active(&vm->st, sv->cuts[0].d->id) : NULL;
 
-	if (!a || chain_length(&vm->st, a->layer) <= limit || qsnap_vm_compact(vm, limit, NULL, err) == 0)
+	if (!a || chain_length(&vm->st, a->layer) <= limit)
 		return 0;
+	if (qsnap_vm_compact(vm, limit, NULL, err) == 0) {
+		save_step(sv, "compact");
+		return 0;
+	}
 	return qerr_prefix(err, "snapshot '%s' is saved, but compacting the disks failed", sv->name);
 }
 
 int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
 {
 	qsnap_save_opts o;
-	struct save sv = {.vm = vm, .name = name, .opts = &o, .t0 = now_ms(),
+	struct save sv = {.vm = vm, .name = name, .opts = &o, .t0 = now_ms(), .wall0 = now_wall(),
 			  .fd = -1, .qemu_fd = -1, .tgt = {.fdset = -1}};
 	int r;
 
+	sv.last = sv.wall0;
 	if ((r = sized_in(&o, sizeof(o), opts, "qsnap_save_opts", err)) < 0 ||
 	    (r = sized_check(o.stats, "qsnap_save_stats", err)) < 0)
 		return r;
@@ -270,14 +317,7 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	}
 	r = save_upkeep(&sv, err);
 	if (r == 0)
-		sized_out(sv.opts->stats, &(qsnap_save_stats){
-			.size = sizeof(qsnap_save_stats),
-			.paused = sv.running ? pause_seconds(sv.q) : 0,
-			.total = (double)(now_ms() - sv.t0) / 1000.0,
-			.bytes = (uint64_t)sv.vmstate.st_size + sv.ram_bytes,
-			.live = sv.live,
-			.mode = sv.shared ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
-		}, sizeof(qsnap_save_stats));
+		save_stats(&sv);
 	save_free(&sv);
 	return r;
 }

@@ -30,6 +30,8 @@ struct save {
 	bool shared;  /* RAM from our shared file, copied by us */
 	bool live;    /* background-snapshot: RAM written while the guest runs */
 	bool mapped;  /* mapped-ram + multifd */
+	unsigned channels; /* its multifd channels */
+	bool direct_io;	   /* its direct-io */
 	/* A running guest's RAM written while it runs (precopy); QEMU stops it
 	 * at the end and waits there for the disks' cut (save_switch_layers,
 	 * called from the migration's wait). */
@@ -51,7 +53,24 @@ struct save {
 	/* Shared RAM staged in the RAM directory until the guest runs again. */
 	char *stage;
 	uint64_t ram_bytes;
+	/* Where the time went (qsnap_save_stats.phases), in wall-clock
+	 * seconds as QEMU's event timestamps are: start is absolute until the
+	 * stats are made. last: when the last step ended. stop_at: QEMU's STOP
+	 * event, once read (0: not yet). */
+	struct qsnap_save_phase phases[QSNAP_SAVE_PHASES];
+	size_t n_phases;
+	double wall0, last, stop_at;
 };
+
+/* A phase of the save that ran from start until now; a step: the one since
+ * the last step ended. */
+void save_phase(struct save *sv, const char *name, double start, double end);
+void save_step(struct save *sv, const char *name);
+/* QEMU's STOP event of this save (wall-clock; 0: none yet), read once. */
+double save_stop_time(struct save *sv);
+/* How long the guest was paused: QEMU's STOP to RESUME events (a phase
+ * "paused" too). */
+double save_pause_seconds(struct save *sv);
 
 /* The disks' cut (save_disks.c): new layers and their QEMU nodes while the
  * guest runs; all drives switched in one transaction; undone if the switch

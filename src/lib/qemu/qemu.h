@@ -95,6 +95,10 @@ struct mig_setup {
 	bool ignore_shared;
 	bool background; /* a live save (background-snapshot) */
 	bool mapped;	 /* mapped-ram + multifd */
+	unsigned channels; /* mapped: multifd channels; 0: migrate_channels() */
+	/* mapped: QEMU's direct-io (O_DIRECT) for this end; QSNAP_DIRECT_IO
+	 * overrides it. */
+	bool direct_io;
 	/* A precopy save of a running guest: QEMU stops it only at the end
 	 * and waits there (pause-before-switchover) for the disks' cut. */
 	bool switchover;
@@ -105,8 +109,13 @@ bool migrate_can_pause_switchover(struct qmp *q);
 /* mapped: the mapped-ram format (RAM pages at fixed offsets of a seekable
  * file, written and read by multifd channels). Can this QEMU do it? */
 bool migrate_can_map(struct qmp *q);
-/* multifd channels: QSNAP_MULTIFD_CHANNELS, else the host's cores, at most 4. */
+/* multifd channels by default: the host's cores, at most 4. */
 unsigned migrate_channels(void);
+/* QSNAP_MULTIFD_CHANNELS (1-64), if set, else n. */
+unsigned migrate_channels_env(unsigned n);
+/* QSNAP_DIRECT_IO ("save", "restore", "save,restore", "off"), if set, for
+ * this end, else dflt. */
+bool migrate_direct_io_env(bool incoming, bool dflt);
 
 struct mig_wait {
 	bool incoming;
@@ -127,6 +136,9 @@ struct mig_wait {
 	 * the save always ends. */
 	int (*switchover)(void *data, qsnap_error *err);
 	void *switchover_data;
+	/* Set to now_wall() when the MIGRATION event "completed" came, if not
+	 * NULL. */
+	double *completed_at;
 };
 /* Wait for the MIGRATION event that ends a migration, reporting progress. */
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);

@@ -93,6 +93,12 @@ bool drive_id_valid(const char *id);
 /* A drive's interface by name (vmdef_input.c), both ways. */
 const char *iface_name(qsnap_iface i);
 int iface_parse(const char *s, qsnap_iface *ret);
+/* The save settings' words in vm.json and qsnap config: auto, stream,
+ * mapped-ram; auto, on, off. */
+const char *save_path_name(enum save_path p);
+int save_path_parse(const char *s, enum save_path *ret);
+const char *setting_name(enum setting s);
+int setting_parse(const char *s, enum setting *ret);
 
 /* ---- a vm.json from elsewhere (vmdef_foreign.c) ---- */
 
