@@ -6,6 +6,7 @@
  * its side of the pipe. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,7 +19,9 @@
 struct pump {
 	pthread_t thread;
 	enum pump_kind kind;
-	int pipe_fd;	/* our end of the pipe */
+	int pipe_fd;	/* our end of the pipe (non-blocking) */
+	int stop_fd;	/* raised by pump_finish: end now */
+	int done_fd;	/* raised by the thread when it ends */
 	int file_fd;	/* the compressed file */
 	int level;
 	atomic_uint_fast64_t raw; /* uncompressed bytes through the pump */
@@ -27,7 +30,9 @@ struct pump {
 	char what[256];		  /* for messages: the file */
 };
 
-static int write_all(int fd, const void *buf, size_t len)
+/* Every wait on the pipe also watches stop_fd, so that pump_finish can end
+ * a thread whose other end (QEMU) neither reads nor writes nor closes. */
+static int write_all(int fd, const void *buf, size_t len, int stop_fd)
 {
 	const char *p = buf;
 
@@ -37,6 +42,13 @@ static int write_all(int fd, const void *buf, size_t len)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN) {
+				int r = wait_fd(fd, POLLOUT, stop_fd, 0);
+
+				if (r < 0)
+					return -r;
+				continue;
+			}
 			return errno;
 		}
 		p += n;
@@ -66,6 +78,15 @@ static int run_compress(struct pump *p)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN) {
+				int r = wait_fd(p->pipe_fd, POLLIN, p->stop_fd, 0);
+
+				if (r < 0) {
+					e = -r;
+					break;
+				}
+				continue;
+			}
 			e = errno;
 			break;
 		}
@@ -79,7 +100,7 @@ static int run_compress(struct pump *p)
 				break;
 			}
 			hasher_update(&p->hash, out, ob.pos);
-			if ((e = write_all(p->file_fd, out, ob.pos)))
+			if ((e = write_all(p->file_fd, out, ob.pos, -1)))
 				break;
 		} while (mode == ZSTD_e_end ? left != 0 : ib.pos < ib.size);
 		if (e || n == 0)
@@ -125,7 +146,7 @@ static int run_decompress(struct pump *p)
 			/* QEMU stops reading when it has what it needs, or when
 			 * what it read made no sense: decoding the rest tells
 			 * whether the file itself is damaged (zstd checksums). */
-			if (!sink && (e = write_all(p->pipe_fd, out, ob.pos)) == EPIPE) {
+			if (!sink && (e = write_all(p->pipe_fd, out, ob.pos, p->stop_fd)) == EPIPE) {
 				sink = true;
 				e = 0;
 			}
@@ -161,7 +182,16 @@ static void *pump_main(void *arg)
 	/* The other end learns that we are done. */
 	close(p->pipe_fd);
 	p->pipe_fd = -1;
+	cancel_raise(p->done_fd);
 	return NULL;
+}
+
+static void pump_close_fds(struct pump *p)
+{
+	if (p->stop_fd >= 0)
+		close(p->stop_fd);
+	if (p->done_fd >= 0)
+		close(p->done_fd);
 }
 
 int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, struct pump **ret,
@@ -177,6 +207,18 @@ int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, st
 	p = xcalloc(1, sizeof(*p));
 	bool to_file = kind == PUMP_COMPRESS;
 
+	p->stop_fd = cancel_new();
+	p->done_fd = cancel_new();
+	if (p->stop_fd < 0 || p->done_fd < 0) {
+		int e = errno;
+
+		pump_close_fds(p);
+		close(fds[0]);
+		close(fds[1]);
+		free(p);
+		return qerr(err, e, "cannot create an eventfd: %s", strerror(e));
+	}
+
 	p->kind = kind;
 	hasher_init(&p->hash);
 	p->file_fd = file_fd;
@@ -185,9 +227,12 @@ int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, st
 	/* To the file: QEMU writes [1], we read [0]. From the file: the reverse. */
 	p->pipe_fd = to_file ? fds[0] : fds[1];
 	*ret_qemu_fd = to_file ? fds[1] : fds[0];
+	/* Only our end: the pipe's two ends are two open file descriptions. */
+	fcntl(p->pipe_fd, F_SETFL, O_NONBLOCK);
 	if (pthread_create(&p->thread, NULL, pump_main, p) != 0) {
 		close(fds[0]);
 		close(fds[1]);
+		pump_close_fds(p);
 		free(p);
 		return qerr(err, EAGAIN, "cannot start a thread");
 	}
@@ -200,23 +245,33 @@ uint64_t pump_bytes(struct pump *p)
 	return atomic_load(&p->raw);
 }
 
-int pump_finish(struct pump *p, qsnap_error *err)
+int pump_finish(struct pump *p, int64_t deadline, int cancel_fd, qsnap_error *err)
 {
-	return pump_finish_checksum(p, NULL, err);
+	return pump_finish_checksum(p, deadline, cancel_fd, NULL, err);
 }
 
-int pump_finish_checksum(struct pump *p, char **ret_checksum, qsnap_error *err)
+int pump_finish_checksum(struct pump *p, int64_t deadline, int cancel_fd, char **ret_checksum,
+			 qsnap_error *err)
 {
-	int e;
+	int w, e;
 
 	if (!p)
 		return 0;
+	w = wait_fd(p->done_fd, POLLIN, cancel_fd, deadline);
+	if (w < 0)
+		cancel_raise(p->stop_fd);
 	pthread_join(p->thread, NULL);
-	e = p->error;
+	e = w < 0 ? -w : p->error;
 	if (!e && ret_checksum)
 		*ret_checksum = hasher_final(&p->hash);
 	hasher_free(&p->hash);
-	if (e)
+	pump_close_fds(p);
+	if (w == -ETIMEDOUT)
+		qerr(err, ETIMEDOUT, "%s %s: the other end of the pipe neither finished nor let go in time",
+		     p->kind == PUMP_COMPRESS ? "compressing into" : "decompressing", p->what);
+	else if (w == -ECANCELED)
+		qerr(err, ECANCELED, "cancelled");
+	else if (e)
 		qerr(err, e, "%s %s: %s",
 		     p->kind == PUMP_COMPRESS ? "compressing into" : "decompressing",
 		     p->what, e == EBADMSG ? "the file is damaged (zstd)" : strerror(e));

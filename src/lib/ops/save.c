@@ -154,21 +154,48 @@ static int save_finish(struct save *sv, qsnap_error *err)
 	return save_commit(sv->vm, s, err);
 }
 
+/* QEMU stopped answering, or holds the pump's pipe and neither writes
+ * nor closes it: it is killed, so that nothing of the save stays behind
+ * (a migration QEMU would go on with later, a file it holds). */
+static void end_wedged(struct save *sv, qsnap_error *err)
+{
+	qsnap_vm *vm = sv->vm;
+	pid_t pid = vm->st.qemu_pid;
+	qsnap_error e2;
+
+	vm_kill_qemu(vm, 1, &e2);
+	qerr(err, err->code, "%s; QEMU (pid %d) %s within %d s, so it was killed: the VM is stopped (restore a snapshot, or start it)",
+	     err->msg, (int)pid,
+	     sv->wedged ? "did not let go of the machine state's pipe" : "did not answer QMP",
+	     UNDO_GRACE_MS / 1000);
+}
+
 /* Nothing partial stays: the partial directory goes, the VM runs on.
  * Layers that were switched stay in the chain (they hold what the guest
- * writes now); ones that were not are dropped. */
+ * writes now); ones that were not are dropped. The undo is not cancelled
+ * and ends within UNDO_GRACE_MS of QMP and pipe waits: a QEMU that does not
+ * answer or let go in that time is killed. */
 static int save_undo(struct save *sv, qsnap_error *err)
 {
 	qsnap_vm *vm = sv->vm;
 	bool alive = vm_qemu_alive(vm);
 	qsnap_error e2;
+	int p;
 
+	vm_cancel_hold(vm, UNDO_GRACE_MS);
 	/* QEMU lets go of the fd it was given: then the pump ends. */
 	closep(&sv->qemu_fd);
-	if (alive && sv->fd_passed)
+	if (alive && sv->fd_passed && !sv->wedged && !qmp_stalled(sv->q))
 		migrate_release(sv->q, &sv->tgt);
-	pump_finish(TAKE_PTR(sv->pump), &e2);
+	p = pump_finish(TAKE_PTR(sv->pump),
+			sv->q && qmp_stalled(sv->q) ? now_ms() : now_ms() + UNDO_GRACE_MS, -1, &e2);
+	if (p == -ETIMEDOUT)
+		sv->wedged = true;
 	checksum_follow_cancel(TAKE_PTR(sv->sum));
+	if (alive && (sv->wedged || (sv->q && qmp_stalled(sv->q)))) {
+		end_wedged(sv, err);
+		alive = false;
+	}
 	if (sv->stage)
 		unlink(sv->stage);
 	if (!sv->switched && alive)
@@ -176,7 +203,7 @@ static int save_undo(struct save *sv, qsnap_error *err)
 	if (vm->st.pending)
 		rm_rf(vm->dirfd, vm->st.pending);
 	free(TAKE_PTR(vm->st.pending));
-	if (!alive) {
+	if (!alive && vm->st.qemu_pid) {
 		vm_forget_qemu(vm);
 		vm_err_qemu_log(vm, err);
 	}
@@ -234,7 +261,7 @@ static int save_upkeep(struct save *sv, qsnap_error *err)
 	return qerr_prefix(err, "snapshot '%s' is saved, but compacting the disks failed", sv->name);
 }
 
-int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
+static int save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
 {
 	qsnap_save_opts o;
 	struct save sv = {.vm = vm, .name = name, .opts = &o, .t0 = now_ms(),
@@ -279,6 +306,16 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 			.mode = sv.shared ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
 		}, sizeof(qsnap_save_stats));
 	save_free(&sv);
+	return r;
+}
+
+int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
+{
+	int r;
+
+	vm_cancel_arm(vm);
+	r = save(vm, name, opts, err);
+	vm_cancel_end(vm);
 	return r;
 }
 

@@ -86,17 +86,28 @@ int save_migrate(struct save *sv, qsnap_error *err)
 				.switchover_data = sv,
 			},
 			err);
-	if (r < 0) {
+	if (r < 0 && sv->pump) {
 		qsnap_error e2;
+		int p;
 
 		/* QEMU saw only a broken pipe; our side knows why (a full disk).
-		 * A migration that never started leaves QEMU holding the pipe. */
-		if (sv->pump && vm_qemu_alive(sv->vm))
+		 * A migration that never started leaves QEMU holding the pipe;
+		 * one that does not let go in time is killed by the undo. */
+		bool stalled = qmp_stalled(sv->q);
+
+		vm_cancel_hold(sv->vm, UNDO_GRACE_MS);
+		if (vm_qemu_alive(sv->vm) && !stalled)
 			migrate_release(sv->q, &sv->tgt);
-		if (sv->pump && pump_finish(TAKE_PTR(sv->pump), &e2) < 0)
+		/* A QEMU that does not answer does not let go either. */
+		p = pump_finish(TAKE_PTR(sv->pump), stalled ? now_ms() : now_ms() + UNDO_GRACE_MS, -1,
+				&e2);
+		if (p == -ETIMEDOUT)
+			sv->wedged = true;
+		else if (p < 0 && r != -ECANCELED && r != -ETIMEDOUT)
 			qerr(err, e2.code, "%s", e2.msg);
-		return r;
 	}
+	if (r < 0)
+		return r;
 	migrate_release(sv->q, &sv->tgt);
 	sv->fd_passed = false;
 	/* The rest waits until the guest runs again (save_make_durable): the
@@ -165,8 +176,12 @@ int save_make_durable(struct save *sv, qsnap_error *err)
 
 	/* QEMU is done with the file: what it wrote last is compressed or
 	 * hashed now, while the guest runs. */
-	if (sv->pump)
-		r = pump_finish_checksum(TAKE_PTR(sv->pump), &sv->checksum, err);
+	if (sv->pump) {
+		r = pump_finish_checksum(TAKE_PTR(sv->pump), now_ms() + PUMP_END_MS,
+					 vm_cancel_fd(vm), &sv->checksum, err);
+		if (r == -ETIMEDOUT)
+			sv->wedged = true;
+	}
 	else if (sv->sum)
 		r = checksum_follow_finish(TAKE_PTR(sv->sum), "the machine state", &sv->checksum,
 					   err);
