@@ -223,3 +223,23 @@ def test_embed_threads(t):
         snaps = [s["name"] for s in json.loads(qsnap("list", "--json",
                                                      os.path.join(t.dir, f"vm{i}")).stdout)]
         check(snaps == ["a", "b"], f"vm{i}: snapshots {snaps}")
+
+
+def test_embed_cancel(t):
+    """qsnap_vm_cancel from another thread (tests/embed/embed_cancel.c): a
+    save and a restore cancelled while they work return -ECANCELED within
+    seconds, the save leaving no snapshot and the guest running as it was,
+    the restore the VM stopped with its snapshots intact; a cancellation
+    made before a call ends only that call."""
+    exe, run_env = build_embed(t, "embed_cancel.c", ["-pthread"])
+    base = os.path.join(t.dir, "base.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "64M")
+    vmdir = os.path.join(t.dir, "vm")
+    t.vms.append(Stopper(vmdir))
+    p = subprocess.run([exe, vmdir, base, os.path.join(GUEST, "vmlinuz"),
+                        os.path.join(GUEST, "initramfs.img"), ACCEL],
+                       env=run_env, capture_output=True, text=True, timeout=900)
+    check(p.returncode == 0 and "embed_cancel: all checks passed" in p.stdout,
+          f"embed_cancel exited {p.returncode}:\n{p.stdout}{p.stderr}")
+    snaps = [s["name"] for s in json.loads(qsnap("list", "--json", vmdir).stdout)]
+    check(snaps == ["a", "b"], f"qsnap list after the cancelled calls: {snaps}")

@@ -299,15 +299,24 @@ int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, st
 	       int *ret_qemu_fd, qsnap_error *err);
 /* Uncompressed bytes through the pump so far. */
 uint64_t pump_bytes(struct pump *p);
-/* Wait until QEMU closed its end and the thread is done, at most until
- * deadline (0: no limit) and unless cancel_fd is raised: then the thread
- * is stopped (its end of the pipe closed) and the result is -ETIMEDOUT or
- * -ECANCELED; a QEMU that still holds the other end is the caller's to
- * end. Frees p in every case. */
+/* Wait until QEMU closed its end and the thread is done; unless QEMU let
+ * go of the pipe by deadline (0: no limit), or cancel_fd is raised, the
+ * thread is stopped and the result is -ETIMEDOUT (QEMU still holds the
+ * pipe: the caller's to end) or -ECANCELED. Frees p in every case. */
 int pump_finish(struct pump *p, int64_t deadline, int cancel_fd, qsnap_error *err);
 /* The same, with the checksum of what went into the file (to it only). */
 int pump_finish_checksum(struct pump *p, int64_t deadline, int cancel_fd, char **ret_checksum,
 			 qsnap_error *err);
+/* The pump's work is not wanted (a failed migration): towards a file, it
+ * reads and drops what QEMU still writes until QEMU lets go (a cancelled
+ * migration must not block QEMU on a full pipe); towards QEMU, it closes
+ * the pipe. -ETIMEDOUT as above when QEMU did not let go by deadline; the
+ * thread's own error (a full disk: the reason QEMU saw only as a broken
+ * pipe) otherwise. Frees p; NULL is fine. */
+int pump_discard(struct pump *p, int64_t deadline, qsnap_error *err);
+/* Start that drain now, without waiting (before a migration is cancelled:
+ * QEMU blocked on a full pipe would not see the cancel). */
+void pump_drain(struct pump *p);
 
 /* ---- shared RAM files (ramfile.c) ---- */
 

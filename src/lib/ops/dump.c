@@ -151,7 +151,7 @@ fail:
 		if (paused_here && vm_qemu_alive(vm))
 			vm_cont(vm, &e2);
 		/* Our side of the pipe knows best why it broke (a full disk). */
-		if (pump_finish(TAKE_PTR(pump), now_ms() + UNDO_GRACE_MS, -1, &e2) < 0)
+		if (pump_discard(TAKE_PTR(pump), now_ms() + UNDO_GRACE_MS, &e2) < 0)
 			qerr(err, e2.code, "%s", e2.msg);
 		unlink(tmp);
 		if (!vm_qemu_alive(vm))
@@ -216,7 +216,7 @@ fail:
 
 		vm_kill_qemu(vm, 1, &e2);
 		closep(&qemu_fd);
-		if (pump && pump_finish(TAKE_PTR(pump), now_ms() + UNDO_GRACE_MS, -1, &e2) < 0)
+		if (pump && pump_discard(TAKE_PTR(pump), now_ms() + UNDO_GRACE_MS, &e2) < 0)
 			qerr(err, e2.code, "%s", e2.msg);
 		else if (died)
 			vm_err_qemu_log(vm, err);

@@ -247,6 +247,10 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 	if (r < 0) {
 		qsnap_error e2;
 
+		if (r == -ECANCELED) {
+			vm_kill_qemu(vm, 1, &e2);
+			return qerr_prefix(err, "starting QEMU");
+		}
 		if (!proc_alive(pid, start))
 			qerr(err, ECHILD, "QEMU exited while starting");
 		vm_kill_qemu(vm, 1, &e2);

@@ -146,7 +146,7 @@ static int restore_undo(struct restore *rs, int r, qsnap_error *err)
 	/* With QEMU gone, its end of the pipe is closed: the pump ends. */
 	closep(&rs->qemu_fd);
 	/* A damaged compressed file says so more clearly than QEMU. */
-	if (rs->pump && pump_finish(TAKE_PTR(rs->pump), now_ms() + UNDO_GRACE_MS, -1, &e2) < 0 &&
+	if (rs->pump && pump_discard(TAKE_PTR(rs->pump), now_ms() + UNDO_GRACE_MS, &e2) < 0 &&
 	    r != -ECANCELED)
 		qerr(err, e2.code, "%s", e2.msg);
 	/* QEMU that stays up after a failed load (exit-on-error off) logs more

@@ -161,13 +161,17 @@ static void end_wedged(struct save *sv, qsnap_error *err)
 {
 	qsnap_vm *vm = sv->vm;
 	pid_t pid = vm->st.qemu_pid;
+	bool stalled = qmp_stalled(sv->q);
+	_cleanup_free_ char *msg = xstrdup(err->msg);
 	qsnap_error e2;
 
 	vm_kill_qemu(vm, 1, &e2);
-	qerr(err, err->code, "%s; QEMU (pid %d) %s within %d s, so it was killed: the VM is stopped (restore a snapshot, or start it)",
-	     err->msg, (int)pid,
-	     sv->wedged ? "did not let go of the machine state's pipe" : "did not answer QMP",
-	     UNDO_GRACE_MS / 1000);
+	if (stalled)
+		qerr(err, err->code, "%s; QEMU (pid %d) stopped answering QMP, so it was killed: the VM is stopped (restore a snapshot, or start it)",
+		     msg, (int)pid);
+	else
+		qerr(err, err->code, "%s; QEMU (pid %d) did not let go of the machine state's pipe within %d s, so it was killed: the VM is stopped (restore a snapshot, or start it)",
+		     msg, (int)pid, UNDO_GRACE_MS / 1000);
 }
 
 /* Nothing partial stays: the partial directory goes, the VM runs on.
@@ -187,8 +191,8 @@ static int save_undo(struct save *sv, qsnap_error *err)
 	closep(&sv->qemu_fd);
 	if (alive && sv->fd_passed && !sv->wedged && !qmp_stalled(sv->q))
 		migrate_release(sv->q, &sv->tgt);
-	p = pump_finish(TAKE_PTR(sv->pump),
-			sv->q && qmp_stalled(sv->q) ? now_ms() : now_ms() + UNDO_GRACE_MS, -1, &e2);
+	p = pump_discard(TAKE_PTR(sv->pump), qmp_stalled(sv->q) ? now_ms() : now_ms() + UNDO_GRACE_MS,
+			 &e2);
 	if (p == -ETIMEDOUT)
 		sv->wedged = true;
 	checksum_follow_cancel(TAKE_PTR(sv->sum));

@@ -99,8 +99,8 @@ int save_migrate(struct save *sv, qsnap_error *err)
 		if (vm_qemu_alive(sv->vm) && !stalled)
 			migrate_release(sv->q, &sv->tgt);
 		/* A QEMU that does not answer does not let go either. */
-		p = pump_finish(TAKE_PTR(sv->pump), stalled ? now_ms() : now_ms() + UNDO_GRACE_MS, -1,
-				&e2);
+		p = pump_discard(TAKE_PTR(sv->pump), stalled ? now_ms() : now_ms() + UNDO_GRACE_MS,
+				 &e2);
 		if (p == -ETIMEDOUT)
 			sv->wedged = true;
 		else if (p < 0 && r != -ECANCELED && r != -ETIMEDOUT)

@@ -223,6 +223,8 @@ static void end_early(struct qmp *q, const struct mig_wait *w)
 	/* One that does not answer is the caller's to end (kill). */
 	if (w->incoming || qmp_stalled(q))
 		return;
+	/* QEMU blocked on a full pipe would not get to the cancel. */
+	pump_drain(w->pump);
 	old = qmp_bound(q, (struct qmp_bounds){.cancel_fd = -1, .limit = now_ms() + END_GRACE_MS});
 	migrate_end(q);
 	qmp_bound(q, old);
