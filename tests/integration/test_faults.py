@@ -224,6 +224,45 @@ def test_qemu_killed_during_restore(t):
     assert_consistent(vm, expected)
 
 
+def test_qemu_stops_during_compressed_save(t):
+    """A QEMU that stops writing its migration pipe (SIGSTOP during a
+    compressed save): the save ends soon after --timeout with an error that
+    says QEMU stopped answering and was killed, the VM is stopped as the
+    error says, nothing partial remains, and the earlier snapshot restores."""
+    vm = t.vm(memory="512M")
+    vm.boot()
+    expected = {"early": mark(vm, "early")}
+    vm.save("early")
+    fill_ram(vm)
+    pid = vm.qemu_pid()
+    timeout = 20
+    t0 = time.time()
+    proc = start_qsnap("save", vm.dir, "doomed", "--compress=19", "--timeout", timeout)
+    try:
+        check(wait_for(lambda: partial_written(vm, "vmstate.zst"), "the save to compress",
+                       proc=proc), "the save ended before QEMU could be stopped")
+        os.kill(pid, signal.SIGSTOP)
+        rc, out, err = finish(proc, timeout=timeout + 120)
+    finally:
+        if process_running(pid):
+            os.kill(pid, signal.SIGCONT)
+    took = time.time() - t0
+    check(rc == 1, f"the save exited {rc}: {out}{err}")
+    # The migration's wait ends at the timeout; ending QEMU takes seconds.
+    check(took < timeout + 10, f"the save took {took:.0f} s with --timeout {timeout}: {err}")
+    check("did not finish within 20 s" in err and "killed" in err and "the VM is stopped" in err
+          and "nothing was saved" in err, f"unclear error: {err}")
+    check(not process_running(pid), "the stopped QEMU still exists")
+    st = vm.status()
+    check(st["state"] == "stopped", f"status after the killed save: {st['state']}")
+    assert_consistent(vm, expected)
+
+
+def partial_written(vm, name):
+    files = glob.glob(vm.path("snapshots", ".partial-*", name))
+    return any(os.path.getsize(f) > 0 for f in files if os.path.exists(f))
+
+
 def test_leftovers_of_a_killed_command(t):
     """What qsnap leaves when it is killed between making something and
     recording it in state.json: a QEMU it started, a layer qemu-img made, a

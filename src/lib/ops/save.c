@@ -8,6 +8,7 @@
  * undone by the next command (save_recover). */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -165,9 +166,12 @@ static void end_wedged(struct save *sv, qsnap_error *err)
 	_cleanup_free_ char *msg = xstrdup(err->msg);
 	qsnap_error e2;
 
+	/* One that does not answer is not asked to quit. */
+	if (stalled && proc_signal(pid, vm->st.qemu_start, SIGKILL) == 0)
+		proc_wait_gone(pid, vm->st.qemu_start, 10000, -1);
 	vm_kill_qemu(vm, 1, &e2);
 	if (stalled)
-		qerr(err, err->code, "%s; QEMU (pid %d) stopped answering QMP, so it was killed: the VM is stopped (restore a snapshot, or start it)",
+		qerr(err, err->code, "%s; QEMU (pid %d) does not answer and was killed: the VM is stopped (restore a snapshot, or start it)",
 		     msg, (int)pid);
 	else
 		qerr(err, err->code, "%s; QEMU (pid %d) did not let go of the machine state's pipe within %d s, so it was killed: the VM is stopped (restore a snapshot, or start it)",

@@ -336,7 +336,7 @@ static int wait_loop(struct qmp *q, const struct mig_wait *w, int64_t deadline, 
 
 			end_early(q, w);
 			if (stalled)
-				return qerr(err, ETIMEDOUT, "%s did not finish within %d s, and QEMU stopped answering QMP",
+				return qerr(err, ETIMEDOUT, "%s did not finish within %d s: QEMU stopped answering",
 					    w->phase, w->timeout_s);
 			return qerr(err, ETIMEDOUT, "%s did not finish within %d s (raise --timeout if the VM is large or the disk slow)",
 				    w->phase, w->timeout_s);
