@@ -244,6 +244,9 @@ def test_qemu_stops_during_compressed_save(t):
         os.kill(pid, signal.SIGSTOP)
         rc, out, err = finish(proc, timeout=timeout + 120)
     finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         if process_running(pid):
             os.kill(pid, signal.SIGCONT)
     took = time.time() - t0
