@@ -19,6 +19,16 @@
 
 #define THREADS 4
 
+/* The background save is a fork of this threaded process that runs
+ * library code with threads of its own; ThreadSanitizer cannot follow a
+ * multi-threaded fork that starts threads (it becomes a program of its
+ * own, docs/design.md): under TSan, thread 0 saves in the foreground. */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#else
+#define UNDER_TSAN 0
+#endif
+
 static char **args;
 
 struct job {
@@ -92,7 +102,7 @@ static void *run(void *p)
 	if (step(j, qsnap_vm_save(vm, "a", NULL, &err), "qsnap_vm_save a", &err) < 0 ||
 	    step(j, qsnap_vm_restore(vm, "a", NULL, &err), "qsnap_vm_restore a", &err) < 0)
 		goto out;
-	if (j->n == 0) {
+	if (j->n == 0 && !UNDER_TSAN) {
 		/* The background save takes the handle: vm is NULL afterwards,
 		 * whether it worked or not. */
 		if (step(j,
@@ -150,7 +160,7 @@ int main(int argc, char **argv)
 			failed = 1;
 		} else
 			printf("ok vm%d: start, save, restore, %s, restore, stop\n", i,
-			       i == 0 ? "background save" : "save");
+			       i == 0 && !UNDER_TSAN ? "background save" : "save");
 	}
 	if (!failed)
 		printf("embed_threads: all checks passed\n");

@@ -97,6 +97,10 @@ def build_embed(t, source, extra=()):
     libdir = installed_dir(env, dest, "libdir")
     flags = pkg_config(env, "--cflags", "--libs").split()
     exe = os.path.join(t.dir, os.path.splitext(source)[0])
+    # A ThreadSanitizer build of the library (tests/run.py): the program
+    # too, so that the runtime sees every thread from the start.
+    if os.environ.get("QSNAP_SANITIZE") == "thread":
+        extra = [*extra, "-fsanitize=thread", "-g"]
     p = subprocess.run(["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", *extra, "-o", exe,
                         os.path.join(ROOT, "tests", "embed", source), *flags],
                        capture_output=True, text=True)
@@ -217,6 +221,7 @@ def test_embed_threads(t):
     p = subprocess.run([exe, t.dir, base, os.path.join(GUEST, "vmlinuz"),
                         os.path.join(GUEST, "initramfs.img"), ACCEL],
                        env=run_env, capture_output=True, text=True, timeout=1200)
+    check("WARNING: ThreadSanitizer" not in p.stderr, f"embed_threads: {p.stderr}")
     check(p.returncode == 0 and "embed_threads: all checks passed" in p.stdout,
           f"embed_threads exited {p.returncode}:\n{p.stdout}{p.stderr}")
     for i in range(4):
@@ -239,6 +244,7 @@ def test_embed_cancel(t):
     p = subprocess.run([exe, vmdir, base, os.path.join(GUEST, "vmlinuz"),
                         os.path.join(GUEST, "initramfs.img"), ACCEL],
                        env=run_env, capture_output=True, text=True, timeout=900)
+    check("WARNING: ThreadSanitizer" not in p.stderr, f"embed_cancel: {p.stderr}")
     check(p.returncode == 0 and "embed_cancel: all checks passed" in p.stdout,
           f"embed_cancel exited {p.returncode}:\n{p.stdout}{p.stderr}")
     snaps = [s["name"] for s in json.loads(qsnap("list", "--json", vmdir).stdout)]

@@ -261,6 +261,35 @@ def test_qemu_stops_during_compressed_save(t):
     assert_consistent(vm, expected)
 
 
+def test_ctrl_c_cancels_save(t):
+    """SIGINT (Ctrl-C) during qsnap save cancels it: qsnap says so and
+    exits 1 within seconds, no snapshot and nothing partial is left, and
+    the guest runs on as it was."""
+    vm = t.vm(memory="512M")
+    vm.boot()
+    fill_ram(vm)
+    now = mark(vm, "kept")
+    pid = vm.qemu_pid()
+    proc = start_qsnap("save", vm.dir, "interrupted", "--compress=19")
+    try:
+        check(wait_for(lambda: partial_written(vm, "vmstate.zst"), "the save to write",
+                       proc=proc), "the save ended before it could be interrupted")
+        t0 = time.time()
+        proc.send_signal(signal.SIGINT)
+        rc, out, err = finish(proc, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    check(time.time() - t0 < 30, f"the cancelled save took {time.time() - t0:.0f} s to end")
+    check(rc == 1 and "cancelled" in err and "nothing was saved" in err,
+          f"qsnap save after SIGINT exited {rc}: {err}")
+    check(vm.qemu_pid() == pid and vm.status()["state"] == "running",
+          f"the VM after the cancelled save: {vm.status()}")
+    check(view(vm) == now, "the guest changed in the cancelled save")
+    assert_consistent(vm, {})
+
+
 def partial_written(vm, name):
     files = glob.glob(vm.path("snapshots", ".partial-*", name))
     return any(os.path.getsize(f) > 0 for f in files if os.path.exists(f))

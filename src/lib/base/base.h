@@ -160,6 +160,9 @@ char *file_tail(int dirfd, const char *path, size_t max);
 /* Every process qsnap starts begins with default signal dispositions and
  * an empty signal mask (async-signal-safe; for a child of fork()). */
 void child_reset_signals(void);
+/* How a child of child_start that does not exec ends: exit_group itself,
+ * not _exit(), which a runtime (a sanitizer's) may wrap with locks. */
+void child_exit(int status) __attribute__((noreturn));
 /* Start a child that runs fn(arg) and exits with what it returns; fn may
  * make only async-signal-safe calls (it should exec). Signals reset as
  * above. The child's exit signal is 0: a caller's SIGCHLD=SIG_IGN or

@@ -80,7 +80,7 @@ static __attribute__((noreturn)) void exec_qemu(struct spawn_args *a)
 fail:
 	e = errno;
 	report(wr, 'E', e);
-	_exit(127);
+	child_exit(127);
 }
 
 /* The intermediate child: a session of its own, QEMU forked from it (it
