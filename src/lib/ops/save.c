@@ -200,7 +200,13 @@ static int save_undo(struct save *sv, qsnap_error *err)
 	if (p == -ETIMEDOUT)
 		sv->wedged = true;
 	checksum_follow_cancel(TAKE_PTR(sv->sum));
-	if (alive && (sv->wedged || (sv->q && qmp_stalled(sv->q)))) {
+	/* Does QEMU still answer? (QEMU 7.2 hung after a cancelled live
+	 * save, seen once.) A VM left running must be one that works. */
+	if (alive && !sv->wedged && !qmp_stalled(sv->q)) {
+		vm_cancel_hold(vm, UNDO_GRACE_MS);
+		qmp_execute(sv->q, "query-status", NULL, NULL, 5000, &e2);
+	}
+	if (alive && (sv->wedged || qmp_stalled(sv->q))) {
 		end_wedged(sv, err);
 		alive = false;
 	}

@@ -27,7 +27,14 @@ int save_open_vmstate(struct save *sv, qsnap_error *err)
 					      .mapped = sv->mapped,
 					      .switchover = sv->precopy},
 			  err);
-	if (r < 0 && sv->live)
+	/* QEMU 7.2 write-protects guest RAM for a background snapshot and
+	 * does not undo it when one is cancelled or fails: it then refuses
+	 * the capability for good (measured: a cancelled live save, then
+	 * "Background-snapshot is not compatible with guest memory
+	 * configuration" on anonymous RAM; 10.0.2 does not). */
+	if (r < 0 && sv->live && strstr(err->msg, "not compatible with guest memory configuration"))
+		qerr_prefix(err, "this QEMU refuses another live save, as QEMU 7.2 does after a live save was cancelled or failed; save without --live, or restart the VM (qsnap stop, then qsnap start --from a snapshot) to save live again");
+	else if (r < 0 && sv->live)
 		qerr_prefix(err, "live save needs QEMU's background-snapshot (QEMU >= 6.0, userfaultfd write-protection in the kernel); save without --live");
 	if (r < 0)
 		return r;

@@ -10,6 +10,9 @@
 
 #include "qemu/qemu.h"
 
+/* A command unanswered this long marks the connection stalled. */
+#define STALLED_MS 2000
+
 struct qmp {
 	int fd;
 	char *buf;
@@ -178,12 +181,18 @@ int qmp_execute_fd(struct qmp *q, const char *cmd, json_object *args, int fd,
 	const char *text;
 	int r;
 
+	/* Past the connection's limit nothing is sent: that is no sign of a
+	 * QEMU that does not answer. */
+	if (q->bounds.limit > 0 && now_ms() >= q->bounds.limit)
+		return qerr(err, ETIMEDOUT, "QMP command '%s': no time left", cmd);
 	json_object_object_add(req, "execute", json_object_new_string(cmd));
 	if (args)
 		json_object_object_add(req, "arguments", args);
 	json_object_object_add(req, "id", json_object_new_int64((int64_t)id));
 	text = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
 	_cleanup_free_ char *line = xasprintf("%s\n", text);
+
+	int64_t sent = now_ms();
 
 	r = send_all(q, line, strlen(line), fd, err);
 	if (r < 0)
@@ -193,7 +202,9 @@ int qmp_execute_fd(struct qmp *q, const char *cmd, json_object *args, int fd,
 		json_object *idv, *e;
 
 		r = read_message(q, deadline, &msg, err);
-		if (r == -ETIMEDOUT)
+		/* Stalled: it had a while to answer and did not (a wait cut
+		 * short by the limit proves nothing). */
+		if (r == -ETIMEDOUT && now_ms() - sent >= STALLED_MS)
 			q->stalled = true;
 		if (r < 0)
 			return qerr_prefix(err, "QMP command '%s'", cmd);
