@@ -266,10 +266,12 @@ void qsnap_vm_close(qsnap_vm *vm);
  * (a QMP reply, the migration, the compression pump, QEMU coming up or
  * going away) with -ECANCELED, having undone its work as on any failure:
  *  - a save leaves no snapshot and nothing partial, the VM running or
- *    paused as before (a QEMU that does not let go of the save's pipe
- *    within 10 s is killed, and the error says so);
- *  - a restore (or a start from a snapshot) leaves the VM stopped, as any
- *    restore that failed after the running QEMU was ended;
+ *    paused as before (a QEMU that stops answering, or does not let go
+ *    of the save's pipe within 10 s, is killed, and the error says so;
+ *    QEMU 7.2 refuses another live save after a cancelled one);
+ *  - a restore (or a start from a snapshot) leaves the VM as it was when
+ *    cancelled before the running QEMU was ended (while the snapshot is
+ *    checked), else stopped, as any restore that failed after that;
  *  - a start leaves the VM stopped;
  *  - a stop does not wait for QEMU to quit: QEMU is killed at once and the
  *    call returns 0.
