@@ -36,7 +36,13 @@
  *  - A qsnap_vm is used by one thread at a time: give each thread its own
  *    (several threads may work on different VMs at once). Two handles on
  *    the same VM directory, in one process or in two, take turns through
- *    the VM's lock (qsnap_vm_open waits for it).
+ *    the VM's lock (qsnap_vm_open waits for it). The one exception is
+ *    qsnap_vm_cancel, which any thread (or a signal handler) may call on a
+ *    handle that another thread is using.
+ *  - Every wait of the library ends: by its timeout, by its event, or by
+ *    qsnap_vm_cancel; none sleeps in steps. A QEMU that stops answering
+ *    or does not let go of a file it was given while a save is undone is
+ *    killed, and the error says so.
  *  - Functions without a qsnap_vm (qsnap_def_*, qsnap_parse_size, ...) only
  *    touch what they are given.
  *  - The library starts programs (no shell, no library code run in a
@@ -264,6 +270,29 @@ enum {
 int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **ret_vm,
 		  qsnap_error *err);
 void qsnap_vm_close(qsnap_vm *vm);
+
+/* Cancel the call that another thread is making on vm (since 1.1,
+ * version node QSNAP_1.1). Safe from any thread and from a signal handler
+ * (it is one write() to an eventfd of vm); vm must stay open until the call
+ * returns. Honoured by qsnap_vm_save, qsnap_vm_restore, qsnap_vm_start
+ * (also with from) and qsnap_vm_stop: the call ends at its next wait
+ * (a QMP reply, the migration, the compression pump, QEMU coming up or
+ * going away) with -ECANCELED, having undone its work as on any failure:
+ *  - a save leaves no snapshot and nothing partial, the VM running or
+ *    paused as before (a QEMU that stops answering, or does not let go
+ *    of the save's pipe within 10 s, is killed, and the error says so;
+ *    QEMU 7.2 refuses another live save after a cancelled one);
+ *  - a restore (or a start from a snapshot) leaves the VM as it was when
+ *    cancelled before the running QEMU was ended (while the snapshot is
+ *    checked), else stopped, as any restore that failed after that;
+ *  - a start leaves the VM stopped;
+ *  - a stop does not wait for QEMU to quit: QEMU is killed at once and the
+ *    call returns 0.
+ * Work that is not a wait (qemu-img, copying a RAM file) runs to its end
+ * first. A cancellation made while none of these calls runs ends the next
+ * one at its first wait; one that arrives as a call returns is dropped
+ * with that call. Other calls ignore it. */
+void qsnap_vm_cancel(qsnap_vm *vm);
 
 /* The definition as read from vm.json: vm's, valid until it is closed or
  * changed (qsnap_vm_set_*); read it with qsnap_def_get. */

@@ -8,6 +8,9 @@ Without arguments (make check), in this order:
   clang       a clang build with -Wall -Wextra -Werror (build-clang/)
   asan        an ASan+UBSan build (build-asan/): its meson tests, and a few
               integration tests against its qsnap binary
+  tsan        a ThreadSanitizer build of the library (build-tsan/) under the
+              threaded embedding programs (tests/embed: embed_threads.c,
+              embed_cancel.c)
   fuzz        the libFuzzer targets (build-fuzz/, clang), a short run each
   integration every integration test against build/, with the system's
               QEMU (Debian 12: 7.2), then with QEMU 10 (build/qemu10,
@@ -78,6 +81,17 @@ ASAN_INTEGRATION_QEMU10 = [
     "test_qemu.test_restore_failure_says_why",
     "test_live.test_live_save_is_the_guest_at_the_pause",
 ]
+# Threads of one program on the library at once, and a call cancelled from
+# another thread, under ThreadSanitizer.
+TSAN_INTEGRATION = [
+    "test_embed.test_embed_threads",
+    "test_embed.test_embed_cancel",
+]
+TSAN_ENV = {
+    "QSNAP_SANITIZE": "thread",
+    "TSAN_OPTIONS": "halt_on_error=0:exitcode=86:suppressions="
+    + os.path.join(ROOT, "tests", "embed", "tsan.supp"),
+}
 SANITIZER_ENV = {
     # A distinct exit code, so that a sanitizer report is never mistaken
     # for an ordinary failure that a test expects.
@@ -283,6 +297,13 @@ def run_asan(tot):
                                {**SANITIZER_ENV, "QSNAP_TEST_QEMU": QEMU10})
 
 
+def run_tsan(tot):
+    ok, out = meson_build("build-tsan", ["-Db_sanitize=thread", "-Db_lundef=false"])
+    tot.add("tsan: ThreadSanitizer build", ok, tail(out))
+    if ok:
+        integration_subprocess(tot, "tsan", "build-tsan", TSAN_INTEGRATION, TSAN_ENV)
+
+
 def run_fuzz(tot):
     if not have("clang"):
         tot.add("fuzz: libFuzzer build", False, "clang is not installed (scripts/bootstrap check)")
@@ -398,6 +419,7 @@ def main():
         run_valgrind(tot)
         run_clang(tot)
         run_asan(tot)
+        run_tsan(tot)
         run_fuzz(tot)
     which = [q for q in os.environ.get("QSNAP_TEST_QEMUS", "system,qemu10").split(",") if q]
     if "qemu10" in which and not os.path.exists(QEMU10):

@@ -47,7 +47,8 @@ class VM:
 
     A VM is used by one thread at a time (calls on one VM from several
     threads take turns); long calls release the GIL, so other threads run
-    meanwhile.
+    meanwhile. The exception is cancel(): another thread calls it to end
+    the save, restore, start or stop that is running.
 
     Example::
 
@@ -63,6 +64,9 @@ class VM:
     def __init__(self, handle: int):
         self._vm: Optional[int] = handle
         self._lock = threading.Lock()
+        # Taken by cancel() and by close() around freeing the handle, not
+        # for the length of a call: cancel() must not wait for the call.
+        self._cancel_lock = threading.Lock()
 
     # ---- making and opening ----
 
@@ -119,10 +123,23 @@ class VM:
 
     def close(self) -> None:
         """Close the handle and release the VM's lock; QEMU runs on."""
-        with self._lock:
+        with self._lock, self._cancel_lock:
             if self._vm:
                 _capi.vm_close(self._vm)
                 self._vm = None
+
+    def cancel(self) -> None:
+        """End the save, restore, start or stop another thread is running
+        on this VM: that call raises Cancelled, its work undone as after
+        any failure (a save leaves no snapshot and the VM as it was; a
+        restore or start leaves the VM stopped, or as it was if the running
+        QEMU was not touched yet; a stop kills QEMU at once and succeeds).
+        Work that is not a wait (qemu-img, a RAM file copy) finishes first.
+        Called while no such call runs, it ends the next one at its first
+        wait. Safe from any thread; does nothing on a closed VM."""
+        with self._cancel_lock:
+            if self._vm:
+                _capi.vm_cancel(self._vm)
 
     def __enter__(self) -> "VM":
         return self

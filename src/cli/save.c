@@ -53,6 +53,7 @@ static int save_in_background(struct cli *c, qsnap_save_opts *so)
 	int r;
 
 	fflush(NULL);
+	cli_cancel_off();
 	r = qsnap_vm_save_background(&c->vm, c->argv[1], so, &pid, &c->err);
 	if (r == 0) {
 		printf("saving %s in the background (pid %d); qsnap status %s shows its progress\n",
@@ -131,6 +132,7 @@ static int run(struct cli *c)
 }
 
 const struct cli_cmd cli_cmd_save = {
+	.cancel = true,
 	.name = "save",
 	.summary = "save the whole VM as a named snapshot",
 	.args = "VMDIR NAME",

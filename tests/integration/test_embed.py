@@ -78,11 +78,15 @@ def test_install_shared_library(t):
     vers = subprocess.run(["objdump", "-T", so], capture_output=True, text=True).stdout
     unversioned = [line for line in vers.splitlines() if " qsnap_" in line and "QSNAP_1" not in line]
     check(not unversioned, f"exports without the QSNAP_1 version: {unversioned[:5]}")
+    # Functions added after 1.0 carry their own node, later ones QSNAP_1.
+    later = [line for line in vers.splitlines() if " qsnap_vm_cancel" in line]
+    check(later and all("QSNAP_1.1" in line for line in later),
+          f"qsnap_vm_cancel is not in QSNAP_1.1: {later}")
     # Only qsnap_* is exported (and the version node of libqsnap.map).
     nm = subprocess.run(["nm", "-D", "--defined-only", so], capture_output=True, text=True)
     check(nm.returncode == 0, nm.stderr)
     syms = [line.split()[-1] for line in nm.stdout.splitlines() if line.strip()]
-    foreign = [s for s in syms if not s.startswith("qsnap_") and s != "QSNAP_1"]
+    foreign = [s for s in syms if not s.startswith("qsnap_") and s not in ("QSNAP_1", "QSNAP_1.1")]
     check(not foreign, f"libqsnap.so exports more than qsnap_*: {foreign[:20]}")
     # Every function qsnap.h declares is exported, and nothing else.
     with open(os.path.join(ROOT, "include", "qsnap.h")) as f:
@@ -106,6 +110,10 @@ def build_embed(t, source, extra=()):
     libdir = installed_dir(env, dest, "libdir")
     flags = pkg_config(env, "--cflags", "--libs").split()
     exe = os.path.join(t.dir, os.path.splitext(source)[0])
+    # A ThreadSanitizer build of the library (tests/run.py): the program
+    # too, so that the runtime sees every thread from the start.
+    if os.environ.get("QSNAP_SANITIZE") == "thread":
+        extra = [*extra, "-fsanitize=thread", "-g"]
     p = subprocess.run(["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", *extra, "-o", exe,
                         os.path.join(ROOT, "tests", "embed", source), *flags],
                        capture_output=True, text=True)
@@ -235,9 +243,31 @@ def test_embed_threads(t):
     p = subprocess.run([exe, t.dir, base, os.path.join(GUEST, "vmlinuz"),
                         os.path.join(GUEST, "initramfs.img"), ACCEL],
                        env=run_env, capture_output=True, text=True, timeout=1200)
+    check("WARNING: ThreadSanitizer" not in p.stderr, f"embed_threads: {p.stderr}")
     check(p.returncode == 0 and "embed_threads: all checks passed" in p.stdout,
           f"embed_threads exited {p.returncode}:\n{p.stdout}{p.stderr}")
     for i in range(4):
         snaps = [s["name"] for s in json.loads(qsnap("list", "--json",
                                                      os.path.join(t.dir, f"vm{i}")).stdout)]
         check(snaps == ["a", "b"], f"vm{i}: snapshots {snaps}")
+
+
+def test_embed_cancel(t):
+    """qsnap_vm_cancel from another thread (tests/embed/embed_cancel.c): a
+    save and a restore cancelled while they work return -ECANCELED within
+    seconds, the save leaving no snapshot and the guest running as it was,
+    the restore the VM stopped with its snapshots intact; a cancellation
+    made before a call ends only that call."""
+    exe, run_env = build_embed(t, "embed_cancel.c", ["-pthread"])
+    base = os.path.join(t.dir, "base.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "64M")
+    vmdir = os.path.join(t.dir, "vm")
+    t.vms.append(Stopper(vmdir))
+    p = subprocess.run([exe, vmdir, base, os.path.join(GUEST, "vmlinuz"),
+                        os.path.join(GUEST, "initramfs.img"), ACCEL],
+                       env=run_env, capture_output=True, text=True, timeout=900)
+    check("WARNING: ThreadSanitizer" not in p.stderr, f"embed_cancel: {p.stderr}")
+    check(p.returncode == 0 and "embed_cancel: all checks passed" in p.stdout,
+          f"embed_cancel exited {p.returncode}:\n{p.stdout}{p.stderr}")
+    snaps = [s["name"] for s in json.loads(qsnap("list", "--json", vmdir).stdout)]
+    check(snaps == ["a", "b"], f"qsnap list after the cancelled calls: {snaps}")

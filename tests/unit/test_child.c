@@ -262,8 +262,8 @@ static void test_wait_gone(void **state)
 	pid_t pid = sleeper("0.3", &start);
 	int64_t t0 = now_ms();
 
-	assert_int_equal(proc_wait_gone(pid, start, 50), -ETIMEDOUT);
-	assert_int_equal(proc_wait_gone(pid, start, 10000), 0);
+	assert_int_equal(proc_wait_gone(pid, start, 50, -1), -ETIMEDOUT);
+	assert_int_equal(proc_wait_gone(pid, start, 10000, -1), 0);
 	assert_true(now_ms() - t0 < 5000);
 	assert_false(proc_alive(pid, start));
 }
@@ -278,7 +278,7 @@ static void test_signal_by_start_time(void **state)
 	assert_int_equal(proc_signal(pid, 0, SIGKILL), -ESRCH);
 	assert_true(proc_alive(pid, start));
 	assert_int_equal(proc_signal(pid, start, SIGKILL), 0);
-	assert_int_equal(proc_wait_gone(pid, start, 10000), 0);
+	assert_int_equal(proc_wait_gone(pid, start, 10000, -1), 0);
 }
 
 int main(void)

@@ -437,7 +437,7 @@ static void test_proc_start_time_zero(void **ctx)
 	assert_true(proc_alive(getpid(), me));
 	assert_false(proc_alive(getpid(), 0));
 	assert_false(proc_alive(getpid(), me + 1));
-	assert_int_equal(proc_wait_gone(getpid(), 0, 1000), 0);
+	assert_int_equal(proc_wait_gone(getpid(), 0, 1000, -1), 0);
 }
 
 /* A file cut short anywhere (a crash during a non-atomic copy, a full

@@ -178,6 +178,9 @@ char *file_tail(int dirfd, const char *path, size_t max);
 
 /* ---- children (child.c) ---- */
 
+/* How a child of child_start that does not exec ends: exit_group itself,
+ * not _exit(), which a runtime (a sanitizer's) may wrap with locks. */
+void child_exit(int status) __attribute__((noreturn));
 /* Start a child that runs fn(arg) and exits with what it returns; fn may
  * make only async-signal-safe calls (it should exec). Signals reset as
  * above. The child's exit signal is 0: a caller's SIGCHLD=SIG_IGN or
@@ -324,6 +327,23 @@ void sha256_buf(const void *data, size_t len, char out[DIGEST_LEN + 1]);
 /* Is s "sha256:" and 64 lowercase hex digits? */
 bool digest_valid(const char *s);
 
+/* ---- how waits end (wait.c) ---- */
+
+/* A cancellation: an eventfd (O_CLOEXEC, non-blocking) that turns readable
+ * when raised and stays so until cleared. -1 stands for "none" in every
+ * function that takes one. */
+int cancel_new(void);
+/* Raise it: one write(), async-signal-safe. */
+void cancel_raise(int fd);
+void cancel_clear(int fd);
+bool cancel_raised(int fd);
+/* Milliseconds until deadline (a now_ms() time) for poll(): 0 when past,
+ * -1 (forever) for a deadline of 0. */
+int wait_left_ms(int64_t deadline);
+/* Wait until fd (-1: none) has events, cancel_fd is raised or deadline (0:
+ * none) passes: 0, -ECANCELED or -ETIMEDOUT (cancel wins a tie). */
+int wait_fd(int fd, short events, int cancel_fd, int64_t deadline);
+
 /* ---- zstd between QEMU and a file (pump.c) ---- */
 
 struct pump;
@@ -337,10 +357,24 @@ int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, st
 	       int *ret_qemu_fd, qsnap_error *err);
 /* Uncompressed bytes through the pump so far. */
 uint64_t pump_bytes(struct pump *p);
-/* Wait until QEMU closed its end and the thread is done. */
-int pump_finish(struct pump *p, qsnap_error *err);
+/* Wait until QEMU closed its end and the thread is done; unless QEMU let
+ * go of the pipe by deadline (0: no limit), or cancel_fd is raised, the
+ * thread is stopped and the result is -ETIMEDOUT (QEMU still holds the
+ * pipe: the caller's to end) or -ECANCELED. Frees p in every case. */
+int pump_finish(struct pump *p, int64_t deadline, int cancel_fd, qsnap_error *err);
 /* The same, with the checksum of what went into the file (to it only). */
-int pump_finish_checksum(struct pump *p, char **ret_checksum, qsnap_error *err);
+int pump_finish_checksum(struct pump *p, int64_t deadline, int cancel_fd, char **ret_checksum,
+			 qsnap_error *err);
+/* The pump's work is not wanted (a failed migration): towards a file, it
+ * reads and drops what QEMU still writes until QEMU lets go (a cancelled
+ * migration must not block QEMU on a full pipe); towards QEMU, it closes
+ * the pipe. -ETIMEDOUT as above when QEMU did not let go by deadline; the
+ * thread's own error (a full disk: the reason QEMU saw only as a broken
+ * pipe) otherwise. Frees p; NULL is fine. */
+int pump_discard(struct pump *p, int64_t deadline, qsnap_error *err);
+/* Start that drain now, without waiting (before a migration is cancelled:
+ * QEMU blocked on a full pipe would not see the cancel). */
+void pump_drain(struct pump *p);
 
 /* ---- shared RAM files (ramfile.c) ---- */
 
@@ -396,7 +430,7 @@ bool proc_alive(pid_t pid, unsigned long long start);
  * -ESRCH when it is gone. */
 int proc_signal(pid_t pid, unsigned long long start, int sig);
 /* Wait until the process is gone (poll on its pidfd, else by polling);
- * -ETIMEDOUT after timeout_ms. */
-int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms);
+ * -ETIMEDOUT after timeout_ms, -ECANCELED when cancel_fd is raised. */
+int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms, int cancel_fd);
 
 #endif

@@ -51,6 +51,15 @@ static void child_reset_signals(void)
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(none));
 }
 
+void child_exit(int status)
+{
+	/* The system call, not _exit(): a runtime that wraps _exit (a
+	 * sanitizer's) may take locks that another thread of the parent held
+	 * at the clone, and wait forever. */
+	for (;;)
+		syscall(SYS_exit_group, status);
+}
+
 int child_start(int (*fn)(void *), void *arg, pid_t *ret_pid, qsnap_error *err)
 {
 	sigset_t all, old;
@@ -67,7 +76,7 @@ int child_start(int (*fn)(void *), void *arg, pid_t *ret_pid, qsnap_error *err)
 	pid = syscall(SYS_clone, 0UL, NULL, NULL, NULL, 0UL);
 	if (pid == 0) {
 		child_reset_signals();
-		_exit(fn(arg));
+		child_exit(fn(arg));
 	}
 	e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -109,7 +118,7 @@ static int waiter(void *p)
 	int status;
 
 	if (pid == 0)
-		_exit(w->fn(w->arg));
+		child_exit(w->fn(w->arg));
 	if (pid < 0)
 		return 1;
 	while (waitpid((pid_t)pid, &status, 0) < 0)
@@ -207,7 +216,7 @@ fail_errno:
 	e = errno;
 fail:
 	detach_report(wr, 'E', e);
-	_exit(127);
+	child_exit(127);
 }
 
 /* The intermediate child: a session of its own, the program forked from

@@ -88,7 +88,13 @@ int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **
 	int r;
 
 	vm->dirfd = vm->lockfd = -1;
+	vm->qmp_bounds.cancel_fd = -1;
 	vm->readonly = flags & QSNAP_OPEN_READONLY;
+	vm->cancelfd = cancel_new();
+	if (vm->cancelfd < 0) {
+		r = qerr(err, errno, "cannot create an eventfd: %s", strerror(errno));
+		goto fail;
+	}
 	r = vmdir_open(vm, dir, err);
 	if (r >= 0 && !vm->readonly)
 		r = vmdir_lock(vm,
@@ -152,9 +158,17 @@ void qsnap_vm_close(qsnap_vm *vm)
 	state_free(&vm->st);
 	if (vm->lockfd >= 0)
 		close(vm->lockfd);
+	if (vm->cancelfd >= 0)
+		close(vm->cancelfd);
 	if (vm->dirfd >= 0)
 		close(vm->dirfd);
 	free(vm->dir);
 	free(vm);
 }
 
+
+void qsnap_vm_cancel(qsnap_vm *vm)
+{
+	if (vm)
+		cancel_raise(vm->cancelfd);
+}

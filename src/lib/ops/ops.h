@@ -94,6 +94,13 @@ char *drive_ids(const qsnap_def *def);
 /* ---- export and import (export.c, import.c) ---- */
 
 /* The first file of an export: what it holds, with sizes and checksums. */
+/* What an undo gives QEMU to answer and to let go of a file it was given
+ * (a pipe of ours) before it is killed: the undo of a command that was
+ * cancelled or ran out of time ends this long after, whatever QEMU does. */
+#define UNDO_GRACE_MS 10000
+/* A migration completed: QEMU closed its end, the pump's last bytes. */
+#define PUMP_END_MS 60000
+
 #define EXPORT_MANIFEST "qsnap-export.json"
 #define EXPORT_FORMAT "qsnap-export"
 #define EXPORT_VERSION 1

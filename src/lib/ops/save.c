@@ -8,6 +8,7 @@
  * undone by the next command (save_recover). */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -186,21 +187,61 @@ static int save_finish(struct save *sv, qsnap_error *err)
 	return r;
 }
 
+/* QEMU stopped answering, or holds the pump's pipe and neither writes
+ * nor closes it: it is killed, so that nothing of the save stays behind
+ * (a migration QEMU would go on with later, a file it holds). */
+static void end_wedged(struct save *sv, qsnap_error *err)
+{
+	qsnap_vm *vm = sv->vm;
+	pid_t pid = vm->st.qemu_pid;
+	bool stalled = qmp_stalled(sv->q);
+	_cleanup_free_ char *msg = xstrdup(err->msg);
+	qsnap_error e2;
+
+	/* One that does not answer is not asked to quit. */
+	if (stalled && proc_signal(pid, vm->st.qemu_start, SIGKILL) == 0)
+		proc_wait_gone(pid, vm->st.qemu_start, 10000, -1);
+	vm_kill_qemu(vm, 1, &e2);
+	if (stalled)
+		qerr(err, err->code, "%s; QEMU (pid %d) does not answer and was killed: the VM is stopped (restore a snapshot, or start it)",
+		     msg, (int)pid);
+	else
+		qerr(err, err->code, "%s; QEMU (pid %d) did not let go of the machine state's pipe within %d s, so it was killed: the VM is stopped (restore a snapshot, or start it)",
+		     msg, (int)pid, UNDO_GRACE_MS / 1000);
+}
+
 /* Nothing partial stays: the partial directory goes, the VM runs on.
  * Layers that were switched stay in the chain (they hold what the guest
- * writes now); ones that were not are dropped. */
+ * writes now); ones that were not are dropped. The undo is not cancelled
+ * and ends within UNDO_GRACE_MS of QMP and pipe waits: a QEMU that does not
+ * answer or let go in that time is killed. */
 static int save_undo(struct save *sv, qsnap_error *err)
 {
 	qsnap_vm *vm = sv->vm;
 	bool alive = vm_qemu_alive(vm);
 	qsnap_error e2;
+	int p;
 
+	vm_cancel_hold(vm, UNDO_GRACE_MS);
 	/* QEMU lets go of the fd it was given: then the pump ends. */
 	closep(&sv->qemu_fd);
-	if (alive && sv->fd_passed)
+	if (alive && sv->fd_passed && !sv->wedged && !qmp_stalled(sv->q))
 		migrate_release(sv->q, &sv->tgt);
-	pump_finish(TAKE_PTR(sv->pump), &e2);
+	p = pump_discard(TAKE_PTR(sv->pump), qmp_stalled(sv->q) ? now_ms() : now_ms() + UNDO_GRACE_MS,
+			 &e2);
+	if (p == -ETIMEDOUT)
+		sv->wedged = true;
 	checksum_follow_cancel(TAKE_PTR(sv->sum));
+	/* Does QEMU still answer? (QEMU 7.2 hung after a cancelled live
+	 * save, seen once.) A VM left running must be one that works. */
+	if (alive && !sv->wedged && !qmp_stalled(sv->q)) {
+		vm_cancel_hold(vm, UNDO_GRACE_MS);
+		qmp_execute(sv->q, "query-status", NULL, NULL, 5000, &e2);
+	}
+	if (alive && (sv->wedged || qmp_stalled(sv->q))) {
+		end_wedged(sv, err);
+		alive = false;
+	}
 	if (sv->stage)
 		unlink(sv->stage);
 	if (!sv->switched && alive)
@@ -208,7 +249,7 @@ static int save_undo(struct save *sv, qsnap_error *err)
 	if (vm->st.pending)
 		rm_rf(vm->dirfd, vm->st.pending);
 	free(TAKE_PTR(vm->st.pending));
-	if (!alive) {
+	if (!alive && vm->st.qemu_pid) {
 		vm_forget_qemu(vm);
 		vm_err_qemu_log(vm, err);
 	}
@@ -280,7 +321,7 @@ static int save_upkeep(struct save *sv, qsnap_error *err)
 	return qerr_prefix(err, "snapshot '%s' is saved, but compacting the disks failed", sv->name);
 }
 
-int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
+static int save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
 {
 	qsnap_save_opts o;
 	struct save sv = {.vm = vm, .name = name, .opts = &o, .t0 = now_ms(), .wall0 = now_wall(),
@@ -319,6 +360,16 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	if (r == 0)
 		save_stats(&sv);
 	save_free(&sv);
+	return r;
+}
+
+int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
+{
+	int r;
+
+	vm_cancel_arm(vm);
+	r = save(vm, name, opts, err);
+	vm_cancel_end(vm);
 	return r;
 }
 

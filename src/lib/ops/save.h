@@ -42,6 +42,7 @@ struct save {
 	bool paused_here; /* we stopped the guest and must let it run */
 	bool switched;	  /* the drives write to their new layers */
 	bool fd_passed;	  /* QEMU holds the machine state's file */
+	bool wedged;	  /* QEMU did not let go of the pump's pipe in time */
 	/* The machine state file, and what writes it. */
 	int fd, qemu_fd;
 	struct pump *pump;

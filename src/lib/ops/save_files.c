@@ -30,7 +30,14 @@ int save_open_vmstate(struct save *sv, qsnap_error *err)
 					      .direct_io = sv->direct_io,
 					      .switchover = sv->precopy},
 			  err);
-	if (r < 0 && sv->live)
+	/* QEMU 7.2 write-protects guest RAM for a background snapshot and
+	 * does not undo it when one is cancelled or fails: it then refuses
+	 * the capability for good (measured: a cancelled live save, then
+	 * "Background-snapshot is not compatible with guest memory
+	 * configuration" on anonymous RAM; 10.0.2 does not). */
+	if (r < 0 && sv->live && strstr(err->msg, "not compatible with guest memory configuration"))
+		qerr_prefix(err, "this QEMU refuses another live save, as QEMU 7.2 does after a live save was cancelled or failed; save without --live, or restart the VM (qsnap stop, then qsnap start --from a snapshot) to save live again");
+	else if (r < 0 && sv->live)
 		qerr_prefix(err, "live save needs QEMU's background-snapshot (QEMU >= 6.0, userfaultfd write-protection in the kernel); save without --live");
 	if (r < 0)
 		return r;
@@ -92,17 +99,28 @@ int save_migrate(struct save *sv, qsnap_error *err)
 				.completed_at = &completed,
 			},
 			err);
-	if (r < 0) {
+	if (r < 0 && sv->pump) {
 		qsnap_error e2;
+		int p;
 
 		/* QEMU saw only a broken pipe; our side knows why (a full disk).
-		 * A migration that never started leaves QEMU holding the pipe. */
-		if (sv->pump && vm_qemu_alive(sv->vm))
+		 * A migration that never started leaves QEMU holding the pipe;
+		 * one that does not let go in time is killed by the undo. */
+		bool stalled = qmp_stalled(sv->q);
+
+		vm_cancel_hold(sv->vm, UNDO_GRACE_MS);
+		if (vm_qemu_alive(sv->vm) && !stalled)
 			migrate_release(sv->q, &sv->tgt);
-		if (sv->pump && pump_finish(TAKE_PTR(sv->pump), &e2) < 0)
+		/* A QEMU that does not answer does not let go either. */
+		p = pump_discard(TAKE_PTR(sv->pump), stalled ? now_ms() : now_ms() + UNDO_GRACE_MS,
+				 &e2);
+		if (p == -ETIMEDOUT)
+			sv->wedged = true;
+		else if (p < 0 && r != -ECANCELED && r != -ETIMEDOUT)
 			qerr(err, e2.code, "%s", e2.msg);
-		return r;
 	}
+	if (r < 0)
+		return r;
 	/* Precopy: the last pages and the device state after the cut. */
 	save_phase(sv, sv->precopy ? "switchover" : "migration", sv->last, completed);
 	if (completed)
@@ -202,7 +220,10 @@ int save_make_durable(struct save *sv, qsnap_error *err)
 
 	/* A pump still writes its last compressed bytes: fsync after it. */
 	if (sv->pump) {
-		r = pump_finish_checksum(TAKE_PTR(sv->pump), &sv->checksum, err);
+		r = pump_finish_checksum(TAKE_PTR(sv->pump), now_ms() + PUMP_END_MS,
+					 vm_cancel_fd(vm), &sv->checksum, err);
+		if (r == -ETIMEDOUT)
+			sv->wedged = true;
 		save_step(sv, "compress, checksum");
 		if (r < 0)
 			return r;

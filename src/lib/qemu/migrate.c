@@ -219,6 +219,26 @@ static bool live_resume(struct qmp *q, json_object *info, bool done, qsnap_error
 	return true;
 }
 
+/* Time an outgoing migration that was cancelled or ran out of time gets to
+ * end (migrate_cancel, and QEMU settling) before qsnap stops asking. */
+#define END_GRACE_MS 10000
+
+/* The wait ended early (cancelled, or out of time): an outgoing migration
+ * ends too, whatever the caller's cancellation says, within END_GRACE_MS. */
+static void end_early(struct qmp *q, const struct mig_wait *w)
+{
+	struct qmp_bounds old;
+
+	/* One that does not answer is the caller's to end (kill). */
+	if (w->incoming || qmp_stalled(q))
+		return;
+	/* QEMU blocked on a full pipe would not get to the cancel. */
+	pump_drain(w->pump);
+	old = qmp_bound(q, (struct qmp_bounds){.cancel_fd = -1, .limit = now_ms() + END_GRACE_MS});
+	migrate_end(q);
+	qmp_bound(q, old);
+}
+
 /* A precopy save waits in pre-switchover with the guest stopped: the
  * caller's cut, then on. */
 static int switchover(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
@@ -230,7 +250,7 @@ static int switchover(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 				jbuild("state", json_object_new_string("pre-switchover"), NULL), NULL,
 				0, err);
 	if (r < 0)
-		migrate_end(q);
+		end_early(q, w);
 	return r;
 }
 
@@ -239,10 +259,9 @@ static int switchover(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
  * before any pass too). */
 #define PRECOPY_PASSES 3
 
-int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
+static int wait_loop(struct qmp *q, const struct mig_wait *w, int64_t deadline, qsnap_error *err)
 {
 	bool stopped = false;
-	int64_t deadline = now_ms() + (int64_t)w->timeout_s * 1000;
 	struct progress p;
 	bool to_resume = w->live && !w->incoming;
 
@@ -296,6 +315,10 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 			}
 			continue;
 		}
+		if (r == -ECANCELED) {
+			end_early(q, w);
+			return r;
+		}
 		if (r != -ETIMEDOUT)
 			return r;
 		if (!w->incoming) {
@@ -320,12 +343,33 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 		}
 		progress_report(&p, done_bytes(w), false);
 		if (now_ms() >= deadline) {
-			if (!w->incoming)
-				migrate_end(q);
+			bool stalled = qmp_stalled(q);
+
+			end_early(q, w);
+			if (stalled)
+				return qerr(err, ETIMEDOUT, "%s did not finish within %d s: QEMU stopped answering",
+					    w->phase, w->timeout_s);
 			return qerr(err, ETIMEDOUT, "%s did not finish within %d s (raise --timeout if the VM is large or the disk slow)",
 				    w->phase, w->timeout_s);
 		}
 	}
+}
+
+int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
+{
+	int64_t deadline = now_ms() + (int64_t)w->timeout_s * 1000;
+	struct qmp_bounds old = qmp_bound(q, (struct qmp_bounds){.cancel_fd = -1});
+	int r;
+
+	/* No command of the wait (query-migrate, the switchover's cut) lasts
+	 * past its deadline. */
+	qmp_bound(q, (struct qmp_bounds){
+		.cancel_fd = old.cancel_fd,
+		.limit = old.limit > 0 && old.limit < deadline ? old.limit : deadline,
+	});
+	r = wait_loop(q, w, deadline, err);
+	qmp_bound(q, old);
+	return r;
 }
 
 int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait *w,

@@ -49,7 +49,7 @@ int qemu_spawn(const char *cwd, char *const argv[], const char *logpath, int con
  * or refuses connections (QEMU starting); if pid is non-zero, give up at
  * once when that process (with that start time) is gone. */
 int qemu_connect(const char *path, int timeout_ms, pid_t pid, unsigned long long start,
-		 struct qmp **ret, qsnap_error *err);
+		 int cancel_fd, struct qmp **ret, qsnap_error *err);
 
 /* ---- what the running QEMU can do (caps.c) ---- */
 

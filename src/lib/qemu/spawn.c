@@ -49,7 +49,7 @@ int qemu_spawn(const char *cwd, char *const argv[], const char *logpath, int con
 }
 
 int qemu_connect(const char *path, int timeout_ms, pid_t pid, unsigned long long start,
-		 struct qmp **ret, qsnap_error *err)
+		 int cancel_fd, struct qmp **ret, qsnap_error *err)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int64_t deadline = now_ms() + timeout_ms;
@@ -77,6 +77,8 @@ int qemu_connect(const char *path, int timeout_ms, pid_t pid, unsigned long long
 		if (now_ms() >= deadline)
 			return qerr(err, ETIMEDOUT, "QEMU's QMP socket %s did not come up in %d s", path,
 				    timeout_ms / 1000);
-		sleep_ms(20);
+		/* QEMU makes the socket early in its start: a short step. */
+		if (wait_fd(-1, 0, cancel_fd, now_ms() + 20) == -ECANCELED)
+			return qerr(err, ECANCELED, "cancelled");
 	}
 }
