@@ -181,6 +181,19 @@ char *file_tail(int dirfd, const char *path, size_t max);
 /* How a child of child_start that does not exec ends: exit_group itself,
  * not _exit(), which a runtime (a sanitizer's) may wrap with locks. */
 void child_exit(int status) __attribute__((noreturn));
+/* The calls a child makes between clone and exec, as system calls: a
+ * runtime's wrapper of the libc function (a sanitizer's) may take locks
+ * that another thread of the parent held at the clone, and wait forever.
+ * They return and set errno as libc's do; child_dup2 also keeps a
+ * descriptor moved onto itself open across exec. */
+int child_open(const char *path, int flags);
+int child_dup2(int oldfd, int newfd);
+int child_dupfd_above(int fd, int min);
+void child_close_from(unsigned first, unsigned last);
+int child_chdir(const char *path);
+void child_umask(unsigned mask);
+void child_write(int fd, const void *buf, size_t len);
+int child_execve(const char *prog, char *const argv[], char *const envp[]);
 /* Start a child that runs fn(arg) and exits with what it returns; fn may
  * make only async-signal-safe calls (it should exec). Signals reset as
  * above. The child's exit signal is 0: a caller's SIGCHLD=SIG_IGN or

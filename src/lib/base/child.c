@@ -60,6 +60,50 @@ void child_exit(int status)
 		syscall(SYS_exit_group, status);
 }
 
+int child_open(const char *path, int flags)
+{
+	return (int)syscall(SYS_openat, AT_FDCWD, path, flags | O_CLOEXEC, 0);
+}
+
+int child_dup2(int oldfd, int newfd)
+{
+	/* dup2 onto itself would leave close-on-exec set. */
+	if (oldfd == newfd)
+		return (int)syscall(SYS_fcntl, oldfd, F_SETFD, 0);
+	return (int)syscall(SYS_dup3, oldfd, newfd, 0);
+}
+
+int child_dupfd_above(int fd, int min)
+{
+	return (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, min);
+}
+
+void child_close_from(unsigned first, unsigned last)
+{
+	if (first <= last)
+		syscall(SYS_close_range, first, last, 0);
+}
+
+int child_chdir(const char *path)
+{
+	return (int)syscall(SYS_chdir, path);
+}
+
+void child_umask(unsigned mask)
+{
+	syscall(SYS_umask, mask);
+}
+
+void child_write(int fd, const void *buf, size_t len)
+{
+	syscall(SYS_write, fd, buf, len);
+}
+
+int child_execve(const char *prog, char *const argv[], char *const envp[])
+{
+	return (int)syscall(SYS_execve, prog, argv, envp);
+}
+
 int child_start(int (*fn)(void *), void *arg, pid_t *ret_pid, qsnap_error *err)
 {
 	sigset_t all, old;
@@ -121,10 +165,10 @@ static int waiter(void *p)
 		child_exit(w->fn(w->arg));
 	if (pid < 0)
 		return 1;
-	while (waitpid((pid_t)pid, &status, 0) < 0)
+	while (syscall(SYS_wait4, (pid_t)pid, &status, 0, NULL) < 0)
 		if (errno != EINTR)
 			return 1;
-	(void)!write(w->status_fd, &status, sizeof(status));
+	child_write(w->status_fd, &status, sizeof(status));
 	return 0;
 }
 
@@ -179,7 +223,7 @@ struct detach_msg {
 
 static void detach_report(int fd, int what, int value)
 {
-	(void)!write(fd, &(struct detach_msg){what, value}, sizeof(struct detach_msg));
+	child_write(fd, &(struct detach_msg){what, value}, sizeof(struct detach_msg));
 }
 
 /* In the program's process: x->fds[i] becomes descriptor i, every other
@@ -195,23 +239,23 @@ static __attribute__((noreturn)) void detach_exec(const struct child_exec *x, in
 		goto fail;
 	}
 	/* Everything above n first, so that no dup2 below closes a source. */
-	if ((unsigned)wr < n && (wr = fcntl(wr, F_DUPFD_CLOEXEC, (int)n)) < 0)
+	if ((unsigned)wr < n && (wr = child_dupfd_above(wr, (int)n)) < 0)
 		goto fail_errno;
 	for (unsigned i = 0; i < n; i++)
-		if ((moved[i] = fcntl(x->fds[i], F_DUPFD_CLOEXEC, (int)n)) < 0)
+		if ((moved[i] = child_dupfd_above(x->fds[i], (int)n)) < 0)
 			goto fail_errno;
 	/* dup2 clears close-on-exec on the new descriptor. */
 	for (unsigned i = 0; i < n; i++)
-		if (dup2(moved[i], (int)i) < 0)
+		if (child_dup2(moved[i], (int)i) < 0)
 			goto fail_errno;
 	if ((unsigned)wr > n)
-		close_range(n, (unsigned)wr - 1, 0);
-	close_range((unsigned)wr + 1, ~0U, 0);
-	if (chdir(x->cwd ? x->cwd : "/") < 0)
+		child_close_from(n, (unsigned)wr - 1);
+	child_close_from((unsigned)wr + 1, ~0U);
+	if (child_chdir(x->cwd ? x->cwd : "/") < 0)
 		goto fail_errno;
 	if (x->umask >= 0)
-		umask((mode_t)x->umask);
-	execve(x->prog, x->argv, x->envp);
+		child_umask((unsigned)x->umask);
+	child_execve(x->prog, x->argv, x->envp);
 fail_errno:
 	e = errno;
 fail:
@@ -227,7 +271,7 @@ static int detach(void *p)
 	const struct detach_args *a = p;
 	long pid;
 
-	setsid();
+	syscall(SYS_setsid);
 	/* fork() as a system call: no glibc fork handlers in a child of
 	 * clone. */
 	pid = syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, 0UL);

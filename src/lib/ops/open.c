@@ -81,20 +81,31 @@ static int recover(qsnap_vm *vm, qsnap_error *err)
 	return r;
 }
 
-int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **ret_vm,
-		  qsnap_error *err)
+/* A handle with nothing open but its cancellation eventfd. */
+static qsnap_vm *vm_new(qsnap_error *err)
 {
 	qsnap_vm *vm = xcalloc(1, sizeof(*vm));
-	int r;
 
 	vm->dirfd = vm->lockfd = -1;
 	vm->qmp_bounds.cancel_fd = -1;
-	vm->readonly = flags & QSNAP_OPEN_READONLY;
 	vm->cancelfd = cancel_new();
 	if (vm->cancelfd < 0) {
-		r = qerr(err, errno, "cannot create an eventfd: %s", strerror(errno));
-		goto fail;
+		qerr(err, errno, "cannot create an eventfd: %s", strerror(errno));
+		free(vm);
+		return NULL;
 	}
+	return vm;
+}
+
+int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **ret_vm,
+		  qsnap_error *err)
+{
+	qsnap_vm *vm = vm_new(err);
+	int r;
+
+	if (!vm)
+		return -err->code;
+	vm->readonly = flags & QSNAP_OPEN_READONLY;
 	r = vmdir_open(vm, dir, err);
 	if (r >= 0 && !vm->readonly)
 		r = vmdir_lock(vm,
@@ -120,9 +131,15 @@ fail:
 
 int vm_adopt(const char *dir, int dirfd, int lockfd, qsnap_vm **ret_vm, qsnap_error *err)
 {
-	qsnap_vm *vm = xcalloc(1, sizeof(*vm));
+	qsnap_vm *vm = vm_new(err);
 	struct stat st;
 	int r;
+
+	if (!vm) {
+		close(dirfd);
+		close(lockfd);
+		return -err->code;
+	}
 
 	vm->dir = xstrdup(dir);
 	vm->dirfd = dirfd;
