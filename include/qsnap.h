@@ -528,6 +528,12 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
  * of either mode stay restorable. */
 int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err);
 
+/* Set the QEMU binary of a stopped VM (qsnap init --qemu; NULL: the
+ * default, qemu-system-x86_64 from PATH). Snapshots keep their versioned
+ * machine type: a newer QEMU restores them, an older one may refuse them.
+ * (QSNAP_1.1) */
+int qsnap_vm_set_qemu(qsnap_vm *vm, const char *qemu, qsnap_error *err);
+
 /* Set the chain length past which saves compact (0: the default). */
 int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err);
 

@@ -181,6 +181,13 @@ class VM:
         finally:
             _capi.free(v)
 
+    def set_qemu(self, qemu: Optional[PathLike]) -> None:
+        """Use the QEMU binary qemu from the next start (None: the default,
+        qemu-system-x86_64 from PATH); the VM must be stopped. NotFound
+        for a binary that is not there, Busy while the VM runs."""
+        with self._lock:
+            call(_capi.vm_set_qemu, self._h(), arg(qemu))
+
     def status(self) -> Status:
         """Whether QEMU runs, the current snapshot, the drives' chains."""
         p = ctypes.POINTER(_capi.Status)()

@@ -10,7 +10,7 @@
 #include "cli.h"
 
 static int ram_mode = -1, max_chain = -1, save_path = -1, direct_io = -1, precopy = -1;
-static const char *ram_dir, *channels;
+static const char *ram_dir, *channels, *qemu;
 static bool have_log_max;
 static uint64_t log_max;
 
@@ -48,6 +48,9 @@ static const struct cli_opt opts[] = {
 	{"ram-mode", 0, CLI_CHOICE, "MODE", "stream or shared (see qsnap init --help)", .target = &ram_mode,
 	 .choices = cli_ram_modes},
 	{"ram-dir", 0, CLI_STRING, "DIR", "shared mode: where the RAM file lives", .target = &ram_dir},
+	{"qemu", 0, CLI_STRING, "PATH",
+	 "the QEMU binary, from the next start (stopped VMs;\n"
+	 "snapshots of an older QEMU restore on a newer one)", .target = &qemu},
 	{"max-chain", 0, CLI_NUMBER, "N",
 	 "saves compact a live layer chain longer than N (base image\n"
 	 "included; 0: the default, " CLI_XSTR(QSNAP_DEFAULT_MAX_CHAIN) "); this one works while it runs",
@@ -77,7 +80,7 @@ static const struct cli_opt opts[] = {
 /* The definition's mode, RAM directory, chain limit, serial.log size and
  * save settings, as set (NULL: the default). */
 struct settings {
-	char *mode, *dir, *chain, *logmax, *save_path, *channels, *direct_io, *precopy;
+	char *mode, *dir, *chain, *logmax, *save_path, *channels, *direct_io, *precopy, *qemu;
 };
 
 static int get(struct cli *c, struct settings *g)
@@ -91,7 +94,8 @@ static int get(struct cli *c, struct settings *g)
 	    qsnap_def_get(def, "save-path", &g->save_path, &c->err) < 0 ||
 	    qsnap_def_get(def, "multifd-channels", &g->channels, &c->err) < 0 ||
 	    qsnap_def_get(def, "direct-io", &g->direct_io, &c->err) < 0 ||
-	    qsnap_def_get(def, "precopy", &g->precopy, &c->err) < 0)
+	    qsnap_def_get(def, "precopy", &g->precopy, &c->err) < 0 ||
+	    qsnap_def_get(def, "qemu", &g->qemu, &c->err) < 0)
 		return CLI_FAILED;
 	return 0;
 }
@@ -106,6 +110,7 @@ static void settings_free(struct settings *g)
 	qsnap_free(g->channels);
 	qsnap_free(g->direct_io);
 	qsnap_free(g->precopy);
+	qsnap_free(g->qemu);
 	*g = (struct settings){0};
 }
 
@@ -145,6 +150,7 @@ static void print_json(const struct settings *g)
 					   : json_object_new_string("auto"));
 	json_object_object_add(o, "direct_io", json_object_new_string(g->direct_io ? g->direct_io : "auto"));
 	json_object_object_add(o, "precopy", json_object_new_string(g->precopy ? g->precopy : "auto"));
+	json_object_object_add(o, "qemu", json_object_new_string(g->qemu ? g->qemu : "qemu-system-x86_64"));
 	cli_print_json(o);
 }
 
@@ -162,6 +168,8 @@ static int run(struct cli *c)
 		else if (qsnap_vm_set_ram(c->vm, m, ram_dir ? ram_dir : g.dir, &c->err) < 0)
 			r = CLI_FAILED;
 	}
+	if (!r && qemu && qsnap_vm_set_qemu(c->vm, *qemu ? qemu : NULL, &c->err) < 0)
+		r = CLI_FAILED;
 	if (!r && max_chain >= 0 && qsnap_vm_set_max_chain(c->vm, (unsigned)max_chain, &c->err) < 0)
 		r = CLI_FAILED;
 	if (!r && have_log_max && qsnap_vm_set_serial_log_max(c->vm, log_max, &c->err) < 0)
@@ -184,6 +192,7 @@ static int run(struct cli *c)
 	printf("save-path: %s\nmultifd-channels: %s\ndirect-io: %s\nprecopy:   %s\n",
 	       g.save_path ? g.save_path : "auto", g.channels ? g.channels : "auto",
 	       g.direct_io ? g.direct_io : "auto", g.precopy ? g.precopy : "auto");
+	printf("qemu:      %s\n", g.qemu ? g.qemu : "qemu-system-x86_64 (from PATH)");
 	settings_free(&g);
 	return 0;
 }

@@ -278,3 +278,29 @@ def test_save_settings(t):
     for name in ("A", "B") + (("C",) if QEMU else ()):
         vm.restore(name)
         check(guest_view(vm) == saved, f"snapshot {name} restored wrong")
+
+
+def test_config_qemu(t):
+    """qsnap config --qemu changes a stopped VM's QEMU binary for its next
+    start; a binary that is not there, and a running VM, are refused with
+    vm.json as it was."""
+    qemu = QEMU or shutil.which("qemu-system-x86_64")
+    vm = t.vm()
+    with open(vm.path("vm.json"), "rb") as f:
+        before = f.read()
+    p = qsnap("config", vm.dir, "--qemu", "/nonexistent/qemu-system-x86_64", ok=False)
+    check(p.returncode != 0 and "/nonexistent/qemu-system-x86_64" in p.stderr
+          and "not found" in p.stderr, p.stderr)
+    check(open(vm.path("vm.json"), "rb").read() == before, "a refused --qemu changed vm.json")
+    qsnap("config", vm.dir, "--qemu", qemu)
+    conf = json.loads(qsnap("config", vm.dir, "--json").stdout)
+    check(conf["qemu"] == qemu, f"config --json: {conf}")
+    vm.boot()
+    pid = json.loads(qsnap("status", "--json", vm.dir).stdout)["pid"]
+    check(os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(qemu),
+          f"QEMU runs {os.readlink(f'/proc/{pid}/exe')}, not {qemu}")
+    with open(vm.path("vm.json"), "rb") as f:
+        running = f.read()
+    p = qsnap("config", vm.dir, "--qemu", qemu, ok=False)
+    check(p.returncode != 0 and "running" in p.stderr, p.stderr)
+    check(open(vm.path("vm.json"), "rb").read() == running, "a refused --qemu changed vm.json")

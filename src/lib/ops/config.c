@@ -39,6 +39,29 @@ int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsn
 	return replace_def(vm, def, err);
 }
 
+int qsnap_vm_set_qemu(qsnap_vm *vm, const char *qemu, qsnap_error *err)
+{
+	qsnap_def def;
+
+	if (vm_qemu_alive(vm))
+		return qerr(err, EBUSY, "the VM in %s is running: stop it before changing its QEMU",
+			    vm->dir);
+	if (qemu) {
+		_cleanup_free_ char *found = find_program(qemu);
+
+		if (!found)
+			return qerr(err, ENOENT, "QEMU binary '%s' not found or not executable: give the path of a qemu-system-x86_64",
+				    qemu);
+	}
+	def_copy(&def, &vm->def);
+	/* The key qsnap init --qemu sets (NULL: the default). */
+	if (qsnap_def_set(&def, "qemu", qemu, err) < 0) {
+		def_clear(&def);
+		return -err->code;
+	}
+	return replace_def(vm, def, err);
+}
+
 int qsnap_vm_set_serial_log_max(qsnap_vm *vm, uint64_t bytes, qsnap_error *err)
 {
 	qsnap_def def;
