@@ -41,4 +41,4 @@ bench-quick: BENCH_ARGS = --quick
 bench-quick: bench
 
 clean:
-	rm -rf $(BUILD) build-asan build-clang build-fuzz
+	rm -rf $(BUILD) build-asan build-tsan build-clang build-fuzz

@@ -36,24 +36,32 @@
  *  - A qsnap_vm is used by one thread at a time: give each thread its own
  *    (several threads may work on different VMs at once). Two handles on
  *    the same VM directory, in one process or in two, take turns through
- *    the VM's lock (qsnap_vm_open waits for it).
+ *    the VM's lock (qsnap_vm_open waits for it). The one exception is
+ *    qsnap_vm_cancel, which any thread (or a signal handler) may call on a
+ *    handle that another thread is using.
+ *  - Every wait of the library ends: by its timeout, by its event, or by
+ *    qsnap_vm_cancel; none sleeps in steps. A QEMU that stops answering
+ *    or does not let go of a file it was given while a save is undone is
+ *    killed, and the error says so.
  *  - Functions without a qsnap_vm (qsnap_def_*, qsnap_parse_size, ...) only
  *    touch what they are given.
- *  - The library forks and execs (no shell): qemu-img, waited for within
- *    the call, and QEMU, started detached (a session of its own, not a
- *    child of the caller) so that it runs on until qsnap_vm_stop, also
- *    after the calling program ended. qsnap_vm_save_background forks a
- *    detached process of the same kind, and every QEMU start a console
- *    relay.
- *  - The caller's signal state stays its own: every process the library
- *    starts begins with default signal dispositions and an empty signal
- *    mask (the console relay then ignores SIGPIPE, the background save
- *    SIGHUP). qemu-img and the short-lived processes that detach QEMU are
- *    cloned with no exit signal: SIGCHLD set to SIG_IGN, or a handler that
- *    reaps every child with waitpid(-1, ...) without __WALL, neither takes
- *    their exit status nor sees a SIGCHLD for them. The relay's and the
- *    background save's first fork do send SIGCHLD; their status is not
- *    needed, so a caller's reaper may take it.
+ *  - The library starts programs (no shell, no library code run in a
+ *    copy of the caller): qemu-img, waited for within the call, and QEMU,
+ *    started detached (a session of its own, not a child of the caller)
+ *    so that it runs on until qsnap_vm_stop, also after the calling
+ *    program ended. Every QEMU start also starts a console relay, and
+ *    qsnap_vm_save_background a saver: qsnap's own helper programs
+ *    (qsnap-console, qsnap-saver, installed in LIBEXECDIR/qsnap), started
+ *    detached the same way.
+ *  - The caller's signal state, environment and descriptors stay its own:
+ *    every process the library starts begins with default signal
+ *    dispositions and an empty signal mask (the console relay then ignores
+ *    SIGPIPE, the saver SIGHUP), a fixed environment (the saver's holds
+ *    the caller's PATH) and only the descriptors it needs. The short-lived
+ *    processes that wait for qemu-img or detach the others are cloned
+ *    with no exit signal: SIGCHLD set to SIG_IGN, or a handler that reaps
+ *    every child with waitpid(-1, ...) without __WALL, neither takes their
+ *    exit status nor sees a SIGCHLD for them.
  *  - Inside a call it starts threads of its own (compression, checksums,
  *    copying RAM) that end before the call returns.
  *  - Its file descriptors are all O_CLOEXEC; it changes no signal
@@ -124,6 +132,7 @@ typedef struct qsnap_def qsnap_def;
 #define QSNAP_DEFAULT_MAX_CHAIN 16
 #define QSNAP_DEFAULT_SERIAL_LOG_MAX (64ULL << 20)
 #define QSNAP_MIN_SERIAL_LOG_MAX (64ULL << 10)
+#define QSNAP_MAX_MULTIFD_CHANNELS 64
 
 /* A new definition with the defaults; NULL when out of memory. */
 qsnap_def *qsnap_def_new(void);
@@ -152,6 +161,16 @@ void qsnap_def_free(qsnap_def *def);
  *   "serial-log-max"  run/serial.log moves to run/serial.log.1 (replacing
  *               it) when it would grow past this size (default
  *               QSNAP_DEFAULT_SERIAL_LOG_MAX, at least QSNAP_MIN_SERIAL_LOG_MAX)
+ * How a plain save (stream mode, uncompressed, not live) writes RAM; NULL
+ * or "auto" is qsnap's default for the VM's QEMU (README, "How a save
+ * writes RAM"):
+ *   "save-path" "auto", "stream" (one sequential stream) or "mapped-ram"
+ *               (RAM pages at fixed offsets, multifd channels; QEMU >= 9.0)
+ *   "multifd-channels"  mapped-ram's channels, 1 to
+ *               QSNAP_MAX_MULTIFD_CHANNELS ("0" or NULL: auto)
+ *   "direct-io" "auto", "on" or "off": mapped-ram saves write with O_DIRECT
+ *   "precopy"   "auto", "on" or "off": a running guest's RAM is written
+ *               while it runs, and it is stopped only for the rest
  * -EINVAL with a sentence for an unknown key or a bad value. */
 int qsnap_def_set(qsnap_def *def, const char *key, const char *value, qsnap_error *err);
 /* The value of key as qsnap_def_set takes it (free it with qsnap_free),
@@ -252,6 +271,29 @@ int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **
 		  qsnap_error *err);
 void qsnap_vm_close(qsnap_vm *vm);
 
+/* Cancel the call that another thread is making on vm (since 1.1,
+ * version node QSNAP_1.1). Safe from any thread and from a signal handler
+ * (it is one write() to an eventfd of vm); vm must stay open until the call
+ * returns. Honoured by qsnap_vm_save, qsnap_vm_restore, qsnap_vm_start
+ * (also with from) and qsnap_vm_stop: the call ends at its next wait
+ * (a QMP reply, the migration, the compression pump, QEMU coming up or
+ * going away) with -ECANCELED, having undone its work as on any failure:
+ *  - a save leaves no snapshot and nothing partial, the VM running or
+ *    paused as before (a QEMU that stops answering, or does not let go
+ *    of the save's pipe within 10 s, is killed, and the error says so;
+ *    QEMU 7.2 refuses another live save after a cancelled one);
+ *  - a restore (or a start from a snapshot) leaves the VM as it was when
+ *    cancelled before the running QEMU was ended (while the snapshot is
+ *    checked), else stopped, as any restore that failed after that;
+ *  - a start leaves the VM stopped;
+ *  - a stop does not wait for QEMU to quit: QEMU is killed at once and the
+ *    call returns 0.
+ * Work that is not a wait (qemu-img, copying a RAM file) runs to its end
+ * first. A cancellation made while none of these calls runs ends the next
+ * one at its first wait; one that arrives as a call returns is dropped
+ * with that call. Other calls ignore it. */
+void qsnap_vm_cancel(qsnap_vm *vm);
+
 /* The definition as read from vm.json: vm's, valid until it is closed or
  * changed (qsnap_vm_set_*); read it with qsnap_def_get. */
 const qsnap_def *qsnap_vm_def(qsnap_vm *vm);
@@ -322,6 +364,7 @@ int qsnap_vm_qmp(qsnap_vm *vm, const char *command, const char *args_json, char 
 
 /* ---- Snapshots ---------------------------------------------------------- */
 
+#define QSNAP_SAVE_PHASES 16
 typedef struct qsnap_save_stats {
 	size_t size; /* sizeof(qsnap_save_stats) */
 	double paused;	/* seconds the guest was paused (QEMU's STOP to RESUME) */
@@ -329,6 +372,21 @@ typedef struct qsnap_save_stats {
 	uint64_t bytes; /* bytes of machine state written (stream and RAM file) */
 	bool live;	/* RAM was written while the guest ran */
 	qsnap_ram_mode mode; /* where the snapshot's RAM went */
+	/* How QEMU wrote it: "stream" (one sequential stream; also every
+	 * shared-RAM, live or compressed save) or "mapped-ram" (multifd
+	 * channels); static strings. */
+	const char *path;
+	unsigned channels; /* mapped-ram: multifd channels */
+	bool direct_io;	   /* mapped-ram written with O_DIRECT */
+	bool precopy;	   /* RAM written while the guest ran */
+	/* Where the time went, in the order the phases began; phases may
+	 * overlap (e.g. "fsync" and "checksum", "paused" and what ran in the
+	 * pause). start is seconds from the start of the save. */
+	size_t n_phases;
+	struct qsnap_save_phase {
+		const char *name; /* static */
+		double start, seconds;
+	} phases[QSNAP_SAVE_PHASES];
 	/* A differential save (qsnap_save_opts.diff): RAM pages written to
 	 * the stream, and pages left out because the base's RAM file has them. */
 	bool diff;
@@ -379,9 +437,9 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
  * calling process (as by qsnap_vm_close) and set to NULL, whether the call
  * succeeds or fails (the lock goes to the background process); open the VM again to
  * work on it (qsnap_vm_open waits for the save with its lock_timeout). The
- * background process's pid goes to *ret_pid when ret_pid is not NULL. It forks: call it from a thread
- * while no other thread of the program holds a lock (malloc's included)
- * that the save would need, e.g. from a program with one thread. */
+ * background process's pid goes to *ret_pid when ret_pid is not NULL. The
+ * process is the program qsnap-saver (LIBEXECDIR/qsnap), so any thread may
+ * call this while others work. */
 int qsnap_vm_save_background(qsnap_vm **vmp, const char *name, const qsnap_save_opts *opts,
 			     pid_t *ret_pid, qsnap_error *err);
 
@@ -485,6 +543,12 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
  * of either mode stay restorable. */
 int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsnap_error *err);
 
+/* Set the QEMU binary of a stopped VM (qsnap init --qemu; NULL: the
+ * default, qemu-system-x86_64 from PATH). Snapshots keep their versioned
+ * machine type: a newer QEMU restores them, an older one may refuse them.
+ * (QSNAP_1.1) */
+int qsnap_vm_set_qemu(qsnap_vm *vm, const char *qemu, qsnap_error *err);
+
 /* Set the chain length past which saves compact (0: the default). */
 int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err);
 
@@ -492,6 +556,12 @@ int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err);
  * else at least 64 KiB). A running VM's console takes it at its next
  * start. */
 int qsnap_vm_set_serial_log_max(qsnap_vm *vm, uint64_t bytes, qsnap_error *err);
+
+/* Set one of the save settings ("save-path", "multifd-channels",
+ * "direct-io", "precopy"; values as qsnap_def_set takes them, NULL: auto).
+ * Works while the VM runs; the next save uses it. -EINVAL with a sentence
+ * for another key or a bad value (vm.json is then left as it was). */
+int qsnap_vm_set_save_setting(qsnap_vm *vm, const char *key, const char *value, qsnap_error *err);
 
 typedef struct qsnap_compact_stats {
 	size_t size; /* sizeof(qsnap_compact_stats) */

@@ -8,6 +8,9 @@ Without arguments (make check), in this order:
   clang       a clang build with -Wall -Wextra -Werror (build-clang/)
   asan        an ASan+UBSan build (build-asan/): its meson tests, and a few
               integration tests against its qsnap binary
+  tsan        a ThreadSanitizer build of the library (build-tsan/) under the
+              threaded embedding programs (tests/embed: embed_threads.c,
+              embed_cancel.c)
   fuzz        the libFuzzer targets (build-fuzz/, clang), a short run each
   integration every integration test against build/, with the system's
               QEMU (Debian 12: 7.2), then with QEMU 10 (build/qemu10,
@@ -16,20 +19,26 @@ Every build, every test case, every fuzz target counts as one test; the
 skipped tests (each with why) and the totals per QEMU come before the
 overall line. A test module that is missing or does not load, and a
 NAME-FILTER that selects no test, count as failures.
+The tests that need a QEMU (the binding's and the integration tests) run
+on each QEMU; in the full run the two QEMUs' runs go side by side, then
+the test modules marked ALONE run one after the other.
 With arguments, only the integration tests whose name contains one of them
-(on both QEMUs).
+(on both QEMUs, one after the other); "python" selects the binding's tests.
 
 Environment: QSNAP_FUZZ_SECONDS (per fuzz target, default 15);
 QSNAP_TEST_QEMUS: which QEMUs the integration tests run on, "system",
 "qemu10" or "system,qemu10" (the default).
 """
 
+import concurrent.futures
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
@@ -72,12 +81,33 @@ ASAN_INTEGRATION_QEMU10 = [
     "test_qemu.test_restore_failure_says_why",
     "test_live.test_live_save_is_the_guest_at_the_pause",
 ]
+# Threads of one program on the library at once, and a call cancelled from
+# another thread, under ThreadSanitizer.
+TSAN_INTEGRATION = [
+    "test_embed.test_embed_threads",
+    "test_embed.test_embed_cancel",
+]
+TSAN_ENV = {
+    "QSNAP_SANITIZE": "thread",
+    "TSAN_OPTIONS": "halt_on_error=0:exitcode=86:suppressions="
+    + os.path.join(ROOT, "tests", "embed", "tsan.supp"),
+}
 SANITIZER_ENV = {
     # A distinct exit code, so that a sanitizer report is never mistaken
     # for an ordinary failure that a test expects.
     "ASAN_OPTIONS": "detect_leaks=1:exitcode=86:abort_on_error=0",
     "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1:exitcode=86",
 }
+
+
+# The two QEMUs' runs go side by side (main): one line is one write.
+_say_lock = threading.Lock()
+
+
+def say(text=""):
+    with _say_lock:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 class Totals:
@@ -89,17 +119,22 @@ class Totals:
         """One check outside the test runners: a build, a fuzz run."""
         if ok:
             self.passed += 1
-            print(f"ok   {label}", flush=True)
+            say(f"ok   {label}")
         else:
             self.failed += 1
-            print(f"FAIL {label}\n     {detail.strip()}".replace("\n", "\n     "), flush=True)
+            say(f"FAIL {label}\n     {detail.strip()}".replace("\n", "\n     "))
 
     def count(self, label, passed, failed, skipped=()):
         """A runner's totals; skipped names each test it skipped."""
-        print(f"{label}: {passed} passed, {failed} failed, {len(skipped)} skipped", flush=True)
+        say(f"{label}: {passed} passed, {failed} failed, {len(skipped)} skipped")
         self.passed += passed
         self.failed += failed
         self.skipped += [f"{label}: {s}" for s in skipped]
+
+    def merge(self, other):
+        self.passed += other.passed
+        self.failed += other.failed
+        self.skipped += other.skipped
 
 
 def tail(text, n=30):
@@ -198,14 +233,14 @@ def integration_subprocess(tot, label, build, names, env, total_label=None):
             continue
         if line.startswith("skip "):
             skipped.append(line[5:].strip())
-        print(f"{label} {line}" if line.strip() else line, end="", flush=True)
+        say((f"{label} " if label else "") + line.rstrip() if line.strip() else "")
     p.wait()
     if passed is None:
-        tot.add(f"{label}: integration tests", False, f"the test run ended without totals "
+        tot.add(f"{total_label or label}: integration tests", False, f"the test run ended without totals "
                 f"(exit {p.returncode})")
         return
     if nskip != len(skipped):
-        tot.add(f"{label}: integration tests", False,
+        tot.add(f"{total_label or label}: integration tests", False,
                 f"{nskip} skipped by the totals, {len(skipped)} named")
     tot.count(total_label or f"{label} integration", passed, failed, skipped)
 
@@ -262,6 +297,13 @@ def run_asan(tot):
                                {**SANITIZER_ENV, "QSNAP_TEST_QEMU": QEMU10})
 
 
+def run_tsan(tot):
+    ok, out = meson_build("build-tsan", ["-Db_sanitize=thread", "-Db_lundef=false"])
+    tot.add("tsan: ThreadSanitizer build", ok, tail(out))
+    if ok:
+        integration_subprocess(tot, "tsan", "build-tsan", TSAN_INTEGRATION, TSAN_ENV)
+
+
 def run_fuzz(tot):
     if not have("clang"):
         tot.add("fuzz: libFuzzer build", False, "clang is not installed (scripts/bootstrap check)")
@@ -273,11 +315,12 @@ def run_fuzz(tot):
         return
     seconds = int(os.environ.get("QSNAP_FUZZ_SECONDS", "15"))
     fuzz_dir = os.path.join(ROOT, "tests", "fuzz")
-    for t in FUZZ_TARGETS:
+    arts = os.path.join(ROOT, "build-fuzz", "artifacts")
+    os.makedirs(arts, exist_ok=True)
+
+    def fuzz(t):
         work = os.path.join(ROOT, "build-fuzz", "corpus-" + t)
-        arts = os.path.join(ROOT, "build-fuzz", "artifacts")
         os.makedirs(work, exist_ok=True)
-        os.makedirs(arts, exist_ok=True)
         # New inputs go to build-fuzz/corpus-NAME; the checked-in seeds are
         # only read. A fixed seed makes a run repeat the last one's inputs
         # (as far as the time allows): a failure in CI reproduces.
@@ -289,8 +332,13 @@ def run_fuzz(tot):
             cwd=ROOT, env={**os.environ, **SANITIZER_ENV}, capture_output=True, text=True)
         runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", p.stderr)
         runs = runs.group(1) if runs else "?"
-        tot.add(f"fuzz: {t} ({seconds} s, {runs} runs)", p.returncode == 0,
+        return (f"fuzz: {t} ({seconds} s, {runs} runs)", p.returncode == 0,
                 "a crash, leak or hang; the input is in build-fuzz/artifacts/:\n" + tail(p.stderr, 40))
+
+    # One target per core at a time (each is one process, one thread).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for result in pool.map(fuzz, FUZZ_TARGETS):
+            tot.add(*result)
 
 
 def run_layers(tot):
@@ -302,45 +350,67 @@ def run_layers(tot):
             r.stdout + r.stderr)
 
 
-def run_python(tot, which):
-    """import qsnap's pytest tests (tests/python) with Debian's python3, on
-    the build tree's library, on each QEMU of which."""
-    py = "/usr/bin/python3"
-    if subprocess.run([py, "-c", "import pytest"], capture_output=True).returncode:
+def have_pytest(tot):
+    """Debian's python3 runs the binding's tests (tests/python)."""
+    if subprocess.run([PYTHON, "-c", "import pytest"], capture_output=True).returncode:
         tot.add("python: the binding's tests", False,
                 "python3-pytest is not installed (scripts/bootstrap check)")
-        return
-    for q in which:
-        if q == "qemu10" and not os.path.exists(QEMU10):
-            continue  # the integration tests report it missing
-        run_pytest(tot, py, QEMU10 if q == "qemu10" else None)
+        return False
+    return True
 
 
-def run_pytest(tot, py, qemu):
+PYTHON = "/usr/bin/python3"
+
+
+def run_pytest(tot, qemu):
+    """import qsnap's pytest tests on the build tree's library, on qemu
+    (None: the system's); each run in a folder of its own."""
     env = {**os.environ, "QSNAP_LIBRARY": os.path.join(ROOT, "build", "src", "lib",
                                                        "libqsnap.so.1")}
     if qemu:
         env["QSNAP_TEST_QEMU"] = qemu
-    p = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python"],
-                       cwd=ROOT, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="qsnap-pytest-") as tmp:
+        p = subprocess.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "--basetemp", os.path.join(tmp, "t"), "tests/python"],
+                           cwd=ROOT, env=env, capture_output=True, text=True)
     last = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
     n = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|error)", last)}
     failed = n.get("failed", 0) + n.get("error", 0)
     if p.returncode and not failed:
         failed = 1
     if failed:
-        print(tail(p.stdout + p.stderr, 60), flush=True)
+        say(tail(p.stdout + p.stderr, 60))
     for line in p.stdout.splitlines():
         if line.startswith("qsnap plugin:"):  # the per-test restore time
-            print(line, flush=True)
+            say(line)
     tot.count(f"python QEMU {qemu_version(qemu or 'qemu-system-x86_64')}", n.get("passed", 0),
               failed)
 
 
-def main():
-    import harness
-    import run as integration
+def qemu_run(tot, q, only, python, alone=None):
+    """The tests that need a QEMU, on QEMU q ("system" or "qemu10"): the
+    binding's (python) and the integration tests (alone: QSNAP_TEST_ALONE)."""
+    binary = QEMU10 if q == "qemu10" else None
+    label = f"integration QEMU {qemu_version(binary or 'qemu-system-x86_64')}"
+    if python:
+        run_pytest(tot, binary)
+    if only is not None:
+        only = [o for o in only if o != "python"]
+        if not only:
+            return label  # tests/run python: the binding's tests alone
+    env = {}
+    if binary:
+        env["QSNAP_TEST_QEMU"] = binary
+        if not only:
+            env["QSNAP_TEST_SKIP"] = ",".join(QEMU10_SKIP)
+    if alone:
+        env["QSNAP_TEST_ALONE"] = alone
+    integration_subprocess(tot, "qemu10" if binary else "", "build", only or [], env,
+                           total_label=label)
+    return label
 
+
+def main():
     only = sys.argv[1:] or None
     tot = Totals()
     if not only:
@@ -349,34 +419,38 @@ def main():
         run_valgrind(tot)
         run_clang(tot)
         run_asan(tot)
+        run_tsan(tot)
         run_fuzz(tot)
-    which = os.environ.get("QSNAP_TEST_QEMUS", "system,qemu10").split(",")
-    if not only or "python" in only:
-        run_python(tot, which)
-    per_qemu = []
-    if "system" in which:
-        label = f"integration QEMU {qemu_version(shutil.which('qemu-system-x86_64') or 'qemu-system-x86_64')}"
-        before = (tot.passed, tot.failed, len(tot.skipped))
-        res = harness.run_tests(integration.MODULES, only=only)
-        tot.count(label, res.passed, res.failed, res.skipped)
-        per_qemu.append((label, tot.passed - before[0], tot.failed - before[1],
-                         len(tot.skipped) - before[2]))
-    if "qemu10" in which:
-        label = f"integration QEMU {qemu_version(QEMU10) if os.path.exists(QEMU10) else '10'}"
-        before = (tot.passed, tot.failed, len(tot.skipped))
-        if not os.path.exists(QEMU10):
-            tot.add(label, False, f"{QEMU10} is missing: run scripts/qemu10 (make check does)")
-        else:
-            env = {"QSNAP_TEST_QEMU": QEMU10}
-            if not only:
-                env["QSNAP_TEST_SKIP"] = ",".join(QEMU10_SKIP)
-            integration_subprocess(tot, "qemu10", "build", only or [], env, total_label=label)
-        per_qemu.append((label, tot.passed - before[0], tot.failed - before[1],
-                         len(tot.skipped) - before[2]))
+    which = [q for q in os.environ.get("QSNAP_TEST_QEMUS", "system,qemu10").split(",") if q]
+    if "qemu10" in which and not os.path.exists(QEMU10):
+        tot.add("integration QEMU 10", False,
+                f"{QEMU10} is missing: run scripts/qemu10 (make check does)")
+        which.remove("qemu10")
+    python = (not only or "python" in only) and have_pytest(tot)
+    per = {q: Totals() for q in which}
+    labels = {}
+    if not only and len(which) > 1:
+        # The full run: each QEMU's tests in a thread of their own, side by
+        # side (a test guest keeps about one core busy while it boots; the
+        # machine has two), then the modules that must run alone.
+        threads = [threading.Thread(target=lambda q=q: labels.__setitem__(
+            q, qemu_run(per[q], q, only, python, "without"))) for q in which]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for q in which:
+            qemu_run(per[q], q, only, False, "only")
+    else:
+        for q in which:
+            labels[q] = qemu_run(per[q], q, only, python)
+    for q in which:
+        tot.merge(per[q])
     for s in tot.skipped:
         print(f"skipped: {s}")
-    for label, p, f, k in per_qemu:
-        print(f"{label}: {p} passed, {f} failed, {k} skipped")
+    for q in which:
+        t = per[q]
+        print(f"{labels[q]}: {t.passed} passed, {t.failed} failed, {len(t.skipped)} skipped")
     print(f"{tot.passed} passed, {tot.failed} failed, {len(tot.skipped)} skipped")
     return 1 if tot.failed else 0
 

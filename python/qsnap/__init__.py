@@ -12,14 +12,14 @@ libqsnap (libqsnap.so.1, include/qsnap.h) through ctypes.
         print([s.name for s in vm.snapshots()], vm.status().state)
 
 Errors are qsnap.Error (errno, message) or one of its subclasses NotFound,
-Exists, Busy and Invalid. Progress: any call that takes progress= calls it
+Exists, Busy, Invalid and Cancelled (VM.cancel() from another thread). Progress: any call that takes progress= calls it
 with a qsnap.Progress; an exception it raises is raised when the call
 returns.
 """
 
 from . import _capi
 from .console import Console
-from .errors import Busy, Error, Exists, Invalid, NotFound
+from .errors import Busy, Cancelled, Error, Exists, Invalid, NotFound
 from .types import Drive, Progress, SaveStats, Snapshot, Status
 from .vm import VM, pull
 
@@ -30,4 +30,5 @@ def version() -> str:
 
 
 __all__ = ["VM", "Console", "pull", "version", "Error", "NotFound", "Exists", "Busy", "Invalid",
+           "Cancelled",
            "Progress", "Snapshot", "Status", "Drive", "SaveStats"]

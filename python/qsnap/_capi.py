@@ -61,9 +61,19 @@ class StartOpts(Sized):
                 ("timeout", c_int), ("progress", PROGRESS_FN), ("userdata", c_void_p)]
 
 
+class SavePhase(Structure):
+    _fields_ = [("name", c_char_p), ("start", c_double), ("seconds", c_double)]
+
+
+SAVE_PHASES = 16  # QSNAP_SAVE_PHASES
+
+
 class SaveStats(Sized):
     _fields_ = [("size", c_size_t), ("paused", c_double), ("total", c_double),
-                ("bytes", c_uint64), ("live", c_bool), ("mode", c_int), ("diff", c_bool),
+                ("bytes", c_uint64), ("live", c_bool), ("mode", c_int),
+                ("path", c_char_p), ("channels", ctypes.c_uint), ("direct_io", c_bool),
+                ("precopy", c_bool), ("n_phases", c_size_t),
+                ("phases", SavePhase * SAVE_PHASES), ("diff", c_bool),
                 ("pages_written", c_uint64), ("pages_left_out", c_uint64)]
 
 
@@ -139,6 +149,8 @@ def_get = _proto("qsnap_def_get", c_int, DEFP, c_char_p, POINTER(c_void_p), E)
 vm_create = _proto("qsnap_vm_create", c_int, c_char_p, DEFP, E)
 vm_open = _proto("qsnap_vm_open", c_int, c_char_p, c_uint, c_int, POINTER(VMP), E)
 vm_close = _proto("qsnap_vm_close", None, VMP)
+vm_cancel = _proto("qsnap_vm_cancel", None, VMP)
+vm_set_qemu = _proto("qsnap_vm_set_qemu", c_int, VMP, c_char_p, E)
 vm_dir = _proto("qsnap_vm_dir", c_char_p, VMP)
 vm_def = _proto("qsnap_vm_def", DEFP, VMP)
 vm_notice = _proto("qsnap_vm_notice", c_char_p, VMP)

@@ -37,7 +37,12 @@ class Invalid(Error):
     """An argument is wrong: a name, a size, an option (EINVAL, E2BIG)."""
 
 
+class Cancelled(Error):
+    """VM.cancel() ended the call; its work was undone (ECANCELED)."""
+
+
 _BY_ERRNO = {
+    _errno.ECANCELED: Cancelled,
     _errno.ENOENT: NotFound,
     _errno.EEXIST: Exists,
     _errno.ENOTEMPTY: Exists,

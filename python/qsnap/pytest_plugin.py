@@ -13,8 +13,9 @@ listed in the summary). Options, on the command line or in pytest.ini:
     --qsnap-snapshot NAME  qsnap_snapshot = NAME   the snapshot (default ready)
     --qsnap-keep-failures, --qsnap-no-keep-failures
                            qsnap_keep_failures = true|false (default true)
-
-The QEMU binary is the VM's own (qsnap init --qemu, vm.json).
+    --qsnap-qemu PATH      qsnap_qemu = PATH       the QEMU binary (default:
+                           the VM's own, qsnap init --qemu); set on the VM
+                           when the session starts it (as qsnap config --qemu)
 
 Markers: qsnap_no_restore (the test goes on from where the one before it
 left the VM: a chain of dependent steps), qsnap_crash (the test crashes the
@@ -39,7 +40,9 @@ def pytest_addoption(parser):
                 help="save a failed test's VM as a snapshot named after it (the default)")
     g.addoption("--qsnap-no-keep-failures", dest="qsnap_keep_failures",
                 action="store_false", help="do not keep failed tests' VMs")
+    g.addoption("--qsnap-qemu", help="the QEMU binary the VM runs on (default: the VM's own)")
     parser.addini("qsnap_vm", "the VM directory the tests run in")
+    parser.addini("qsnap_qemu", "the QEMU binary the VM runs on")
     parser.addini("qsnap_snapshot", "the snapshot every test starts from", default="ready")
     parser.addini("qsnap_keep_failures", "keep failed tests' VMs as snapshots", type="bool",
                   default=True)
@@ -86,7 +89,12 @@ def qsnap_session_vm(request):
     snapshot = _opt(config, "snapshot") or "ready"
     vm = VM.open(path)
     t0 = time.monotonic()
+    qemu = _opt(config, "qemu")
+    if qemu and vm.status().state == "running" and vm.definition("qemu") != qemu:
+        vm.stop()  # a running VM on another QEMU: started again on this one
     if vm.status().state in ("stopped", "crashed"):
+        if qemu:
+            vm.set_qemu(qemu)
         vm.start()
     with vm.console() as con:
         _wait_for_shell(con, 600)

@@ -60,6 +60,11 @@ class SaveStats:
     bytes: int  # machine state written
     live: bool  # RAM was written while the guest ran
     mode: str  # where the snapshot's RAM went: "stream" or "shared"
+    path: str = "stream"  # how QEMU wrote it: "stream" or "mapped-ram"
+    channels: int = 0  # mapped-ram's multifd channels
+    precopy: bool = False  # written while the guest ran, paused for the rest
+    # Where the time went: (phase, start, seconds), starts from the save's start.
+    phases: tuple = ()
     diff: bool = False  # a differential save (only the pages written since the base)
     pages_written: int = 0  # diff: RAM pages in the stream
     pages_left_out: int = 0  # diff: pages the base's RAM file has

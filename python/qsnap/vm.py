@@ -47,7 +47,8 @@ class VM:
 
     A VM is used by one thread at a time (calls on one VM from several
     threads take turns); long calls release the GIL, so other threads run
-    meanwhile.
+    meanwhile. The exception is cancel(): another thread calls it to end
+    the save, restore, start or stop that is running.
 
     Example::
 
@@ -63,6 +64,9 @@ class VM:
     def __init__(self, handle: int):
         self._vm: Optional[int] = handle
         self._lock = threading.Lock()
+        # Taken by cancel() and by close() around freeing the handle, not
+        # for the length of a call: cancel() must not wait for the call.
+        self._cancel_lock = threading.Lock()
 
     # ---- making and opening ----
 
@@ -119,10 +123,23 @@ class VM:
 
     def close(self) -> None:
         """Close the handle and release the VM's lock; QEMU runs on."""
-        with self._lock:
+        with self._lock, self._cancel_lock:
             if self._vm:
                 _capi.vm_close(self._vm)
                 self._vm = None
+
+    def cancel(self) -> None:
+        """End the save, restore, start or stop another thread is running
+        on this VM: that call raises Cancelled, its work undone as after
+        any failure (a save leaves no snapshot and the VM as it was; a
+        restore or start leaves the VM stopped, or as it was if the running
+        QEMU was not touched yet; a stop kills QEMU at once and succeeds).
+        Work that is not a wait (qemu-img, a RAM file copy) finishes first.
+        Called while no such call runs, it ends the next one at its first
+        wait. Safe from any thread; does nothing on a closed VM."""
+        with self._cancel_lock:
+            if self._vm:
+                _capi.vm_cancel(self._vm)
 
     def __enter__(self) -> "VM":
         return self
@@ -163,6 +180,13 @@ class VM:
             return text(ctypes.string_at(v.value)) if v.value else None
         finally:
             _capi.free(v)
+
+    def set_qemu(self, qemu: Optional[PathLike]) -> None:
+        """Use the QEMU binary qemu from the next start (None: the default,
+        qemu-system-x86_64 from PATH); the VM must be stopped. NotFound
+        for a binary that is not there, Busy while the VM runs."""
+        with self._lock:
+            call(_capi.vm_set_qemu, self._h(), arg(qemu))
 
     def status(self) -> Status:
         """Whether QEMU runs, the current snapshot, the drives' chains."""
@@ -232,8 +256,11 @@ class VM:
         with self._lock:
             call_reporting(rep, _capi.vm_save, self._h(), arg(name), ctypes.byref(o))
         return SaveStats(st.paused, st.total, st.bytes, bool(st.live),
-                         text(_capi.ram_mode_name(st.mode)), bool(st.diff), st.pages_written,
-                         st.pages_left_out)
+                         text(_capi.ram_mode_name(st.mode)), text(st.path) or "stream",
+                         st.channels, bool(st.precopy),
+                         tuple((text(p.name), p.start, p.seconds)
+                               for p in st.phases[:st.n_phases]),
+                         bool(st.diff), st.pages_written, st.pages_left_out)
 
     def restore(self, name: str, *, lazy: bool = False, timeout: Optional[float] = None,
                 progress: Optional[ProgressCallback] = None) -> None:

@@ -82,11 +82,18 @@ struct cli_cmd {
 	/* The help lines of the common options where this command's differ. */
 	const char *timeout_help, *quiet_help, *json_help;
 	bool options_first; /* options only before the first argument (qmp) */
+	/* SIGINT and SIGTERM cancel the call (qsnap_vm_cancel): Ctrl-C undoes
+	 * it; a second signal ends qsnap at once. */
+	bool cancel;
 	enum cli_vm vm;
 	/* Checks of the arguments before the VM is opened (may be NULL). */
 	int (*check)(struct cli *c);
 	int (*run)(struct cli *c);
 };
+
+/* The VM of cancellable commands stops taking signals (before a call
+ * that takes the handle: qsnap_vm_save_background). */
+void cli_cancel_off(void);
 
 /* Progress on stderr: a bar on a terminal, a plain line about every second
  * elsewhere, nothing when quiet. userdata: a struct cli_progress. */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -300,6 +301,52 @@ static int open_vm(struct cli *c)
 	return r < 0 ? CLI_FAILED : 0;
 }
 
+/* The VM whose call SIGINT and SIGTERM cancel (cli_cmd.cancel). */
+static qsnap_vm *volatile cancel_vm;
+
+static void on_signal(int sig)
+{
+	qsnap_vm *vm = cancel_vm;
+
+	/* One write() to an eventfd: async-signal-safe. */
+	if (vm)
+		qsnap_vm_cancel(vm);
+}
+
+static struct sigaction old_int, old_term;
+static bool cancel_set;
+
+/* A signal ignored when qsnap started (a job in the background of a
+ * script) stays ignored. */
+static void catch(int sig, struct sigaction *old)
+{
+	/* Reset at the first: a second signal ends qsnap as it always did. */
+	struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESETHAND | SA_RESTART};
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(sig, NULL, old);
+	if (old->sa_handler != SIG_IGN)
+		sigaction(sig, &sa, NULL);
+}
+
+static void cancel_on(qsnap_vm *vm)
+{
+	cancel_vm = vm;
+	catch(SIGINT, &old_int);
+	catch(SIGTERM, &old_term);
+	cancel_set = true;
+}
+
+void cli_cancel_off(void)
+{
+	if (!cancel_set)
+		return;
+	sigaction(SIGINT, &old_int, NULL);
+	sigaction(SIGTERM, &old_term, NULL);
+	cancel_set = false;
+	cancel_vm = NULL;
+}
+
 static int run(struct cli *c, int argc, char **argv)
 {
 	const struct cli_cmd *cmd = c->cmd;
@@ -322,7 +369,12 @@ static int run(struct cli *c, int argc, char **argv)
 	if (cmd->vm != CLI_VM_NONE && (r = open_vm(c)))
 		return r;
 	c->started = cli_clock();
-	return cmd->run(c);
+	if (!cmd->cancel)
+		return cmd->run(c);
+	cancel_on(c->vm);
+	r = cmd->run(c);
+	cli_cancel_off();
+	return r;
 }
 
 int cli_run(const struct cli_cmd *cmd, int argc, char **argv)

@@ -28,6 +28,7 @@ static int run(struct cli *c)
 }
 
 const struct cli_cmd cli_cmd_restore = {
+	.cancel = true,
 	.name = "restore",
 	.summary = "bring the VM back to a snapshot",
 	.args = "VMDIR NAME",

@@ -51,6 +51,7 @@ static int run(struct cli *c)
 }
 
 const struct cli_cmd cli_cmd_start = {
+	.cancel = true,
 	.name = "start",
 	.summary = "start the VM's QEMU (or start from a snapshot with --from)",
 	.args = "VMDIR",

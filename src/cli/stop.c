@@ -8,6 +8,7 @@ static int run(struct cli *c)
 }
 
 const struct cli_cmd cli_cmd_stop = {
+	.cancel = true,
 	.name = "stop",
 	.summary = "stop the VM's QEMU",
 	.args = "VMDIR",

@@ -82,6 +82,21 @@ static void check_clean_but(pid_t pid, const char *who, unsigned long long may_i
 	printf("ok %s: SigBlk %016llx SigIgn %016llx\n", who, blk, ign);
 }
 
+/* The program pid runs, for the test to check (the relay and the
+ * background save are the installed helper programs). */
+static void print_exe(pid_t pid, const char *who)
+{
+	char path[64], exe[4096];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	n = readlink(path, exe, sizeof(exe) - 1);
+	if (n <= 0)
+		die("cannot read %s: %s", path, strerror(errno));
+	exe[n] = '\0';
+	printf("exe of %s: %s\n", who, exe);
+}
+
 static void check_clean(pid_t pid, const char *who)
 {
 	check_clean_but(pid, who, BIT(SIGPIPE));
@@ -222,6 +237,7 @@ int main(int argc, char **argv)
 	expect_state(vm, QSNAP_RUNNING, NULL, &qemu);
 	check_clean(qemu, "QEMU");
 	check_clean(relay_pid(), "the console relay");
+	print_exe(relay_pid(), "the console relay");
 
 	ok(qsnap_vm_save(vm, "one", NULL, &err), "qsnap_vm_save", &err);
 	/* It takes the handle: vm is closed here and set to NULL. */
@@ -231,9 +247,10 @@ int main(int argc, char **argv)
 	   "qsnap_vm_save_background", &err);
 	/* It runs for a while yet (the live save of the guest's RAM); one
 	 * that ended already cannot be looked at. */
-	if (running(pid))
+	if (running(pid)) {
 		check_clean_but(pid, "the background save", BIT(SIGHUP));
-	else
+		print_exe(pid, "the background save");
+	} else
 		printf("the background save ended before its signal state was read\n");
 	ok(qsnap_vm_open(vmdir, 0, 600, &vm, &err), "qsnap_vm_open after the background save",
 	   &err);

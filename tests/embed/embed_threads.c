@@ -2,9 +2,10 @@
 /* A threaded program that embeds libqsnap (built like embed.c,
  * tests/integration/test_embed.py): four threads, each with its own VM,
  * start, save, restore, save again and stop at the same time; one of them
- * saves in the background (a fork of this threaded process). Every call
- * must work, and every QEMU and qemu-img started while the other threads
- * allocate, lock and fork must come up.
+ * saves in the background (the helper program qsnap-saver, started while
+ * the other threads work). Every call must work, and every QEMU, qemu-img,
+ * console relay and saver started while the other threads allocate, lock
+ * and start processes must come up.
  * Usage: embed_threads DIR BASE-IMAGE KERNEL INITRD ACCEL
  * (VMs in DIR/vm0 .. DIR/vm3, each on its own copy-on-write overlay of
  * BASE-IMAGE made by qsnap). Exits 0 when every thread's checks held. */

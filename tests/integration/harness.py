@@ -308,6 +308,11 @@ def run_tests(module_names, only=None):
     # QSNAP_TEST_SKIP: tests left out (names containing one of these); each
     # is counted and named as skipped.
     skip = [s for s in os.environ.get("QSNAP_TEST_SKIP", "").split(",") if s]
+    # QSNAP_TEST_ALONE: "without" leaves out the modules that must run with
+    # no other test run beside them (ALONE in the module: they change what
+    # every VM of this user shares), "only" runs just those; tests/run.py
+    # runs the two QEMUs' runs side by side, then these one after the other.
+    alone = os.environ.get("QSNAP_TEST_ALONE")
     modules, failures = load_modules(module_names)
     # A module that cannot be loaded fails under any filter: what it would
     # have run is unknown.
@@ -316,6 +321,8 @@ def run_tests(module_names, only=None):
         res.failed += 1
     selected = dict.fromkeys(only or [], 0)
     for mod in modules:
+        if alone and (alone == "only") != bool(getattr(mod, "ALONE", None)):
+            continue
         for name in sorted(n for n in dir(mod) if n.startswith("test_")):
             full = f"{mod.__name__}.{name}"
             if only and not any(o in full for o in only):

@@ -36,6 +36,18 @@ def install(t):
     return dest, env
 
 
+def installed_helpers(dest):
+    """qsnap's helper programs that meson install put into libexecdir/qsnap."""
+    found = sorted(glob.glob(os.path.join(dest, "**", "libexec", "qsnap", "qsnap-*"),
+                             recursive=True))
+    names = [os.path.basename(f) for f in found]
+    check(names == ["qsnap-console", "qsnap-saver"],
+          f"meson install put these helpers into a libexec/qsnap: {found}")
+    for f in found:
+        check(os.access(f, os.X_OK), f"{f} is not executable")
+    return found
+
+
 def pkg_config(env, *args):
     p = subprocess.run(["pkg-config", *args, "qsnap"], env=env, capture_output=True, text=True)
     check(p.returncode == 0, f"pkg-config {' '.join(args)} qsnap: {p.stderr.strip()}")
@@ -66,11 +78,15 @@ def test_install_shared_library(t):
     vers = subprocess.run(["objdump", "-T", so], capture_output=True, text=True).stdout
     unversioned = [line for line in vers.splitlines() if " qsnap_" in line and "QSNAP_1" not in line]
     check(not unversioned, f"exports without the QSNAP_1 version: {unversioned[:5]}")
+    # Functions added after 1.0 carry their own node, later ones QSNAP_1.
+    later = [line for line in vers.splitlines() if " qsnap_vm_cancel" in line]
+    check(later and all("QSNAP_1.1" in line for line in later),
+          f"qsnap_vm_cancel is not in QSNAP_1.1: {later}")
     # Only qsnap_* is exported (and the version node of libqsnap.map).
     nm = subprocess.run(["nm", "-D", "--defined-only", so], capture_output=True, text=True)
     check(nm.returncode == 0, nm.stderr)
     syms = [line.split()[-1] for line in nm.stdout.splitlines() if line.strip()]
-    foreign = [s for s in syms if not s.startswith("qsnap_") and s != "QSNAP_1"]
+    foreign = [s for s in syms if not s.startswith("qsnap_") and s not in ("QSNAP_1", "QSNAP_1.1")]
     check(not foreign, f"libqsnap.so exports more than qsnap_*: {foreign[:20]}")
     # Every function qsnap.h declares is exported, and nothing else.
     with open(os.path.join(ROOT, "include", "qsnap.h")) as f:
@@ -78,6 +94,7 @@ def test_install_shared_library(t):
     exported = {s.split("@")[0] for s in syms if s.startswith("qsnap_")}
     check(declared == exported, f"qsnap.h and the exports differ: only declared "
           f"{sorted(declared - exported)}, only exported {sorted(exported - declared)}")
+    installed_helpers(dest)
     # The installed CLI runs on the installed library.
     qsnap_bin = glob.glob(os.path.join(dest, "**", "bin", "qsnap"), recursive=True)
     check(len(qsnap_bin) == 1, f"meson install put no qsnap in a bin/: {qsnap_bin}")
@@ -93,6 +110,10 @@ def build_embed(t, source, extra=()):
     libdir = installed_dir(env, dest, "libdir")
     flags = pkg_config(env, "--cflags", "--libs").split()
     exe = os.path.join(t.dir, os.path.splitext(source)[0])
+    # A ThreadSanitizer build of the library (tests/run.py): the program
+    # too, so that the runtime sees every thread from the start.
+    if os.environ.get("QSNAP_SANITIZE") == "thread":
+        extra = [*extra, "-fsanitize=thread", "-g"]
     p = subprocess.run(["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", *extra, "-o", exe,
                         os.path.join(ROOT, "tests", "embed", source), *flags],
                        capture_output=True, text=True)
@@ -193,6 +214,15 @@ def test_embed_hostile_signals(t):
                        env=run_env, capture_output=True, text=True, timeout=900)
     check(p.returncode == 0 and "embed_signals: all checks passed" in p.stdout,
           f"embed_signals exited {p.returncode}:\n{p.stdout}{p.stderr}")
+    # The installed library runs the helper programs installed with it.
+    helpers = os.path.dirname(installed_helpers(os.path.join(t.dir, "dest"))[0])
+    exes = dict(re.findall(r"^exe of (.*): (.*)$", p.stdout, re.M))
+    check(exes.get("the console relay") == os.path.join(helpers, "qsnap-console"),
+          f"the console relay runs {exes.get('the console relay')}, not the helper in {helpers}")
+    if "the background save" in exes:
+        check(exes["the background save"] == os.path.join(helpers, "qsnap-saver"),
+              f"the background save runs {exes['the background save']}, not the helper "
+              f"in {helpers}")
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", out],
                                      capture_output=True, text=True, check=True).stdout)
     check(info["format"] == "qcow2" and "backing-filename" not in info,
@@ -213,9 +243,31 @@ def test_embed_threads(t):
     p = subprocess.run([exe, t.dir, base, os.path.join(GUEST, "vmlinuz"),
                         os.path.join(GUEST, "initramfs.img"), ACCEL],
                        env=run_env, capture_output=True, text=True, timeout=1200)
+    check("WARNING: ThreadSanitizer" not in p.stderr, f"embed_threads: {p.stderr}")
     check(p.returncode == 0 and "embed_threads: all checks passed" in p.stdout,
           f"embed_threads exited {p.returncode}:\n{p.stdout}{p.stderr}")
     for i in range(4):
         snaps = [s["name"] for s in json.loads(qsnap("list", "--json",
                                                      os.path.join(t.dir, f"vm{i}")).stdout)]
         check(snaps == ["a", "b"], f"vm{i}: snapshots {snaps}")
+
+
+def test_embed_cancel(t):
+    """qsnap_vm_cancel from another thread (tests/embed/embed_cancel.c): a
+    save and a restore cancelled while they work return -ECANCELED within
+    seconds, the save leaving no snapshot and the guest running as it was,
+    the restore the VM stopped with its snapshots intact; a cancellation
+    made before a call ends only that call."""
+    exe, run_env = build_embed(t, "embed_cancel.c", ["-pthread"])
+    base = os.path.join(t.dir, "base.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "64M")
+    vmdir = os.path.join(t.dir, "vm")
+    t.vms.append(Stopper(vmdir))
+    p = subprocess.run([exe, vmdir, base, os.path.join(GUEST, "vmlinuz"),
+                        os.path.join(GUEST, "initramfs.img"), ACCEL],
+                       env=run_env, capture_output=True, text=True, timeout=900)
+    check("WARNING: ThreadSanitizer" not in p.stderr, f"embed_cancel: {p.stderr}")
+    check(p.returncode == 0 and "embed_cancel: all checks passed" in p.stdout,
+          f"embed_cancel exited {p.returncode}:\n{p.stdout}{p.stderr}")
+    snaps = [s["name"] for s in json.loads(qsnap("list", "--json", vmdir).stdout)]
+    check(snaps == ["a", "b"], f"qsnap list after the cancelled calls: {snaps}")

@@ -224,6 +224,78 @@ def test_qemu_killed_during_restore(t):
     assert_consistent(vm, expected)
 
 
+def test_qemu_stops_during_compressed_save(t):
+    """A QEMU that stops writing its migration pipe (SIGSTOP during a
+    compressed save): the save ends soon after --timeout with an error that
+    says QEMU stopped answering and was killed, the VM is stopped as the
+    error says, nothing partial remains, and the earlier snapshot restores."""
+    vm = t.vm(memory="512M")
+    vm.boot()
+    expected = {"early": mark(vm, "early")}
+    vm.save("early")
+    fill_ram(vm)
+    pid = vm.qemu_pid()
+    timeout = 20
+    t0 = time.time()
+    proc = start_qsnap("save", vm.dir, "doomed", "--compress=19", "--timeout", timeout)
+    try:
+        check(wait_for(lambda: partial_written(vm, "vmstate.zst"), "the save to compress",
+                       proc=proc), "the save ended before QEMU could be stopped")
+        os.kill(pid, signal.SIGSTOP)
+        rc, out, err = finish(proc, timeout=timeout + 120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if process_running(pid):
+            os.kill(pid, signal.SIGCONT)
+    took = time.time() - t0
+    check(rc == 1, f"the save exited {rc}: {out}{err}")
+    # The migration's wait ends at the timeout; the undo gives QEMU at most
+    # 10 s more (it is usually killed at once: it has stopped answering).
+    check(took < timeout + 15, f"the save took {took:.0f} s with --timeout {timeout}: {err}")
+    check("did not finish within 20 s" in err and "killed" in err and "the VM is stopped" in err
+          and "nothing was saved" in err, f"unclear error: {err}")
+    check(not process_running(pid), "the stopped QEMU still exists")
+    st = vm.status()
+    check(st["state"] == "stopped", f"status after the killed save: {st['state']}")
+    assert_consistent(vm, expected)
+
+
+def test_ctrl_c_cancels_save(t):
+    """SIGINT (Ctrl-C) during qsnap save cancels it: qsnap says so and
+    exits 1 within seconds, no snapshot and nothing partial is left, and
+    the guest runs on as it was."""
+    vm = t.vm(memory="512M")
+    vm.boot()
+    fill_ram(vm)
+    now = mark(vm, "kept")
+    pid = vm.qemu_pid()
+    proc = start_qsnap("save", vm.dir, "interrupted", "--compress=19")
+    try:
+        check(wait_for(lambda: partial_written(vm, "vmstate.zst"), "the save to write",
+                       proc=proc), "the save ended before it could be interrupted")
+        t0 = time.time()
+        proc.send_signal(signal.SIGINT)
+        rc, out, err = finish(proc, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    check(time.time() - t0 < 30, f"the cancelled save took {time.time() - t0:.0f} s to end")
+    check(rc == 1 and "cancelled" in err and "nothing was saved" in err,
+          f"qsnap save after SIGINT exited {rc}: {err}")
+    check(vm.qemu_pid() == pid and vm.status()["state"] == "running",
+          f"the VM after the cancelled save: {vm.status()}")
+    check(view(vm) == now, "the guest changed in the cancelled save")
+    assert_consistent(vm, {})
+
+
+def partial_written(vm, name):
+    files = glob.glob(vm.path("snapshots", ".partial-*", name))
+    return any(os.path.getsize(f) > 0 for f in files if os.path.exists(f))
+
+
 def test_leftovers_of_a_killed_command(t):
     """What qsnap leaves when it is killed between making something and
     recording it in state.json: a QEMU it started, a layer qemu-img made, a

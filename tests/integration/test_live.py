@@ -39,9 +39,13 @@ def test_live_save_is_the_guest_at_the_pause(t):
           "2>/dev/null")
     out, err = proc.communicate(timeout=300)
     check(proc.returncode == 0, err)
-    m = re.search(r"guest paused ([0-9.]+) s, live", out)
+    m = re.search(r" in ([0-9.]+) s \(guest paused ([0-9.]+) s, live", out)
     check(m, f"no live pause reported: {out}")
-    check(float(m.group(1)) < 1.0, f"a live save paused the guest {m.group(1)} s")
+    # The pause is a small part of the save (the guest ran while its RAM was
+    # written: 150 MiB of data here); as a share, so that a loaded machine,
+    # which stretches both, does not fail it.
+    total, paused = float(m.group(1)), float(m.group(2))
+    check(paused < total / 4, f"a live save of {total} s paused the guest {paused} s")
     check(vm.sh('echo "$X"') == "during-the-save", "the guest did not run during the save")
     vm.restore("L")
     check(guest_view(vm) == saved, "the live snapshot is not the guest at its pause")

@@ -206,3 +206,101 @@ def test_direct_io_setting(t):
     check(params.get("direct-io") is (True if QEMU else None), f"direct-io: {params.get('direct-io')}")
     log = qemu_log(vm)
     check("Segmentation" not in log and "error" not in log.lower(), f"QEMU said:\n{log}")
+
+
+def test_save_settings(t):
+    """qsnap config's save settings take effect on the next save (its
+    --json says which path it took, meta.json the format), are kept in
+    vm.json, and bad values are refused with a clear error, leaving vm.json
+    and state.json as they were."""
+    vm = t.vm()
+    vm.boot()
+    saved = fill_guest(vm, "path", mib=8)
+    conf = json.loads(qsnap("config", vm.dir, "--json").stdout)
+    check(conf["save_path"] == "auto" and conf["precopy"] == "auto"
+          and conf["multifd_channels"] == "auto", f"defaults: {conf}")
+
+    def meta(name):
+        with open(vm.path("snapshots", name, "meta.json")) as f:
+            return json.load(f)
+
+    def files():
+        return {n: open(vm.path(n), "rb").read() for n in ("vm.json", "state.json")}
+
+    # auto: mapped-ram where QEMU has it (QEMU 10), else a stream.
+    a = json.loads(vm.save("A", "--json").stdout)
+    check(a["path"] == ("mapped-ram" if QEMU else "stream"), f"auto took {a['path']}")
+    check(a["precopy"] is True and a["paused"] > 0, f"auto: {a}")
+    names = [p["name"] for p in a["phases"]]
+    for want in ("layers", "cut", "cont", "fsync", "checksum", "commit", "paused"):
+        check(want in names, f"no phase {want} in {names}")
+    starts = [p["start"] for p in a["phases"]]
+    check(starts == sorted(starts) and all(p["seconds"] >= 0 for p in a["phases"]),
+          f"phases out of order: {a['phases']}")
+    check(meta("A").get("format") == ("mapped-ram" if QEMU else None), f"meta: {meta('A')}")
+
+    qsnap("config", vm.dir, "--save-path", "stream", "--precopy", "off")
+    b = json.loads(vm.save("B", "--json").stdout)
+    check(b["path"] == "stream" and b["precopy"] is False and b["channels"] == 0, f"stream: {b}")
+    check(meta("B").get("format") is None, f"meta (a stream has no format): {meta('B')}")
+    with open(vm.path("vm.json")) as f:
+        d = json.load(f)
+    check(d.get("save_path") == "stream" and d.get("precopy") == "off", f"vm.json: {d}")
+
+    before = files()
+    for args, words in ((["--save-path", "fast"], "--save-path"),
+                        (["--precopy", "maybe"], "--precopy"),
+                        (["--multifd-channels", "0x4"], "multifd-channels"),
+                        (["--multifd-channels", "65"], "more than 64"),
+                        (["--multifd-channels", "-1"], "multifd-channels")):
+        p = qsnap("config", vm.dir, *args, ok=False)
+        check(p.returncode != 0 and words in p.stderr, f"config {args}: {p.stderr}")
+    check(files() == before, "a refused setting changed vm.json or state.json")
+
+    if QEMU:
+        qsnap("config", vm.dir, "--save-path", "mapped-ram", "--multifd-channels", "3",
+              "--precopy", "auto")
+        c = json.loads(vm.save("C", "--json").stdout)
+        check(c["path"] == "mapped-ram" and c["channels"] == 3 and c["precopy"], f"mapped: {c}")
+        params = json.loads(qsnap("qmp", vm.dir, "query-migrate-parameters").stdout)
+        check(params.get("multifd-channels") == 3, f"QEMU's channels: {params}")
+    else:
+        # A QEMU without mapped-ram refuses that path clearly; nothing is saved.
+        qsnap("config", vm.dir, "--save-path", "mapped-ram")
+        p = qsnap("save", vm.dir, "C", ok=False)
+        check(p.returncode != 0 and "mapped-ram" in p.stderr and "--save-path" in p.stderr,
+              f"save: {p.stderr}")
+        check("C" not in [s["name"] for s in vm.snapshots()], "a refused save left a snapshot")
+    qsnap("config", vm.dir, "--save-path", "auto", "--multifd-channels", "auto",
+          "--precopy", "auto")
+    conf = json.loads(qsnap("config", vm.dir, "--json").stdout)
+    check(conf["save_path"] == "auto" and conf["multifd_channels"] == "auto", f"reset: {conf}")
+    for name in ("A", "B") + (("C",) if QEMU else ()):
+        vm.restore(name)
+        check(guest_view(vm) == saved, f"snapshot {name} restored wrong")
+
+
+def test_config_qemu(t):
+    """qsnap config --qemu changes a stopped VM's QEMU binary for its next
+    start; a binary that is not there, and a running VM, are refused with
+    vm.json as it was."""
+    qemu = QEMU or shutil.which("qemu-system-x86_64")
+    vm = t.vm()
+    with open(vm.path("vm.json"), "rb") as f:
+        before = f.read()
+    p = qsnap("config", vm.dir, "--qemu", "/nonexistent/qemu-system-x86_64", ok=False)
+    check(p.returncode != 0 and "/nonexistent/qemu-system-x86_64" in p.stderr
+          and "not found" in p.stderr, p.stderr)
+    check(open(vm.path("vm.json"), "rb").read() == before, "a refused --qemu changed vm.json")
+    qsnap("config", vm.dir, "--qemu", qemu)
+    conf = json.loads(qsnap("config", vm.dir, "--json").stdout)
+    check(conf["qemu"] == qemu, f"config --json: {conf}")
+    vm.boot()
+    pid = json.loads(qsnap("status", "--json", vm.dir).stdout)["pid"]
+    check(os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(qemu),
+          f"QEMU runs {os.readlink(f'/proc/{pid}/exe')}, not {qemu}")
+    with open(vm.path("vm.json"), "rb") as f:
+        running = f.read()
+    p = qsnap("config", vm.dir, "--qemu", qemu, ok=False)
+    check(p.returncode != 0 and "running" in p.stderr, p.stderr)
+    check(open(vm.path("vm.json"), "rb").read() == running, "a refused --qemu changed vm.json")

@@ -5,6 +5,10 @@ is told which one and why. The test runs qsnap as a user of its own (the
 tests run as root; another user's folder is made with os.chown), so that
 it never touches the folder of the root user that other tests share."""
 
+# It removes and replaces /dev/shm/qsnap-UID of its own user: its runs on
+# the two QEMUs must not overlap.
+ALONE = True
+
 import os
 import shutil
 import subprocess

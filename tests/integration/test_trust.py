@@ -76,6 +76,9 @@ def hostile(t, vmjson):
     vmjson["qemu"] = os.path.join(t.dir, "evil-qemu")
     vmjson["ram_dir"] = os.path.join(t.dir, "evil-ram")
     vmjson["machine"] = "microvm"
+    # Save settings tuned for another host.
+    vmjson["multifd_channels"] = 64
+    vmjson["precopy"] = "off"
     return marker
 
 
@@ -98,6 +101,8 @@ def test_import_drops_what_runs(t):
           and "--trust-config" in lines[0], f"import's notice: {p.stderr}")
     d = json.load(open(os.path.join(new, "vm.json")))
     check(d["extra_args"] == [] and "ram_dir" not in d and "machine" not in d
+          and "multifd_channels" not in d and "precopy" not in d
+          and "multifd_channels 64" in lines[0]
           and d.get("qemu") == (QEMU_ARGS[1] if QEMU_ARGS else None), f"vm.json: {d}")
     # It restores with this host's QEMU, and the chardev never ran.
     v2 = pulled_vm(t, new)
@@ -116,7 +121,8 @@ def test_import_drops_what_runs(t):
           f"trusted import's notice: {p.stderr}")
     d = json.load(open(os.path.join(new2, "vm.json")))
     check(d["extra_args"][0] == "-chardev" and d["qemu"].endswith("evil-qemu")
-          and d["ram_dir"].endswith("evil-ram") and d["machine"] == "microvm",
+          and d["ram_dir"].endswith("evil-ram") and d["machine"] == "microvm"
+          and d["multifd_channels"] == 64 and d["precopy"] == "off",
           f"trusted vm.json: {d}")
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -62,6 +63,8 @@ def test_save_restore_round_trip(vm):
     x = sh.sh("echo $X")
     stats = vm.save("one", progress=seen.append)
     assert stats.bytes > 0 and stats.total > 0 and stats.mode == "stream"
+    assert stats.path in ("stream", "mapped-ram") and stats.precopy
+    assert "cut" in [p[0] for p in stats.phases]
     assert any(p.phase == "save" and p.finished for p in seen)
     assert all(isinstance(p, qsnap.Progress) for p in seen)
     sh.sh("X=changed; rm /mnt/f; sync")
@@ -101,7 +104,7 @@ def test_progress_callback_that_raises(vm):
     with pytest.raises(RuntimeError, match="stop reporting"):
         vm.save("s", progress=fail)
     # Called once, not again after it raised; the save itself ran to its
-    # end (libqsnap has no way to cancel a call yet).
+    # end (an exception in a callback does not cancel; VM.cancel() does).
     assert len(calls) == 1
     assert [s.name for s in vm.snapshots()] == ["s"]
 
@@ -124,6 +127,62 @@ def test_gil_released_during_a_call(vm):
     done.set()
     t.join()
     assert len(ticks) - n0 > 5, "no other Python thread ran during qsnap_vm_restore"
+
+
+def cancel_once_working(vm):
+    """A progress callback, and a thread that cancels vm from outside once
+    the call reported bytes done."""
+    working = threading.Event()
+
+    def progress(p):
+        if p.done > 0:
+            working.set()
+
+    def cancel():
+        if working.wait(300):
+            vm.cancel()
+
+    t = threading.Thread(target=cancel)
+    t.start()
+    return progress, t
+
+
+def test_cancel_from_another_thread(vm):
+    sh = boot(vm)
+    sh.sh("X=kept-$RANDOM; dd if=/dev/urandom of=/tmp/big bs=1M count=100 2>/dev/null",
+          timeout=300)
+    x = sh.sh("echo $X")
+    vm.save("a")
+    # A save: no snapshot, the guest runs on as it was.
+    progress, t = cancel_once_working(vm)
+    t0 = time.monotonic()
+    with pytest.raises(qsnap.Cancelled) as e:
+        vm.save("b", compress=19, progress=progress)
+    t.join()
+    assert e.value.errno == errno.ECANCELED and "cancelled" in str(e.value)
+    assert "nothing was saved" in str(e.value)
+    assert time.monotonic() - t0 < 120
+    assert [s.name for s in vm.snapshots()] == ["a"]
+    assert vm.status().state == "running"
+    assert console(vm).sh("echo $X") == x
+    # A restore: the VM is stopped, its snapshot intact.
+    sh.sh("X=changed")
+    progress, t = cancel_once_working(vm)
+    with pytest.raises(qsnap.Cancelled):
+        vm.restore("a", progress=progress)
+    t.join()
+    assert vm.status().state == "stopped"
+    vm.restore("a")
+    assert console(vm).sh("echo $X") == x
+    # A cancellation while nothing runs ends the next call, and only it.
+    vm.cancel()
+    with pytest.raises(qsnap.Cancelled):
+        vm.save("c")
+    assert [s.name for s in vm.snapshots()] == ["a"]
+    vm.save("c")
+    vm.stop()
+    vm.close()
+    vm.cancel()  # a closed VM: nothing to cancel
 
 
 def test_closed_handle(vm):

@@ -7,10 +7,11 @@ to the state it failed in."""
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
-from conftest import ROOT, console, create
+from conftest import QEMU, ROOT, console, create
 
 import qsnap
 
@@ -61,13 +62,18 @@ REPORT = []
 def test_plugin_as_a_new_user(tmp_path, base):
     vm = create(tmp_path, base, ram_mode="shared")
     vmdir = vm.path
+    # The QEMU under test comes from the plugin's option, as a user would
+    # give it: the VM is made with the default one.
+    vm.set_qemu(None)
     vm.close()
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "test_guest.py").write_text(SUITE)
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "python")}
+    qemu = QEMU or shutil.which("qemu-system-x86_64")
     p = subprocess.run([sys.executable, "-m", "pytest", "-p", "qsnap.pytest_plugin",
-                        "-p", "no:cacheprovider", "--qsnap-vm", vmdir, str(suite)],
+                        "-p", "no:cacheprovider", "--qsnap-vm", vmdir, "--qsnap-qemu", qemu,
+                        str(suite)],
                        cwd=suite, env=env, capture_output=True, text=True, timeout=1800)
     out = p.stdout + p.stderr
     assert p.returncode == 1, out
@@ -81,6 +87,8 @@ def test_plugin_as_a_new_user(tmp_path, base):
                      r"failed-test_5_fails_on_purpose", out), out
     # The kept snapshot is the VM as the test left it.
     with qsnap.VM.open(vmdir) as v:
+        check_qemu = v.definition("qemu")
+        assert check_qemu == qemu, f"the VM runs on {check_qemu}, not the --qsnap-qemu {qemu}"
         names = [s.name for s in v.snapshots()]
         assert names == ["ready", "failed-test_5_fails_on_purpose"], names
         v.restore("failed-test_5_fails_on_purpose")

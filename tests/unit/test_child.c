@@ -6,6 +6,7 @@
  * itself), a thread that reaps every child with waitpid(-1), SIGTERM and
  * SIGINT blocked, SIGHUP ignored, a handler on SIGUSR1. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -137,6 +138,106 @@ static void test_exec_failure_says_why(void **state)
 	unlink(path);
 }
 
+/* Everything a detached program said on the pipe at its fd 3, until
+ * every copy of the pipe closed. */
+static char *detached_output(const char *script, const char *prog, int *ret, qsnap_error *err)
+{
+	int p[2], devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	/* A descriptor of the caller's left open across exec. */
+	int leak = open("/dev/zero", O_RDONLY);
+	char *out = xstrdup(""), buf[4096];
+	size_t len = 0;
+	ssize_t n;
+	pid_t pid;
+
+	assert_true(devnull >= 0 && leak >= 0);
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	*ret = child_exec_detached(
+		&(struct child_exec){.prog = prog,
+				     .argv = (char *[]){"sh", "-c", (char *)script, NULL},
+				     .envp = (char *[]){"ONLY=this", NULL},
+				     .fds = (int[]){devnull, devnull, devnull, p[1]},
+				     .n_fds = 4,
+				     .umask = -1},
+		&pid, err);
+	close(p[1]);
+	close(devnull);
+	close(leak);
+	while ((n = read(p[0], buf, sizeof(buf))) > 0) {
+		out = xrealloc(out, len + (size_t)n + 1);
+		memcpy(out + len, buf, (size_t)n);
+		len += (size_t)n;
+		out[len] = '\0';
+	}
+	close(p[0]);
+	return out;
+}
+
+/* A detached program gets exactly the descriptors it is given, at their
+ * numbers, the environment it is given, and a clean signal state. */
+static void test_detached_gets_only_what_it_is_given(void **state)
+{
+	qsnap_error err = {0};
+	int r;
+	char *out = detached_output("exec >&3; i=0; while [ $i -lt 64 ]; do "
+				    "[ -e /proc/$$/fd/$i ] && echo fd $i; i=$((i + 1)); done; "
+				    "tr '\\0' ' ' < /proc/$$/environ; echo; grep -E '^Sig(Blk|Ign)' /proc/$$/status",
+				    "/bin/sh", &r, &err);
+
+	if (r < 0)
+		fail_msg("%s", err.msg);
+	if (!strstr(out, "fd 0\nfd 1\nfd 2\nfd 3\nONLY=this \n"))
+		fail_msg("not only the descriptors given: %s", out);
+	assert_int_equal(field(out, "SigBlk:"), 0);
+	assert_int_equal(field(out, "SigIgn:"), 0);
+	free(out);
+}
+
+/* Its exec failure says why. */
+static void test_detached_exec_failure_says_why(void **state)
+{
+	qsnap_error err = {0};
+	int r;
+	char *out = detached_output("true", "/nonexistent/qsnap-test", &r, &err);
+
+	assert_int_equal(r, -ENOENT);
+	assert_non_null(strstr(err.msg, "cannot run /nonexistent/qsnap-test"));
+	free(out);
+}
+
+/* A helper program that is not there is an error naming where it was
+ * looked for; one that cannot begin says why through its ready pipe. */
+static void test_helper_errors(void **state)
+{
+	qsnap_error err = {0};
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int file = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	char *dir = helper_dir();
+	pid_t pid;
+
+	assert_true(devnull >= 0 && file >= 0);
+	assert_true(helper_start((char *[]){"qsnap-nothing", NULL}, (char *[]){NULL},
+				 (int[]){devnull, devnull, devnull}, 3, &pid, &err) < 0);
+	assert_non_null(strstr(err.msg, dir));
+	assert_non_null(strstr(err.msg, "qsnap-nothing"));
+	assert_non_null(strstr(err.msg, "install"));
+	/* The saver, given a file where the VM directory should be. */
+	assert_int_equal(helper_start((char *[]){"qsnap-saver", "/vm", "name", NULL},
+				      (char *[]){NULL}, (int[]){devnull, devnull, devnull, file, file},
+				      5, &pid, &err),
+			 -EBADF);
+	assert_non_null(strstr(err.msg, "/vm: no VM directory was handed over"));
+	/* Started by hand, without its descriptors: it never says it is
+	 * ready. */
+	assert_true(helper_start((char *[]){"qsnap-console", "serial.log", "100", NULL},
+				 (char *[]){NULL}, (int[]){devnull, devnull, devnull}, 3, &pid,
+				 &err) < 0);
+	assert_non_null(strstr(err.msg, "ended before it was ready"));
+	free(dir);
+	close(devnull);
+	close(file);
+}
+
 /* A process of the test's own, known by pid and start time. */
 static pid_t sleeper(const char *seconds, unsigned long long *start)
 {
@@ -161,8 +262,8 @@ static void test_wait_gone(void **state)
 	pid_t pid = sleeper("0.3", &start);
 	int64_t t0 = now_ms();
 
-	assert_int_equal(proc_wait_gone(pid, start, 50), -ETIMEDOUT);
-	assert_int_equal(proc_wait_gone(pid, start, 10000), 0);
+	assert_int_equal(proc_wait_gone(pid, start, 50, -1), -ETIMEDOUT);
+	assert_int_equal(proc_wait_gone(pid, start, 10000, -1), 0);
 	assert_true(now_ms() - t0 < 5000);
 	assert_false(proc_alive(pid, start));
 }
@@ -177,7 +278,7 @@ static void test_signal_by_start_time(void **state)
 	assert_int_equal(proc_signal(pid, 0, SIGKILL), -ESRCH);
 	assert_true(proc_alive(pid, start));
 	assert_int_equal(proc_signal(pid, start, SIGKILL), 0);
-	assert_int_equal(proc_wait_gone(pid, start, 10000), 0);
+	assert_int_equal(proc_wait_gone(pid, start, 10000, -1), 0);
 }
 
 int main(void)
@@ -187,6 +288,9 @@ int main(void)
 		cmocka_unit_test(test_exit_status_with_a_reaper),
 		cmocka_unit_test(test_child_signal_state_is_clean),
 		cmocka_unit_test(test_exec_failure_says_why),
+		cmocka_unit_test(test_detached_gets_only_what_it_is_given),
+		cmocka_unit_test(test_detached_exec_failure_says_why),
+		cmocka_unit_test(test_helper_errors),
 		cmocka_unit_test(test_wait_gone),
 		cmocka_unit_test(test_signal_by_start_time),
 	};

@@ -437,7 +437,7 @@ static void test_proc_start_time_zero(void **ctx)
 	assert_true(proc_alive(getpid(), me));
 	assert_false(proc_alive(getpid(), 0));
 	assert_false(proc_alive(getpid(), me + 1));
-	assert_int_equal(proc_wait_gone(getpid(), 0, 1000), 0);
+	assert_int_equal(proc_wait_gone(getpid(), 0, 1000, -1), 0);
 }
 
 /* A file cut short anywhere (a crash during a non-atomic copy, a full
@@ -661,6 +661,10 @@ static void build_full_def(qsnap_def *def)
 	def->serial = false;
 	def->ram_mode = QSNAP_RAM_SHARED;
 	def->ram_dir = xstrdup("/dev/shm/qsnap");
+	def->save_path = SAVE_PATH_STREAM;
+	def->multifd_channels = 6;
+	def->direct_io = SETTING_ON;
+	def->precopy = SETTING_OFF;
 	assert_int_equal(def_add_drive(def, "disk=/img/disk.qcow2,format=qcow2", &err), 0);
 	assert_int_equal(
 		def_add_drive(def, "cd=/img/seed.iso,if=ide,format=raw,readonly", &err), 0);
@@ -683,6 +687,10 @@ static void assert_def_equal(const qsnap_def *a, const qsnap_def *b)
 	assert_str_or_null_equal(a->append, b->append);
 	assert_int_equal(a->serial, b->serial);
 	assert_int_equal(a->ram_mode, b->ram_mode);
+	assert_int_equal(a->save_path, b->save_path);
+	assert_int_equal(a->multifd_channels, b->multifd_channels);
+	assert_int_equal(a->direct_io, b->direct_io);
+	assert_int_equal(a->precopy, b->precopy);
 	assert_str_or_null_equal(a->ram_dir, b->ram_dir);
 	assert_int_equal(a->n_drives, b->n_drives);
 	for (size_t i = 0; i < a->n_drives; i++) {
@@ -741,6 +749,9 @@ static void test_vmdef_from_json_defaults(void **ctx)
 	assert_int_equal(def.smp, 1);
 	assert_true(def.serial);
 	assert_int_equal(def.ram_mode, QSNAP_RAM_STREAM);
+	assert_int_equal(def.save_path, SAVE_PATH_AUTO);
+	assert_int_equal(def.multifd_channels, 0);
+	assert_int_equal(def.precopy, SETTING_AUTO);
 	assert_null(def.ram_dir);
 	assert_null(def.qemu);
 	assert_int_equal(def.n_drives, 0);
@@ -770,6 +781,12 @@ static void test_vmdef_from_json_rejected(void **ctx)
 		{"{'memory': 1073741824, 'drives': [{'id': 'd', 'path': '/x', 'format': 'raw', "
 		 "'if': 'floppy'}]}", "drive 0"},
 		{"{'memory': 1073741824, 'extra_args': ['-s', 1]}", "'extra_args'"},
+		{"{'memory': 1073741824, 'save_path': 'fast'}", "'save_path'"},
+		{"{'memory': 1073741824, 'precopy': 'yes'}", "'precopy'"},
+		{"{'memory': 1073741824, 'direct_io': 1}", "'direct_io'"},
+		{"{'memory': 1073741824, 'multifd_channels': 65}", "'multifd_channels'"},
+		{"{'memory': 1073741824, 'multifd_channels': -1}", "'multifd_channels'"},
+		{"{'memory': 1073741824, 'multifd_channels': '4'}", "'multifd_channels'"},
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {

@@ -74,6 +74,19 @@ typedef struct qsnap_drive_def {
 	bool readonly; /* read-only drives get no layers and are not snapshotted */
 } qsnap_drive_def;
 
+/* A save's path for RAM (qsnap config --save-path). */
+enum save_path {
+	SAVE_PATH_AUTO, /* by what this QEMU can do, as measured (save.c) */
+	SAVE_PATH_STREAM,
+	SAVE_PATH_MAPPED, /* mapped-ram + multifd */
+};
+/* An on/off setting whose default qsnap chooses. */
+enum setting {
+	SETTING_AUTO,
+	SETTING_ON,
+	SETTING_OFF,
+};
+
 struct qsnap_def {
 	char *qemu;    /* QEMU binary; NULL: qemu-system-x86_64 from PATH */
 	char *machine; /* NULL: QEMU's default machine */
@@ -94,6 +107,12 @@ struct qsnap_def {
 	/* run/serial.log moves to run/serial.log.1 when it would grow past
 	 * this many bytes; 0: QSNAP_DEFAULT_SERIAL_LOG_MAX. */
 	uint64_t serial_log_max;
+	/* How a plain stream save writes RAM (qsnap config): the path, the
+	 * multifd channels of mapped-ram (0: by the host's cores), QEMU's
+	 * direct-io for it, and precopy; AUTO: qsnap's measured default. */
+	enum save_path save_path;
+	unsigned multifd_channels;
+	enum setting direct_io, precopy;
 };
 
 /* ---- errors (error.c) ---- */
@@ -119,6 +138,8 @@ void strv_free(char **v);
 
 /* Monotonic time in milliseconds. */
 int64_t now_ms(void);
+/* Wall-clock time in seconds (QEMU's event timestamps are wall-clock). */
+double now_wall(void);
 /* Sleep for ms milliseconds. */
 void sleep_ms(int ms);
 
@@ -157,9 +178,22 @@ char *file_tail(int dirfd, const char *path, size_t max);
 
 /* ---- children (child.c) ---- */
 
-/* Every process qsnap starts begins with default signal dispositions and
- * an empty signal mask (async-signal-safe; for a child of fork()). */
-void child_reset_signals(void);
+/* How a child of child_start that does not exec ends: exit_group itself,
+ * not _exit(), which a runtime (a sanitizer's) may wrap with locks. */
+void child_exit(int status) __attribute__((noreturn));
+/* The calls a child makes between clone and exec, as system calls: a
+ * runtime's wrapper of the libc function (a sanitizer's) may take locks
+ * that another thread of the parent held at the clone, and wait forever.
+ * They return and set errno as libc's do; child_dup2 also keeps a
+ * descriptor moved onto itself open across exec. */
+int child_open(const char *path, int flags);
+int child_dup2(int oldfd, int newfd);
+int child_dupfd_above(int fd, int min);
+void child_close_from(unsigned first, unsigned last);
+int child_chdir(const char *path);
+void child_umask(unsigned mask);
+void child_write(int fd, const void *buf, size_t len);
+int child_execve(const char *prog, char *const argv[], char *const envp[]);
 /* Start a child that runs fn(arg) and exits with what it returns; fn may
  * make only async-signal-safe calls (it should exec). Signals reset as
  * above. The child's exit signal is 0: a caller's SIGCHLD=SIG_IGN or
@@ -179,6 +213,43 @@ int child_start_waited(int (*fn)(void *), void *arg, struct waited *ret, qsnap_e
 /* Wait for the waiter; the program's status as waitpid gives it. Closes
  * status_fd. */
 int child_wait_waited(struct waited *c, int *ret_status, qsnap_error *err);
+
+/* A program started detached (child_exec_detached): nobody's child here,
+ * in a session of its own, with default signals, an empty mask, envp, and
+ * exactly the descriptors fds[0..n_fds-1] as 0..n_fds-1 (the same
+ * descriptor may be given at several numbers). */
+#define CHILD_MAX_FDS 16
+struct child_exec {
+	const char *prog; /* a path */
+	char *const *argv, *const *envp;
+	const int *fds;
+	unsigned n_fds;
+	const char *cwd; /* NULL: "/" */
+	int umask;	 /* -1: the caller's */
+};
+/* Start it through an intermediate child (child_start) that forks it and
+ * exits; its pid, or why exec failed ("cannot run PROG: ..."), comes back
+ * through a close-on-exec pipe, never an exit status. */
+int child_exec_detached(const struct child_exec *x, pid_t *ret_pid, qsnap_error *err);
+
+/* ---- qsnap's own helper programs (helper.c) ---- */
+
+/* The folder of qsnap's helpers: the build tree's src/helpers for a library
+ * (or program) of that build tree, else libexecdir/qsnap beside the
+ * library. */
+char *helper_dir(void);
+/* Start the helper argv[0] (a name in helper_dir) detached
+ * (child_exec_detached) with envp and fds[i] as descriptor i; descriptor
+ * n_fds is its ready pipe. Returns once it said it is ready (helper_ready),
+ * with its pid; its failure (helper_failed) is the error. */
+int helper_start(char *const argv[], char *const envp[], const int *fds, unsigned n_fds,
+		 pid_t *ret_pid, qsnap_error *err);
+/* In a helper: the first of its descriptors 3..last that is not open (it
+ * was not started by the library), or -1. */
+int helper_missing_fd(int last);
+/* In a helper: say that it is ready, or why it failed; closes fd. */
+void helper_ready(int fd);
+void helper_failed(int fd, const qsnap_error *err);
 
 /* ---- helper programs (program.c) ---- */
 
@@ -269,6 +340,23 @@ void sha256_buf(const void *data, size_t len, char out[DIGEST_LEN + 1]);
 /* Is s "sha256:" and 64 lowercase hex digits? */
 bool digest_valid(const char *s);
 
+/* ---- how waits end (wait.c) ---- */
+
+/* A cancellation: an eventfd (O_CLOEXEC, non-blocking) that turns readable
+ * when raised and stays so until cleared. -1 stands for "none" in every
+ * function that takes one. */
+int cancel_new(void);
+/* Raise it: one write(), async-signal-safe. */
+void cancel_raise(int fd);
+void cancel_clear(int fd);
+bool cancel_raised(int fd);
+/* Milliseconds until deadline (a now_ms() time) for poll(): 0 when past,
+ * -1 (forever) for a deadline of 0. */
+int wait_left_ms(int64_t deadline);
+/* Wait until fd (-1: none) has events, cancel_fd is raised or deadline (0:
+ * none) passes: 0, -ECANCELED or -ETIMEDOUT (cancel wins a tie). */
+int wait_fd(int fd, short events, int cancel_fd, int64_t deadline);
+
 /* ---- zstd between QEMU and a file (pump.c) ---- */
 
 struct pump;
@@ -282,10 +370,24 @@ int pump_start(enum pump_kind kind, int file_fd, int level, const char *what, st
 	       int *ret_qemu_fd, qsnap_error *err);
 /* Uncompressed bytes through the pump so far. */
 uint64_t pump_bytes(struct pump *p);
-/* Wait until QEMU closed its end and the thread is done. */
-int pump_finish(struct pump *p, qsnap_error *err);
+/* Wait until QEMU closed its end and the thread is done; unless QEMU let
+ * go of the pipe by deadline (0: no limit), or cancel_fd is raised, the
+ * thread is stopped and the result is -ETIMEDOUT (QEMU still holds the
+ * pipe: the caller's to end) or -ECANCELED. Frees p in every case. */
+int pump_finish(struct pump *p, int64_t deadline, int cancel_fd, qsnap_error *err);
 /* The same, with the checksum of what went into the file (to it only). */
-int pump_finish_checksum(struct pump *p, char **ret_checksum, qsnap_error *err);
+int pump_finish_checksum(struct pump *p, int64_t deadline, int cancel_fd, char **ret_checksum,
+			 qsnap_error *err);
+/* The pump's work is not wanted (a failed migration): towards a file, it
+ * reads and drops what QEMU still writes until QEMU lets go (a cancelled
+ * migration must not block QEMU on a full pipe); towards QEMU, it closes
+ * the pipe. -ETIMEDOUT as above when QEMU did not let go by deadline; the
+ * thread's own error (a full disk: the reason QEMU saw only as a broken
+ * pipe) otherwise. Frees p; NULL is fine. */
+int pump_discard(struct pump *p, int64_t deadline, qsnap_error *err);
+/* Start that drain now, without waiting (before a migration is cancelled:
+ * QEMU blocked on a full pipe would not see the cancel). */
+void pump_drain(struct pump *p);
 
 /* ---- shared RAM files (ramfile.c) ---- */
 
@@ -341,7 +443,7 @@ bool proc_alive(pid_t pid, unsigned long long start);
  * -ESRCH when it is gone. */
 int proc_signal(pid_t pid, unsigned long long start, int sig);
 /* Wait until the process is gone (poll on its pidfd, else by polling);
- * -ETIMEDOUT after timeout_ms. */
-int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms);
+ * -ETIMEDOUT after timeout_ms, -ECANCELED when cancel_fd is raised. */
+int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms, int cancel_fd);
 
 #endif

@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -36,7 +37,9 @@ struct kernel_sigaction {
 	unsigned long mask;
 };
 
-void child_reset_signals(void)
+/* Every process qsnap starts begins with default signal dispositions and
+ * an empty signal mask. */
+static void child_reset_signals(void)
 {
 	struct kernel_sigaction dfl = {.handler = SIG_DFL};
 	unsigned long none = 0;
@@ -46,6 +49,59 @@ void child_reset_signals(void)
 	for (int sig = 1; sig < NSIG; sig++)
 		syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(none));
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(none));
+}
+
+void child_exit(int status)
+{
+	/* The system call, not _exit(): a runtime that wraps _exit (a
+	 * sanitizer's) may take locks that another thread of the parent held
+	 * at the clone, and wait forever. */
+	for (;;)
+		syscall(SYS_exit_group, status);
+}
+
+int child_open(const char *path, int flags)
+{
+	return (int)syscall(SYS_openat, AT_FDCWD, path, flags | O_CLOEXEC, 0);
+}
+
+int child_dup2(int oldfd, int newfd)
+{
+	/* dup2 onto itself would leave close-on-exec set. */
+	if (oldfd == newfd)
+		return (int)syscall(SYS_fcntl, oldfd, F_SETFD, 0);
+	return (int)syscall(SYS_dup3, oldfd, newfd, 0);
+}
+
+int child_dupfd_above(int fd, int min)
+{
+	return (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, min);
+}
+
+void child_close_from(unsigned first, unsigned last)
+{
+	if (first <= last)
+		syscall(SYS_close_range, first, last, 0);
+}
+
+int child_chdir(const char *path)
+{
+	return (int)syscall(SYS_chdir, path);
+}
+
+void child_umask(unsigned mask)
+{
+	syscall(SYS_umask, mask);
+}
+
+void child_write(int fd, const void *buf, size_t len)
+{
+	syscall(SYS_write, fd, buf, len);
+}
+
+int child_execve(const char *prog, char *const argv[], char *const envp[])
+{
+	return (int)syscall(SYS_execve, prog, argv, envp);
 }
 
 int child_start(int (*fn)(void *), void *arg, pid_t *ret_pid, qsnap_error *err)
@@ -64,7 +120,7 @@ int child_start(int (*fn)(void *), void *arg, pid_t *ret_pid, qsnap_error *err)
 	pid = syscall(SYS_clone, 0UL, NULL, NULL, NULL, 0UL);
 	if (pid == 0) {
 		child_reset_signals();
-		_exit(fn(arg));
+		child_exit(fn(arg));
 	}
 	e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -106,13 +162,13 @@ static int waiter(void *p)
 	int status;
 
 	if (pid == 0)
-		_exit(w->fn(w->arg));
+		child_exit(w->fn(w->arg));
 	if (pid < 0)
 		return 1;
-	while (waitpid((pid_t)pid, &status, 0) < 0)
+	while (syscall(SYS_wait4, (pid_t)pid, &status, 0, NULL) < 0)
 		if (errno != EINTR)
 			return 1;
-	(void)!write(w->status_fd, &status, sizeof(status));
+	child_write(w->status_fd, &status, sizeof(status));
 	return 0;
 }
 
@@ -147,5 +203,126 @@ int child_wait_waited(struct waited *c, int *ret_status, qsnap_error *err)
 	while (n < 0 && errno == EINTR);
 	if (n != (ssize_t)sizeof(*ret_status))
 		return qerr(err, ECHILD, "the program could not be started or waited for");
+	return 0;
+}
+
+/* What the detached program's two processes need: only system calls
+ * between clone and exec. */
+struct detach_args {
+	const struct child_exec *x;
+	int wr; /* the report pipe's write end */
+};
+
+/* What the intermediate child and the program's process report over the
+ * pipe: the program's pid, or the errno of what failed (the fork, or the
+ * exec). One write each, atomic; they may arrive in either order. */
+struct detach_msg {
+	int what; /* 'P' or 'E' */
+	int value;
+};
+
+static void detach_report(int fd, int what, int value)
+{
+	child_write(fd, &(struct detach_msg){what, value}, sizeof(struct detach_msg));
+}
+
+/* In the program's process: x->fds[i] becomes descriptor i, every other
+ * descriptor closes (the report pipe on exec), then the directory, the
+ * umask, exec. */
+static __attribute__((noreturn)) void detach_exec(const struct child_exec *x, int wr)
+{
+	unsigned n = x->n_fds;
+	int moved[CHILD_MAX_FDS], e;
+
+	if (n > CHILD_MAX_FDS) {
+		e = EINVAL;
+		goto fail;
+	}
+	/* Everything above n first, so that no dup2 below closes a source. */
+	if ((unsigned)wr < n && (wr = child_dupfd_above(wr, (int)n)) < 0)
+		goto fail_errno;
+	for (unsigned i = 0; i < n; i++)
+		if ((moved[i] = child_dupfd_above(x->fds[i], (int)n)) < 0)
+			goto fail_errno;
+	/* dup2 clears close-on-exec on the new descriptor. */
+	for (unsigned i = 0; i < n; i++)
+		if (child_dup2(moved[i], (int)i) < 0)
+			goto fail_errno;
+	if ((unsigned)wr > n)
+		child_close_from(n, (unsigned)wr - 1);
+	child_close_from((unsigned)wr + 1, ~0U);
+	if (child_chdir(x->cwd ? x->cwd : "/") < 0)
+		goto fail_errno;
+	if (x->umask >= 0)
+		child_umask((unsigned)x->umask);
+	child_execve(x->prog, x->argv, x->envp);
+fail_errno:
+	e = errno;
+fail:
+	detach_report(wr, 'E', e);
+	child_exit(127);
+}
+
+/* The intermediate child: a session of its own, the program forked from
+ * it (it inherits the signal state child_start reset), its pid reported,
+ * gone. */
+static int detach(void *p)
+{
+	const struct detach_args *a = p;
+	long pid;
+
+	syscall(SYS_setsid);
+	/* fork() as a system call: no glibc fork handlers in a child of
+	 * clone. */
+	pid = syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, 0UL);
+	if (pid == 0)
+		detach_exec(a->x, a->wr);
+	if (pid < 0) {
+		detach_report(a->wr, 'E', errno);
+		return 1;
+	}
+	detach_report(a->wr, 'P', (int)pid);
+	return 0;
+}
+
+int child_exec_detached(const struct child_exec *x, pid_t *ret_pid, qsnap_error *err)
+{
+	_cleanup_close_ int rd = -1, wr = -1;
+	int p[2], r, exec_errno = 0;
+	pid_t mid, pid = 0;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return qerr(err, errno, "cannot create a pipe: %s", strerror(errno));
+	rd = p[0];
+	wr = p[1];
+	r = child_start(detach, &(struct detach_args){.x = x, .wr = wr}, &mid, err);
+	closep(&wr);
+	if (r < 0)
+		return r;
+	/* Its status says nothing the pipe does not. */
+	(void)child_wait(mid, NULL, &(qsnap_error){0});
+	/* Until the pipe closes (the program exec'd, or everything ended); a
+	 * signal the caller handles must not turn a started program into a
+	 * failure that nobody records. */
+	for (;;) {
+		struct detach_msg m;
+		ssize_t n;
+
+		do
+			n = read(rd, &m, sizeof(m));
+		while (n < 0 && errno == EINTR);
+		if (n != (ssize_t)sizeof(m))
+			break;
+		if (m.what == 'P' && m.value > 0)
+			pid = m.value;
+		else if (m.what == 'E')
+			exec_errno = m.value;
+	}
+	if (exec_errno)
+		return qerr(err, exec_errno, "cannot %s %s: %s", pid ? "run" : "start", x->prog,
+			    strerror(exec_errno));
+	if (pid <= 0)
+		return qerr(err, EIO, "cannot start %s", x->prog);
+	*ret_pid = pid;
 	return 0;
 }

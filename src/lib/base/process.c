@@ -85,30 +85,29 @@ int proc_signal(pid_t pid, unsigned long long start, int sig)
 	return kill(pid, sig) < 0 ? -errno : 0;
 }
 
-int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms)
+int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms, int cancel_fd)
 {
 	int64_t deadline = now_ms() + timeout_ms;
 	_cleanup_close_ int fd = proc_pidfd(pid, start);
 
 	/* A pidfd turns readable when the process ends: no polling. */
-	while (fd >= 0) {
-		int64_t left = deadline - now_ms();
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int n = poll(&p, 1, left > 0 ? (int)left : 0);
+	if (fd >= 0) {
+		int r = wait_fd(fd, POLLIN, cancel_fd, deadline);
 
-		if (n > 0)
-			break;
-		if (n == 0)
-			return -ETIMEDOUT;
-		if (errno != EINTR)
-			break; /* the polling below decides */
+		if (r == 0 || r == -ETIMEDOUT || r == -ECANCELED)
+			return r;
+		/* else the polling below decides */
 	}
 	while (proc_alive(pid, start)) {
+		int r;
+
 		/* Reap it if it happens to be our child. */
 		waitpid(pid, NULL, WNOHANG);
+		r = wait_fd(-1, 0, cancel_fd, now_ms() + 10);
+		if (r == -ECANCELED)
+			return r;
 		if (now_ms() >= deadline)
 			return -ETIMEDOUT;
-		sleep_ms(10);
 	}
 	return 0;
 }

@@ -44,20 +44,21 @@ static int exec_child(void *p)
 	static char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
 				     "LC_ALL=C", NULL};
 	const struct exec_args *a = p;
-	int devnull = open("/dev/null", O_RDONLY), e;
+	int devnull = child_open("/dev/null", O_RDONLY), e;
 
-	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(a->out, 1) < 0 || dup2(a->errout, 2) < 0)
+	if (devnull < 0 || child_dup2(devnull, 0) < 0 || child_dup2(a->out, 1) < 0 ||
+	    child_dup2(a->errout, 2) < 0)
 		goto fail;
 	/* The report pipe stays (close-on-exec): it closes when exec works. */
 	if (a->report > 3)
-		close_range(3, (unsigned)a->report - 1, 0);
-	close_range((unsigned)a->report + 1 > 3 ? (unsigned)a->report + 1 : 3, ~0U, 0);
-	if (a->cwd && chdir(a->cwd) < 0)
+		child_close_from(3, (unsigned)a->report - 1);
+	child_close_from((unsigned)a->report + 1 > 3 ? (unsigned)a->report + 1 : 3, ~0U);
+	if (a->cwd && child_chdir(a->cwd) < 0)
 		goto fail;
-	execve(a->prog, a->argv, envp);
+	child_execve(a->prog, a->argv, envp);
 fail:
 	e = errno;
-	(void)!write(a->report, &e, sizeof(e));
+	child_write(a->report, &e, sizeof(e));
 	return 127;
 }
 

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* A save in a background process (qsnap save --live --no-wait). It reports
+/* A save in a background process (qsnap save --live --no-wait): the
+ * program qsnap-saver (src/helpers/saver.c), started detached with the
+ * VM's lock and directory at fixed descriptors (SAVER_FD_*). It reports
  * through two files in the VM's run/ directory, which any process may read
  * while the save holds the lock:
  *   run/save-progress.json  while it runs: name, phase, bytes done and
@@ -9,11 +11,9 @@
  * save. */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include <sys/wait.h>
 
 #include "ops/ops.h"
 
@@ -61,33 +61,26 @@ static void bg_progress(const qsnap_progress *p, void *userdata)
 			      json_object_new_int64((int64_t)bg->start), NULL));
 }
 
-/* The background process: owns the VM (its lock and QMP connection) from
- * here on, tells the caller its pid once run/ shows the save, saves, and
- * leaves the result in run/. Never returns. */
-static __attribute__((noreturn)) void bg_run(qsnap_vm *vm, const char *name,
-					     const qsnap_save_opts *opts, int ready_fd)
+int background_saver(const char *dir, const char *name, const qsnap_save_opts *opts)
 {
-	struct bg bg = {.vm = vm, .name = name, .last = -1, .start = proc_start_time(getpid())};
+	struct bg bg = {.name = name, .last = -1, .start = proc_start_time(getpid())};
 	qsnap_save_opts so = *opts;
 	qsnap_error err = {0};
-	pid_t self = getpid();
-	int devnull, r;
+	qsnap_vm *vm;
+	int r;
 
-	/* Not the caller's signal state (a blocked SIGTERM, an ignored
-	 * SIGCHLD): only SIGHUP is ignored, the process has no terminal. */
-	child_reset_signals();
-	signal(SIGHUP, SIG_IGN);
-	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (devnull >= 0) {
-		dup2(devnull, 0);
-		dup2(devnull, 1);
-		dup2(devnull, 2);
-		close(devnull);
+	/* The VM as the caller had it, under the lock it handed over. */
+	r = vm_adopt(dir, SAVER_FD_DIR, SAVER_FD_LOCK, &vm, &err);
+	if (r < 0) {
+		helper_failed(SAVER_FD_READY, &err);
+		return 1;
 	}
+	bg.vm = vm;
 	unlinkat(vm->dirfd, RESULT_FILE, 0);
 	bg_progress(&(qsnap_progress){.phase = "save", .finished = true}, &bg);
-	(void)!write(ready_fd, &self, sizeof(self));
-	close(ready_fd);
+	/* Once it is ready, run/ shows the save (a status right after the
+	 * call sees it). */
+	helper_ready(SAVER_FD_READY);
 
 	so.progress = bg_progress;
 	so.userdata = &bg;
@@ -101,15 +94,23 @@ static __attribute__((noreturn)) void bg_run(qsnap_vm *vm, const char *name,
 	write_run_json(vm, RESULT_FILE, res);
 	unlinkat(vm->dirfd, PROGRESS_FILE, 0);
 	qsnap_vm_close(vm);
-	_exit(r < 0 ? 1 : 0);
+	return r < 0 ? 1 : 0;
 }
+
+/* What the saver's environment may hold besides PATH and LC_ALL: the
+ * knobs of a save that the caller may have set. */
+static const char *const saver_env_keep[] = {"QSNAP_NO_PRECOPY", "QSNAP_MULTIFD_CHANNELS",
+					     "QSNAP_DIRECT_IO"};
 
 static int save_background(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
 			   pid_t *ret_pid, qsnap_error *err)
 {
-	int ready[2];
-	pid_t mid, pid = 0;
-	ssize_t n;
+	const char *path = getenv("PATH");
+	_cleanup_strv_ char **argv = NULL, **envp = NULL;
+	_cleanup_close_ int devnull = -1;
+	size_t na = 0, ne = 0;
+	pid_t pid;
+	int r;
 
 	if (vm->readonly)
 		return qerr(err, EPERM, "%s was opened read-only: a save needs it opened for changes",
@@ -117,39 +118,34 @@ static int save_background(qsnap_vm *vm, const char *name, const qsnap_save_opts
 	if (!qsnap_name_valid(name))
 		return qerr(err, EINVAL, "snapshot name '%s' is not valid: use letters, digits, '-', '_' and '.', not starting with '.'",
 			    name);
-	if (pipe2(ready, O_CLOEXEC) < 0)
-		return qerr(err, errno, "cannot start a background save: %s", strerror(errno));
-	/* Twice: the middle process ends at once, so the save is not a child
-	 * the caller has to reap, and runs in a session of its own. */
-	mid = fork();
-	if (mid < 0) {
-		int e = errno;
-
-		close(ready[0]);
-		close(ready[1]);
-		return qerr(err, e, "cannot start a background save: %s", strerror(e));
-	}
-	if (mid == 0) {
-		close(ready[0]);
-		setsid();
-		pid = fork();
-		if (pid == 0)
-			bg_run(vm, name, opts, ready[1]);
-		_exit(pid < 0 ? 1 : 0);
-	}
-	close(ready[1]);
-	/* Reaped here unless the caller's SIGCHLD handling took it first:
-	 * the pipe, not its status, says whether the save started. */
-	while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
-		;
-	/* Once the pid arrives, run/ shows the save (a status right after
-	 * this call sees it). */
-	do
-		n = read(ready[0], &pid, sizeof(pid));
-	while (n < 0 && errno == EINTR);
-	close(ready[0]);
-	if (n != (ssize_t)sizeof(pid))
-		return qerr(err, ECHILD, "the background save of %s did not start", vm->dir);
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull < 0)
+		return qerr(err, errno, "cannot open /dev/null: %s", strerror(errno));
+	strv_push(&argv, &na, "qsnap-saver");
+	if (opts->live)
+		strv_push(&argv, &na, "--live");
+	if (opts->replace)
+		strv_push(&argv, &na, "--replace");
+	strv_pushf(&argv, &na, "--compress=%d", opts->compress);
+	strv_pushf(&argv, &na, "--timeout=%d", opts->timeout);
+	strv_push(&argv, &na, vm->dir);
+	strv_push(&argv, &na, name);
+	/* The programs the save runs (qemu-img) are found on the caller's
+	 * PATH, as in a save that waits. */
+	strv_pushf(&envp, &ne, "PATH=%s", path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
+	strv_push(&envp, &ne, "LC_ALL=C");
+	for (size_t i = 0; i < ARRAY_SIZE(saver_env_keep); i++)
+		if (getenv(saver_env_keep[i]))
+			strv_pushf(&envp, &ne, "%s=%s", saver_env_keep[i], getenv(saver_env_keep[i]));
+	/* QEMU serves one QMP client at a time: the saver connects anew. */
+	vm_qmp_close(vm);
+	/* The saver (qsnap-saver), detached, gets the VM's lock: the same open
+	 * file description, so it keeps the lock after the caller closed its
+	 * copy. */
+	r = helper_start(argv, envp, (int[]){devnull, devnull, devnull, vm->lockfd, vm->dirfd},
+			 SAVER_FD_READY, &pid, err);
+	if (r < 0)
+		return qerr_prefix(err, "the background save of %s did not start", vm->dir);
 	if (ret_pid)
 		*ret_pid = pid;
 	return 0;

@@ -39,6 +39,29 @@ int qsnap_vm_set_ram(qsnap_vm *vm, qsnap_ram_mode mode, const char *ram_dir, qsn
 	return replace_def(vm, def, err);
 }
 
+int qsnap_vm_set_qemu(qsnap_vm *vm, const char *qemu, qsnap_error *err)
+{
+	qsnap_def def;
+
+	if (vm_qemu_alive(vm))
+		return qerr(err, EBUSY, "the VM in %s is running: stop it before changing its QEMU",
+			    vm->dir);
+	if (qemu) {
+		_cleanup_free_ char *found = find_program(qemu);
+
+		if (!found)
+			return qerr(err, ENOENT, "QEMU binary '%s' not found or not executable: give the path of a qemu-system-x86_64",
+				    qemu);
+	}
+	def_copy(&def, &vm->def);
+	/* The key qsnap init --qemu sets (NULL: the default). */
+	if (qsnap_def_set(&def, "qemu", qemu, err) < 0) {
+		def_clear(&def);
+		return -err->code;
+	}
+	return replace_def(vm, def, err);
+}
+
 int qsnap_vm_set_serial_log_max(qsnap_vm *vm, uint64_t bytes, qsnap_error *err)
 {
 	qsnap_def def;
@@ -58,5 +81,26 @@ int qsnap_vm_set_max_chain(qsnap_vm *vm, unsigned max_chain, qsnap_error *err)
 		return qerr(err, EINVAL, "the chain limit must be 0 (default) or between 2 and 1000");
 	def_copy(&def, &vm->def);
 	def.max_chain = max_chain;
+	return replace_def(vm, def, err);
+}
+
+int qsnap_vm_set_save_setting(qsnap_vm *vm, const char *key, const char *value, qsnap_error *err)
+{
+	static const char *const keys[] = {"save-path", "multifd-channels", "direct-io", "precopy"};
+	qsnap_def def;
+	size_t i;
+	int r;
+
+	for (i = 0; i < ARRAY_SIZE(keys) && strcmp(key, keys[i]); i++)
+		;
+	if (i == ARRAY_SIZE(keys))
+		return qerr(err, EINVAL, "'%s' is not a save setting (have: save-path, multifd-channels, direct-io, precopy)",
+			    key);
+	def_copy(&def, &vm->def);
+	r = qsnap_def_set(&def, key, value, err);
+	if (r < 0) {
+		def_clear(&def);
+		return r;
+	}
 	return replace_def(vm, def, err);
 }

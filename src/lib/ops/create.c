@@ -89,7 +89,7 @@ static int mkdir_vm(const char *dir, bool *ret_created, qsnap_error *err)
 
 int qsnap_vm_create(const char *dir, const qsnap_def *def_in, qsnap_error *err)
 {
-	qsnap_vm vm = {.dirfd = -1, .lockfd = -1};
+	qsnap_vm vm = {.dirfd = -1, .lockfd = -1, .cancelfd = -1, .qmp_bounds = {.cancel_fd = -1}};
 	_cleanup_free_ char *text = NULL;
 	bool created = false;
 	char real[PATH_MAX];

@@ -133,7 +133,7 @@ int qsnap_vm_dump_memory(qsnap_vm *vm, const char *output, const qsnap_dump_opts
 		goto fail;
 	migrate_release(q, &tgt);
 	fd_passed = false;
-	r = pump_finish(TAKE_PTR(pump), err);
+	r = pump_finish(TAKE_PTR(pump), now_ms() + PUMP_END_MS, -1, err);
 	if (r < 0)
 		goto fail;
 	if (fsync(fd) < 0 || rename(tmp, output) < 0) {
@@ -151,7 +151,7 @@ fail:
 		if (paused_here && vm_qemu_alive(vm))
 			vm_cont(vm, &e2);
 		/* Our side of the pipe knows best why it broke (a full disk). */
-		if (pump_finish(TAKE_PTR(pump), &e2) < 0)
+		if (pump_discard(TAKE_PTR(pump), now_ms() + UNDO_GRACE_MS, &e2) < 0)
 			qerr(err, e2.code, "%s", e2.msg);
 		unlink(tmp);
 		if (!vm_qemu_alive(vm))
@@ -208,7 +208,7 @@ int qsnap_vm_start_from_dump(qsnap_vm *vm, const char *dump, int timeout, qsnap_
 	if (r < 0)
 		goto fail;
 	migrate_release(q, &tgt);
-	return pump_finish(TAKE_PTR(pump), err);
+	return pump_finish(TAKE_PTR(pump), now_ms() + PUMP_END_MS, -1, err);
 fail:
 	{
 		qsnap_error e2;
@@ -216,7 +216,7 @@ fail:
 
 		vm_kill_qemu(vm, 1, &e2);
 		closep(&qemu_fd);
-		if (pump && pump_finish(TAKE_PTR(pump), &e2) < 0)
+		if (pump && pump_discard(TAKE_PTR(pump), now_ms() + UNDO_GRACE_MS, &e2) < 0)
 			qerr(err, e2.code, "%s", e2.msg);
 		else if (died)
 			vm_err_qemu_log(vm, err);

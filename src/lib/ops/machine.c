@@ -99,10 +99,12 @@ static int vm_qmp_connect(qsnap_vm *vm, int timeout_ms, qsnap_error *err)
 {
 	_cleanup_free_ char *path = qmp_socket_path(vm);
 
-	int r = qemu_connect(path, timeout_ms, vm->st.qemu_pid, vm->st.qemu_start, &vm->qmp, err);
+	int r = qemu_connect(path, timeout_ms, vm->st.qemu_pid, vm->st.qemu_start,
+			     vm->qmp_bounds.cancel_fd, &vm->qmp, err);
 
 	if (r < 0)
 		return r;
+	qmp_bound(vm->qmp, vm->qmp_bounds);
 	r = caps_learn(vm->qmp, err);
 	if (r < 0)
 		vm_qmp_close(vm);
@@ -245,6 +247,10 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 	if (r < 0) {
 		qsnap_error e2;
 
+		if (r == -ECANCELED) {
+			vm_kill_qemu(vm, 1, &e2);
+			return qerr_prefix(err, "starting QEMU");
+		}
 		if (!proc_alive(pid, start))
 			qerr(err, ECHILD, "QEMU exited while starting");
 		vm_kill_qemu(vm, 1, &e2);
@@ -257,6 +263,7 @@ int vm_kill_qemu(qsnap_vm *vm, int timeout, qsnap_error *err)
 {
 	pid_t pid = vm->st.qemu_pid;
 	unsigned long long start = vm->st.qemu_start;
+	int r;
 
 	if (pid > 0 && proc_alive(pid, start)) {
 		struct qmp *q;
@@ -267,9 +274,13 @@ int vm_kill_qemu(qsnap_vm *vm, int timeout, qsnap_error *err)
 			qmp_execute(q, "quit", NULL, NULL, 2000, &e2);
 		}
 		vm_qmp_close(vm);
-		if (proc_wait_gone(pid, start, (timeout > 0 ? timeout : DEFAULT_STOP_TIMEOUT) * 1000) < 0) {
+		/* A cancelled wait kills QEMU at once: a stop always ends
+		 * with the VM stopped. */
+		r = proc_wait_gone(pid, start, (timeout > 0 ? timeout : DEFAULT_STOP_TIMEOUT) * 1000,
+				   vm_cancel_fd(vm));
+		if (r < 0) {
 			proc_signal(pid, start, SIGKILL);
-			if (proc_wait_gone(pid, start, 10000) < 0)
+			if (proc_wait_gone(pid, start, 10000, -1) < 0)
 				return qerr(err, EBUSY, "QEMU (pid %d) does not end even after SIGKILL",
 					    (int)pid);
 		}
@@ -318,7 +329,7 @@ void machine_end_orphan(qsnap_vm *vm)
 	for (const char *a = cmdline; a < cmdline + len; a += strlen(a) + 1)
 		if (!strncmp(a, "unix:" VMDIR_QMP_SOCK ",", strlen("unix:" VMDIR_QMP_SOCK ","))) {
 			proc_signal((pid_t)pid, start, SIGKILL);
-			proc_wait_gone((pid_t)pid, start, 10000);
+			proc_wait_gone((pid_t)pid, start, 10000, -1);
 			return;
 		}
 }

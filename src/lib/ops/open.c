@@ -3,8 +3,11 @@
  * interrupted command left behind: each operation undoes its own
  * (save_recover, restore_recover, machine_recover); stray files go. */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 
 #include "ops/ops.h"
 
@@ -78,13 +81,30 @@ static int recover(qsnap_vm *vm, qsnap_error *err)
 	return r;
 }
 
+/* A handle with nothing open but its cancellation eventfd. */
+static qsnap_vm *vm_new(qsnap_error *err)
+{
+	qsnap_vm *vm = xcalloc(1, sizeof(*vm));
+
+	vm->dirfd = vm->lockfd = -1;
+	vm->qmp_bounds.cancel_fd = -1;
+	vm->cancelfd = cancel_new();
+	if (vm->cancelfd < 0) {
+		qerr(err, errno, "cannot create an eventfd: %s", strerror(errno));
+		free(vm);
+		return NULL;
+	}
+	return vm;
+}
+
 int qsnap_vm_open(const char *dir, unsigned flags, int lock_timeout, qsnap_vm **ret_vm,
 		  qsnap_error *err)
 {
-	qsnap_vm *vm = xcalloc(1, sizeof(*vm));
+	qsnap_vm *vm = vm_new(err);
 	int r;
 
-	vm->dirfd = vm->lockfd = -1;
+	if (!vm)
+		return -err->code;
 	vm->readonly = flags & QSNAP_OPEN_READONLY;
 	r = vmdir_open(vm, dir, err);
 	if (r >= 0 && !vm->readonly)
@@ -109,6 +129,42 @@ fail:
 	return r;
 }
 
+int vm_adopt(const char *dir, int dirfd, int lockfd, qsnap_vm **ret_vm, qsnap_error *err)
+{
+	qsnap_vm *vm = vm_new(err);
+	struct stat st;
+	int r;
+
+	if (!vm) {
+		close(dirfd);
+		close(lockfd);
+		return -err->code;
+	}
+
+	vm->dir = xstrdup(dir);
+	vm->dirfd = dirfd;
+	vm->lockfd = lockfd;
+	if (fstat(dirfd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		r = qerr(err, EBADF, "%s: no VM directory was handed over", dir);
+		goto fail;
+	}
+	/* Held already on this open file description: it stays ours. Anyone
+	 * else holding it means the handover went wrong. */
+	if (flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
+		r = qerr(err, errno, "%s: the VM's lock was not handed over: %s", dir,
+			 strerror(errno));
+		goto fail;
+	}
+	r = vmdir_load(vm, err);
+	if (r < 0)
+		goto fail;
+	*ret_vm = vm;
+	return 0;
+fail:
+	qsnap_vm_close(vm);
+	return r;
+}
+
 void qsnap_vm_close(qsnap_vm *vm)
 {
 	if (!vm)
@@ -119,9 +175,17 @@ void qsnap_vm_close(qsnap_vm *vm)
 	state_free(&vm->st);
 	if (vm->lockfd >= 0)
 		close(vm->lockfd);
+	if (vm->cancelfd >= 0)
+		close(vm->cancelfd);
 	if (vm->dirfd >= 0)
 		close(vm->dirfd);
 	free(vm->dir);
 	free(vm);
 }
 
+
+void qsnap_vm_cancel(qsnap_vm *vm)
+{
+	if (vm)
+		cancel_raise(vm->cancelfd);
+}

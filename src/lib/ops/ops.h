@@ -56,6 +56,22 @@ void vm_drop_ram(qsnap_vm *vm);
 void machine_end_orphan(qsnap_vm *vm);
 int machine_recover(qsnap_vm *vm, qsnap_error *err);
 
+/* ---- the background save's process (background.c, qsnap-saver) ---- */
+
+/* The saver's descriptors: 0-2 /dev/null, and its ready pipe after these. */
+enum {
+	SAVER_FD_LOCK = 3, /* the VM's lock: the caller's open file description, locked */
+	SAVER_FD_DIR,	   /* the VM directory */
+	SAVER_FD_READY,	   /* the ready pipe (helper_start puts it last) */
+};
+/* A VM handle on the directory dir open at dirfd, under the lock held on
+ * lockfd, both handed over by a process that had it open (open.c): no
+ * recovery, nothing was interrupted. Takes both fds, also on failure. */
+int vm_adopt(const char *dir, int dirfd, int lockfd, qsnap_vm **ret_vm, qsnap_error *err);
+/* The saver (in qsnap-saver, on the descriptors above): saves, reporting
+ * in run/; returns its exit status. */
+int background_saver(const char *dir, const char *name, const qsnap_save_opts *opts);
+
 /* ---- operations used by other operations ---- */
 
 /* Restore a snapshot (restore.c); paused overrides the snapshot's run state. */
@@ -78,6 +94,13 @@ char *drive_ids(const qsnap_def *def);
 /* ---- export and import (export.c, import.c) ---- */
 
 /* The first file of an export: what it holds, with sizes and checksums. */
+/* What an undo gives QEMU to answer and to let go of a file it was given
+ * (a pipe of ours) before it is killed: the undo of a command that was
+ * cancelled or ran out of time ends this long after, whatever QEMU does. */
+#define UNDO_GRACE_MS 10000
+/* A migration completed: QEMU closed its end, the pump's last bytes. */
+#define PUMP_END_MS 60000
+
 #define EXPORT_MANIFEST "qsnap-export.json"
 #define EXPORT_FORMAT "qsnap-export"
 #define EXPORT_VERSION 1

@@ -86,7 +86,8 @@ static int restore_load(struct restore *rs, qsnap_error *err)
 					      /* A differential snapshot's stream has the
 					       * pages written since its RAM file. */
 					      .ignore_shared = s->mode == QSNAP_RAM_SHARED && !s->ram_base,
-					      .mapped = s->format == VMSTATE_MAPPED_RAM},
+					      .mapped = s->format == VMSTATE_MAPPED_RAM,
+					      .channels = rs->vm->def.multifd_channels},
 			  err);
 	if (r < 0)
 		return r;
@@ -121,7 +122,7 @@ static int restore_load(struct restore *rs, qsnap_error *err)
 	if (r < 0)
 		return r;
 	migrate_release(q, &rs->tgt);
-	return pump_finish(TAKE_PTR(rs->pump), err);
+	return pump_finish(TAKE_PTR(rs->pump), now_ms() + PUMP_END_MS, vm_cancel_fd(rs->vm), err);
 }
 
 static int restore_undo(struct restore *rs, int r, qsnap_error *err)
@@ -142,18 +143,20 @@ static int restore_undo(struct restore *rs, int r, qsnap_error *err)
 	case RESTORE_LOADING:
 		break;
 	}
+	vm_cancel_hold(rs->vm, UNDO_GRACE_MS);
 	died = !vm_qemu_alive(rs->vm);
 	vm_kill_qemu(rs->vm, 1, &e2);
 	/* With QEMU gone, its end of the pipe is closed: the pump ends. */
 	closep(&rs->qemu_fd);
 	/* A damaged compressed file says so more clearly than QEMU. */
-	if (rs->pump && pump_finish(TAKE_PTR(rs->pump), &e2) < 0)
+	if (rs->pump && pump_discard(TAKE_PTR(rs->pump), now_ms() + UNDO_GRACE_MS, &e2) < 0 &&
+	    r != -ECANCELED)
 		qerr(err, e2.code, "%s", e2.msg);
 	/* QEMU that stays up after a failed load (exit-on-error off) logs more
 	 * than query-migrate says ("error while loading state section id
 	 * 2(ram)" against "load of migration failed: Invalid argument", QEMU
 	 * 10.0.2). */
-	if (died || rs->stage == RESTORE_LOADING)
+	if (r != -ECANCELED && (died || rs->stage == RESTORE_LOADING))
 		vm_err_qemu_log(rs->vm, err);
 	return qerr_prefix(err, "restoring '%s' failed; the VM is stopped", rs->name);
 }
@@ -195,7 +198,12 @@ int qsnap_vm_restore(qsnap_vm *vm, const char *name, const qsnap_restore_opts *o
 	qsnap_restore_opts o;
 	int r = sized_in(&o, sizeof(o), opts, "qsnap_restore_opts", err);
 
-	return r < 0 ? r : restore_into(vm, name, &o, false, err);
+	if (r < 0)
+		return r;
+	vm_cancel_arm(vm);
+	r = restore_into(vm, name, &o, false, err);
+	vm_cancel_end(vm);
+	return r;
 }
 
 int restore_recover(qsnap_vm *vm, qsnap_error *err)

@@ -8,10 +8,17 @@
  * undone by the next command (save_recover). */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ops/save.h"
+
+/* What save-path auto means where QEMU can write mapped-ram, and its
+ * channels (docs/design.md, "Where a QEMU 10 save's time goes; choosing
+ * the save path"). */
+#define SAVE_AUTO_MAPPED true
+#define SAVE_AUTO_CHANNELS migrate_channels()
 
 /* The checks that need no QEMU. */
 static int check_save(qsnap_vm *vm, const char *name, bool replace, qsnap_error *err)
@@ -28,6 +35,38 @@ static int check_save(qsnap_vm *vm, const char *name, bool replace, qsnap_error 
 	if (vm->st.inspect)
 		return qerr(err, EINVAL, "the VM in %s runs a memory dump for inspection (read-only disks): stop it and restore or start it to save",
 			    vm->dir);
+	return 0;
+}
+
+/* How a plain stream save writes RAM (qsnap config's save settings, the
+ * environment's QSNAP_NO_PRECOPY, QSNAP_MULTIFD_CHANNELS, QSNAP_DIRECT_IO
+ * above them; docs/design.md has the measurements behind auto). */
+static int save_choose_path(struct save *sv, qsnap_error *err)
+{
+	const qsnap_def *def = &sv->vm->def;
+	bool can_map = migrate_can_map(sv->q);
+	/* Not live: with background-snapshot QEMU 10.0.2 wrote a mapped-ram
+	 * file that does not load ("error while loading state for instance
+	 * 0x0 of device 'kvm-tpr-opt'"); not with x-ignore-shared: that
+	 * fails ("Bad address"); a compressed stream goes through a pipe. */
+	bool plain = !sv->opts->compress && !sv->live && !sv->shared && !sv->diff;
+
+	if (plain && def->save_path == SAVE_PATH_MAPPED && !can_map)
+		return qerr(err, ENOTSUP, "save-path is mapped-ram, which this QEMU (%s) cannot write (QEMU >= 9.0 can): set qsnap config --save-path auto or stream",
+			    caps_version(sv->q));
+	sv->mapped = plain && can_map && def->save_path != SAVE_PATH_STREAM &&
+		     (def->save_path == SAVE_PATH_MAPPED || SAVE_AUTO_MAPPED);
+	sv->channels = migrate_channels_env(def->multifd_channels ? def->multifd_channels
+								   : SAVE_AUTO_CHANNELS);
+	sv->direct_io = sv->mapped && caps_migrate_param(sv->q, "direct-io") &&
+			migrate_direct_io_env(false, def->direct_io == SETTING_ON);
+	/* A running guest's RAM in the stream is written while it runs
+	 * (precopy), and the guest is stopped only for the last pages, the
+	 * device state and the disks' cut (pause-before-switchover). Shared
+	 * RAM is copied by qsnap while the guest is paused; a live save
+	 * pauses it only for the device state anyway. */
+	sv->precopy = sv->running && !sv->live && !sv->shared && migrate_can_pause_switchover(sv->q) &&
+		      def->precopy != SETTING_OFF && !getenv("QSNAP_NO_PRECOPY");
 	return 0;
 }
 
@@ -74,20 +113,9 @@ static int save_begin(struct save *sv, qsnap_error *err)
 			return r;
 		sv->live = sv->shared = false;
 	}
-	/* Uncompressed, non-live stream saves go in parallel where QEMU can
-	 * (mapped-ram + multifd). Not live: with background-snapshot QEMU
-	 * 10.0.2 wrote a mapped-ram file that does not load ("error while
-	 * loading state for instance 0x0 of device 'kvm-tpr-opt'"); not with
-	 * x-ignore-shared: that fails ("Bad address"). */
-	sv->mapped = !sv->opts->compress && !sv->live && !sv->shared && !sv->diff &&
-		     migrate_can_map(sv->q);
-	/* A running guest's RAM in the stream is written while it runs
-	 * (precopy), and the guest is stopped only for the last pages, the
-	 * device state and the disks' cut (pause-before-switchover). Shared
-	 * RAM is copied by qsnap while the guest is paused; a live save
-	 * pauses it only for the device state anyway. */
-	sv->precopy = sv->running && !sv->live && !sv->shared && migrate_can_pause_switchover(sv->q) &&
-		      !getenv("QSNAP_NO_PRECOPY");
+	r = save_choose_path(sv, err);
+	if (r < 0)
+		return r;
 	if (sv->shared) {
 		_cleanup_free_ char *snapdir = vm_path(vm, VMDIR_SNAPSHOTS);
 
@@ -136,6 +164,7 @@ static int save_resume(struct save *sv, qsnap_error *err)
 	r = vm_cont(sv->vm, err);
 	if (r == 0)
 		sv->paused_here = false;
+	save_step(sv, "cont");
 	return r;
 }
 
@@ -157,30 +186,73 @@ static int save_finish(struct save *sv, qsnap_error *err)
 		.format = sv->mapped ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM,
 		.drives = xcalloc(sv->n_cuts + 1, sizeof(struct snap_drive)),
 	};
+	int r;
 
 	for (size_t i = 0; i < sv->n_cuts; i++) {
 		s.drives[s.n_drives].drive = xstrdup(sv->cuts[i].d->id);
 		s.drives[s.n_drives++].layer = xstrdup(sv->cuts[i].old_layer);
 	}
-	return save_commit(sv->vm, s, err);
+	r = save_commit(sv->vm, s, err);
+	save_step(sv, "commit");
+	return r;
+}
+
+/* QEMU stopped answering, or holds the pump's pipe and neither writes
+ * nor closes it: it is killed, so that nothing of the save stays behind
+ * (a migration QEMU would go on with later, a file it holds). */
+static void end_wedged(struct save *sv, qsnap_error *err)
+{
+	qsnap_vm *vm = sv->vm;
+	pid_t pid = vm->st.qemu_pid;
+	bool stalled = qmp_stalled(sv->q);
+	_cleanup_free_ char *msg = xstrdup(err->msg);
+	qsnap_error e2;
+
+	/* One that does not answer is not asked to quit. */
+	if (stalled && proc_signal(pid, vm->st.qemu_start, SIGKILL) == 0)
+		proc_wait_gone(pid, vm->st.qemu_start, 10000, -1);
+	vm_kill_qemu(vm, 1, &e2);
+	if (stalled)
+		qerr(err, err->code, "%s; QEMU (pid %d) does not answer and was killed: the VM is stopped (restore a snapshot, or start it)",
+		     msg, (int)pid);
+	else
+		qerr(err, err->code, "%s; QEMU (pid %d) did not let go of the machine state's pipe within %d s, so it was killed: the VM is stopped (restore a snapshot, or start it)",
+		     msg, (int)pid, UNDO_GRACE_MS / 1000);
 }
 
 /* Nothing partial stays: the partial directory goes, the VM runs on.
  * Layers that were switched stay in the chain (they hold what the guest
- * writes now); ones that were not are dropped. */
+ * writes now); ones that were not are dropped. The undo is not cancelled
+ * and ends within UNDO_GRACE_MS of QMP and pipe waits: a QEMU that does not
+ * answer or let go in that time is killed. */
 static int save_undo(struct save *sv, qsnap_error *err)
 {
 	qsnap_vm *vm = sv->vm;
 	bool alive = vm_qemu_alive(vm);
 	qsnap_error e2;
+	int p;
 
+	vm_cancel_hold(vm, UNDO_GRACE_MS);
 	/* QEMU lets go of the fd it was given: then the pump ends. */
 	closep(&sv->qemu_fd);
-	if (alive && sv->fd_passed)
+	if (alive && sv->fd_passed && !sv->wedged && !qmp_stalled(sv->q))
 		migrate_release(sv->q, &sv->tgt);
-	pump_finish(TAKE_PTR(sv->pump), &e2);
+	p = pump_discard(TAKE_PTR(sv->pump), qmp_stalled(sv->q) ? now_ms() : now_ms() + UNDO_GRACE_MS,
+			 &e2);
+	if (p == -ETIMEDOUT)
+		sv->wedged = true;
 	save_diff_cancel(sv, err);
 	checksum_follow_cancel(TAKE_PTR(sv->sum));
+	/* Does QEMU still answer? (QEMU 7.2 hung after a cancelled live
+	 * save, seen once.) A VM left running must be one that works. */
+	if (alive && !sv->wedged && !qmp_stalled(sv->q)) {
+		vm_cancel_hold(vm, UNDO_GRACE_MS);
+		qmp_execute(sv->q, "query-status", NULL, NULL, 5000, &e2);
+	}
+	if (alive && (sv->wedged || qmp_stalled(sv->q))) {
+		end_wedged(sv, err);
+		alive = false;
+	}
 	if (sv->stage)
 		unlink(sv->stage);
 	if (!sv->switched && alive)
@@ -188,7 +260,7 @@ static int save_undo(struct save *sv, qsnap_error *err)
 	if (vm->st.pending)
 		rm_rf(vm->dirfd, vm->st.pending);
 	free(TAKE_PTR(vm->st.pending));
-	if (!alive) {
+	if (!alive && vm->st.qemu_pid) {
 		vm_forget_qemu(vm);
 		vm_err_qemu_log(vm, err);
 	}
@@ -216,23 +288,36 @@ static void save_free(struct save *sv)
 	free(sv->ram_base);
 }
 
-static double event_time(json_object *ev)
+/* The save's stats (stats.phases in order of their start, from the start
+ * of the save). */
+static void save_stats(struct save *sv)
 {
-	json_object *ts = jobj(ev, "timestamp");
+	qsnap_save_stats st = {
+		.size = sizeof(qsnap_save_stats),
+		.paused = sv->running ? save_pause_seconds(sv) : 0,
+		.total = (double)(now_ms() - sv->t0) / 1000.0,
+		.bytes = (uint64_t)sv->vmstate.st_size + sv->ram_bytes,
+		.live = sv->live,
+		.mode = sv->shared || sv->diff ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
+		.path = sv->mapped ? "mapped-ram" : "stream",
+		.channels = sv->mapped ? sv->channels : 0,
+		.direct_io = sv->direct_io,
+		.precopy = sv->precopy,
+		.diff = sv->diff,
+		.pages_written = sv->diff_kept,
+		.pages_left_out = sv->diff_dropped,
+	};
 
-	return (double)jint(ts, "seconds", 0) + (double)jint(ts, "microseconds", 0) / 1e6;
-}
+	for (size_t i = 0; i < sv->n_phases; i++) {
+		struct qsnap_save_phase p = sv->phases[i];
+		size_t j = st.n_phases++;
 
-/* How long the guest was paused: QEMU's STOP to RESUME events. */
-static double pause_seconds(struct qmp *q)
-{
-	_cleanup_json_ json_object *stop = NULL, *resume = NULL;
-	qsnap_error e2;
-
-	if (qmp_wait_event(q, "STOP", &stop, 0, &e2) < 0 ||
-	    qmp_wait_event(q, "RESUME", &resume, 1000, &e2) < 0)
-		return 0;
-	return event_time(resume) - event_time(stop);
+		p.start -= sv->wall0;
+		for (; j > 0 && st.phases[j - 1].start > p.start; j--)
+			st.phases[j] = st.phases[j - 1];
+		st.phases[j] = p;
+	}
+	sized_out(sv->opts->stats, &st, sizeof(st));
 }
 
 /* Chain upkeep while the guest runs on (docs/design.md: reads through
@@ -243,18 +328,23 @@ static int save_upkeep(struct save *sv, qsnap_error *err)
 	unsigned limit = vm->def.max_chain ? vm->def.max_chain : QSNAP_DEFAULT_MAX_CHAIN;
 	struct active *a = sv->n_cuts ? state_active(&vm->st, sv->cuts[0].d->id) : NULL;
 
-	if (!a || chain_length(&vm->st, a->layer) <= limit || qsnap_vm_compact(vm, limit, NULL, err) == 0)
+	if (!a || chain_length(&vm->st, a->layer) <= limit)
 		return 0;
+	if (qsnap_vm_compact(vm, limit, NULL, err) == 0) {
+		save_step(sv, "compact");
+		return 0;
+	}
 	return qerr_prefix(err, "snapshot '%s' is saved, but compacting the disks failed", sv->name);
 }
 
-int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
+static int save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
 {
 	qsnap_save_opts o;
-	struct save sv = {.vm = vm, .name = name, .opts = &o, .t0 = now_ms(),
+	struct save sv = {.vm = vm, .name = name, .opts = &o, .t0 = now_ms(), .wall0 = now_wall(),
 			  .fd = -1, .qemu_fd = -1, .tgt = {.fdset = -1}};
 	int r;
 
+	sv.last = sv.wall0;
 	if ((r = sized_in(&o, sizeof(o), opts, "qsnap_save_opts", err)) < 0 ||
 	    (r = sized_check(o.stats, "qsnap_save_stats", err)) < 0)
 		return r;
@@ -284,18 +374,18 @@ int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, q
 	}
 	r = save_upkeep(&sv, err);
 	if (r == 0)
-		sized_out(sv.opts->stats, &(qsnap_save_stats){
-			.size = sizeof(qsnap_save_stats),
-			.paused = sv.running ? pause_seconds(sv.q) : 0,
-			.total = (double)(now_ms() - sv.t0) / 1000.0,
-			.bytes = (uint64_t)sv.vmstate.st_size + sv.ram_bytes,
-			.live = sv.live,
-			.mode = sv.shared || sv.diff ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
-			.diff = sv.diff,
-			.pages_written = sv.diff_kept,
-			.pages_left_out = sv.diff_dropped,
-		}, sizeof(qsnap_save_stats));
+		save_stats(&sv);
 	save_free(&sv);
+	return r;
+}
+
+int qsnap_vm_save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsnap_error *err)
+{
+	int r;
+
+	vm_cancel_arm(vm);
+	r = save(vm, name, opts, err);
+	vm_cancel_end(vm);
 	return r;
 }
 

@@ -30,6 +30,8 @@ struct save {
 	bool shared;  /* RAM from our shared file, copied by us */
 	bool live;    /* background-snapshot: RAM written while the guest runs */
 	bool mapped;  /* mapped-ram + multifd */
+	unsigned channels; /* its multifd channels */
+	bool direct_io;	   /* its direct-io */
 	bool diff;    /* only the pages written since the RAM file (save_diff.c) */
 	/* A running guest's RAM written while it runs (precopy); QEMU stops it
 	 * at the end and waits there for the disks' cut (save_switch_layers,
@@ -41,6 +43,7 @@ struct save {
 	bool paused_here; /* we stopped the guest and must let it run */
 	bool switched;	  /* the drives write to their new layers */
 	bool fd_passed;	  /* QEMU holds the machine state's file */
+	bool wedged;	  /* QEMU did not let go of the pump's pipe in time */
 	/* The machine state file, and what writes it. */
 	int fd, qemu_fd;
 	struct pump *pump;
@@ -52,12 +55,29 @@ struct save {
 	/* Shared RAM staged in the RAM directory until the guest runs again. */
 	char *stage;
 	uint64_t ram_bytes;
+	/* Where the time went (qsnap_save_stats.phases), in wall-clock
+	 * seconds as QEMU's event timestamps are: start is absolute until the
+	 * stats are made. last: when the last step ended. stop_at: QEMU's STOP
+	 * event, once read (0: not yet). */
+	struct qsnap_save_phase phases[QSNAP_SAVE_PHASES];
+	size_t n_phases;
+	double wall0, last, stop_at;
 	/* A differential save: the thread that filters QEMU's stream, what it
 	 * left out, and the snapshot whose RAM file the new one builds on. */
 	struct diff_pump *diff_pump;
 	uint64_t diff_dropped, diff_kept;
 	char *ram_base;
 };
+
+/* A phase of the save that ran from start until now; a step: the one since
+ * the last step ended. */
+void save_phase(struct save *sv, const char *name, double start, double end);
+void save_step(struct save *sv, const char *name);
+/* QEMU's STOP event of this save (wall-clock; 0: none yet), read once. */
+double save_stop_time(struct save *sv);
+/* How long the guest was paused: QEMU's STOP to RESUME events (a phase
+ * "paused" too). */
+double save_pause_seconds(struct save *sv);
 
 /* The disks' cut (save_disks.c): new layers and their QEMU nodes while the
  * guest runs; all drives switched in one transaction; undone if the switch
@@ -87,7 +107,9 @@ char *save_stage_path(qsnap_vm *vm);
  * into the snapshot. */
 int save_diff_check(qsnap_vm *vm, qsnap_error *err);
 int save_diff_start(struct save *sv, qsnap_error *err);
-int save_diff_finish(struct save *sv, qsnap_error *err);
+/* The filter's last records, waited for until deadline (0: none) or
+ * cancel_fd; -ETIMEDOUT, -ECANCELED as pump_finish. */
+int save_diff_finish(struct save *sv, int64_t deadline, int cancel_fd, qsnap_error *err);
 void save_diff_cancel(struct save *sv, qsnap_error *err);
 int save_diff_link(struct save *sv, qsnap_error *err);
 

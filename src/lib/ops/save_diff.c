@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,7 +27,9 @@ struct diff_pump {
 	int in, out;
 	struct pagemap *pm;
 	struct stream_filter *f;
-	atomic_bool stop;
+	/* Raised to stop the thread (it watches it with the pipe: no wait of
+	 * it sleeps in steps), and by the thread when it ends. */
+	int stop_fd, done_fd;
 	bool write_failed; /* our side's fault (a full disk), not QEMU's */
 	int code;
 	char msg[512];
@@ -63,15 +64,13 @@ static void *diff_thread(void *data)
 	int r = 0;
 
 	for (;;) {
-		struct pollfd p = {.fd = d->in, .events = POLLIN};
 		ssize_t n;
+		int w = wait_fd(d->in, POLLIN, d->stop_fd, 0);
 
-		if (atomic_load(&d->stop)) {
+		if (w < 0) {
 			r = qerr(&e, ECANCELED, "the differential save was cancelled");
 			break;
 		}
-		if (poll(&p, 1, 200) == 0)
-			continue;
 		n = read(d->in, buf, CHUNK);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -101,7 +100,16 @@ static void *diff_thread(void *data)
 	closep(&d->in);
 	free(buf);
 	free(out);
+	cancel_raise(d->done_fd);
 	return NULL;
+}
+
+static void diff_free_fds(struct diff_pump *d)
+{
+	if (d->stop_fd >= 0)
+		close(d->stop_fd);
+	if (d->done_fd >= 0)
+		close(d->done_fd);
 }
 
 int save_diff_start(struct save *sv, qsnap_error *err)
@@ -116,14 +124,24 @@ int save_diff_start(struct save *sv, qsnap_error *err)
 			    vm->st.ram_file, strerror(errno));
 	d = xcalloc(1, sizeof(*d));
 	d->in = d->out = -1;
+	d->stop_fd = cancel_new();
+	d->done_fd = cancel_new();
+	if (d->stop_fd < 0 || d->done_fd < 0) {
+		r = qerr(err, errno, "cannot create an eventfd: %s", strerror(errno));
+		diff_free_fds(d);
+		free(d);
+		return r;
+	}
 	r = pagemap_open(vm->st.qemu_pid, ram, &d->pm, err);
 	if (r < 0) {
+		diff_free_fds(d);
 		free(d);
 		return qerr_prefix(err, "differential save");
 	}
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		r = qerr(err, errno, "cannot make a pipe: %s", strerror(errno));
 		pagemap_close(d->pm);
+		diff_free_fds(d);
 		free(d);
 		return r;
 	}
@@ -138,6 +156,7 @@ int save_diff_start(struct save *sv, qsnap_error *err)
 		close(p[1]);
 		stream_filter_free(d->f);
 		pagemap_close(d->pm);
+		diff_free_fds(d);
 		free(d);
 		return qerr(err, r, "cannot start a thread: %s", strerror(r));
 	}
@@ -146,33 +165,47 @@ int save_diff_start(struct save *sv, qsnap_error *err)
 	return 0;
 }
 
-static int diff_join(struct diff_pump *d, bool cancel, struct stream_stats *ret, qsnap_error *err)
+/* Until the thread ended (QEMU closed its end of the pipe and the rest
+ * was filtered), deadline passed (-ETIMEDOUT) or cancel_fd was raised
+ * (-ECANCELED); then the thread is stopped (its read end closed: QEMU sees
+ * a broken pipe, never a full one) and joined. cancel: stop it at once.
+ * Frees d. */
+static int diff_join(struct diff_pump *d, bool cancel, int64_t deadline, int cancel_fd,
+		     struct stream_stats *ret, qsnap_error *err)
 {
+	int w = cancel ? -ECANCELED : wait_fd(d->done_fd, POLLIN, cancel_fd, deadline);
 	int r = 0;
 
-	if (cancel)
-		atomic_store(&d->stop, true);
+	if (w < 0)
+		cancel_raise(d->stop_fd);
 	pthread_join(d->thread, NULL);
-	if (d->code && !cancel)
+	if (w == -ETIMEDOUT)
+		r = qerr(err, ETIMEDOUT, "filtering the machine state: QEMU neither finished the stream nor let go of it in time");
+	else if (w == -ECANCELED && !cancel)
+		r = qerr(err, ECANCELED, "cancelled");
+	else if (d->code && !cancel)
 		r = qerr(err, d->code, "%s", d->msg);
 	if (ret)
 		*ret = *stream_filter_stats(d->f);
 	stream_filter_free(d->f);
 	pagemap_close(d->pm);
+	diff_free_fds(d);
 	free(d);
 	return r;
 }
 
-int save_diff_finish(struct save *sv, qsnap_error *err)
+int save_diff_finish(struct save *sv, int64_t deadline, int cancel_fd, qsnap_error *err)
 {
 	struct stream_stats st;
-	int r = diff_join(TAKE_PTR(sv->diff_pump), false, &st, err);
+	int r = diff_join(TAKE_PTR(sv->diff_pump), false, deadline, cancel_fd, &st, err);
 
+	if (r == -ETIMEDOUT || r == -ECANCELED)
+		return r;
 	if (r < 0)
 		return qerr_prefix(err, "differential save");
 	sv->diff_dropped = st.dropped;
 	sv->diff_kept = st.kept;
-	return checksum_fd(sv->fd, "the machine state", &sv->checksum, err);
+	return 0;
 }
 
 void save_diff_cancel(struct save *sv, qsnap_error *err)
@@ -185,7 +218,7 @@ void save_diff_cancel(struct save *sv, qsnap_error *err)
 	/* QEMU saw only a broken pipe; our side knows why (a full disk). */
 	if (d->write_failed && err)
 		qerr(err, d->code, "%s", d->msg);
-	diff_join(d, true, NULL, &e2);
+	diff_join(d, true, 0, -1, NULL, &e2);
 }
 
 /* The snapshot whose RAM file the VM maps: the base the new one records. */

@@ -32,6 +32,7 @@ int save_prepare_layers(struct save *sv, qsnap_error *err)
 			return r;
 		c->node_added = true;
 	}
+	save_step(sv, "layers");
 	return 0;
 }
 
@@ -72,6 +73,10 @@ int save_switch_layers(struct save *sv, qsnap_error *err)
 		/* QEMU has stopped the guest to finish the migration; the
 		 * STOP event came then, and the RESUME of our cont ends it. */
 		sv->paused_here = true;
+		save_phase(sv, "precopy", sv->last, save_stop_time(sv));
+		if (sv->stop_at)
+			sv->last = sv->stop_at;
+		save_step(sv, "stop, dirty sync");
 	} else if (sv->running) {
 		/* Its STOP, and the RESUME that ends the pause, measure it. */
 		r = qmp_execute_expect(sv->q, "stop", NULL,
@@ -82,6 +87,7 @@ int save_switch_layers(struct save *sv, qsnap_error *err)
 		}
 		/* A live save's QEMU resumes the guest by itself. */
 		sv->paused_here = !sv->live;
+		save_step(sv, "stop");
 	}
 	for (size_t i = 0; i < sv->n_cuts; i++) {
 		_cleanup_free_ char *old = qemu_layer_node(sv->cuts[i].old_layer);
@@ -98,6 +104,7 @@ int save_switch_layers(struct save *sv, qsnap_error *err)
 	if (r < 0)
 		return r;
 	sv->switched = true;
+	save_step(sv, "cut");
 	return 0;
 }
 

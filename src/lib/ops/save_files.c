@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/vfs.h>
 
@@ -25,9 +26,18 @@ int save_open_vmstate(struct save *sv, qsnap_error *err)
 			  &(struct mig_setup){.ignore_shared = sv->shared,
 					      .background = sv->live,
 					      .mapped = sv->mapped,
+					      .channels = sv->channels,
+					      .direct_io = sv->direct_io,
 					      .switchover = sv->precopy},
 			  err);
-	if (r < 0 && sv->live)
+	/* QEMU 7.2 write-protects guest RAM for a background snapshot and
+	 * does not undo it when one is cancelled or fails: it then refuses
+	 * the capability for good (measured: a cancelled live save, then
+	 * "Background-snapshot is not compatible with guest memory
+	 * configuration" on anonymous RAM; 10.0.2 does not). */
+	if (r < 0 && sv->live && strstr(err->msg, "not compatible with guest memory configuration"))
+		qerr_prefix(err, "this QEMU refuses another live save, as QEMU 7.2 does after a live save was cancelled or failed; save without --live, or restart the VM (qsnap stop, then qsnap start --from a snapshot) to save live again");
+	else if (r < 0 && sv->live)
 		qerr_prefix(err, "live save needs QEMU's background-snapshot (QEMU >= 6.0, userfaultfd write-protection in the kernel); save without --live");
 	if (r < 0)
 		return r;
@@ -56,12 +66,14 @@ int save_open_vmstate(struct save *sv, qsnap_error *err)
 	sv->qemu_fd = openat(vm->dirfd, path, O_WRONLY | O_CLOEXEC);
 	if (sv->qemu_fd < 0)
 		return qerr(err, errno, "cannot open %s/%s: %s", vm->dir, path, strerror(errno));
+	save_step(sv, "setup");
 	return 0;
 }
 
 int save_migrate(struct save *sv, qsnap_error *err)
 {
 	const qsnap_save_opts *opts = sv->opts;
+	double completed = 0;
 	int r;
 
 	r = migrate_pass(sv->q, MIGRATE_FD_NAME, sv->qemu_fd, !sv->pump && !sv->diff, &sv->tgt, err);
@@ -90,21 +102,38 @@ int save_migrate(struct save *sv, qsnap_error *err)
 				.live = sv->live,
 				.switchover = sv->precopy ? save_switch_at_switchover : NULL,
 				.switchover_data = sv,
+				.completed_at = &completed,
 			},
 			err);
-	if (r < 0) {
+	if (r < 0 && (sv->pump || sv->diff_pump)) {
 		qsnap_error e2;
+		int p;
 
 		/* QEMU saw only a broken pipe; our side knows why (a full disk).
-		 * A migration that never started leaves QEMU holding the pipe. */
-		if ((sv->pump || sv->diff) && vm_qemu_alive(sv->vm))
+		 * A migration that never started leaves QEMU holding the pipe;
+		 * one that does not let go in time is killed by the undo. */
+		bool stalled = qmp_stalled(sv->q);
+
+		vm_cancel_hold(sv->vm, UNDO_GRACE_MS);
+		if (vm_qemu_alive(sv->vm) && !stalled)
 			migrate_release(sv->q, &sv->tgt);
-		if (sv->pump && pump_finish(TAKE_PTR(sv->pump), &e2) < 0)
+		/* A QEMU that does not answer does not let go either. */
+		p = pump_discard(TAKE_PTR(sv->pump), stalled ? now_ms() : now_ms() + UNDO_GRACE_MS,
+				 &e2);
+		if (p == -ETIMEDOUT)
+			sv->wedged = true;
+		else if (p < 0 && r != -ECANCELED && r != -ETIMEDOUT)
 			qerr(err, e2.code, "%s", e2.msg);
-		return r;
 	}
+	if (r < 0)
+		return r;
+	/* Precopy: the last pages and the device state after the cut. */
+	save_phase(sv, sv->precopy ? "switchover" : "migration", sv->last, completed);
+	if (completed)
+		sv->last = completed;
 	migrate_release(sv->q, &sv->tgt);
 	sv->fd_passed = false;
+	save_step(sv, "settle");
 	/* The rest waits until the guest runs again (save_make_durable): the
 	 * pump's or the hashing thread's last bytes, and closing our QEMU
 	 * handle: QEMU ftruncate()s a file: target, and on ext4
@@ -163,33 +192,83 @@ int save_copy_ram(struct save *sv, qsnap_error *err)
 			    sv->opts->progress, sv->opts->userdata, &sv->ram_checksum, err);
 }
 
+/* The machine state's fsync, in a thread while the checksum is finished:
+ * both only read what QEMU wrote, and each took about as long as the other
+ * (docs/design.md, "Where a QEMU 10 save's time goes"). */
+struct durable {
+	int fd;
+	int *close_fd; /* closed first: QEMU's handle (see save_migrate) */
+	int err;
+	double start, end;
+};
+
+static void *durable_thread(void *data)
+{
+	struct durable *d = data;
+
+	d->start = now_wall();
+	if (d->close_fd)
+		closep(d->close_fd);
+	d->err = fsync(d->fd) < 0 ? errno : 0;
+	d->end = now_wall();
+	return NULL;
+}
+
 int save_make_durable(struct save *sv, qsnap_error *err)
 {
 	qsnap_vm *vm = sv->vm;
 	_cleanup_free_ char *ram = layout_in(vm->st.pending, SNAP_RAM);
+	struct durable d = {.fd = sv->fd, .close_fd = &sv->qemu_fd};
+	double c0 = now_wall();
+	pthread_t thread;
+	bool threaded = false;
 	int r;
 
-	/* QEMU is done with the file: what it wrote last is compressed or
-	 * hashed now, while the guest runs. */
-	if (sv->pump)
-		r = pump_finish_checksum(TAKE_PTR(sv->pump), &sv->checksum, err);
-	else if (sv->diff_pump)
-		r = save_diff_finish(sv, err);
-	else if (sv->sum)
-		r = checksum_follow_finish(TAKE_PTR(sv->sum), "the machine state", &sv->checksum,
-					   err);
-	else
-		r = 0;
-	closep(&sv->qemu_fd);
-	if (r < 0)
-		return r;
-	if (fsync(sv->fd) < 0 || fstat(sv->fd, &sv->vmstate) < 0)
-		return qerr(err, errno, "cannot sync the machine state: %s", strerror(errno));
-	if (sv->mapped) {
-		r = checksum_fd(sv->fd, "the machine state", &sv->checksum, err);
+	/* A pump still writes its last compressed bytes, the differential
+	 * save's filter its last records: fsync after it. */
+	if (sv->pump) {
+		r = pump_finish_checksum(TAKE_PTR(sv->pump), now_ms() + PUMP_END_MS,
+					 vm_cancel_fd(vm), &sv->checksum, err);
+		if (r == -ETIMEDOUT)
+			sv->wedged = true;
+		save_step(sv, "compress, checksum");
 		if (r < 0)
 			return r;
+	} else if (sv->diff_pump) {
+		r = save_diff_finish(sv, now_ms() + PUMP_END_MS, vm_cancel_fd(vm), err);
+		if (r == -ETIMEDOUT)
+			sv->wedged = true;
+		save_step(sv, "filter");
+		if (r < 0)
+			return r;
+		c0 = now_wall();
+		threaded = pthread_create(&thread, NULL, durable_thread, &d) == 0;
+	} else {
+		threaded = pthread_create(&thread, NULL, durable_thread, &d) == 0;
 	}
+	/* QEMU is done with the file: what it wrote last is hashed now, while
+	 * the guest runs; a mapped-ram file, written at random offsets, is
+	 * hashed whole (its holes are not read). */
+	if (sv->sum)
+		r = checksum_follow_finish(TAKE_PTR(sv->sum), "the machine state", &sv->checksum,
+					   err);
+	else if (sv->mapped || sv->diff)
+		r = checksum_fd(sv->fd, "the machine state", &sv->checksum, err);
+	else
+		r = 0;
+	if (!sv->opts->compress)
+		save_phase(sv, "checksum", c0, now_wall());
+	if (threaded)
+		pthread_join(thread, NULL);
+	else
+		durable_thread(&d);
+	save_phase(sv, "fsync", d.start, d.end);
+	sv->last = now_wall();
+	if (r < 0)
+		return r;
+	if (d.err || fstat(sv->fd, &sv->vmstate) < 0)
+		return qerr(err, d.err ? d.err : errno, "cannot sync the machine state: %s",
+			    strerror(d.err ? d.err : errno));
 	/* The guest runs again: the staged RAM goes to the snapshot. */
 	if (sv->stage) {
 		r = ramfile_copy(AT_FDCWD, sv->stage, vm->dirfd, ram, vm->def.memory, "persist RAM",
@@ -205,5 +284,6 @@ int save_make_durable(struct save *sv, qsnap_error *err)
 	if (r < 0)
 		return r;
 	sv->ram_bytes = ramfile_allocated(vm->dirfd, ram);
+	save_step(sv, "RAM file");
 	return 0;
 }

@@ -9,10 +9,16 @@
 
 int qsnap_vm_stop(qsnap_vm *vm, int timeout, qsnap_error *err)
 {
-	return vm_kill_qemu(vm, timeout, err);
+	int r;
+
+	/* Cancelled, the wait for QEMU to quit ends in SIGKILL. */
+	vm_cancel_arm(vm);
+	r = vm_kill_qemu(vm, timeout, err);
+	vm_cancel_end(vm);
+	return r;
 }
 
-int qsnap_vm_start(qsnap_vm *vm, const qsnap_start_opts *opts, qsnap_error *err)
+static int start(qsnap_vm *vm, const qsnap_start_opts *opts, qsnap_error *err)
 {
 	qsnap_start_opts o;
 	_cleanup_free_ char *ram = NULL;
@@ -54,6 +60,16 @@ int qsnap_vm_start(qsnap_vm *vm, const qsnap_start_opts *opts, qsnap_error *err)
 			return r;
 	}
 	return 0;
+}
+
+int qsnap_vm_start(qsnap_vm *vm, const qsnap_start_opts *opts, qsnap_error *err)
+{
+	int r;
+
+	vm_cancel_arm(vm);
+	r = start(vm, opts, err);
+	vm_cancel_end(vm);
+	return r;
 }
 
 const char *qsnap_run_state_name(qsnap_run_state s)

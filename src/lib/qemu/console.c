@@ -19,14 +19,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 
 #include "qemu/qemu.h"
 
@@ -242,24 +239,36 @@ static int console_listen(const char *path, qsnap_error *err)
 	return TAKE_FD(fd);
 }
 
+int console_relay(const char *log_name, uint64_t log_max)
+{
+	_cleanup_free_ char *old = xasprintf("%s.1", log_name);
+	struct log lo = {.fd = CONSOLE_FD_LOG, .dirfd = CONSOLE_FD_RUNDIR, .name = log_name,
+			 .old = old, .max = log_max};
+	struct stat st;
+
+	if (fstat(lo.fd, &st) < 0)
+		return -errno;
+	lo.size = (uint64_t)st.st_size;
+	relay(CONSOLE_FD_GUEST, CONSOLE_FD_LISTENER, &lo);
+	return 0;
+}
+
 int console_start(const char *sock_path, const char *logpath, uint64_t log_max, int *ret_qemu_fd,
 		  qsnap_error *err)
 {
+	static char *const envp[] = {"LC_ALL=C", NULL};
 	_cleanup_close_ int listener = -1, log = -1, ours = -1, theirs = -1, rundir = -1,
-			    ready_rd = -1, ready_wr = -1;
-	_cleanup_free_ char *dir = xstrdup(logpath), *name = NULL, *old = NULL;
-	struct stat st;
-	int sp[2], rp[2];
-	pid_t child;
-	ssize_t n;
-	char c;
+			    devnull = -1;
+	_cleanup_free_ char *dir = xstrdup(logpath), *name = NULL, *max = NULL;
+	int sp[2], r;
+	pid_t pid;
 
 	listener = console_listen(sock_path, err);
 	if (listener < 0)
 		return listener;
 	/* Appended to across QEMU restarts. */
 	log = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (log < 0 || fstat(log, &st) < 0)
+	if (log < 0)
 		return qerr(err, errno, "cannot open %s: %s", logpath, strerror(errno));
 	/* Its folder, where the relay rotates it. */
 	if (strrchr(dir, '/')) {
@@ -269,69 +278,26 @@ int console_start(const char *sock_path, const char *logpath, uint64_t log_max, 
 		name = TAKE_PTR(dir);
 		dir = xstrdup(".");
 	}
-	old = xasprintf("%s.1", name);
 	rundir = open(*dir ? dir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rundir < 0)
 		return qerr(err, errno, "cannot open %s: %s", dir, strerror(errno));
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull < 0)
+		return qerr(err, errno, "cannot open /dev/null: %s", strerror(errno));
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		return qerr(err, errno, "cannot create a socket pair: %s", strerror(errno));
 	ours = sp[0];
 	theirs = sp[1];
-	/* The relay says it is set up with one byte; its end closes either way,
-	 * so the answer never depends on an exit status (which a caller that
-	 * ignores SIGCHLD or reaps every child would take). */
-	if (pipe2(rp, O_CLOEXEC) < 0)
-		return qerr(err, errno, "cannot create a pipe: %s", strerror(errno));
-	ready_rd = rp[0];
-	ready_wr = rp[1];
-	/* Fork twice, like QEMU: the relay is nobody's child here, outlives
-	 * this command, holds no fd of ours (not the VM's lock), and ends when
-	 * QEMU's end of the socket pair closes, i.e. when QEMU exits. */
-	child = fork();
-	if (child < 0)
-		return qerr(err, errno, "cannot fork: %s", strerror(errno));
-	if (child == 0) {
-		int devnull, g, l, lg, rd, rw;
-		struct log lo = {.fd = 5, .dirfd = 6, .name = name, .old = old,
-				 .size = (uint64_t)st.st_size, .max = log_max};
-		pid_t gc;
-
-		setsid();
-		gc = fork();
-		if (gc != 0)
-			_exit(gc < 0);
-		/* Above 6 first, so that no dup2 below closes one of them. */
-		devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-		g = fcntl(ours, F_DUPFD, 7);
-		l = fcntl(listener, F_DUPFD, 7);
-		lg = fcntl(log, F_DUPFD, 7);
-		rd = fcntl(rundir, F_DUPFD, 7);
-		rw = fcntl(ready_wr, F_DUPFD_CLOEXEC, 7);
-		if (devnull < 0 || g < 0 || l < 0 || lg < 0 || rd < 0 || rw < 0 || dup2(devnull, 0) < 0 ||
-		    dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0 || dup2(g, 3) < 0 ||
-		    dup2(l, 4) < 0 || dup2(lg, 5) < 0 || dup2(rd, 6) < 0)
-			_exit(1);
-		/* Not the caller's signal state: SIGTERM ends the relay even if
-		 * the caller blocks it; writes to a client that left are EPIPE. */
-		child_reset_signals();
-		signal(SIGPIPE, SIG_IGN);
-		(void)!write(rw, "", 1);
-		close_range(7, ~0U, 0);
-		/* Holds no directory busy; every path is open already. */
-		(void)!chdir("/");
-		prctl(PR_SET_NAME, "qsnap-console");
-		relay(3, 4, &lo);
-		_exit(0);
-	}
-	closep(&ready_wr);
-	/* Reaped here unless the caller's SIGCHLD handling took it first. */
-	while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
-		;
-	do
-		n = read(ready_rd, &c, 1);
-	while (n < 0 && errno == EINTR);
-	if (n != 1)
-		return qerr(err, ECHILD, "cannot start the console relay");
+	max = xasprintf("%llu", (unsigned long long)log_max);
+	/* The relay is a program of its own (qsnap-console), nobody's child
+	 * here: it outlives this command, holds only what it is given (not
+	 * the VM's lock), and ends when QEMU's end of the socket pair closes,
+	 * i.e. when QEMU exits. */
+	r = helper_start((char *[]){"qsnap-console", name, max, NULL}, envp,
+			 (int[]){devnull, devnull, devnull, ours, listener, log, rundir},
+			 CONSOLE_FD_READY, &pid, err);
+	if (r < 0)
+		return qerr_prefix(err, "cannot start the console relay");
 	*ret_qemu_fd = TAKE_FD(theirs);
 	return 0;
 }

@@ -20,12 +20,19 @@ static json_object *cap(const char *name, bool on)
 
 unsigned migrate_channels(void)
 {
-	const char *env = getenv("QSNAP_MULTIFD_CHANNELS");
-	long n = env && *env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-	if (env && *env && n >= 1 && n <= 64)
-		return (unsigned)n;
 	return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
+}
+
+/* The environment overrides what qsnap config set (for a test or a
+ * measurement); a bad value is ignored. */
+unsigned migrate_channels_env(unsigned n)
+{
+	const char *env = getenv("QSNAP_MULTIFD_CHANNELS");
+	long v = env && *env ? strtol(env, NULL, 10) : 0;
+
+	return v >= 1 && v <= 64 ? (unsigned)v : n;
 }
 
 bool migrate_can_map(struct qmp *q)
@@ -37,12 +44,13 @@ bool migrate_can_map(struct qmp *q)
 	       caps_migrate_param(q, "multifd-channels") && caps_file_uri(q);
 }
 
-/* QSNAP_DIRECT_IO: "save", "restore" or "save,restore". */
-static bool direct_io_wanted(bool incoming)
+bool migrate_direct_io_env(bool incoming, bool dflt)
 {
 	const char *env = getenv("QSNAP_DIRECT_IO");
 
-	return env && strstr(env, incoming ? "restore" : "save");
+	if (!env || !*env)
+		return dflt;
+	return strstr(env, incoming ? "restore" : "save") != NULL;
 }
 
 bool migrate_can_pause_switchover(struct qmp *q)
@@ -82,12 +90,13 @@ int migrate_setup(struct qmp *q, const struct mig_setup *s, qsnap_error *err)
 				       json_object_new_int64(UNLIMITED_BANDWIDTH));
 	if (mapped)
 		json_object_object_add(params, "multifd-channels",
-				       json_object_new_int((int)migrate_channels()));
-	/* direct-io (QEMU 9.1+, mapped-ram only) is off unless
-	 * QSNAP_DIRECT_IO asks for it: off, a restore reads a recent snapshot
-	 * from the page cache (openQA measured 3.6 MB/s with it against 4 GB/s
-	 * without on one host). */
-	qmp_caps(q)->direct_io = mapped && caps_migrate_param(q, "direct-io") && direct_io_wanted(incoming);
+				       json_object_new_int((int)migrate_channels_env(
+					       s->channels ? s->channels : migrate_channels())));
+	/* direct-io (QEMU 9.1+, mapped-ram only) is off unless asked for:
+	 * off, a restore reads a recent snapshot from the page cache (openQA
+	 * measured 3.6 MB/s with it against 4 GB/s without on one host). */
+	qmp_caps(q)->direct_io = mapped && caps_migrate_param(q, "direct-io") &&
+				 migrate_direct_io_env(incoming, s->direct_io);
 	if (caps_migrate_param(q, "direct-io"))
 		json_object_object_add(params, "direct-io",
 				       json_object_new_boolean(qmp_caps(q)->direct_io));
@@ -210,6 +219,26 @@ static bool live_resume(struct qmp *q, json_object *info, bool done, qsnap_error
 	return true;
 }
 
+/* Time an outgoing migration that was cancelled or ran out of time gets to
+ * end (migrate_cancel, and QEMU settling) before qsnap stops asking. */
+#define END_GRACE_MS 10000
+
+/* The wait ended early (cancelled, or out of time): an outgoing migration
+ * ends too, whatever the caller's cancellation says, within END_GRACE_MS. */
+static void end_early(struct qmp *q, const struct mig_wait *w)
+{
+	struct qmp_bounds old;
+
+	/* One that does not answer is the caller's to end (kill). */
+	if (w->incoming || qmp_stalled(q))
+		return;
+	/* QEMU blocked on a full pipe would not get to the cancel. */
+	pump_drain(w->pump);
+	old = qmp_bound(q, (struct qmp_bounds){.cancel_fd = -1, .limit = now_ms() + END_GRACE_MS});
+	migrate_end(q);
+	qmp_bound(q, old);
+}
+
 /* A precopy save waits in pre-switchover with the guest stopped: the
  * caller's cut, then on. */
 static int switchover(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
@@ -221,7 +250,7 @@ static int switchover(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 				jbuild("state", json_object_new_string("pre-switchover"), NULL), NULL,
 				0, err);
 	if (r < 0)
-		migrate_end(q);
+		end_early(q, w);
 	return r;
 }
 
@@ -230,10 +259,9 @@ static int switchover(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
  * before any pass too). */
 #define PRECOPY_PASSES 3
 
-int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
+static int wait_loop(struct qmp *q, const struct mig_wait *w, int64_t deadline, qsnap_error *err)
 {
 	bool stopped = false;
-	int64_t deadline = now_ms() + (int64_t)w->timeout_s * 1000;
 	struct progress p;
 	bool to_resume = w->live && !w->incoming;
 
@@ -256,6 +284,8 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 			if (!strcmp(status, "completed")) {
 				uint64_t done = done_bytes(w);
 
+				if (w->completed_at)
+					*w->completed_at = now_wall();
 				if (!w->incoming)
 					source_settle(q);
 				if (to_resume) {
@@ -285,6 +315,10 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 			}
 			continue;
 		}
+		if (r == -ECANCELED) {
+			end_early(q, w);
+			return r;
+		}
 		if (r != -ETIMEDOUT)
 			return r;
 		if (!w->incoming) {
@@ -309,12 +343,33 @@ int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
 		}
 		progress_report(&p, done_bytes(w), false);
 		if (now_ms() >= deadline) {
-			if (!w->incoming)
-				migrate_end(q);
+			bool stalled = qmp_stalled(q);
+
+			end_early(q, w);
+			if (stalled)
+				return qerr(err, ETIMEDOUT, "%s did not finish within %d s: QEMU stopped answering",
+					    w->phase, w->timeout_s);
 			return qerr(err, ETIMEDOUT, "%s did not finish within %d s (raise --timeout if the VM is large or the disk slow)",
 				    w->phase, w->timeout_s);
 		}
 	}
+}
+
+int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err)
+{
+	int64_t deadline = now_ms() + (int64_t)w->timeout_s * 1000;
+	struct qmp_bounds old = qmp_bound(q, (struct qmp_bounds){.cancel_fd = -1});
+	int r;
+
+	/* No command of the wait (query-migrate, the switchover's cut) lasts
+	 * past its deadline. */
+	qmp_bound(q, (struct qmp_bounds){
+		.cancel_fd = old.cancel_fd,
+		.limit = old.limit > 0 && old.limit < deadline ? old.limit : deadline,
+	});
+	r = wait_loop(q, w, deadline, err);
+	qmp_bound(q, old);
+	return r;
 }
 
 int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait *w,

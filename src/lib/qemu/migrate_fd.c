@@ -48,7 +48,7 @@ int migrate_pass(struct qmp *q, const char *name, int fd, bool file, struct mig_
 							  O_CLOEXEC);
 
 		if (dfd < 0)
-			r = qerr(err, errno, "direct-io (QSNAP_DIRECT_IO): cannot open the machine state with O_DIRECT: %s",
+			r = qerr(err, errno, "direct-io: cannot open the machine state with O_DIRECT: %s",
 				 strerror(errno));
 		else
 			r = qmp_execute_fd(q, "add-fd",

@@ -49,7 +49,7 @@ int qemu_spawn(const char *cwd, char *const argv[], const char *logpath, int con
  * or refuses connections (QEMU starting); if pid is non-zero, give up at
  * once when that process (with that start time) is gone. */
 int qemu_connect(const char *path, int timeout_ms, pid_t pid, unsigned long long start,
-		 struct qmp **ret, qsnap_error *err);
+		 int cancel_fd, struct qmp **ret, qsnap_error *err);
 
 /* ---- what the running QEMU can do (caps.c) ---- */
 
@@ -95,6 +95,10 @@ struct mig_setup {
 	bool ignore_shared;
 	bool background; /* a live save (background-snapshot) */
 	bool mapped;	 /* mapped-ram + multifd */
+	unsigned channels; /* mapped: multifd channels; 0: migrate_channels() */
+	/* mapped: QEMU's direct-io (O_DIRECT) for this end; QSNAP_DIRECT_IO
+	 * overrides it. */
+	bool direct_io;
 	/* A precopy save of a running guest: QEMU stops it only at the end
 	 * and waits there (pause-before-switchover) for the disks' cut. */
 	bool switchover;
@@ -105,8 +109,13 @@ bool migrate_can_pause_switchover(struct qmp *q);
 /* mapped: the mapped-ram format (RAM pages at fixed offsets of a seekable
  * file, written and read by multifd channels). Can this QEMU do it? */
 bool migrate_can_map(struct qmp *q);
-/* multifd channels: QSNAP_MULTIFD_CHANNELS, else the host's cores, at most 4. */
+/* multifd channels by default: the host's cores, at most 4. */
 unsigned migrate_channels(void);
+/* QSNAP_MULTIFD_CHANNELS (1-64), if set, else n. */
+unsigned migrate_channels_env(unsigned n);
+/* QSNAP_DIRECT_IO ("save", "restore", "save,restore", "off"), if set, for
+ * this end, else dflt. */
+bool migrate_direct_io_env(bool incoming, bool dflt);
 
 struct mig_wait {
 	bool incoming;
@@ -127,6 +136,9 @@ struct mig_wait {
 	 * the save always ends. */
 	int (*switchover)(void *data, qsnap_error *err);
 	void *switchover_data;
+	/* Set to now_wall() when the MIGRATION event "completed" came, if not
+	 * NULL. */
+	double *completed_at;
 };
 /* Wait for the MIGRATION event that ends a migration, reporting progress. */
 int migrate_wait(struct qmp *q, const struct mig_wait *w, qsnap_error *err);
@@ -154,6 +166,19 @@ int migrate_run(struct qmp *q, const struct mig_target *t, const struct mig_wait
 
 /* ---- the serial console relay (console.c) ---- */
 
+/* The relay's descriptors (qsnap-console): 0-2 /dev/null, and its ready
+ * pipe after these. */
+enum {
+	CONSOLE_FD_GUEST = 3, /* its end of the socket pair with QEMU */
+	CONSOLE_FD_LISTENER,  /* run/serial.sock, listening */
+	CONSOLE_FD_LOG,	      /* run/serial.log, appending */
+	CONSOLE_FD_RUNDIR,    /* run/, where the log is rotated */
+	CONSOLE_FD_READY,     /* the ready pipe (helper_start puts it last) */
+};
+/* The relay (in qsnap-console, on the descriptors above): serves the
+ * console until QEMU's end closes, the log rotated as log_name.1 at
+ * log_max bytes. */
+int console_relay(const char *log_name, uint64_t log_max);
 /* Listen on sock_path and start the relay process that serves it
  * and appends the guest's output to log_path; *ret_qemu_fd is the end
  * for QEMU's serial chardev. The relay ends when that end closes. */

@@ -10,6 +10,9 @@
 
 #include "qemu/qemu.h"
 
+/* A command unanswered this long marks the connection stalled. */
+#define STALLED_MS 2000
+
 struct qmp {
 	int fd;
 	char *buf;
@@ -18,6 +21,8 @@ struct qmp {
 	size_t n_events;
 	uint64_t next_id;
 	struct qemu_caps caps;
+	struct qmp_bounds bounds;
+	bool stalled; /* a command got no reply in time */
 };
 
 struct qemu_caps *qmp_caps(struct qmp *q)
@@ -41,17 +46,26 @@ void qmp_free(struct qmp *q)
 	free(q);
 }
 
-static int remaining_ms(int64_t deadline)
+struct qmp_bounds qmp_bound(struct qmp *q, struct qmp_bounds b)
 {
-	int64_t left = deadline - now_ms();
+	struct qmp_bounds old = q->bounds;
 
-	return left < 0 ? 0 : left > 1000000 ? 1000000 : (int)left;
+	q->bounds = b;
+	return old;
 }
 
-/* Read one message. -ETIMEDOUT at the deadline, -EPIPE when QEMU closed the
- * connection. */
+bool qmp_stalled(struct qmp *q)
+{
+	return q->stalled;
+}
+
+/* Read one message. -ETIMEDOUT at the deadline (or the bounds' limit),
+ * -ECANCELED when the bounds' cancellation is raised, -EPIPE when QEMU
+ * closed the connection. */
 static int read_message(struct qmp *q, int64_t deadline, json_object **ret, qsnap_error *err)
 {
+	if (q->bounds.limit > 0 && q->bounds.limit < deadline)
+		deadline = q->bounds.limit;
 	for (;;) {
 		char *nl = q->buf ? memchr(q->buf, '\n', q->len) : NULL;
 
@@ -90,16 +104,14 @@ static int read_message(struct qmp *q, int64_t deadline, json_object **ret, qsna
 			q->cap = q->cap ? q->cap * 2 : 131072;
 			q->buf = xrealloc(q->buf, q->cap);
 		}
-		struct pollfd pfd = {.fd = q->fd, .events = POLLIN};
-		int r = poll(&pfd, 1, remaining_ms(deadline));
+		int r = wait_fd(q->fd, POLLIN, q->bounds.cancel_fd, deadline);
 
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return qerr(err, errno, "waiting for QMP: %s", strerror(errno));
-		}
-		if (r == 0)
+		if (r == -ECANCELED)
+			return qerr(err, ECANCELED, "cancelled");
+		if (r == -ETIMEDOUT)
 			return qerr(err, ETIMEDOUT, "QEMU did not answer in time");
+		if (r < 0)
+			return qerr(err, -r, "waiting for QMP: %s", strerror(-r));
 		ssize_t n = read(q->fd, q->buf + q->len, q->cap - q->len);
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
@@ -169,12 +181,18 @@ int qmp_execute_fd(struct qmp *q, const char *cmd, json_object *args, int fd,
 	const char *text;
 	int r;
 
+	/* Past the connection's limit nothing is sent: that is no sign of a
+	 * QEMU that does not answer. */
+	if (q->bounds.limit > 0 && now_ms() >= q->bounds.limit)
+		return qerr(err, ETIMEDOUT, "QMP command '%s': no time left", cmd);
 	json_object_object_add(req, "execute", json_object_new_string(cmd));
 	if (args)
 		json_object_object_add(req, "arguments", args);
 	json_object_object_add(req, "id", json_object_new_int64((int64_t)id));
 	text = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
 	_cleanup_free_ char *line = xasprintf("%s\n", text);
+
+	int64_t sent = now_ms();
 
 	r = send_all(q, line, strlen(line), fd, err);
 	if (r < 0)
@@ -184,8 +202,13 @@ int qmp_execute_fd(struct qmp *q, const char *cmd, json_object *args, int fd,
 		json_object *idv, *e;
 
 		r = read_message(q, deadline, &msg, err);
+		/* Stalled: it had a while to answer and did not (a wait cut
+		 * short by the limit proves nothing). */
+		if (r == -ETIMEDOUT && now_ms() - sent >= STALLED_MS)
+			q->stalled = true;
 		if (r < 0)
 			return qerr_prefix(err, "QMP command '%s'", cmd);
+		q->stalled = false;
 		if (json_object_object_get_ex(msg, "event", NULL)) {
 			queue_event(q, TAKE_PTR(msg));
 			continue;
@@ -284,6 +307,7 @@ int qmp_open_fd_take(int fd, int timeout_ms, struct qmp **ret, qsnap_error *err)
 	int r;
 
 	q->fd = fd;
+	q->bounds.cancel_fd = -1;
 	r = read_message(q, now_ms() + timeout_ms, &greeting, err);
 	if (r < 0) {
 		qmp_free(q);

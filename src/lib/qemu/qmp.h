@@ -6,6 +6,7 @@
 
 #include <json-c/json.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "qsnap.h"
@@ -42,6 +43,18 @@ void qmp_drop_events(struct qmp *q, const char *name);
 int qmp_execute_expect(struct qmp *q, const char *cmd, json_object *args,
 		       const char *const events[], json_object **ret_return, int timeout_ms,
 		       qsnap_error *err);
+
+/* What ends every wait on a connection besides its own timeout: the
+ * cancellation cancel_fd (-1: none; -ECANCELED) and a limit (a now_ms()
+ * time, 0: none; -ETIMEDOUT). qmp_bound sets them and returns the ones
+ * before. */
+struct qmp_bounds {
+	int cancel_fd;
+	int64_t limit;
+};
+struct qmp_bounds qmp_bound(struct qmp *q, struct qmp_bounds b);
+/* The last command got no reply in time (QEMU stopped, or wedged). */
+bool qmp_stalled(struct qmp *q);
 
 /* What the QEMU on a connection can do, learnt once per connection
  * (caps.c): qsnap picks its paths from this, never from the version. */

@@ -147,6 +147,17 @@ int vmdef_to_json(const qsnap_def *def, char **ret_text, qsnap_error *err)
 		json_object_object_add(o, "serial_log_max",
 				       json_object_new_int64((int64_t)def->serial_log_max));
 	ADD_STR("ram_dir", def->ram_dir);
+	/* The save settings only where they differ from the default: a
+	 * vm.json stays readable by a qsnap without them. */
+	if (def->save_path)
+		ADD_STR("save_path", save_path_name(def->save_path));
+	if (def->multifd_channels)
+		json_object_object_add(o, "multifd_channels",
+				       json_object_new_int64(def->multifd_channels));
+	if (def->direct_io)
+		ADD_STR("direct_io", setting_name(def->direct_io));
+	if (def->precopy)
+		ADD_STR("precopy", setting_name(def->precopy));
 #undef ADD_STR
 	for (size_t i = 0; i < def->n_drives; i++) {
 		const qsnap_drive_def *d = &def->drives[i];
@@ -179,6 +190,36 @@ static int get_str(json_object *o, const char *key, char **dst, const char *what
 		return qerr(err, EINVAL, "%s: '%s' must be a string", what, key);
 	free(*dst);
 	*dst = xstrdup(json_object_get_string(v));
+	return 0;
+}
+
+/* vm.json's save settings (qsnap config); absent: auto. */
+static int save_settings_from_json(json_object *o, const char *what, qsnap_def *def,
+				   qsnap_error *err)
+{
+	const char *path = jstr(o, "save_path"), *dio = jstr(o, "direct_io");
+	const char *pre = jstr(o, "precopy");
+	int64_t n = jint(o, "multifd_channels", 0);
+	static const char *const words[] = {"save_path", "direct_io", "precopy"};
+	json_object *v;
+
+	/* Present with another type is as wrong as a bad word. */
+	for (size_t i = 0; i < ARRAY_SIZE(words); i++)
+		if (json_object_object_get_ex(o, words[i], &v) && !json_object_is_type(v, json_type_null) &&
+		    !json_object_is_type(v, json_type_string))
+			return qerr(err, EINVAL, "%s: '%s' must be a string", what, words[i]);
+	if (json_object_object_get_ex(o, "multifd_channels", &v) && !json_object_is_type(v, json_type_null) &&
+	    !json_object_is_type(v, json_type_int))
+		return qerr(err, EINVAL, "%s: 'multifd_channels' must be a number", what);
+	if (path && save_path_parse(path, &def->save_path) < 0)
+		return qerr(err, EINVAL, "%s: 'save_path' must be \"auto\", \"stream\" or \"mapped-ram\"", what);
+	if ((dio && setting_parse(dio, &def->direct_io) < 0) ||
+	    (pre && setting_parse(pre, &def->precopy) < 0))
+		return qerr(err, EINVAL, "%s: 'direct_io' and 'precopy' must be \"auto\", \"on\" or \"off\"", what);
+	if (n < 0 || n > QSNAP_MAX_MULTIFD_CHANNELS)
+		return qerr(err, EINVAL, "%s: 'multifd_channels' must be 0 (auto) to %d", what,
+			    QSNAP_MAX_MULTIFD_CHANNELS);
+	def->multifd_channels = (unsigned)n;
 	return 0;
 }
 
@@ -232,6 +273,9 @@ int vmdef_from_json(const char *text, const char *what, qsnap_def *def, qsnap_er
 		goto fail;
 	}
 	def->serial_log_max = (uint64_t)v;
+	r = save_settings_from_json(o, what, def, err);
+	if (r < 0)
+		goto fail;
 	drives = jarr(o, "drives");
 	for (size_t i = 0; drives && i < json_object_array_length(drives); i++) {
 		json_object *d = json_object_array_get_idx(drives, i);

@@ -158,6 +158,19 @@ int vmdef_foreign(const char *text, const char *what, const struct foreign *f, q
 		if (!f->trust)
 			def->serial_log_max = 0;
 	}
+	/* So are the save settings: chosen by measuring on the host. */
+	if (def->save_path || def->multifd_channels || def->direct_io || def->precopy) {
+		_cleanup_free_ char *v = xasprintf("save_path %s, multifd_channels %u, direct_io %s, precopy %s",
+						   save_path_name(def->save_path), def->multifd_channels,
+						   setting_name(def->direct_io), setting_name(def->precopy));
+
+		note_add(&note, "%s", v);
+		if (!f->trust) {
+			def->save_path = SAVE_PATH_AUTO;
+			def->multifd_channels = 0;
+			def->direct_io = def->precopy = SETTING_AUTO;
+		}
+	}
 	if (def->n_extra) {
 		extra = extra_joined(def);
 		note_add(&note, "extra_args [%s]", extra);

@@ -31,6 +31,39 @@ int qsnap_ram_mode_parse(const char *s, qsnap_ram_mode *ret)
 	return 0;
 }
 
+static const char *const save_paths[] = {"auto", "stream", "mapped-ram"};
+static const char *const settings[] = {"auto", "on", "off"};
+
+const char *save_path_name(enum save_path p)
+{
+	return (size_t)p < ARRAY_SIZE(save_paths) ? save_paths[p] : "auto";
+}
+
+int save_path_parse(const char *s, enum save_path *ret)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(save_paths); i++)
+		if (!strcmp(s, save_paths[i])) {
+			*ret = (enum save_path)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+const char *setting_name(enum setting s)
+{
+	return (size_t)s < ARRAY_SIZE(settings) ? settings[s] : "auto";
+}
+
+int setting_parse(const char *s, enum setting *ret)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(settings); i++)
+		if (!strcmp(s, settings[i])) {
+			*ret = (enum setting)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
 const char *qsnap_image_format_name(qsnap_image_format f)
 {
 	return f == QSNAP_IMAGE_RAW ? "raw" : "qcow2";

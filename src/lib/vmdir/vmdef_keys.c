@@ -124,6 +124,41 @@ int qsnap_def_set(qsnap_def *def, const char *key, const char *value, qsnap_erro
 			return qerr(err, EINVAL, "ram-mode: '%s' is neither stream nor shared", value);
 		return 0;
 	}
+	if (!strcmp(key, "save-path")) {
+		if (!value) {
+			def->save_path = SAVE_PATH_AUTO;
+			return 0;
+		}
+		if (save_path_parse(value, &def->save_path) < 0)
+			return qerr(err, EINVAL, "save-path: '%s' is none of auto, stream, mapped-ram", value);
+		return 0;
+	}
+	if (!strcmp(key, "direct-io") || !strcmp(key, "precopy")) {
+		enum setting *f = key[0] == 'd' ? &def->direct_io : &def->precopy;
+
+		if (!value) {
+			*f = SETTING_AUTO;
+			return 0;
+		}
+		if (setting_parse(value, f) < 0)
+			return qerr(err, EINVAL, "%s: '%s' is none of auto, on, off", key, value);
+		return 0;
+	}
+	if (!strcmp(key, "multifd-channels")) {
+		unsigned n;
+		int r;
+
+		if (value && !strcmp(value, "auto"))
+			value = NULL;
+		r = set_unsigned(&n, key, value, 0, 0, err);
+		if (r < 0)
+			return r;
+		if (n > QSNAP_MAX_MULTIFD_CHANNELS)
+			return qerr(err, EINVAL, "multifd-channels: '%s' is more than %d", value,
+				    QSNAP_MAX_MULTIFD_CHANNELS);
+		def->multifd_channels = n;
+		return 0;
+	}
 	if (!strcmp(key, "accel")) {
 		set_str(&def->accel, value ? value : "kvm:tcg");
 		return 0;
@@ -176,6 +211,14 @@ int qsnap_def_get(const qsnap_def *def, const char *key, char **ret_value, qsnap
 		v = xstrdup(def->serial ? "on" : "off");
 	} else if (!strcmp(key, "ram-mode")) {
 		v = xstrdup(qsnap_ram_mode_name(def->ram_mode));
+	} else if (!strcmp(key, "save-path")) {
+		v = def->save_path ? xstrdup(save_path_name(def->save_path)) : NULL;
+	} else if (!strcmp(key, "multifd-channels")) {
+		v = def->multifd_channels ? xasprintf("%u", def->multifd_channels) : NULL;
+	} else if (!strcmp(key, "direct-io") || !strcmp(key, "precopy")) {
+		enum setting f = key[0] == 'd' ? def->direct_io : def->precopy;
+
+		v = f ? xstrdup(setting_name(f)) : NULL;
 	} else {
 		const struct {
 			const char *key;

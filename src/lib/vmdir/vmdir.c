@@ -124,3 +124,34 @@ int find_snapshot(qsnap_vm *vm, const char *name, struct snapshot **ret, qsnap_e
 	*ret = s;
 	return 0;
 }
+
+static void cancel_apply(qsnap_vm *vm, struct qmp_bounds b)
+{
+	vm->qmp_bounds = b;
+	if (vm->qmp)
+		qmp_bound(vm->qmp, b);
+}
+
+int vm_cancel_fd(qsnap_vm *vm)
+{
+	return vm->cancel_armed ? vm->cancelfd : -1;
+}
+
+void vm_cancel_arm(qsnap_vm *vm)
+{
+	vm->cancel_armed = true;
+	cancel_apply(vm, (struct qmp_bounds){.cancel_fd = vm->cancelfd});
+}
+
+void vm_cancel_hold(qsnap_vm *vm, int grace_ms)
+{
+	vm->cancel_armed = false;
+	cancel_apply(vm, (struct qmp_bounds){.cancel_fd = -1, .limit = now_ms() + grace_ms});
+}
+
+void vm_cancel_end(qsnap_vm *vm)
+{
+	vm->cancel_armed = false;
+	cancel_apply(vm, (struct qmp_bounds){.cancel_fd = -1});
+	cancel_clear(vm->cancelfd);
+}

@@ -21,7 +21,22 @@ struct qsnap_vm {
 	struct state st;
 	struct qmp *qmp; /* connection to the running QEMU, opened on demand */
 	char *notice;	 /* what the last call wants the user to know (qsnap_vm_notice) */
+	/* qsnap_vm_cancel raises it (any thread); the calls that honour it
+	 * arm it while they run, and their waits watch it (vm_cancel_fd). */
+	int cancelfd;
+	bool cancel_armed;
+	struct qmp_bounds qmp_bounds; /* given to every QMP connection of vm */
 };
+/* The cancellation the waits of the running call watch: vm->cancelfd while
+ * armed, else -1. */
+int vm_cancel_fd(qsnap_vm *vm);
+/* A call that honours cancellation arms it first (a cancellation raised
+ * before is honoured at its first wait) and ends with vm_cancel_end (which
+ * drops one raised too late to matter). Its undo runs under
+ * vm_cancel_hold: not cancelled, and no QMP wait past grace_ms from now. */
+void vm_cancel_arm(qsnap_vm *vm);
+void vm_cancel_hold(qsnap_vm *vm, int grace_ms);
+void vm_cancel_end(qsnap_vm *vm);
 /* Set (fmt NULL: clear) the VM's notice. */
 void vm_set_notice(qsnap_vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -93,6 +108,12 @@ bool drive_id_valid(const char *id);
 /* A drive's interface by name (vmdef_input.c), both ways. */
 const char *iface_name(qsnap_iface i);
 int iface_parse(const char *s, qsnap_iface *ret);
+/* The save settings' words in vm.json and qsnap config: auto, stream,
+ * mapped-ram; auto, on, off. */
+const char *save_path_name(enum save_path p);
+int save_path_parse(const char *s, enum save_path *ret);
+const char *setting_name(enum setting s);
+int setting_parse(const char *s, enum setting *ret);
 
 /* ---- a vm.json from elsewhere (vmdef_foreign.c) ---- */
 
