@@ -92,6 +92,8 @@ const struct stream_stats *stream_filter_stats(const struct stream_filter *f)
 
 static void emit(const uint8_t *p, size_t n, uint8_t **out, size_t *len, size_t *cap)
 {
+	if (!n)
+		return;
 	if (*len + n > *cap) {
 		*cap = (*len + n) * 2 + 65536;
 		*out = xrealloc(*out, *cap);
@@ -377,6 +379,8 @@ static int parse(struct stream_filter *f, const uint8_t *p, size_t n, size_t *re
 
 static void pend_add(struct stream_filter *f, const uint8_t *p, size_t n)
 {
+	if (!n)
+		return;
 	if (f->pend_len + n > f->pend_cap) {
 		f->pend_cap = (f->pend_len + n) * 2;
 		f->pend = xrealloc(f->pend, f->pend_cap);
