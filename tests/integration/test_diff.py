@@ -1,5 +1,7 @@
 """Differential snapshots: after a lazy restore of a shared-RAM snapshot, a
-save writes only the pages the guest wrote (qsnap save --diff)."""
+save writes only the pages the guest changed since the snapshot it was
+restored from or last saved as (qsnap save --diff), and a chain of them
+restores exactly."""
 
 import glob
 import json
@@ -38,6 +40,85 @@ def vmstate_size(vm, name):
     return os.path.getsize(vm.path("snapshots", name, "vmstate"))
 
 
+def chain(vm, name):
+    """The snapshots whose deltas a restore of name loads first."""
+    s = next(s for s in vm.state()["snapshots"] if s["name"] == name)
+    return [d["snapshot"] for d in s.get("ram_chain", [])]
+
+
+def test_diff_chain(t):
+    """Five milestones, each saved after the guest wrote more, each holding
+    what changed since the one before; restored exactly in any order and
+    every way; a branch, a plain save between, a deleted middle one and a
+    damaged older delta."""
+    vm = diff_vm(t)
+    vm.boot()
+    views = {"base": state(vm, "base", 32)}
+    vm.save("base")
+    vm.restore("base", "--lazy")
+    for i in range(1, 6):
+        name = f"m{i}"
+        # New data, and data written over: the old file's first half.
+        vm.sh(f"dd if=/dev/urandom of=/tmp/base.bin bs=1M count=4 conv=notrunc 2>/dev/null")
+        views[name] = state(vm, name, 8)
+        p = vm.save(name, "--diff")
+        check("differential" in p.stdout, p.stdout)
+        size = vmstate_size(vm, name)
+        check(12 << 20 <= size < 24 << 20, f"{name}'s stream is {size >> 20} MiB")
+        check(chain(vm, name) == [f"m{k}" for k in range(1, i)], f"{name}: {chain(vm, name)}")
+    # The five together take little more than what the guest wrote (60 MiB).
+    own = sum(listed(vm)[f"m{i}"]["size"] for i in range(1, 6))
+    check(own < 110 << 20, f"the five milestones take {own >> 20} MiB")
+
+    vm.restore("m3", "--lazy")
+    check(view(vm) == views["m3"], "m3 lazy")
+    vm.restore("m5")
+    check(view(vm) == views["m5"], "m5 eager")
+    vm.restore("m1", "--lazy")
+    check(view(vm) == views["m1"], "m1 lazy")
+    vm.stop()
+    qsnap("start", vm.dir, "--from", "m4")
+    vm.connect()
+    check(view(vm) == views["m4"], "start --from m4")
+    vm.stop()
+    qsnap("start", vm.dir, "--from", "m2", "--lazy")
+    vm.connect()
+    check(view(vm) == views["m2"], "start --from m2 --lazy")
+
+    # A branch from m2, with a plain save between: it builds on m2.
+    views["b3"] = state(vm, "b3", 4)
+    vm.save("plain")
+    vm.save("b3", "--diff")
+    check(chain(vm, "b3") == ["m1", "m2"], f"b3: {chain(vm, 'b3')}")
+    check(vmstate_size(vm, "b3") < 12 << 20, "b3 holds more than since m2")
+    vm.restore("m5", "--lazy")
+    check(view(vm) == views["m5"], "m5 lazy")
+    vm.restore("b3", "--lazy")
+    check(view(vm) == views["b3"], "b3 lazy")
+
+    # A deleted middle one: the later ones keep its delta (a hard link).
+    qsnap("delete", vm.dir, "m3")
+    vm.restore("m4", "--lazy")
+    check(view(vm) == views["m4"], "m4 after deleting m3")
+    vm.restore("m5")
+    check(view(vm) == views["m5"], "m5 after deleting m3")
+    qsnap("verify", vm.dir)
+
+    # A damaged older delta (m1's stream, which m2..m5 link) is found by
+    # verify and refused by a restore, which leaves the VM as it was.
+    path = vm.path("snapshots", "m1", "vmstate")
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    p = qsnap("verify", vm.dir, "m4", ok=False)
+    check(p.returncode != 0 and "delta.1" in p.stdout + p.stderr, p.stdout + p.stderr)
+    p = qsnap("restore", vm.dir, "m4", ok=False)
+    check(p.returncode != 0 and "damaged" in p.stderr, p.stderr)
+    check(view(vm) == views["m5"], "the VM changed after a refused restore")
+
+
 def test_diff_milestones_restore_exactly(t):
     vm = diff_vm(t)
     vm.boot()
@@ -62,8 +143,9 @@ def test_diff_milestones_restore_exactly(t):
     m2 = state(vm, "m2", 8)
     vm.save("m2", "--diff")
     d2 = vmstate_size(vm, "m2")
-    # Written since the restore: m1's and m2's data (not yet only since m1).
-    check(24 << 20 <= d2 < 48 << 20, f"m2's stream is {d2 >> 20} MiB")
+    # Only what changed since m1: m2's 8 MiB, not m1's 16 again.
+    check(8 << 20 <= d2 < 16 << 20, f"m2's stream is {d2 >> 20} MiB")
+    check(chain(vm, "m2") == ["m1"], f"m2's chain: {chain(vm, 'm2')}")
     vm.sh("X=later; rm -f /tmp/*.bin; echo later > /mnt/who; sync")
 
     vm.restore("m1")
@@ -74,6 +156,9 @@ def test_diff_milestones_restore_exactly(t):
     m3 = state(vm, "m3", 4)
     vm.save("m3", "--diff")
     check(listed(vm)["m3"]["ram_base"] == "base", "m3 does not build on base")
+    check(chain(vm, "m3") == ["m1", "m2"], f"m3's chain: {chain(vm, 'm3')}")
+    d3 = vmstate_size(vm, "m3")
+    check(4 << 20 <= d3 < 12 << 20, f"m3's stream is {d3 >> 20} MiB")
     vm.restore("base")
     check(view(vm) == base, "base eager after the deltas")
     vm.restore("m3", "--lazy")

@@ -57,6 +57,11 @@ static void putstr(struct buf *b, const char *s)
 	put(b, s, strlen(s));
 }
 
+/* Set by build: the kept page and zero records alone (what records_only
+ * passes), and where the START section ends. */
+static struct buf records;
+static size_t start_end;
+
 /* A record of a RAM section into both the input and (keep) the expected
  * output. */
 static void record(struct buf *in, struct buf *want, bool keep, uint64_t off, unsigned flags,
@@ -75,8 +80,10 @@ static void record(struct buf *in, struct buf *want, bool keep, uint64_t off, un
 		put8(&r, 0);
 	}
 	put(in, r.p, r.n);
-	if (keep)
+	if (keep) {
 		put(want, r.p, r.n);
+		put(&records, r.p, r.n);
+	}
 	free(r.p);
 }
 
@@ -87,20 +94,20 @@ static void both(struct buf *in, struct buf *want, const void *p, size_t n)
 }
 
 /* Pages of ram0 the "guest wrote": offsets 1, 4 and 6 (in pages). */
-static bool written(void *data, uint64_t offset)
+static bool written(void *data, uint64_t offset, const uint8_t *page, size_t len)
 {
 	(void)data;
 	return offset == 4096 || offset == 4 * 4096 || offset == 6 * 4096;
 }
 
-static bool all(void *data, uint64_t offset)
+static bool all(void *data, uint64_t offset, const uint8_t *page, size_t len)
 {
 	(void)data;
 	(void)offset;
 	return true;
 }
 
-static bool none(void *data, uint64_t offset)
+static bool none(void *data, uint64_t offset, const uint8_t *page, size_t len)
 {
 	(void)data;
 	(void)offset;
@@ -139,6 +146,8 @@ static void build(struct buf *in, struct buf *want)
 	put8(&h, 0x7e);
 	put32(&h, 2);
 	both(in, want, h.p, h.n);
+	start_end = h.n;
+	records.n = 0;
 	h.n = 0;
 	put8(&h, 0x08); /* a command: switchover-start */
 	put8(&h, 0);
@@ -226,6 +235,63 @@ static void test_filter(void **state)
 	free(in.p);
 	free(want.p);
 	free(out.p);
+}
+
+/* records_only passes the kept records and nothing else, and says where
+ * the START section ended; a stream with them spliced in after it, as a
+ * restore of a chain makes it, parses whole. */
+static void test_records_only(void **state)
+{
+	struct buf in = {0}, want = {0}, out = {0}, spliced = {0}, out2 = {0};
+	const size_t steps[] = {1, 13, 4096, 1 << 20};
+	uint8_t head[5], tail[13];
+	uint32_t id = 0;
+	bool footers = false;
+	qsnap_error err;
+
+	(void)state;
+	build(&in, &want);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(*steps); i++) {
+		struct stream_filter *f = stream_filter_new("ram0", written, NULL);
+
+		stream_filter_records_only(f);
+		out.n = 0;
+		for (size_t k = 0; k < in.n; k += steps[i]) {
+			size_t n = in.n - k < steps[i] ? in.n - k : steps[i];
+
+			assert_int_equal(stream_filter_feed(f, in.p + k, n, &out.p, &out.n, &out.cap,
+							    &err),
+					 0);
+		}
+		assert_int_equal(stream_filter_end(f, &err), 0);
+		assert_int_equal(out.n, records.n);
+		assert_memory_equal(out.p, records.p, records.n);
+		assert_int_equal(stream_filter_ram_start_end(f, &id, &footers), start_end);
+		assert_int_equal(id, 2);
+		assert_true(footers);
+		stream_filter_free(f);
+	}
+	put(&spliced, in.p, start_end);
+	put(&spliced, head, stream_part_head(head, id));
+	put(&spliced, out.p, out.n);
+	put(&spliced, tail, stream_part_tail(tail, id, footers));
+	put(&spliced, in.p + start_end, in.n - start_end);
+	{
+		struct stream_stats st, st2;
+
+		run(&spliced, 4096, all, &out2, &st2);
+		run(&in, 4096, all, &out, &st);
+		/* Every byte parsed up to the devices (passed whole), and the
+		 * five records of ram0 spliced in were read as records. */
+		assert_int_equal(out2.n, spliced.n);
+		assert_true(st2.passthrough);
+		assert_int_equal(st2.kept, st.kept + 5);
+	}
+	free(in.p);
+	free(want.p);
+	free(out.p);
+	free(out2.p);
+	free(spliced.p);
 }
 
 static void test_refused(void **state)
@@ -331,7 +397,8 @@ static void test_samples(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_filter),  cmocka_unit_test(test_refused),
+	    cmocka_unit_test(test_filter),  cmocka_unit_test(test_records_only),
+	    cmocka_unit_test(test_refused),
 	    cmocka_unit_test(test_qemu72),  cmocka_unit_test(test_qemu10),
 	    cmocka_unit_test(test_samples),
 	};

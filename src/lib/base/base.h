@@ -356,6 +356,9 @@ int wait_left_ms(int64_t deadline);
 /* Wait until fd (-1: none) has events, cancel_fd is raised or deadline (0:
  * none) passes: 0, -ECANCELED or -ETIMEDOUT (cancel wins a tie). */
 int wait_fd(int fd, short events, int cancel_fd, int64_t deadline);
+/* Write n bytes to fd; where fd is non-blocking and full, wait until it
+ * takes more or cancel_fd (-1: none) is raised (-ECANCELED). */
+int write_wait(int fd, const uint8_t *p, size_t n, int cancel_fd, qsnap_error *err);
 
 /* ---- zstd between QEMU and a file (pump.c) ---- */
 

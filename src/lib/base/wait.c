@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/eventfd.h>
 
 #include "base/base.h"
@@ -69,4 +70,24 @@ int wait_fd(int fd, short events, int cancel_fd, int64_t deadline)
 			return 0;
 		return -ETIMEDOUT;
 	}
+}
+
+int write_wait(int fd, const uint8_t *p, size_t n, int cancel_fd, qsnap_error *err)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN) {
+			if (wait_fd(fd, POLLOUT, cancel_fd, 0) < 0)
+				return qerr(err, ECANCELED, "cancelled");
+			continue;
+		}
+		if (w < 0)
+			return qerr(err, errno, "cannot write: %s", strerror(errno));
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
 }

@@ -231,6 +231,7 @@ int vm_launch(qsnap_vm *vm, const struct launch *l, qsnap_error *err)
 	free(vm->st.ram_file);
 	vm->st.ram_file = xstrdup_or_null(l->ram_file);
 	vm->st.ram_shared = l->ram_file && l->ram_share;
+	free(TAKE_PTR(vm->st.ram_parent)); /* a restore sets it once loaded */
 	vm->st.inspect = l->readonly_disks;
 	if (start == 0) {
 		vm_forget_qemu(vm);

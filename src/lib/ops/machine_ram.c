@@ -25,6 +25,7 @@ void vm_drop_ram(qsnap_vm *vm)
 		}
 	}
 	free(TAKE_PTR(vm->st.ram_file));
+	free(TAKE_PTR(vm->st.ram_parent));
 	vm->st.ram_shared = false;
 }
 

@@ -7,6 +7,7 @@
 #ifndef QSNAP_OPS_H
 #define QSNAP_OPS_H
 
+#include "qemu/stream.h"
 #include "registry/oci.h"
 #include "vmdir/vmdir.h"
 
@@ -90,6 +91,32 @@ int restore_recover(qsnap_vm *vm, qsnap_error *err);
 int save_recover(qsnap_vm *vm, qsnap_error *err);
 /* "a, b, c": the drive ids of a definition (publish.c). */
 char *drive_ids(const qsnap_def *def);
+
+/* ---- chains of differential snapshots (ram_chain.c) ---- */
+
+/* The snapshot whose RAM the VM's copy-on-write mapping was at when last
+ * known (vm->st.ram_parent, its RAM file the one mapped), or NULL. */
+const struct snapshot *ram_chain_parent(qsnap_vm *vm);
+/* The chain a delta built on p has: p's own, then p itself when p is a
+ * delta (none when p is the RAM file's snapshot). Returns its length;
+ * *ret (free with ram_chain_free) and *ret_paths (the files in p, NULL
+ * terminated, strv_free) oldest first. */
+size_t ram_chain_of_child(const struct snapshot *p, struct ram_delta **ret, char ***ret_paths);
+void ram_chain_free(struct ram_delta *c, size_t n);
+/* Read a delta's stream (path in dirfd) whole, its size and checksum
+ * checked against want: its page and zero records (stream.h's
+ * records_only, keep asked about those of ram0) go to out_fd (-1: none;
+ * *ret_out: how many bytes). */
+int delta_read(int dirfd, const char *path, const struct ram_delta *want, stream_keep_fn keep,
+	       void *data, int out_fd, int cancel_fd, uint64_t *ret_out, qsnap_error *err);
+/* What p's chain writes into each page of the RAM block. */
+struct ram_index;
+int ram_index_build(qsnap_vm *vm, const struct snapshot *p, struct ram_index **ret,
+		    qsnap_error *err);
+/* Does the chain write this content at offset? *known: it writes the page. */
+bool ram_index_same(const struct ram_index *ix, uint64_t offset, const uint8_t *page, size_t len,
+		    bool *known);
+void ram_index_free(struct ram_index *ix);
 
 /* ---- export and import (export.c, import.c) ---- */
 

@@ -98,9 +98,13 @@ static int restore_load(struct restore *rs, qsnap_error *err)
 		r = pump_start(PUMP_DECOMPRESS, rs->fd, 0, vmstate, &rs->pump, &rs->qemu_fd, err);
 		if (r < 0)
 			return r;
+	} else if (s->n_ram_chain) {
+		r = restore_chain_start(rs, &rs->qemu_fd, err);
+		if (r < 0)
+			return r;
 	}
-	r = migrate_pass(q, INCOMING_FD_NAME, rs->pump ? rs->qemu_fd : rs->fd, !rs->pump, &rs->tgt,
-			 err);
+	r = migrate_pass(q, INCOMING_FD_NAME, rs->qemu_fd >= 0 ? rs->qemu_fd : rs->fd,
+			 rs->qemu_fd < 0, &rs->tgt, err);
 	closep(&rs->qemu_fd);
 	if (r < 0)
 		return r;
@@ -114,15 +118,29 @@ static int restore_load(struct restore *rs, qsnap_error *err)
 				.phase = "restore",
 				.progress = rs->opts->progress,
 				.userdata = rs->opts->userdata,
-				.fd = rs->fd,
+				.fd = rs->feed ? -1 : rs->fd,
 				.pump = rs->pump,
-				.total = s->compressed ? 0 : (uint64_t)st.st_size,
+				.total = s->compressed || rs->feed ? 0 : (uint64_t)st.st_size,
 			},
 			err);
 	if (r < 0)
 		return r;
 	migrate_release(q, &rs->tgt);
+	r = restore_chain_finish(rs, false, now_ms() + PUMP_END_MS, err);
+	if (r < 0)
+		return r;
 	return pump_finish(TAKE_PTR(rs->pump), now_ms() + PUMP_END_MS, vm_cancel_fd(rs->vm), err);
+}
+
+/* A RAM file mapped copy-on-write holds the snapshot's RAM now: the next
+ * differential save writes what changes from here (ram_chain.c). */
+static int restore_mark_parent(struct restore *rs, qsnap_error *err)
+{
+	if (rs->ram_how != RAM_MAP || !rs->s->vmstate_checksum || rs->s->compressed)
+		return 0;
+	free(rs->vm->st.ram_parent);
+	rs->vm->st.ram_parent = xstrdup(rs->s->vmstate_checksum);
+	return vm_write_state(rs->vm, err);
 }
 
 static int restore_undo(struct restore *rs, int r, qsnap_error *err)
@@ -148,6 +166,7 @@ static int restore_undo(struct restore *rs, int r, qsnap_error *err)
 	vm_kill_qemu(rs->vm, 1, &e2);
 	/* With QEMU gone, its end of the pipe is closed: the pump ends. */
 	closep(&rs->qemu_fd);
+	restore_chain_finish(rs, true, 0, &e2);
 	/* A damaged compressed file says so more clearly than QEMU. */
 	if (rs->pump && pump_discard(TAKE_PTR(rs->pump), now_ms() + UNDO_GRACE_MS, &e2) < 0 &&
 	    r != -ECANCELED)
@@ -181,7 +200,8 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	if (r >= 0 && (r = vm_kill_qemu(vm, 0, err)) >= 0)
 		rs.stage = RESTORE_STOPPED;
 	if (r >= 0 && (r = restore_layers(&rs, err)) >= 0 && (r = restore_launch(&rs, err)) >= 0 &&
-	    (r = restore_load(&rs, err)) >= 0 && rs.s->was_running && !paused)
+	    (r = restore_load(&rs, err)) >= 0 && (r = restore_mark_parent(&rs, err)) >= 0 &&
+	    rs.s->was_running && !paused)
 		r = vm_cont(vm, err);
 	if (r < 0)
 		r = restore_undo(&rs, r, err);

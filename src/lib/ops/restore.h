@@ -29,6 +29,7 @@ struct restore {
 	int fd;		   /* the machine state */
 	int qemu_fd;
 	struct pump *pump;
+	struct chain_feed *feed; /* a chain of deltas into QEMU (restore_chain.c) */
 	struct mig_target tgt;
 	/* How far it got. */
 	enum {
@@ -54,5 +55,10 @@ int restore_ram_prepare(struct restore *rs, qsnap_error *err);
 int restore_ram_guard(struct restore *rs, bool *ret_eager, qsnap_error *err);
 /* The fresh RAM file is ours to remove (before QEMU uses it). */
 void restore_ram_drop(struct restore *rs);
+/* A differential snapshot with older deltas: a thread writes the stream
+ * QEMU loads into a pipe (*ret_qemu_fd, its read end). finish waits until
+ * it wrote all (or deadline, or cancellation); with cancel it is stopped. */
+int restore_chain_start(struct restore *rs, int *ret_qemu_fd, qsnap_error *err);
+int restore_chain_finish(struct restore *rs, bool cancel, int64_t deadline, qsnap_error *err);
 
 #endif

@@ -85,6 +85,17 @@ int restore_check_files(qsnap_vm *vm, const struct snapshot *s, int *ret_fd, qsn
 			return qerr(err, EIO, "snapshot '%s': %s/%s does not match the checksum it was saved with (%s, expected %s): the machine state is damaged",
 				    s->name, vm->dir, path, sum, s->vmstate_checksum);
 	}
+	for (size_t k = 1; k <= s->n_ram_chain; k++) {
+		const struct ram_delta *d = &s->ram_chain[k - 1];
+		_cleanup_free_ char *delta = snapshot_delta(s, k), *sum = NULL;
+		int r = checksum_file(vm->dirfd, delta, &sum, err);
+
+		if (r < 0)
+			return qerr_prefix(err, "snapshot '%s' needs %s/%s", s->name, vm->dir, delta);
+		if (strcmp(sum, d->checksum))
+			return qerr(err, EIO, "snapshot '%s': %s/%s (the delta of '%s' it builds on) does not match the checksum it was saved with (%s, expected %s): the file is damaged",
+				    s->name, vm->dir, delta, d->snapshot, sum, d->checksum);
+	}
 	*ret_fd = TAKE_FD(fd);
 	return 0;
 }

@@ -176,6 +176,8 @@ static int save_finish(struct save *sv, qsnap_error *err)
 		.name = xstrdup(sv->name),
 		.mode = sv->shared || sv->diff ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
 		.ram_base = TAKE_PTR(sv->ram_base),
+		.ram_chain = TAKE_PTR(sv->ram_chain),
+		.n_ram_chain = sv->n_ram_chain,
 		.was_running = sv->running,
 		.vmstate_size = (uint64_t)sv->vmstate.st_size,
 		.compressed = sv->opts->compress > 0,
@@ -191,6 +193,15 @@ static int save_finish(struct save *sv, qsnap_error *err)
 	for (size_t i = 0; i < sv->n_cuts; i++) {
 		s.drives[s.n_drives].drive = xstrdup(sv->cuts[i].d->id);
 		s.drives[s.n_drives++].layer = xstrdup(sv->cuts[i].old_layer);
+	}
+	/* The VM's pages are known since this one now: the next differential
+	 * save builds on it. */
+	if (sv->diff) {
+		free(sv->vm->st.ram_parent);
+		sv->vm->st.ram_parent = xstrdup_or_null(s.vmstate_checksum);
+		if (sv->flat_why)
+			vm_set_notice(sv->vm, "'%s' holds every page written since the RAM file of '%s': %s",
+				      sv->name, s.ram_base, sv->flat_why);
 	}
 	r = save_commit(sv->vm, s, err);
 	save_step(sv, "commit");
@@ -286,6 +297,8 @@ static void save_free(struct save *sv)
 	free(sv->stage);
 	save_diff_cancel(sv, NULL);
 	free(sv->ram_base);
+	ram_chain_free(sv->ram_chain, sv->n_ram_chain);
+	ram_index_free(sv->diff_index);
 }
 
 /* The save's stats (stats.phases in order of their start, from the start

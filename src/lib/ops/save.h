@@ -67,6 +67,13 @@ struct save {
 	struct diff_pump *diff_pump;
 	uint64_t diff_dropped, diff_kept;
 	char *ram_base;
+	/* The older deltas it builds on (ram_chain.c), and what they put into
+	 * each page; none: it holds every page written since the RAM file.
+	 * flat_why: why it does not build on them, for --verbose. */
+	struct ram_delta *ram_chain;
+	size_t n_ram_chain;
+	struct ram_index *diff_index;
+	const char *flat_why;
 };
 
 /* A phase of the save that ran from start until now; a step: the one since

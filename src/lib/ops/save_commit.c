@@ -105,11 +105,16 @@ int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
 	r = vm_write_state(vm, err);
 	if (r < 0)
 		goto fail;
-	const char *files[] = {strrchr(vmstate, '/') + 1, src->mode == QSNAP_RAM_SHARED ? SNAP_RAM : NULL};
-	for (size_t i = 0; i < ARRAY_SIZE(files) && files[i]; i++) {
-		_cleanup_free_ char *from = layout_in(src->dir, files[i]);
-		_cleanup_free_ char *to = layout_in(vm->st.pending, files[i]);
+	for (size_t i = 0; i < 2 + src->n_ram_chain; i++) {
+		_cleanup_free_ char *file =
+		    i == 0   ? xstrdup(strrchr(vmstate, '/') + 1)
+		    : i == 1 ? xstrdup(src->mode == QSNAP_RAM_SHARED ? SNAP_RAM : "")
+			     : xasprintf(SNAP_DELTA ".%zu", i - 1);
+		_cleanup_free_ char *from = layout_in(src->dir, file);
+		_cleanup_free_ char *to = layout_in(vm->st.pending, file);
 
+		if (!*file)
+			continue;
 		if (linkat(vm->dirfd, from, vm->dirfd, to, 0) < 0) {
 			r = qerr(err, errno, "cannot link %s to %s: %s", from, to, strerror(errno));
 			goto fail;
@@ -124,11 +129,17 @@ int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
 		.vmstate_checksum = xstrdup_or_null(src->vmstate_checksum),
 		.ram_checksum = xstrdup_or_null(src->ram_checksum),
 		.ram_base = xstrdup_or_null(src->ram_base),
+		.ram_chain = xcalloc(src->n_ram_chain + 1, sizeof(struct ram_delta)),
+		.n_ram_chain = src->n_ram_chain,
 		.qemu_version = xstrdup_or_null(src->qemu_version),
 		.machine = xstrdup_or_null(src->machine),
 		.format = src->format,
 		.drives = xcalloc(src->n_drives, sizeof(struct snap_drive)),
 	};
+	for (size_t i = 0; i < src->n_ram_chain; i++)
+		s.ram_chain[i] = (struct ram_delta){.snapshot = xstrdup(src->ram_chain[i].snapshot),
+						    .size = src->ram_chain[i].size,
+						    .checksum = xstrdup(src->ram_chain[i].checksum)};
 	for (size_t i = 0; i < src->n_drives; i++) {
 		s.drives[s.n_drives].drive = xstrdup(src->drives[i].drive);
 		s.drives[s.n_drives++].layer = xstrdup(src->drives[i].layer);

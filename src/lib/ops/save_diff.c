@@ -3,11 +3,17 @@
  * RAM is a copy-on-write mapping of a snapshot's RAM file (a lazy restore).
  * QEMU migrates as for a stream snapshot, into a pipe; a thread of ours
  * reads it, and leaves out every page record of the RAM block whose page
- * QEMU's mapping still has from the file, i.e. that the guest never wrote.
- * That is asked of /proc/PID/pagemap after the record was read: a page
- * still from the file then held the file's content when QEMU read it, and
- * one written after QEMU read it is dirty and sent again. The snapshot
- * hard-links the RAM file, so deleting the base keeps what it builds on. */
+ * has not changed since the parent: the snapshot the VM was restored from
+ * or last saved as differentially (vm->st.ram_parent). A page the
+ * parent's chain of deltas writes is left out when its content hashes the
+ * same as the chain's (ram_chain.c); any other page when QEMU's mapping
+ * still has it from the file, i.e. the guest never wrote it. That is asked
+ * of /proc/PID/pagemap after the record was read: a page still from the
+ * file then held the file's content when QEMU read it, and one written
+ * after QEMU read it is dirty and sent again. A page kept once is kept
+ * every time QEMU sends it again, so the last record of every page that
+ * changed is in the stream. The snapshot hard-links the RAM file and the
+ * chain's deltas, so deleting any other snapshot keeps what it needs. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -22,10 +28,17 @@
 
 #define CHUNK (1 << 20)
 
+/* What the filter asks about each page of ram0. */
+struct diff_keep {
+	struct pagemap *pm;
+	const struct ram_index *ix; /* NULL: no chain below */
+	uint64_t pages, *kept;	    /* a bit per page kept once */
+};
+
 struct diff_pump {
 	pthread_t thread;
 	int in, out;
-	struct pagemap *pm;
+	struct diff_keep k;
 	struct stream_filter *f;
 	/* Raised to stop the thread (it watches it with the pipe: no wait of
 	 * it sleeps in steps), and by the thread when it ends. */
@@ -50,9 +63,20 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 	return 0;
 }
 
-static bool keep_written(void *data, uint64_t offset)
+static bool keep_changed(void *data, uint64_t offset, const uint8_t *page, size_t len)
 {
-	return pagemap_written(data, offset);
+	struct diff_keep *k = data;
+	uint64_t pg = offset / 4096;
+	bool keep, known = false, same = false;
+
+	if (pg < k->pages && (k->kept[pg / 64] >> (pg % 64) & 1))
+		return true;
+	if (k->ix)
+		same = ram_index_same(k->ix, offset, page, len, &known);
+	keep = known ? !same : pagemap_written(k->pm, offset);
+	if (keep && pg < k->pages)
+		k->kept[pg / 64] |= 1ULL << (pg % 64);
+	return keep;
 }
 
 static void *diff_thread(void *data)
@@ -84,7 +108,7 @@ static void *diff_thread(void *data)
 			break;
 		}
 		/* The pages' state now, after their records arrived. */
-		pagemap_forget(d->pm);
+		pagemap_forget(d->k.pm);
 		out_len = 0;
 		r = stream_filter_feed(d->f, buf, (size_t)n, &out, &out_len, &out_cap, &e);
 		if (r == 0 && write_all(d->out, out, out_len) < 0) {
@@ -132,7 +156,7 @@ int save_diff_start(struct save *sv, qsnap_error *err)
 		free(d);
 		return r;
 	}
-	r = pagemap_open(vm->st.qemu_pid, ram, &d->pm, err);
+	r = pagemap_open(vm->st.qemu_pid, ram, &d->k.pm, err);
 	if (r < 0) {
 		diff_free_fds(d);
 		free(d);
@@ -140,7 +164,7 @@ int save_diff_start(struct save *sv, qsnap_error *err)
 	}
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		r = qerr(err, errno, "cannot make a pipe: %s", strerror(errno));
-		pagemap_close(d->pm);
+		pagemap_close(d->k.pm);
 		diff_free_fds(d);
 		free(d);
 		return r;
@@ -149,13 +173,17 @@ int save_diff_start(struct save *sv, qsnap_error *err)
 	fcntl(p[0], F_SETPIPE_SZ, CHUNK);
 	d->in = p[0];
 	d->out = sv->fd;
-	d->f = stream_filter_new("ram0", keep_written, d->pm);
+	d->k.ix = sv->diff_index;
+	d->k.pages = vm->def.memory / 4096;
+	d->k.kept = xcalloc(d->k.pages / 64 + 1, sizeof(*d->k.kept));
+	d->f = stream_filter_new("ram0", keep_changed, &d->k);
 	r = pthread_create(&d->thread, NULL, diff_thread, d);
 	if (r) {
 		close(p[0]);
 		close(p[1]);
 		stream_filter_free(d->f);
-		pagemap_close(d->pm);
+		pagemap_close(d->k.pm);
+		free(d->k.kept);
 		diff_free_fds(d);
 		free(d);
 		return qerr(err, r, "cannot start a thread: %s", strerror(r));
@@ -188,7 +216,8 @@ static int diff_join(struct diff_pump *d, bool cancel, int64_t deadline, int can
 	if (ret)
 		*ret = *stream_filter_stats(d->f);
 	stream_filter_free(d->f);
-	pagemap_close(d->pm);
+	pagemap_close(d->k.pm);
+	free(d->k.kept);
 	diff_free_fds(d);
 	free(d);
 	return r;
@@ -250,11 +279,38 @@ int save_diff_check(qsnap_vm *vm, qsnap_error *err)
 	return 0;
 }
 
+/* Which chain the new delta builds on: the parent's (ram_chain_of_child)
+ * when the VM's pages are known since it and the chain stays within
+ * RAM_CHAIN_MAX; else none, and the delta holds every page written since
+ * the RAM file. A chain that cannot be read is not built on either. */
+static void diff_choose_chain(struct save *sv)
+{
+	qsnap_vm *vm = sv->vm;
+	const struct snapshot *p = ram_chain_parent(vm);
+	_cleanup_strv_ char **paths = NULL;
+	qsnap_error e;
+
+	if (!p) {
+		sv->flat_why = "the snapshot the VM's RAM was last restored from or saved as is gone";
+		return;
+	}
+	sv->n_ram_chain = ram_chain_of_child(p, &sv->ram_chain, &paths);
+	if (sv->n_ram_chain + 1 > RAM_CHAIN_MAX)
+		sv->flat_why = "its chain of deltas is as long as a chain may be";
+	else if (sv->n_ram_chain && ram_index_build(vm, p, &sv->diff_index, &e) < 0)
+		sv->flat_why = "the chain it would build on cannot be read";
+	if (!sv->flat_why)
+		return;
+	ram_chain_free(TAKE_PTR(sv->ram_chain), sv->n_ram_chain);
+	sv->n_ram_chain = 0;
+}
+
 int save_diff_link(struct save *sv, qsnap_error *err)
 {
 	qsnap_vm *vm = sv->vm;
 	const struct snapshot *base = mapped_snapshot(vm);
 	_cleanup_free_ char *to = layout_in(vm->st.pending, SNAP_RAM);
+	const struct snapshot *p;
 
 	if (!base)
 		return qerr(err, ENOENT,
@@ -264,5 +320,17 @@ int save_diff_link(struct save *sv, qsnap_error *err)
 			    strerror(errno));
 	sv->ram_base = xstrdup(base->ram_base ? base->ram_base : base->name);
 	sv->ram_checksum = xstrdup_or_null(base->ram_checksum);
+	diff_choose_chain(sv);
+	/* The chain's files, beside the RAM file. */
+	p = sv->n_ram_chain ? ram_chain_parent(vm) : NULL;
+	for (size_t k = 1; p && k <= sv->n_ram_chain; k++) {
+		_cleanup_free_ char *from = k <= p->n_ram_chain ? snapshot_delta(p, k)
+							       : snapshot_vmstate(p);
+		_cleanup_free_ char *dst = xasprintf("%s/" SNAP_DELTA ".%zu", vm->st.pending, k);
+
+		if (linkat(vm->dirfd, from, vm->dirfd, dst, 0) < 0)
+			return qerr(err, errno, "cannot link %s to %s: %s", from, dst,
+				    strerror(errno));
+	}
 	return 0;
 }

@@ -27,6 +27,13 @@ int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info ***ret_list, size_t *ret_n, 
 			uint64_t shared = disk_usage(vm->dirfd, ram);
 
 			si->size -= shared < si->size ? shared : si->size;
+			/* So are the older deltas of its chain. */
+			for (size_t k = 1; k <= s->n_ram_chain; k++) {
+				_cleanup_free_ char *delta = snapshot_delta(s, k);
+
+				shared = disk_usage(vm->dirfd, delta);
+				si->size -= shared < si->size ? shared : si->size;
+			}
 		}
 		for (size_t j = 0; j < s->n_drives; j++)
 			si->size += disk_usage(vm->dirfd, s->drives[j].layer);

@@ -105,10 +105,11 @@ static void check_ram(struct verify *v, const struct snapshot *s)
 			sum, s->ram_checksum);
 }
 
-/* The machine state: size and magic ("QEVM", or zstd's), then the checksum. */
-static void check_vmstate(struct verify *v, const struct snapshot *s)
+/* A machine state file (path): size and magic ("QEVM", or zstd's), then
+ * the checksum (NULL: none recorded). */
+static void check_stream(struct verify *v, const struct snapshot *s, const char *path,
+			 uint64_t size, const char *checksum, bool compressed)
 {
-	_cleanup_free_ char *path = snapshot_vmstate(s);
 	_cleanup_free_ char *sum = NULL;
 	_cleanup_close_ int fd = -1;
 	char magic[4];
@@ -121,27 +122,41 @@ static void check_vmstate(struct verify *v, const struct snapshot *s)
 		problem(v, s->name, path, "%s", errno == ENOENT ? "missing" : strerror(errno));
 		return;
 	}
-	if (s->vmstate_size && (uint64_t)st.st_size != s->vmstate_size) {
+	if (size && (uint64_t)st.st_size != size) {
 		problem(v, s->name, path, "has %lld bytes, but %llu were saved: the file is damaged",
-			(long long)st.st_size, (unsigned long long)s->vmstate_size);
+			(long long)st.st_size, (unsigned long long)size);
 		v->done += (uint64_t)st.st_size;
 		return;
 	}
 	if (pread(fd, magic, sizeof(magic), 0) != sizeof(magic) ||
-	    memcmp(magic, s->compressed ? "\x28\xb5\x2f\xfd" : "QEVM", 4)) {
+	    memcmp(magic, compressed ? "\x28\xb5\x2f\xfd" : "QEVM", 4)) {
 		problem(v, s->name, path, "is not a QEMU machine state (no %s header)",
-			s->compressed ? "zstd" : "QEVM");
+			compressed ? "zstd" : "QEVM");
 		return;
 	}
-	if (!s->vmstate_checksum)
+	if (!checksum)
 		return; /* saved before qsnap recorded checksums */
 	if (checksum_fd_ex(fd, path, on_read, v, &sum, &e2) < 0) {
 		problem(v, s->name, path, "%s", e2.msg);
 		return;
 	}
-	if (strcmp(sum, s->vmstate_checksum))
+	if (strcmp(sum, checksum))
 		problem(v, s->name, path, "checksum %s differs from %s recorded at save time: the file is damaged",
-			sum, s->vmstate_checksum);
+			sum, checksum);
+}
+
+/* Its own machine state, and a differential snapshot's older deltas. */
+static void check_vmstate(struct verify *v, const struct snapshot *s)
+{
+	_cleanup_free_ char *path = snapshot_vmstate(s);
+
+	check_stream(v, s, path, s->vmstate_size, s->vmstate_checksum, s->compressed);
+	for (size_t k = 1; k <= s->n_ram_chain; k++) {
+		_cleanup_free_ char *delta = snapshot_delta(s, k);
+
+		check_stream(v, s, delta, s->ram_chain[k - 1].size, s->ram_chain[k - 1].checksum,
+			     false);
+	}
 }
 
 static void check_meta(struct verify *v, const struct snapshot *s)
@@ -345,10 +360,15 @@ int qsnap_vm_verify(qsnap_vm *vm, const char *name, const qsnap_verify_opts *opt
 		if (r < 0)
 			return r;
 	}
-	for (size_t i = 0; i < vm->st.n_snapshots; i++)
-		if (!only || only == &vm->st.snapshots[i])
-			v.progress.total += vm->st.snapshots[i].vmstate_size +
-					    (vm->st.snapshots[i].ram_checksum ? vm->st.snapshots[i].memory : 0);
+	for (size_t i = 0; i < vm->st.n_snapshots; i++) {
+		const struct snapshot *s = &vm->st.snapshots[i];
+
+		if (only && only != s)
+			continue;
+		v.progress.total += s->vmstate_size + (s->ram_checksum ? s->memory : 0);
+		for (size_t k = 0; k < s->n_ram_chain; k++)
+			v.progress.total += s->ram_chain[k].size;
+	}
 	for (size_t i = 0; i < vm->st.n_snapshots; i++)
 		if (!only || only == &vm->st.snapshots[i])
 			verify_snapshot(&v, &vm->st.snapshots[i]);

@@ -18,7 +18,14 @@
  * pages a stream holds, so records left out keep what the destination
  * has. QEMU writes every RAM section before the first device section
  * (qemu_savevm_state_complete_precopy): from the first section that is
- * not RAM, everything passes through unparsed. */
+ * not RAM, everything passes through unparsed.
+ *
+ * A restore of a chain of differential snapshots feeds QEMU one stream:
+ * the newest one's up to the end of its RAM START section, then one RAM
+ * PART section (that section's id) per older delta holding its page and
+ * zero records (records_only), oldest first, then the rest of the newest
+ * one's. The first page record of each delta names its block, so no
+ * CONTINUE record depends on the delta before. */
 #include <errno.h>
 #include <string.h>
 
@@ -60,6 +67,14 @@ struct stream_filter {
 	bool ignore_shared; /* the configuration lists x-ignore-shared */
 	bool have_ram_id;
 	uint32_t ram_id;
+	bool records_only;
+	bool in_start;	 /* inside the first RAM section (START) */
+	bool start_ended; /* ... whose EOS (and footer) the last item was */
+	bool in_end;	  /* inside the last RAM section (END) */
+	bool ram_done;	  /* ... which ended */
+	bool footers;
+	uint64_t pos;	       /* input bytes parsed as whole items */
+	uint64_t ram_start_end; /* input offset where the START section ended */
 	char cur[256]; /* the block the last PAGE/ZERO record named */
 	uint8_t *pend; /* input not consumed yet */
 	size_t pend_len, pend_cap;
@@ -88,6 +103,45 @@ void stream_filter_free(struct stream_filter *f)
 const struct stream_stats *stream_filter_stats(const struct stream_filter *f)
 {
 	return &f->st;
+}
+
+void stream_filter_records_only(struct stream_filter *f)
+{
+	f->records_only = true;
+}
+
+uint64_t stream_filter_ram_start_end(const struct stream_filter *f, uint32_t *ram_id,
+				     bool *footers)
+{
+	*ram_id = f->ram_id;
+	*footers = f->footers;
+	return f->ram_start_end;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+size_t stream_part_head(uint8_t buf[5], uint32_t ram_id)
+{
+	buf[0] = SEC_PART;
+	put_be32(buf + 1, ram_id);
+	return 5;
+}
+
+size_t stream_part_tail(uint8_t buf[13], uint32_t ram_id, bool footers)
+{
+	put_be32(buf, 0);
+	put_be32(buf + 4, RAM_EOS);
+	if (!footers)
+		return 8;
+	buf[8] = SEC_FOOTER;
+	put_be32(buf + 9, ram_id);
+	return 13;
 }
 
 static void emit(const uint8_t *p, size_t n, uint8_t **out, size_t *len, size_t *cap)
@@ -171,8 +225,10 @@ static bool getstr(struct cur *c, char s[256])
 	return true;
 }
 
-/* Results of parsing one item. */
-enum item { ITEM_MORE, ITEM_EMIT, ITEM_DROP, ITEM_PASS };
+/* Results of parsing one item: more input needed, pass it on, leave it
+ * out, pass it on as a page or zero record (records_only passes only
+ * those), pass everything on from here. */
+enum item { ITEM_MORE, ITEM_EMIT, ITEM_DROP, ITEM_RECORD, ITEM_PASS };
 
 /* The configuration section (vmstate_configuration): its subsections have
  * the fields QEMU 7.2 and 10.0 give them; an unknown one ends parsing. */
@@ -244,6 +300,7 @@ static enum item parse_top(struct stream_filter *f, struct cur *c)
 		f->have_ram_id = true;
 		f->ram_id = id;
 		f->at = IN_RAM;
+		f->in_start = true;
 		return ITEM_EMIT;
 	case SEC_PART:
 	case SEC_END:
@@ -252,6 +309,7 @@ static enum item parse_top(struct stream_filter *f, struct cur *c)
 		if (!f->have_ram_id || id != f->ram_id)
 			return ITEM_PASS;
 		f->at = IN_RAM;
+		f->in_end = type == SEC_END;
 		return ITEM_EMIT;
 	default: /* a device's section, the end: the rest as it is */
 		return ITEM_PASS;
@@ -262,8 +320,9 @@ static enum item parse_top(struct stream_filter *f, struct cur *c)
 static enum item parse_ram(struct stream_filter *f, struct cur *c)
 {
 	uint64_t v, flags, offset;
-	const uint8_t *p;
+	const uint8_t *p = NULL;
 	char name[256];
+	size_t len;
 
 	if (!get64(c, &v))
 		return ITEM_MORE;
@@ -289,6 +348,12 @@ static enum item parse_ram(struct stream_filter *f, struct cur *c)
 			return ITEM_MORE;
 		if (c->p[c->i] == SEC_FOOTER && !get(c, 5, &p))
 			return ITEM_MORE;
+		if (f->in_start) {
+			f->footers = p && p[0] == SEC_FOOTER;
+			f->in_start = false;
+			f->start_ended = true;
+		}
+		f->ram_done = f->in_end;
 		f->at = AT_TOP;
 		return ITEM_EMIT;
 	case RAM_MULTIFD_FLUSH:
@@ -303,22 +368,26 @@ static enum item parse_ram(struct stream_filter *f, struct cur *c)
 		if (!getstr(c, name))
 			return ITEM_MORE;
 	}
-	if (!get(c, (flags & RAM_PAGE) ? PAGE_SIZE_TARGET : 1, &p))
+	len = (flags & RAM_PAGE) ? PAGE_SIZE_TARGET : 1;
+	if (!get(c, len, &p))
 		return ITEM_MORE;
 	if (!(flags & RAM_CONTINUE)) {
 		/* Records that name their block are always kept, so that the
 		 * loader's "block of the record before" is the same as the
-		 * source's for every CONTINUE record that passes. */
+		 * source's for every CONTINUE record that passes. keep is
+		 * still told about the page. */
 		memcpy(f->cur, name, sizeof(f->cur));
-		if (!strcmp(name, f->block))
+		if (!strcmp(name, f->block)) {
+			f->keep(f->data, offset, p, len);
 			f->st.kept++;
-		return ITEM_EMIT;
+		}
+		return ITEM_RECORD;
 	}
 	if (strcmp(f->cur, f->block))
-		return ITEM_EMIT;
-	if (f->keep(f->data, offset)) {
+		return ITEM_RECORD;
+	if (f->keep(f->data, offset, p, len)) {
 		f->st.kept++;
-		return ITEM_EMIT;
+		return ITEM_RECORD;
 	}
 	f->st.dropped++;
 	return ITEM_DROP;
@@ -361,18 +430,29 @@ static int parse(struct stream_filter *f, const uint8_t *p, size_t n, size_t *re
 			break;
 		}
 		if (it == ITEM_PASS) {
+			/* Records after it would be lost, not passed. */
+			if (f->records_only && !f->ram_done)
+				return qerr(err, EPROTO,
+					    "the migration stream has an item qsnap cannot read at byte %llu, inside its RAM sections",
+					    (unsigned long long)(f->pos + at));
 			f->at = PASS;
 			f->st.passthrough = true;
 			c.i = at;
 			break;
 		}
-		if (it == ITEM_EMIT)
+		if (it == ITEM_RECORD || (it == ITEM_EMIT && !f->records_only))
 			emit(c.p + at, c.i - at, out, out_len, out_cap);
+		if (f->start_ended) {
+			f->start_ended = false;
+			f->ram_start_end = f->pos + c.i;
+		}
 	}
 	if (f->at == PASS) {
-		emit(c.p + c.i, c.n - c.i, out, out_len, out_cap);
+		if (!f->records_only)
+			emit(c.p + c.i, c.n - c.i, out, out_len, out_cap);
 		c.i = c.n;
 	}
+	f->pos += c.i;
 	*ret_used = c.i;
 	return 0;
 }

@@ -9,8 +9,11 @@
 #include "base/base.h"
 
 /* Keep the page at this offset of the filtered block? Asked only after
- * the page's record was fed in whole (the caller reads its input first). */
-typedef bool (*stream_keep_fn)(void *data, uint64_t offset);
+ * the page's record was fed in whole (the caller reads its input first),
+ * for every PAGE and ZERO record of the block: page is the record's 4096
+ * bytes (len 4096) or a ZERO record's fill byte (len 1). A record that
+ * names its block passes whatever the answer (see stream.c). */
+typedef bool (*stream_keep_fn)(void *data, uint64_t offset, const uint8_t *page, size_t len);
 
 struct stream_stats {
 	uint64_t in, out;	/* bytes fed, bytes passed on */
@@ -21,6 +24,20 @@ struct stream_stats {
 struct stream_filter;
 /* block: the RAM block's idstr ("ram0"). */
 struct stream_filter *stream_filter_new(const char *block, stream_keep_fn keep, void *data);
+/* Pass on only the page and zero records of the RAM sections (of every
+ * block, those of `block` as keep says): no header, no section headers or
+ * footers, nothing after the RAM sections. What a restore puts into
+ * another stream's RAM section (stream_ram_part). */
+void stream_filter_records_only(struct stream_filter *f);
+/* Where the first RAM section (the START section, with the list of RAM
+ * blocks) ends in the input, its footer included; 0 until it was parsed.
+ * *ram_id: its section id; *footers: QEMU writes section footers. */
+uint64_t stream_filter_ram_start_end(const struct stream_filter *f, uint32_t *ram_id,
+				     bool *footers);
+/* The header (type, section id) and the end (EOS record, footer) of a RAM
+ * PART section: records_only output between them makes one. */
+size_t stream_part_head(uint8_t buf[5], uint32_t ram_id);
+size_t stream_part_tail(uint8_t buf[13], uint32_t ram_id, bool footers);
 void stream_filter_free(struct stream_filter *f);
 /* Feed the next n bytes of the stream; what passes is appended to *out
  * (grown with xrealloc; *out_len bytes in it, *out_cap its size). Fails

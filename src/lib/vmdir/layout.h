@@ -30,6 +30,8 @@
 #define SNAP_VMSTATE "vmstate"
 #define SNAP_VMSTATE_ZST "vmstate.zst"
 #define SNAP_RAM "ram"
+/* delta.<k>: the k-th older delta of a differential snapshot's chain. */
+#define SNAP_DELTA "delta"
 
 /* layers/<drive>-<seq>.qcow2 */
 char *layout_layer(const char *drive, unsigned long seq);

@@ -24,6 +24,7 @@ char *meta_text(const struct snapshot *s)
 		   s->vmstate_checksum ? json_object_new_string(s->vmstate_checksum) : NULL,
 		   "ram_checksum", s->ram_checksum ? json_object_new_string(s->ram_checksum) : NULL,
 		   "ram_base", s->ram_base ? json_object_new_string(s->ram_base) : NULL,
+		   "ram_chain", s->n_ram_chain ? ram_chain_to_json(s) : NULL,
 		   "qemu_version", s->qemu_version ? json_object_new_string(s->qemu_version) : NULL,
 		   "machine", s->machine ? json_object_new_string(s->machine) : NULL, "format",
 		   vmstate_format_name(s->format) ? json_object_new_string(vmstate_format_name(s->format)) : NULL, "memory",

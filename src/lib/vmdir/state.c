@@ -17,6 +17,11 @@ void snapshot_free(struct snapshot *s)
 	free(s->vmstate_checksum);
 	free(s->ram_checksum);
 	free(s->ram_base);
+	for (size_t i = 0; i < s->n_ram_chain; i++) {
+		free(s->ram_chain[i].snapshot);
+		free(s->ram_chain[i].checksum);
+	}
+	free(s->ram_chain);
 	free(s->qemu_version);
 	free(s->machine);
 	for (size_t i = 0; i < s->n_drives; i++) {
@@ -46,6 +51,7 @@ void state_free(struct state *st)
 	free(st->current);
 	free(st->pending);
 	free(st->ram_file);
+	free(st->ram_parent);
 	free(st->postmigrate);
 	free(st->machine);
 	free(st->machine_for);
@@ -56,6 +62,44 @@ void state_free(struct state *st)
 const char *vmstate_format_name(enum vmstate_format f)
 {
 	return f == VMSTATE_MAPPED_RAM ? "mapped-ram" : NULL;
+}
+
+int ram_chain_from_json(json_object *arr, struct snapshot *s)
+{
+	size_t n = arr ? json_object_array_length(arr) : 0;
+
+	if (n > RAM_CHAIN_MAX)
+		return -EINVAL;
+	s->ram_chain = n ? xcalloc(n, sizeof(*s->ram_chain)) : NULL;
+	for (size_t i = 0; i < n; i++) {
+		json_object *d = json_object_array_get_idx(arr, i);
+		const char *name = jstr(d, "snapshot"), *sum = jstr(d, "checksum");
+		int64_t size = jint(d, "size", -1);
+
+		if (!name || !qsnap_name_valid(name) || !sum || !checksum_valid(sum) || size <= 0)
+			return -EINVAL;
+		s->ram_chain[i] = (struct ram_delta){
+		    .snapshot = xstrdup(name), .size = (uint64_t)size, .checksum = xstrdup(sum)};
+		s->n_ram_chain = i + 1;
+	}
+	return 0;
+}
+
+json_object *ram_chain_to_json(const struct snapshot *s)
+{
+	json_object *arr = json_object_new_array();
+
+	for (size_t i = 0; i < s->n_ram_chain; i++)
+		json_object_array_add(
+		    arr, jbuild("snapshot", json_object_new_string(s->ram_chain[i].snapshot), "size",
+				json_object_new_int64((int64_t)s->ram_chain[i].size), "checksum",
+				json_object_new_string(s->ram_chain[i].checksum), NULL));
+	return arr;
+}
+
+char *snapshot_delta(const struct snapshot *s, size_t k)
+{
+	return xasprintf("%s/" SNAP_DELTA ".%zu", s->dir, k);
 }
 
 char *snapshot_vmstate(const struct snapshot *s)
@@ -223,6 +267,11 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		sn.vmstate_checksum = xstrdup_or_null(jstr(s, "vmstate_checksum"));
 		sn.ram_checksum = xstrdup_or_null(jstr(s, "ram_checksum"));
 		sn.ram_base = xstrdup_or_null(jstr(s, "ram_base"));
+		if (ram_chain_from_json(jarr(s, "ram_chain"), &sn) < 0 ||
+		    (sn.n_ram_chain && !sn.ram_base)) {
+			snapshot_free(&sn);
+			goto fail_snapshots;
+		}
 		sn.qemu_version = xstrdup_or_null(jstr(s, "qemu_version"));
 		sn.machine = xstrdup_or_null(jstr(s, "machine"));
 		format = jstr(s, "format");
@@ -272,6 +321,11 @@ int state_from_json(const char *text, const char *what, struct state *st, qsnap_
 		st->qemu_start = (unsigned long long)jint(q, "start_time", 0);
 		st->ram_file = xstrdup_or_null(jstr(q, "ram_file"));
 		st->ram_shared = jbool(q, "ram_shared", false);
+		st->ram_parent = xstrdup_or_null(jstr(q, "ram_parent"));
+		if (st->ram_parent && (!checksum_valid(st->ram_parent) || !st->ram_file)) {
+			state_free(st);
+			return bad(err, what, "bad 'qemu.ram_parent'");
+		}
 		st->postmigrate = xstrdup_or_null(jstr(q, "postmigrate"));
 		st->inspect = jbool(q, "inspect", false);
 		st->qemu_machine = xstrdup_or_null(jstr(q, "machine"));
@@ -351,6 +405,8 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 					       json_object_new_string(s->ram_checksum));
 		if (s->ram_base)
 			json_object_object_add(so, "ram_base", json_object_new_string(s->ram_base));
+		if (s->n_ram_chain)
+			json_object_object_add(so, "ram_chain", ram_chain_to_json(s));
 		if (s->qemu_version)
 			json_object_object_add(so, "qemu_version",
 					       json_object_new_string(s->qemu_version));
@@ -391,6 +447,8 @@ int state_to_json(const struct state *st, char **ret_text, qsnap_error *err)
 			json_object_object_add(q, "ram_file", json_object_new_string(st->ram_file));
 			json_object_object_add(q, "ram_shared", json_object_new_boolean(st->ram_shared));
 		}
+		if (st->ram_parent)
+			json_object_object_add(q, "ram_parent", json_object_new_string(st->ram_parent));
 		json_object_object_add(o, "qemu", q);
 	}
 	*ret_text = xasprintf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |

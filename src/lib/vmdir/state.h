@@ -32,6 +32,17 @@ enum vmstate_format {
 /* "mapped-ram" as state.json and meta.json say it; NULL for the stream. */
 const char *vmstate_format_name(enum vmstate_format f);
 
+/* One older delta of a differential snapshot's chain: <dir>/delta.<k>,
+ * a hard link to that snapshot's machine state file. */
+struct ram_delta {
+	char *snapshot; /* the snapshot it was saved as (it may be gone) */
+	uint64_t size;
+	char *checksum;
+};
+/* The most deltas a chain holds (the newest one's own included): a save
+ * past it writes every page changed since the RAM file again. */
+#define RAM_CHAIN_MAX 16
+
 struct snapshot {
 	char *name;
 	char *parent;
@@ -48,6 +59,10 @@ struct snapshot {
 	 * of snapshot ram_base (at its save), and the stream holds only the
 	 * pages written since, loaded without x-ignore-shared. NULL: none. */
 	char *ram_base;
+	/* The deltas (oldest first) a restore loads before this one's stream:
+	 * <dir>/delta.1 .. delta.<n_ram_chain>. None: a delta of the RAM file. */
+	size_t n_ram_chain;
+	struct ram_delta *ram_chain;
 	/* The QEMU and versioned machine type it was saved with (NULL for
 	 * older snapshots): it loads only into that machine type. */
 	char *qemu_version;
@@ -77,6 +92,11 @@ struct state {
 	 * and whether it is ours and shared (else a snapshot's, copy-on-write). */
 	char *ram_file;
 	bool ram_shared;
+	/* A RAM file mapped copy-on-write: the machine state checksum of the
+	 * snapshot whose RAM the guest had when the mapping's pages were last
+	 * known (its restore, or its differential save); a differential save
+	 * writes what changed since. NULL: unknown. */
+	char *ram_parent;
 	/* The snapshot whose save left the (paused) QEMU in postmigrate state. */
 	char *postmigrate;
 	bool inspect; /* the QEMU runs a memory dump with read-only disks */
@@ -116,6 +136,8 @@ void state_remove_layer(struct state *st, const char *path);
 /* Remove a snapshot entry (not its files). */
 void state_remove_snapshot(struct state *st, const char *name);
 void snapshot_free(struct snapshot *s);
+/* <dir>/delta.<k> (k from 1, the oldest), relative to the VM directory. */
+char *snapshot_delta(const struct snapshot *s, size_t k);
 /* The machine state file of a snapshot, relative to the VM directory. */
 char *snapshot_vmstate(const struct snapshot *s);
 

@@ -59,6 +59,11 @@ int find_snapshot(qsnap_vm *vm, const char *name, struct snapshot **ret, qsnap_e
 
 /* ---- meta.json (meta.c) ---- */
 
+/* A differential snapshot's chain in state.json and meta.json: an array
+ * of {snapshot, size, checksum}; from_json fails (-EINVAL) on a bad one. */
+int ram_chain_from_json(json_object *arr, struct snapshot *s);
+json_object *ram_chain_to_json(const struct snapshot *s);
+
 /* A snapshot's meta.json: what it is, for a reader without state.json
  * (export, push, verify). Written into dir (the partial or the final
  * snapshot directory, relative to dirfd). */
