@@ -91,7 +91,8 @@ class RestoreOpts(Sized):
 class SnapshotInfo(Structure):
     _fields_ = [("name", c_char_p), ("parent", c_char_p), ("created", c_int64), ("mode", c_int),
                 ("size", c_uint64), ("compressed", c_bool), ("was_running", c_bool),
-                ("current", c_bool), ("ram_base", c_char_p)]
+                ("current", c_bool), ("ram_base", c_char_p), ("ram_deltas", c_size_t),
+                ("ram_after", c_char_p)]
 
 
 class DriveStatus(Structure):

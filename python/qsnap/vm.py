@@ -215,7 +215,8 @@ class VM:
         try:
             return [Snapshot(text(s.name), text(s.parent), s.created,
                              text(_capi.ram_mode_name(s.mode)), bool(s.compressed), s.size,
-                             bool(s.was_running), bool(s.current), text(s.ram_base))
+                             bool(s.was_running), bool(s.current), text(s.ram_base),
+                             s.ram_deltas, text(s.ram_after))
                     for s in (lst[i].contents for i in range(n.value))]
         finally:
             _capi.snapshot_info_free(lst, n)
