@@ -169,6 +169,7 @@ vm_list = _proto("qsnap_vm_list", c_int, VMP, POINTER(POINTER(POINTER(SnapshotIn
 snapshot_info_free = _proto("qsnap_snapshot_info_free", None, POINTER(POINTER(SnapshotInfo)),
                             c_size_t)
 vm_delete = _proto("qsnap_vm_delete", c_int, VMP, c_char_p, E)
+vm_fold = _proto("qsnap_vm_fold", c_int, VMP, c_char_p, E)
 vm_push = _proto("qsnap_vm_push", c_int, VMP, c_char_p, c_char_p, POINTER(PushOpts), E)
 pull = _proto("qsnap_pull", c_int, c_char_p, c_char_p, POINTER(PullOpts), POINTER(c_void_p), E)
 console_connect = _proto("qsnap_console_connect", c_int, c_char_p, c_int, E)

@@ -278,6 +278,14 @@ class VM:
         with self._lock:
             call(_capi.vm_delete, self._h(), arg(name))
 
+    def fold(self, name: str) -> None:
+        """Fold differential snapshot name's chain of older deltas into a RAM
+        file of its own, so that its restore loads only its own delta (as
+        much disk as the guest's RAM in use; what it restores to does not
+        change)."""
+        with self._lock:
+            call(_capi.vm_fold, self._h(), arg(name))
+
     def qmp(self, command: str, arguments: Optional[Mapping[str, Any]] = None) -> Any:
         """Send one QMP command to the running QEMU; its "return" value."""
         out = ctypes.c_void_p()

@@ -87,6 +87,9 @@ def test_save_restore_round_trip(vm):
     vm.save("one", replace=True)
     vm.delete("two")
     assert [s.name for s in vm.snapshots()] == ["one"]
+    assert snaps[0].ram_deltas == 0 and snaps[0].ram_after is None
+    with pytest.raises(qsnap.Invalid, match="no older deltas"):
+        vm.fold("one")
     vm.stop()
     assert vm.status().state == "stopped"
     vm.start(snapshot="one")
