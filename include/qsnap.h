@@ -502,6 +502,12 @@ typedef struct qsnap_snapshot_info {
 	 * (its name at the save; that snapshot may be deleted since, its RAM
 	 * file stays), else NULL. size counts only the snapshot's own files. */
 	char *ram_base;
+	/* Of a differential snapshot: the older deltas a restore loads before
+	 * its own (0: it holds every page changed since the RAM file), and
+	 * the snapshot whose delta it builds on directly (the newest of
+	 * them; NULL when there are none). Since libqsnap 1.1. */
+	size_t ram_deltas;
+	char *ram_after;
 } qsnap_snapshot_info;
 
 /* The snapshots, oldest first: *ret_n pointers in *ret_list; free them
@@ -568,6 +574,9 @@ typedef struct qsnap_compact_stats {
 	unsigned merged;    /* unneeded layers merged into the layer above */
 	unsigned flattened; /* live chains flattened onto their base image */
 	size_t longest;	    /* the longest live chain afterwards (base included) */
+	/* Differential snapshots whose chain of at least QSNAP_FOLD_AT older
+	 * deltas was folded into a RAM file of their own (since 1.1). */
+	unsigned folded;
 } qsnap_compact_stats;
 #define QSNAP_COMPACT_STATS_INIT {.size = sizeof(qsnap_compact_stats)}
 
@@ -578,6 +587,16 @@ typedef struct qsnap_compact_stats {
  * the VM running (QEMU streams into the active layer) or stopped. */
 int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_stats,
 		     qsnap_error *err);
+
+/* A differential snapshot's chain of older deltas, folded into a RAM file
+ * of its own: a copy of the RAM file it builds on with those deltas
+ * written in (as much disk as the guest's RAM in use), so that a restore
+ * loads only its own delta. What it restores to does not change; it
+ * shares no file with other snapshots afterwards. qsnap_vm_compact does
+ * this for chains of QSNAP_FOLD_AT or more older deltas. Refused for the
+ * snapshot whose RAM file the running VM maps. Since libqsnap 1.1. */
+#define QSNAP_FOLD_AT 8
+int qsnap_vm_fold(qsnap_vm *vm, const char *name, qsnap_error *err);
 
 /* Delete a snapshot: its machine state, and every layer no other snapshot
  * and no live chain needs. Snapshots built on it stay restorable. */

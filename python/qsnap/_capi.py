@@ -91,7 +91,8 @@ class RestoreOpts(Sized):
 class SnapshotInfo(Structure):
     _fields_ = [("name", c_char_p), ("parent", c_char_p), ("created", c_int64), ("mode", c_int),
                 ("size", c_uint64), ("compressed", c_bool), ("was_running", c_bool),
-                ("current", c_bool), ("ram_base", c_char_p)]
+                ("current", c_bool), ("ram_base", c_char_p), ("ram_deltas", c_size_t),
+                ("ram_after", c_char_p)]
 
 
 class DriveStatus(Structure):
@@ -168,6 +169,7 @@ vm_list = _proto("qsnap_vm_list", c_int, VMP, POINTER(POINTER(POINTER(SnapshotIn
 snapshot_info_free = _proto("qsnap_snapshot_info_free", None, POINTER(POINTER(SnapshotInfo)),
                             c_size_t)
 vm_delete = _proto("qsnap_vm_delete", c_int, VMP, c_char_p, E)
+vm_fold = _proto("qsnap_vm_fold", c_int, VMP, c_char_p, E)
 vm_push = _proto("qsnap_vm_push", c_int, VMP, c_char_p, c_char_p, POINTER(PushOpts), E)
 pull = _proto("qsnap_pull", c_int, c_char_p, c_char_p, POINTER(PullOpts), POINTER(c_void_p), E)
 console_connect = _proto("qsnap_console_connect", c_int, c_char_p, c_int, E)

@@ -28,6 +28,8 @@ class Snapshot:
     was_running: bool  # restores running (else paused)
     current: bool  # the current state descends from it
     ram_base: Optional[str] = None  # a differential snapshot: whose RAM file it builds on
+    ram_deltas: int = 0  # the older deltas a restore loads before its own
+    ram_after: Optional[str] = None  # the snapshot whose delta it builds on directly
 
 
 @dataclass(frozen=True)

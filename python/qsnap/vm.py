@@ -215,7 +215,8 @@ class VM:
         try:
             return [Snapshot(text(s.name), text(s.parent), s.created,
                              text(_capi.ram_mode_name(s.mode)), bool(s.compressed), s.size,
-                             bool(s.was_running), bool(s.current), text(s.ram_base))
+                             bool(s.was_running), bool(s.current), text(s.ram_base),
+                             s.ram_deltas, text(s.ram_after))
                     for s in (lst[i].contents for i in range(n.value))]
         finally:
             _capi.snapshot_info_free(lst, n)
@@ -276,6 +277,14 @@ class VM:
         """Delete snapshot name (snapshots built on it stay restorable)."""
         with self._lock:
             call(_capi.vm_delete, self._h(), arg(name))
+
+    def fold(self, name: str) -> None:
+        """Fold differential snapshot name's chain of older deltas into a RAM
+        file of its own, so that its restore loads only its own delta (as
+        much disk as the guest's RAM in use; what it restores to does not
+        change)."""
+        with self._lock:
+            call(_capi.vm_fold, self._h(), arg(name))
 
     def qmp(self, command: str, arguments: Optional[Mapping[str, Any]] = None) -> Any:
         """Send one QMP command to the running QEMU; its "return" value."""

@@ -24,6 +24,8 @@ static int run(struct cli *c)
 			json_object_object_add(o, "created", json_object_new_int64(list[i]->created));
 			json_object_object_add(o, "mode", json_object_new_string(qsnap_ram_mode_name(list[i]->mode)));
 			json_object_object_add(o, "ram_base", list[i]->ram_base ? json_object_new_string(list[i]->ram_base) : NULL);
+			json_object_object_add(o, "ram_after", list[i]->ram_after ? json_object_new_string(list[i]->ram_after) : NULL);
+			json_object_object_add(o, "ram_deltas", json_object_new_int64((int64_t)list[i]->ram_deltas));
 			json_object_object_add(o, "compressed", json_object_new_boolean(list[i]->compressed));
 			json_object_object_add(o, "size", json_object_new_int64((int64_t)list[i]->size));
 			json_object_object_add(o, "was_running", json_object_new_boolean(list[i]->was_running));
@@ -47,7 +49,11 @@ static int run(struct cli *c)
 			       list[i]->name, list[i]->parent ? list[i]->parent : "-", when,
 			       list[i]->ram_base ? "diff" : qsnap_ram_mode_name(list[i]->mode), size, list[i]->was_running ? "running" : "paused",
 			       list[i]->compressed ? ", zstd" : "");
-			if (list[i]->ram_base)
+			if (list[i]->ram_after)
+				printf("  %-20s RAM: what changed since %s (%zu older delta%s over %s's RAM file)\n",
+				       "", list[i]->ram_after, list[i]->ram_deltas,
+				       list[i]->ram_deltas == 1 ? "" : "s", list[i]->ram_base);
+			else if (list[i]->ram_base)
 				printf("  %-20s RAM builds on %s\n", "", list[i]->ram_base);
 		}
 	}
@@ -64,7 +70,8 @@ const struct cli_cmd cli_cmd_list = {
 	.about = "List the snapshots: name, parent, creation time, mode, size on disk (machine\n"
 		 "state and the layers the snapshot froze), whether the VM was running, and\n"
 		 "(marked *) the one the current state descends from. A differential snapshot\n"
-		 "(mode diff) names the snapshot whose RAM file it builds on; its size is its own.\n",
+		 "(mode diff) names the snapshot whose RAM file it builds on and the delta it\n"
+		 "follows, if any; its size is its own.\n",
 	.common = CLI_JSON,
 	.json_help = "the same as a JSON array",
 	.vm = CLI_VM_READONLY,

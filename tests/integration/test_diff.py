@@ -66,6 +66,9 @@ def test_diff_chain(t):
         size = vmstate_size(vm, name)
         check(12 << 20 <= size < 24 << 20, f"{name}'s stream is {size >> 20} MiB")
         check(chain(vm, name) == [f"m{k}" for k in range(1, i)], f"{name}: {chain(vm, name)}")
+    m5 = listed(vm)["m5"]
+    check(m5["ram_after"] == "m4" and m5["ram_deltas"] == 4, f"m5 listed: {m5}")
+    check("what changed since m4" in qsnap("list", vm.dir).stdout, "list does not show m5's chain")
     # The five together take little more than what the guest wrote (60 MiB).
     own = sum(listed(vm)[f"m{i}"]["size"] for i in range(1, 6))
     check(own < 110 << 20, f"the five milestones take {own >> 20} MiB")
@@ -104,7 +107,28 @@ def test_diff_chain(t):
     check(view(vm) == views["m5"], "m5 after deleting m3")
     qsnap("verify", vm.dir)
 
-    # A damaged older delta (m1's stream, which m2..m5 link) is found by
+    # m4's chain folded into a RAM file of its own: it restores the same,
+    # loads only its own delta, and a delta builds on it.
+    qsnap("compact", vm.dir, "--fold", "m4")
+    m4 = listed(vm)["m4"]
+    check(m4["ram_deltas"] == 0 and m4["ram_base"] == "m4", f"m4 after the fold: {m4}")
+    check(not os.path.exists(vm.path("snapshots", "m4", "delta.1")), "m4 kept its deltas")
+    p = qsnap("compact", vm.dir, "--fold", "m4", ok=False)
+    check(p.returncode != 0 and "no older deltas" in p.stderr, p.stderr)
+    vm.restore("m4", "--lazy")
+    check(view(vm) == views["m4"], "m4 lazy after the fold")
+    views["m6"] = state(vm, "m6", 2)
+    vm.save("m6", "--diff")
+    check(chain(vm, "m6") == ["m4"], f"m6: {chain(vm, 'm6')}")
+    vm.restore("m4")
+    check(view(vm) == views["m4"], "m4 eager after the fold")
+    vm.restore("m6")
+    check(view(vm) == views["m6"], "m6 eager")
+    vm.restore("m5")
+    check(view(vm) == views["m5"], "m5 after m4's fold")
+    qsnap("verify", vm.dir)
+
+    # A damaged older delta (m1's stream, which m2 and m5 link) is found by
     # verify and refused by a restore, which leaves the VM as it was.
     path = vm.path("snapshots", "m1", "vmstate")
     with open(path, "r+b") as f:
@@ -112,11 +136,12 @@ def test_diff_chain(t):
         b = f.read(1)
         f.seek(-1, 1)
         f.write(bytes([b[0] ^ 0xFF]))
-    p = qsnap("verify", vm.dir, "m4", ok=False)
+    p = qsnap("verify", vm.dir, "m5", ok=False)
     check(p.returncode != 0 and "delta.1" in p.stdout + p.stderr, p.stdout + p.stderr)
-    p = qsnap("restore", vm.dir, "m4", ok=False)
+    vm.restore("m4")
+    p = qsnap("restore", vm.dir, "m5", ok=False)
     check(p.returncode != 0 and "damaged" in p.stderr, p.stderr)
-    check(view(vm) == views["m5"], "the VM changed after a refused restore")
+    check(view(vm) == views["m4"], "the VM changed after a refused restore")
 
 
 def test_diff_milestones_restore_exactly(t):

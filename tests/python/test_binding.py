@@ -87,6 +87,9 @@ def test_save_restore_round_trip(vm):
     vm.save("one", replace=True)
     vm.delete("two")
     assert [s.name for s in vm.snapshots()] == ["one"]
+    assert snaps[0].ram_deltas == 0 and snaps[0].ram_after is None
+    with pytest.raises(qsnap.Invalid, match="no older deltas"):
+        vm.fold("one")
     vm.stop()
     assert vm.status().state == "stopped"
     vm.start(snapshot="one")
@@ -131,16 +134,20 @@ def test_gil_released_during_a_call(vm):
 
 def cancel_once_working(vm):
     """A progress callback, and a thread that cancels vm from outside once
-    the call reported bytes done."""
-    working = threading.Event()
+    the call reported bytes done. The callback waits until the other thread
+    has cancelled, so that the call cannot end first (a restore from the
+    page cache can take less time than a thread switch under load)."""
+    working, cancelled = threading.Event(), threading.Event()
 
     def progress(p):
-        if p.done > 0:
+        if p.done > 0 and not working.is_set():
             working.set()
+            cancelled.wait(60)
 
     def cancel():
         if working.wait(300):
             vm.cancel()
+            cancelled.set()
 
     t = threading.Thread(target=cancel)
     t.start()

@@ -144,6 +144,18 @@ int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_
 	r = chain_gc(vm, err);
 	if (r < 0)
 		return r;
+	/* 3. Fold long chains of differential snapshots. */
+	for (size_t i = 0; i < vm->st.n_snapshots; i++) {
+		const struct snapshot *s = &vm->st.snapshots[i];
+		const char *why;
+
+		if (s->n_ram_chain < QSNAP_FOLD_AT || !ram_fold_possible(vm, s, &why))
+			continue;
+		r = qsnap_vm_fold(vm, s->name, err);
+		if (r < 0)
+			return r;
+		stats.folded++;
+	}
 	for (size_t i = 0; i < vm->st.n_active; i++) {
 		size_t n = chain_length(&vm->st, vm->st.active[i].layer);
 		if (n > stats.longest)

@@ -117,6 +117,9 @@ int ram_index_build(qsnap_vm *vm, const struct snapshot *p, struct ram_index **r
 bool ram_index_same(const struct ram_index *ix, uint64_t offset, const uint8_t *page, size_t len,
 		    bool *known);
 void ram_index_free(struct ram_index *ix);
+/* Can s's chain be folded into a RAM file of its own (ram_fold.c)? If
+ * not, *why says why. */
+bool ram_fold_possible(qsnap_vm *vm, const struct snapshot *s, const char **why);
 
 /* ---- export and import (export.c, import.c) ---- */
 

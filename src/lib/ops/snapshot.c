@@ -21,6 +21,8 @@ int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info ***ret_list, size_t *ret_n, 
 		si->current = vm->st.current && !strcmp(vm->st.current, s->name);
 		si->size = disk_usage(vm->dirfd, s->dir);
 		si->ram_base = xstrdup_or_null(s->ram_base);
+		si->ram_deltas = s->n_ram_chain;
+		si->ram_after = s->n_ram_chain ? xstrdup(s->ram_chain[s->n_ram_chain - 1].snapshot) : NULL;
 		if (s->ram_base) {
 			/* The RAM file is the base's (a hard link). */
 			_cleanup_free_ char *ram = layout_in(s->dir, SNAP_RAM);
@@ -52,6 +54,7 @@ void qsnap_snapshot_info_free(qsnap_snapshot_info **list, size_t n)
 		free(list[i]->name);
 		free(list[i]->parent);
 		free(list[i]->ram_base);
+		free(list[i]->ram_after);
 		free(list[i]);
 	}
 	free(list);
