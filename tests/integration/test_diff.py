@@ -355,3 +355,40 @@ def test_diff_export_import(t):
 def tf_read(f, member):
     f.seek(member.offset_data)
     return f.read(member.size)
+
+
+def test_diff_push_pull(t):
+    """The same chain through a registry: m1's push sends the RAM file's
+    chunks, m2's sends only its own delta and layer (the RAM chunks and
+    m1's delta are there already); m2 pulled into a fresh directory
+    restores exactly every way, and m1 pulled into it beside m2 too."""
+    from test_registry import pull, pulled_vm, push, registry
+
+    vm, views = diff_chain_of_two(t)
+    ram = vm.path("snapshots", "m2", "ram")
+    with registry(t) as reg:
+        r1 = push(vm, "m1", reg.ref("qsnap/diff"))
+        check(r1["uploaded_bytes"] > vmstate_size(vm, "m1") + (8 << 20), f"m1's push: {r1}")
+        r2 = push(vm, "m2", reg.ref("qsnap/diff"))
+        check(r2["present"] > 0
+              and r2["uploaded_bytes"] < vmstate_size(vm, "m2") + (4 << 20)
+              < os.stat(ram).st_blocks * 512,
+              f"m2's push sent {r2['uploaded_bytes'] >> 20} MiB (its delta "
+              f"{vmstate_size(vm, 'm2') >> 20} MiB): {r2}")
+        vm.stop()
+
+        new = os.path.join(t.dir, "pulled")
+        got = pull(reg.ref("qsnap/diff", "m2"), new)
+        check(got["name"] == "m2", f"pull: {got}")
+        qsnap("verify", new)
+        vm2 = pulled_vm(t, new)
+        check(chain(vm2, "m2") == ["m1"] and listed(vm2)["m2"].get("ram_base") == "base",
+              f"pulled: {vm2.state()['snapshots']}")
+        restores_exactly(vm2, "m2", views["m2"])
+        # m1 beside it: its machine state is m2's delta.1, copied, not fetched.
+        vm2.stop()
+        got = pull(reg.ref("qsnap/diff", "m1"), new)
+        check(got["downloaded_bytes"] < vmstate_size(vm, "m1"), f"second pull: {got}")
+        qsnap("verify", new)
+        vm2.restore("m1", "--lazy")
+        check(view(vm2) == views["m1"], f"m1 pulled: {view(vm2)} != {views['m1']}")
