@@ -334,6 +334,9 @@ def test_diff_export_import(t):
     p = qsnap("import", new, tar, *QEMU_ARGS)
     check("imported snapshot m2" in p.stdout, p.stdout)
     qsnap("verify", new)
+    got = os.stat(os.path.join(new, "snapshots", "m2", "ram")).st_blocks * 512
+    check(got <= allocated + (1 << 20), f"the imported RAM file has {got >> 20} MiB allocated, "
+          f"the exported one {allocated >> 20} MiB")
     with open(os.path.join(new, "state.json")) as f:
         s = json.load(f)["snapshots"][0]
     check(s["mode"] == "shared" and s["ram_base"] == "base"

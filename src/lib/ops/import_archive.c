@@ -64,6 +64,40 @@ static bool all_zero(const char *p, size_t n)
 	return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
 }
 
+/* Write n bytes at fd's offset, its zero pages (4 KiB, a RAM page) left
+ * as holes: skipped, and the file's length set at the end. */
+static int write_sparse(int fd, const char *p, size_t n, const char *dst, qsnap_error *err)
+{
+	const size_t page = 4096;
+
+	for (size_t at = 0; at < n;) {
+		size_t end = at;
+
+		while (end < n && all_zero(p + end, end + page <= n ? page : n - end))
+			end += page;
+		if (end > at) {
+			end = end < n ? end : n;
+			if (lseek(fd, (off_t)(end - at), SEEK_CUR) < 0)
+				return qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
+			at = end;
+			continue;
+		}
+		while (end < n && !all_zero(p + end, end + page <= n ? page : n - end))
+			end += page;
+		end = end < n ? end : n;
+		while (at < end) {
+			ssize_t w = write(fd, p + at, end - at);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				return qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
+			at += (size_t)w;
+		}
+	}
+	return 0;
+}
+
 int import_parse_manifest(struct import *im, const char *text, qsnap_error *err)
 {
 	_cleanup_json_ json_object *o = json_tokener_parse(text);
@@ -175,30 +209,16 @@ static int read_entry(struct import *im, struct archive *a, struct mfile *mf, ch
 		hasher_update(&h, at, (size_t)n);
 		/* Zeros stay holes: a mapped-ram machine state or a RAM file is
 		 * as long as the guest's RAM and mostly holes. */
-		if (dst && all_zero(at, (size_t)n)) {
-			if (lseek(fd, n, SEEK_CUR) < 0) {
-				r = qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
+		if (dst) {
+			r = write_sparse(fd, at, (size_t)n, dst, err);
+			if (r < 0)
 				break;
-			}
-		} else if (dst) {
-			for (la_ssize_t off = 0; off < n;) {
-				ssize_t w = write(fd, at + off, (size_t)(n - off));
-
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w < 0) {
-					r = qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
-					goto done;
-				}
-				off += w;
-			}
 		} else {
 			len += (size_t)n;
 		}
 		im->done += (uint64_t)n;
 		progress_report(&im->progress, im->done, false);
 	}
-done:
 	if (r == 0 && fd >= 0 && ftruncate(fd, (off_t)h.bytes) < 0)
 		r = qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
 	if (r < 0) {
