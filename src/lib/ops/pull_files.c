@@ -98,9 +98,11 @@ static int check_deltas(struct pull *p, const char *rel, qsnap_error *err)
 	*strrchr(dir, '/') = '\0';
 	if (!qsnap_name_valid(base) || ram_chain_from_json(jarr(p->snap.meta, "ram_chain"), &s) < 0 ||
 	    s.n_ram_chain != p->snap.n_deltas) {
+		size_t n = s.n_ram_chain;
+
 		snapshot_free(&s);
-		return qerr(err, EINVAL, "the meta.json of snapshot '%s' in %s has a malformed ram_base or ram_chain (%zu deltas, the config has %zu)",
-			    p->snap.name, p->ref, s.n_ram_chain, p->snap.n_deltas);
+		return qerr(err, EINVAL, "the meta.json of snapshot '%s' in %s has a malformed ram_base or ram_chain (%zu deltas, the config has %zu): push it again",
+			    p->snap.name, p->ref, n, p->snap.n_deltas);
 	}
 	for (size_t k = 0; r >= 0 && k < s.n_ram_chain; k++) {
 		const struct ram_delta *d = &s.ram_chain[k];
