@@ -36,11 +36,13 @@ const struct cli_cmd cli_cmd_export = {
 	.max_args = 3,
 	.about = "Write snapshot NAME as one tar file that another host imports with\n"
 		 "'qsnap import' and restores with nothing else: the machine state and\n"
-		 "meta.json, every drive flattened into one standalone image as it was at\n"
-		 "the snapshot (base image included), the kernel and initrd, a vm.json that\n"
-		 "names them, and a manifest with a checksum of every file. The VM may keep\n"
-		 "running. Needs free space beside OUTPUT for the flattened disks while it\n"
-		 "works. Files named in vm.json's extra QEMU arguments are not included.\n",
+		 "meta.json (with a shared-RAM snapshot its RAM file, with a differential\n"
+		 "one its older deltas too; files with holes as sparse entries), every\n"
+		 "drive flattened into one standalone image as it was at the snapshot\n"
+		 "(base image included), the kernel and initrd, a vm.json that names them,\n"
+		 "and a manifest with a checksum of every file. The VM may keep running.\n"
+		 "Needs free space beside OUTPUT for the flattened disks while it works.\n"
+		 "Files named in vm.json's extra QEMU arguments are not included.\n",
 	.opts = opts,
 	.common = CLI_LOCK_TIMEOUT | CLI_QUIET,
 	.vm = CLI_VM_LOCKED,

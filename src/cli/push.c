@@ -62,8 +62,9 @@ const struct cli_cmd cli_cmd_push = {
 	.about = "Push snapshot NAME to an OCI registry as an artifact; REF is\n"
 		 "host[:port]/repository[:tag] (the tag defaults to NAME). The drives'\n"
 		 "base images and layers go as they are, so snapshots of one VM share them\n"
-		 "in the registry; the machine state and shared RAM go in 32 MiB chunks,\n"
-		 "all-zero chunks not at all. Only blobs the registry lacks are uploaded.\n"
+		 "in the registry; the machine state, shared RAM and a differential\n"
+		 "snapshot's older deltas go in 32 MiB chunks, all-zero chunks not at\n"
+		 "all. Only blobs the registry lacks are uploaded.\n"
 		 "The VM may keep running. Credentials: QSNAP_REGISTRY_USER and\n"
 		 "QSNAP_REGISTRY_PASSWORD, or ~/.docker/config.json ($DOCKER_CONFIG).\n",
 	.opts = opts,

@@ -2,7 +2,7 @@
 /* Fuzz an archive's qsnap-export.json, the first thing import reads of a
  * tar file from elsewhere. Nothing may crash or leak; what is accepted
  * names a valid snapshot and only files inside the new VM directory, each
- * once, with a checksum. */
+ * once, with a checksum; a RAM file and deltas only with shared RAM. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			const char *p = im.files[i].path;
 
 			if (p[0] == '/' || strstr(p, "..") || !checksum_valid(im.files[i].checksum))
+				abort();
+			/* A RAM file and deltas with a shared-RAM snapshot only. */
+			if ((import_delta_index(p) || !strcmp(p, EXPORT_RAM)) &&
+			    im.mode != QSNAP_RAM_SHARED)
 				abort();
 			for (size_t j = 0; j < i; j++)
 				if (!strcmp(p, im.files[j].path))

@@ -4,6 +4,7 @@
  * leak; a config that is accepted names only blobs the manifest lists, its
  * chunks are qsnap's size and add up to the sizes, and its drive ids and
  * snapshot name are valid. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,6 +70,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_chunks(&s.state, layers);
 		if (s.has_ram)
 			check_chunks(&s.ram, layers);
+		/* Deltas only with shared RAM, at most a chain's, named delta.<k>. */
+		if ((s.n_deltas && !s.has_ram) || s.n_deltas > RAM_CHAIN_MAX)
+			abort();
+		for (size_t k = 0; k < s.n_deltas; k++) {
+			char want[32];
+
+			snprintf(want, sizeof(want), "delta.%zu", k + 1);
+			if (strcmp(s.deltas[k].file, want))
+				abort();
+			check_chunks(&s.deltas[k], layers);
+		}
 		if (!qsnap_name_valid(s.name))
 			abort();
 		oci_snapshot_free(&s);

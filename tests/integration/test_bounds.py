@@ -14,12 +14,12 @@ import time
 from harness import QEMU_ARGS, check, qsnap
 from test_origin import Proxy
 from test_registry import leftovers, one_line, registry
-from test_trust import exported, put_blob, put_hostile
+from test_trust import exported, put_blob, put_hostile, read_members
 
 
 def read_tar(path):
     with tarfile.open(path) as tf:
-        return [(m, tf.extractfile(m).read() if m.isfile() else None) for m in tf.getmembers()]
+        return read_members(tf)
 
 
 def write_tar(path, members, tail=b""):

@@ -6,9 +6,11 @@ restores exactly."""
 import glob
 import json
 import os
+import shutil
 import signal
+import tarfile
 
-from harness import Fail, check, file_digest, qsnap
+from harness import QEMU_ARGS, VM, Fail, check, file_digest, qsnap
 
 
 def diff_vm(t, **kw):
@@ -279,3 +281,142 @@ def test_diff_save_killed_leaves_nothing(t):
     vm.restore("after", "--lazy")
     check(view(vm) == now, "after, restored, differs")
     check(file_digest(vm.path("snapshots", "base", "ram")) == ram_sum, "base's RAM changed")
+
+
+def diff_chain_of_two(t):
+    """base (shared RAM), restored --lazy; m1 and m2 saved --diff: m2's
+    chain holds m1's delta. Returns the VM (running m2) and the views."""
+    vm = diff_vm(t)
+    vm.boot()
+    views = {"base": state(vm, "base", 8)}
+    vm.save("base")
+    vm.restore("base", "--lazy")
+    for name in ("m1", "m2"):
+        vm.sh("dd if=/dev/urandom of=/tmp/base.bin bs=1M count=2 conv=notrunc 2>/dev/null")
+        views[name] = state(vm, name, 4)
+        vm.save(name, "--diff")
+    check(chain(vm, "m2") == ["m1"], f"m2: {chain(vm, 'm2')}")
+    return vm, views
+
+
+def restores_exactly(vm, name, want):
+    """restore --lazy, restore and start --from, each the saved guest."""
+    vm.restore(name, "--lazy")
+    check(view(vm) == want, f"{name} lazy: {view(vm)} != {want}")
+    vm.restore(name)
+    check(view(vm) == want, f"{name} eager: {view(vm)} != {want}")
+    vm.stop()
+    qsnap("start", vm.dir, "--from", name)
+    vm.connect()
+    check(view(vm) == want, f"{name} start --from: {view(vm)} != {want}")
+
+
+def test_diff_export_import(t):
+    """A differential snapshot with a chain of two, exported while the VM
+    runs, imported into a fresh directory with nothing of the source left:
+    it restores exactly every way, and saves --diff on from there; the RAM
+    file's holes take no room in the archive; a damaged delta inside the
+    archive is refused and leaves nothing behind."""
+    vm, views = diff_chain_of_two(t)
+    tar = os.path.join(t.dir, "m2.tar")
+    qsnap("export", vm.dir, "m2", tar)
+    with tarfile.open(tar) as tf:
+        members = {m.name: m for m in tf.getmembers()}
+    for name in ("snapshot/ram", "snapshot/vmstate", "snapshot/delta.1"):
+        check(name in members, f"the archive has no {name}: {list(members)}")
+    check("snapshot/delta.2" not in members, f"the archive has a delta.2: {list(members)}")
+    with open(tar, "rb") as f:
+        manifest = json.loads(tf_read(f, members["qsnap-export.json"]))
+    check(manifest["snapshot"]["mode"] == "shared" and manifest["snapshot"]["ram_base"] == "base",
+          f"manifest: {manifest['snapshot']}")
+    ram = vm.path("snapshots", "m2", "ram")
+    allocated = os.stat(ram).st_blocks * 512
+    check(os.path.getsize(tar) < allocated + (48 << 20) < os.path.getsize(ram),
+          f"the archive has {os.path.getsize(tar) >> 20} MiB, the RAM file "
+          f"{allocated >> 20} MiB allocated of {os.path.getsize(ram) >> 20} MiB")
+    vm.stop()
+
+    # A damaged delta (m1's, which m2 builds on) and a damaged RAM file.
+    for name in ("snapshot/delta.1", "snapshot/ram"):
+        m = members[name]
+        bad = os.path.join(t.dir, "bad.tar")
+        shutil.copy(tar, bad)
+        with open(bad, "r+b") as f:
+            # The first data block holds the start of the stream / RAM.
+            f.seek(m.offset_data + 100)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0xFF]))
+        p = qsnap("import", os.path.join(t.dir, "imported"), bad, ok=False)
+        check(p.returncode == 1 and "checksum" in p.stderr and "nothing was imported" in p.stderr,
+              f"import with a damaged {name}: {p.returncode} {p.stderr}")
+        check(not [f for f in os.listdir(t.dir) if "imported" in f],
+              f"a refused import left {os.listdir(t.dir)}")
+
+    # Nothing of the source VM is left: the archive is all it takes.
+    shutil.rmtree(vm.dir)
+    new = os.path.join(t.dir, "imported")
+    p = qsnap("import", new, tar, *QEMU_ARGS)
+    check("imported snapshot m2" in p.stdout, p.stdout)
+    qsnap("verify", new)
+    got = os.stat(os.path.join(new, "snapshots", "m2", "ram")).st_blocks * 512
+    check(got <= allocated + (1 << 20), f"the imported RAM file has {got >> 20} MiB allocated, "
+          f"the exported one {allocated >> 20} MiB")
+    with open(os.path.join(new, "state.json")) as f:
+        s = json.load(f)["snapshots"][0]
+    check(s["mode"] == "shared" and s["ram_base"] == "base"
+          and [d["snapshot"] for d in s["ram_chain"]] == ["m1"], f"imported: {s}")
+    vm2 = VM.__new__(VM)
+    vm2.t, vm2.dir, vm2.serial = t, new, None
+    t.vms.append(vm2)
+    restores_exactly(vm2, "m2", views["m2"])
+    # It is a chain to build on: a delta of it, restored.
+    vm2.restore("m2", "--lazy")
+    views["m3"] = state(vm2, "m3", 2)
+    vm2.save("m3", "--diff")
+    check(chain(vm2, "m3") == ["m1", "m2"], f"m3: {chain(vm2, 'm3')}")
+    vm2.restore("m2", "--lazy")
+    vm2.restore("m3", "--lazy")
+    check(view(vm2) == views["m3"], f"m3: {view(vm2)} != {views['m3']}")
+
+
+def tf_read(f, member):
+    f.seek(member.offset_data)
+    return f.read(member.size)
+
+
+def test_diff_push_pull(t):
+    """The same chain through a registry: m1's push sends the RAM file's
+    chunks, m2's sends only its own delta and layer (the RAM chunks and
+    m1's delta are there already); m2 pulled into a fresh directory
+    restores exactly every way, and m1 pulled into it beside m2 too."""
+    from test_registry import pull, pulled_vm, push, registry
+
+    vm, views = diff_chain_of_two(t)
+    ram = vm.path("snapshots", "m2", "ram")
+    with registry(t) as reg:
+        r1 = push(vm, "m1", reg.ref("qsnap/diff"))
+        check(r1["uploaded_bytes"] > vmstate_size(vm, "m1") + (8 << 20), f"m1's push: {r1}")
+        r2 = push(vm, "m2", reg.ref("qsnap/diff"))
+        check(r2["present"] > 0
+              and r2["uploaded_bytes"] < vmstate_size(vm, "m2") + (4 << 20)
+              < os.stat(ram).st_blocks * 512,
+              f"m2's push sent {r2['uploaded_bytes'] >> 20} MiB (its delta "
+              f"{vmstate_size(vm, 'm2') >> 20} MiB): {r2}")
+        vm.stop()
+
+        new = os.path.join(t.dir, "pulled")
+        got = pull(reg.ref("qsnap/diff", "m2"), new)
+        check(got["name"] == "m2", f"pull: {got}")
+        qsnap("verify", new)
+        vm2 = pulled_vm(t, new)
+        check(chain(vm2, "m2") == ["m1"] and listed(vm2)["m2"].get("ram_base") == "base",
+              f"pulled: {vm2.state()['snapshots']}")
+        restores_exactly(vm2, "m2", views["m2"])
+        # m1 beside it: its machine state is m2's delta.1, copied, not fetched.
+        vm2.stop()
+        got = pull(reg.ref("qsnap/diff", "m1"), new)
+        check(got["downloaded_bytes"] < vmstate_size(vm, "m1"), f"second pull: {got}")
+        qsnap("verify", new)
+        vm2.restore("m1", "--lazy")
+        check(view(vm2) == views["m1"], f"m1 pulled: {view(vm2)} != {views['m1']}")

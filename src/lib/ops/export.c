@@ -2,9 +2,13 @@
 /* Exporting a snapshot as one tar file that another host can import with
  * nothing else: the manifest (qsnap-export.json: the snapshot, and the size
  * and checksum of every other file) comes first, then vm.json (paths
- * inside the archive), the snapshot's meta.json and machine state, the
- * kernel and initrd, and every drive flattened into one standalone image as
- * it was at the snapshot. */
+ * inside the archive), the snapshot's meta.json and machine state, a
+ * shared-RAM snapshot's RAM file and a differential one's older deltas,
+ * the kernel and initrd, and every drive flattened into one standalone
+ * image as it was at the snapshot. Files with holes (a RAM file, a
+ * mapped-ram machine state) go in as sparse entries (GNU sparse 1.0 in
+ * pax headers, which GNU tar and libarchive read): the holes take no room
+ * in the archive. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
@@ -18,6 +22,14 @@
 #include "ops/ops.h"
 
 #define CHUNK (1 << 20)
+/* Holes shorter than this are written as zeros: the sparse map (one line
+ * per extent in the entry's data) stays at most one per 64 KiB. */
+#define MIN_HOLE (64 << 10)
+
+/* A range of a file that holds data. */
+struct extent {
+	uint64_t off, len;
+};
 
 /* One file of the archive: from disk (src) or from memory (data). */
 struct xfile {
@@ -146,6 +158,43 @@ static int flatten_drives(struct export *x, qsnap_def *def, qsnap_error *err)
 	return 0;
 }
 
+/* A file of the snapshot's directory, held to the size it was saved with. */
+static int add_snap_file(struct export *x, const char *name, const char *rel, uint64_t size,
+			 const char *checksum, qsnap_error *err)
+{
+	_cleanup_free_ char *path = vm_path(x->vm, rel);
+	int r = add_disk_file(x, name, path, checksum, err);
+
+	if (r < 0)
+		return qerr_prefix(err, "snapshot '%s'", x->s->name);
+	if (size && x->files[x->n_files - 1].size != size)
+		return qerr(err, EINVAL, "snapshot '%s': %s has %llu bytes, %llu were saved: the file is damaged (qsnap verify)",
+			    x->s->name, path, (unsigned long long)x->files[x->n_files - 1].size,
+			    (unsigned long long)size);
+	return 0;
+}
+
+/* A shared-RAM snapshot's RAM file, and a differential one's older deltas:
+ * with the checksums they were saved with, which the copy into the
+ * archive checks (a RAM file saved before RAM checksums is hashed now). */
+static int add_ram_files(struct export *x, qsnap_error *err)
+{
+	const struct snapshot *s = x->s;
+	_cleanup_free_ char *ram = layout_in(s->dir, SNAP_RAM);
+	int r;
+
+	r = add_snap_file(x, EXPORT_RAM, ram, s->memory ? s->memory : x->vm->def.memory,
+			  s->ram_checksum, err);
+	for (size_t k = 1; r >= 0 && k <= s->n_ram_chain; k++) {
+		const struct ram_delta *d = &s->ram_chain[k - 1];
+		_cleanup_free_ char *rel = snapshot_delta(s, k);
+		_cleanup_free_ char *name = xasprintf(EXPORT_DELTA "%zu", k);
+
+		r = add_snap_file(x, name, rel, d->size, d->checksum, err);
+	}
+	return r;
+}
+
 static int collect(struct export *x, char **ret_manifest, qsnap_error *err)
 {
 	const struct snapshot *s = x->s;
@@ -153,13 +202,14 @@ static int collect(struct export *x, char **ret_manifest, qsnap_error *err)
 	_cleanup_free_ char *meta = NULL, *vmjson = NULL;
 	_cleanup_json_ json_object *m = NULL;
 	json_object *files;
+	uint64_t vmstate_size;
 	qsnap_def def;
 	int r;
 
-	/* The archive holds one plain machine state file. */
-	if (s->mode != QSNAP_RAM_STREAM || s->compressed)
-		return qerr(err, ENOTSUP, "snapshot '%s' is %s: export takes stream-mode snapshots without --compress; restore it, then save it again in stream mode (qsnap config --ram-mode stream)",
-			    s->name, s->compressed ? "compressed" : "a shared-RAM snapshot");
+	/* The archive holds a plain machine state file. */
+	if (s->compressed)
+		return qerr(err, ENOTSUP, "snapshot '%s' is compressed: export takes snapshots saved without --compress; restore it, then save it again without --compress",
+			    s->name);
 	def_copy(&def, &x->vm->def);
 	r = flatten_drives(x, &def, err);
 	if (r >= 0 && def.kernel) {
@@ -186,10 +236,16 @@ static int collect(struct export *x, char **ret_manifest, qsnap_error *err)
 	r = add_disk_file(x, EXPORT_VMSTATE, vmstate, s->vmstate_checksum, err);
 	if (r < 0)
 		return qerr_prefix(err, "snapshot '%s'", s->name);
-	if (s->vmstate_size && x->files[x->n_files - 1].size != s->vmstate_size)
+	vmstate_size = x->files[x->n_files - 1].size;
+	if (s->vmstate_size && vmstate_size != s->vmstate_size)
 		return qerr(err, EINVAL, "snapshot '%s': %s has %llu bytes, %llu were saved: the file is damaged",
-			    s->name, vmstate, (unsigned long long)x->files[x->n_files - 1].size,
+			    s->name, vmstate, (unsigned long long)vmstate_size,
 			    (unsigned long long)s->vmstate_size);
+	if (s->mode == QSNAP_RAM_SHARED) {
+		r = add_ram_files(x, err);
+		if (r < 0)
+			return r;
+	}
 
 	files = json_object_new_array();
 	for (size_t i = 0; i < x->n_files; i++) {
@@ -206,7 +262,8 @@ static int collect(struct export *x, char **ret_manifest, qsnap_error *err)
 			  json_object_new_int64(s->created), "mode",
 			  json_object_new_string(qsnap_ram_mode_name(s->mode)), "was_running",
 			  json_object_new_boolean(s->was_running), "vmstate_size",
-			  json_object_new_int64((int64_t)x->files[x->n_files - 1].size), NULL),
+			  json_object_new_int64((int64_t)vmstate_size), "ram_base",
+			  s->ram_base ? json_object_new_string(s->ram_base) : NULL, NULL),
 		   "files", files, NULL);
 	*ret_manifest = xasprintf("%s\n", json_object_to_json_string_ext(
 						  m, JSON_C_TO_STRING_PRETTY |
@@ -225,21 +282,109 @@ static int ar_err(struct archive *a, const char *what, qsnap_error *err)
 		    what, archive_error_string(a) ? archive_error_string(a) : "unknown error");
 }
 
+/* The data extents of a file of size bytes (SEEK_DATA, SEEK_HOLE), holes
+ * shorter than MIN_HOLE counted as data. */
+static int file_extents(int fd, const char *path, uint64_t size, struct extent **ret,
+			size_t *ret_n, qsnap_error *err)
+{
+	_cleanup_free_ struct extent *ext = NULL;
+	size_t n = 0;
+	uint64_t pos = 0;
+
+	while (pos < size) {
+		off_t data = lseek(fd, (off_t)pos, SEEK_DATA), hole;
+
+		if (data < 0 && errno == ENXIO)
+			break; /* a hole to the end */
+		if (data < 0)
+			return qerr(err, errno, "cannot read %s: %s", path, strerror(errno));
+		if ((uint64_t)data >= size)
+			break;
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return qerr(err, errno, "cannot read %s: %s", path, strerror(errno));
+		if ((uint64_t)hole > size)
+			hole = (off_t)size;
+		if (n && (uint64_t)data - (ext[n - 1].off + ext[n - 1].len) < MIN_HOLE) {
+			ext[n - 1].len = (uint64_t)hole - ext[n - 1].off;
+		} else {
+			ext = xrealloc(ext, (n + 1) * sizeof(*ext));
+			ext[n++] = (struct extent){.off = (uint64_t)data,
+						   .len = (uint64_t)(hole - data)};
+		}
+		pos = (uint64_t)hole;
+	}
+	*ret = TAKE_PTR(ext);
+	*ret_n = n;
+	return 0;
+}
+
+/* Bytes [pos, end) of f into the archive and the hasher: read from fd, or
+ * zeros (a hole: the sparse entry skips them, nothing is read). */
+static int write_range(struct export *x, struct archive *a, const struct xfile *f, int fd,
+		       char *buf, const char *zeros, uint64_t pos, uint64_t end, struct hasher *h,
+		       const char *output, qsnap_error *err)
+{
+	while (pos < end) {
+		size_t want = end - pos < CHUNK ? (size_t)(end - pos) : CHUNK;
+		const char *p = zeros;
+		ssize_t n = (ssize_t)want;
+
+		if (fd >= 0) {
+			n = pread(fd, buf, want, (off_t)pos);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return n < 0 ? qerr(err, errno, "cannot read %s: %s", f->src,
+						    strerror(errno))
+					     : qerr(err, EIO, "%s became shorter while it was exported",
+						    f->src);
+			p = buf;
+		}
+		hasher_update(h, p, (size_t)n);
+		if (archive_write_data(a, p, (size_t)n) != n)
+			return ar_err(a, output, err);
+		pos += (uint64_t)n;
+		x->done += (uint64_t)n;
+		report(x, false);
+	}
+	return 0;
+}
+
 static int write_entry(struct export *x, struct archive *a, const struct xfile *f,
 		       const char *output, qsnap_error *err)
 {
 	struct archive_entry *e = archive_entry_new();
-	_cleanup_free_ char *buf = NULL, *sum = NULL;
+	_cleanup_free_ char *buf = NULL, *zeros = NULL, *sum = NULL;
+	_cleanup_free_ struct extent *ext = NULL;
 	_cleanup_close_ int fd = -1;
+	size_t n_ext = 0;
 	struct hasher h;
-	uint64_t left = f->size;
+	uint64_t pos = 0;
 	int r = 0;
 
+	if (f->src) {
+		fd = open(f->src, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			archive_entry_free(e);
+			return qerr(err, errno, "cannot open %s: %s", f->src, strerror(errno));
+		}
+		r = file_extents(fd, f->src, f->size, &ext, &n_ext, err);
+		if (r < 0) {
+			archive_entry_free(e);
+			return r;
+		}
+	}
 	archive_entry_set_pathname(e, f->name);
 	archive_entry_set_filetype(e, AE_IFREG);
 	archive_entry_set_perm(e, 0644);
 	archive_entry_set_size(e, (la_int64_t)f->size);
 	archive_entry_set_mtime(e, time(NULL), 0);
+	/* A file with holes: a sparse entry, its data extents listed. */
+	if (f->src && !(n_ext == 1 && ext[0].off == 0 && ext[0].len == f->size))
+		for (size_t i = 0; i < n_ext; i++)
+			archive_entry_sparse_add_entry(e, (la_int64_t)ext[i].off,
+						       (la_int64_t)ext[i].len);
 	if (archive_write_header(a, e) != ARCHIVE_OK) {
 		archive_entry_free(e);
 		return ar_err(a, output, err);
@@ -250,30 +395,18 @@ static int write_entry(struct export *x, struct archive *a, const struct xfile *
 			return ar_err(a, output, err);
 		return 0;
 	}
-	fd = open(f->src, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return qerr(err, errno, "cannot open %s: %s", f->src, strerror(errno));
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	buf = xmalloc(CHUNK);
+	zeros = xcalloc(1, CHUNK);
 	hasher_init(&h);
-	while (left > 0) {
-		ssize_t n = read(fd, buf, left < CHUNK ? left : CHUNK);
+	for (size_t i = 0; r >= 0 && i <= n_ext; i++) {
+		uint64_t off = i < n_ext ? ext[i].off : f->size;
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? qerr(err, errno, "cannot read %s: %s", f->src, strerror(errno))
-				  : qerr(err, EIO, "%s became shorter while it was exported", f->src);
-			break;
-		}
-		hasher_update(&h, buf, (size_t)n);
-		if (archive_write_data(a, buf, (size_t)n) != n) {
-			r = ar_err(a, output, err);
-			break;
-		}
-		left -= (uint64_t)n;
-		x->done += (uint64_t)n;
-		report(x, false);
+		r = write_range(x, a, f, -1, buf, zeros, pos, off, &h, output, err);
+		if (r >= 0 && i < n_ext)
+			r = write_range(x, a, f, fd, buf, zeros, off, off + ext[i].len, &h, output,
+					err);
+		pos = i < n_ext ? off + ext[i].len : f->size;
 	}
 	if (r < 0) {
 		hasher_free(&h);

@@ -21,6 +21,7 @@ struct import {
 	const qsnap_import_opts *opts;
 	int stagefd;
 	char *name; /* the snapshot */
+	qsnap_ram_mode mode; /* shared: the archive holds its RAM file */
 	int64_t created;
 	bool was_running;
 	struct mfile *files;
@@ -40,6 +41,8 @@ int import_unpack(struct import *im, qsnap_error *err);
 /* The archive's qsnap-export.json: the snapshot and the files it lists
  * (into im->name, im->files). */
 int import_parse_manifest(struct import *im, const char *text, qsnap_error *err);
+/* k for snapshot/delta.<k> (1 .. RAM_CHAIN_MAX), else 0. */
+size_t import_delta_index(const char *path);
 /* The manifest's entry for a path of the archive; NULL: not listed. */
 struct mfile *import_find_mfile(struct import *im, const char *path);
 

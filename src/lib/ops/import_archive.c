@@ -3,8 +3,9 @@
  * first and say it is one; every other file must be one the manifest
  * lists, under a name an export may hold, with the size and checksum it
  * gives. vm.json and meta.json are read into memory; the disks, kernel,
- * initrd and machine state are staged where the new VM directory has
- * them, their zeros left as holes. */
+ * initrd, machine state, RAM file and older deltas are staged where the
+ * new VM directory has them, their zeros left as holes (a sparse entry's
+ * holes are read as zeros). */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
@@ -17,6 +18,18 @@
 #define CHUNK (1 << 20)
 #define MAX_SMALL_FILE (1 << 20) /* manifest, vm.json, meta.json */
 
+size_t import_delta_index(const char *path)
+{
+	const char *k = path + strlen(EXPORT_DELTA);
+	size_t n = 0;
+
+	if (strncmp(path, EXPORT_DELTA, strlen(EXPORT_DELTA)) || *k < '1' || *k > '9')
+		return 0;
+	for (; *k >= '0' && *k <= '9' && n <= RAM_CHAIN_MAX; k++)
+		n = n * 10 + (size_t)(*k - '0');
+	return *k || n > RAM_CHAIN_MAX ? 0 : n;
+}
+
 /* The names an export may hold besides the manifest. */
 static bool allowed_path(const char *p)
 {
@@ -24,8 +37,10 @@ static bool allowed_path(const char *p)
 
 	if (!strcmp(p, VMDIR_DEF) || !strcmp(p, EXPORT_META) ||
 	    !strcmp(p, EXPORT_VMSTATE) || !strcmp(p, VMDIR_KERNEL) ||
-	    !strcmp(p, VMDIR_INITRD))
+	    !strcmp(p, VMDIR_INITRD) || !strcmp(p, EXPORT_RAM))
 		return true;
+	if (!strncmp(p, EXPORT_DELTA, strlen(EXPORT_DELTA)))
+		return import_delta_index(p) > 0;
 	if (strncmp(p, "images/", 7) || !(dot = strrchr(p, '.')))
 		return false;
 	if (strcmp(dot, ".qcow2") && strcmp(dot, ".raw"))
@@ -49,6 +64,40 @@ static bool all_zero(const char *p, size_t n)
 	return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
 }
 
+/* Write n bytes at fd's offset, its zero pages (4 KiB, a RAM page) left
+ * as holes: skipped, and the file's length set at the end. */
+static int write_sparse(int fd, const char *p, size_t n, const char *dst, qsnap_error *err)
+{
+	const size_t page = 4096;
+
+	for (size_t at = 0; at < n;) {
+		size_t end = at;
+
+		while (end < n && all_zero(p + end, end + page <= n ? page : n - end))
+			end += page;
+		if (end > at) {
+			end = end < n ? end : n;
+			if (lseek(fd, (off_t)(end - at), SEEK_CUR) < 0)
+				return qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
+			at = end;
+			continue;
+		}
+		while (end < n && !all_zero(p + end, end + page <= n ? page : n - end))
+			end += page;
+		end = end < n ? end : n;
+		while (at < end) {
+			ssize_t w = write(fd, p + at, end - at);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				return qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
+			at += (size_t)w;
+		}
+	}
+	return 0;
+}
+
 int import_parse_manifest(struct import *im, const char *text, qsnap_error *err)
 {
 	_cleanup_json_ json_object *o = json_tokener_parse(text);
@@ -63,8 +112,8 @@ int import_parse_manifest(struct import *im, const char *text, qsnap_error *err)
 			    im->input, (long long)jint(o, "version", -1), EXPORT_VERSION);
 	if (!name || !qsnap_name_valid(name) || !mode || !files)
 		return qerr(err, EINVAL, "%s: its manifest is damaged (snapshot or files)", im->input);
-	if (strcmp(mode, "stream"))
-		return qerr(err, EINVAL, "%s holds a '%s' snapshot; this qsnap imports 'stream' snapshots only",
+	if (qsnap_ram_mode_parse(mode, &im->mode) < 0)
+		return qerr(err, EINVAL, "%s holds a '%s' snapshot; this qsnap imports 'stream' and 'shared' snapshots only",
 			    im->input, mode);
 	im->name = xstrdup(name);
 	im->created = jint(snap, "created", 0);
@@ -87,17 +136,27 @@ int import_parse_manifest(struct import *im, const char *text, qsnap_error *err)
 	     *p; p++)
 		if (!import_find_mfile(im, *p))
 			return qerr(err, EINVAL, "%s: its manifest lists no %s", im->input, *p);
+	/* A RAM file and deltas only with a shared-RAM snapshot, and always with one. */
+	if ((im->mode == QSNAP_RAM_SHARED) != !!import_find_mfile(im, EXPORT_RAM))
+		return qerr(err, EINVAL, "%s: its manifest %s %s for a '%s' snapshot: the archive is damaged",
+			    im->input, im->mode == QSNAP_RAM_SHARED ? "lists no" : "lists a",
+			    EXPORT_RAM, mode);
+	for (size_t i = 0; i < im->n_files; i++)
+		if (im->mode != QSNAP_RAM_SHARED && import_delta_index(im->files[i].path))
+			return qerr(err, EINVAL, "%s: its manifest lists %s for a '%s' snapshot: the archive is damaged",
+				    im->input, im->files[i].path, mode);
 	return 0;
 }
 
 /* Where a file of the archive goes in the staging directory. */
 static char *stage_path(struct import *im, const char *path)
 {
-	if (!strcmp(path, EXPORT_VMSTATE)) {
-		_cleanup_free_ char *dir = layout_snapshot(im->name);
+	_cleanup_free_ char *dir = layout_snapshot(im->name);
 
-		return layout_in(dir, SNAP_VMSTATE);
-	}
+	/* snapshot/vmstate, ram, delta.<k>: into the snapshot's directory. */
+	if (!strcmp(path, EXPORT_VMSTATE) || !strcmp(path, EXPORT_RAM) ||
+	    import_delta_index(path))
+		return layout_in(dir, path + strlen("snapshot/"));
 	return xstrdup(path); /* images/..., boot/...: where a VM directory has them */
 }
 
@@ -150,30 +209,16 @@ static int read_entry(struct import *im, struct archive *a, struct mfile *mf, ch
 		hasher_update(&h, at, (size_t)n);
 		/* Zeros stay holes: a mapped-ram machine state or a RAM file is
 		 * as long as the guest's RAM and mostly holes. */
-		if (dst && all_zero(at, (size_t)n)) {
-			if (lseek(fd, n, SEEK_CUR) < 0) {
-				r = qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
+		if (dst) {
+			r = write_sparse(fd, at, (size_t)n, dst, err);
+			if (r < 0)
 				break;
-			}
-		} else if (dst) {
-			for (la_ssize_t off = 0; off < n;) {
-				ssize_t w = write(fd, at + off, (size_t)(n - off));
-
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w < 0) {
-					r = qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
-					goto done;
-				}
-				off += w;
-			}
 		} else {
 			len += (size_t)n;
 		}
 		im->done += (uint64_t)n;
 		progress_report(&im->progress, im->done, false);
 	}
-done:
 	if (r == 0 && fd >= 0 && ftruncate(fd, (off_t)h.bytes) < 0)
 		r = qerr(err, errno, "cannot write %s: %s", dst, strerror(errno));
 	if (r < 0) {
@@ -200,23 +245,29 @@ done:
 	return 0;
 }
 
-/* The machine state is held to the guest's RAM size (vm.json, which an
- * export writes before it) before a byte of it is written. */
+/* The machine state and the deltas are held to the guest's RAM size
+ * (vm.json, which an export writes before them), the RAM file to be it,
+ * before a byte of them is written. */
 static int check_vmstate_size(struct import *im, const struct mfile *mf, qsnap_error *err)
 {
 	_cleanup_json_ json_object *o = NULL;
+	bool ram = !strcmp(mf->path, EXPORT_RAM);
 	int64_t memory;
 
-	if (strcmp(mf->path, EXPORT_VMSTATE))
+	if (strcmp(mf->path, EXPORT_VMSTATE) && !ram && !import_delta_index(mf->path))
 		return 0;
 	o = im->vmjson ? json_tokener_parse(im->vmjson) : NULL;
 	memory = jint(o, "memory", -1);
 	if (memory <= 0)
-		return qerr(err, EINVAL, "%s holds the machine state before a vm.json that gives the RAM size: not an archive qsnap export wrote",
-			    im->input);
-	if (mf->size > foreign_vmstate_max((uint64_t)memory))
-		return qerr(err, EINVAL, "%s: its machine state has %llu bytes, too many for a guest of %lld MiB: the archive is damaged",
+		return qerr(err, EINVAL, "%s holds %s before a vm.json that gives the RAM size: not an archive qsnap export wrote",
+			    im->input, mf->path);
+	if (ram && mf->size != (uint64_t)memory)
+		return qerr(err, EINVAL, "%s: its RAM file has %llu bytes, its vm.json says %lld MiB: the archive is damaged",
 			    im->input, (unsigned long long)mf->size, (long long)(memory >> 20));
+	if (mf->size > foreign_vmstate_max((uint64_t)memory))
+		return qerr(err, EINVAL, "%s: its %s has %llu bytes, too many for a guest of %lld MiB: the archive is damaged",
+			    im->input, mf->path, (unsigned long long)mf->size,
+			    (long long)(memory >> 20));
 	return 0;
 }
 

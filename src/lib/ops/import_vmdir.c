@@ -24,6 +24,46 @@ static void repath(char **p, const char *root, const char *rel)
 	*p = layout_in(root, rel);
 }
 
+/* A shared-RAM snapshot's RAM file and a differential one's base and
+ * chain, from the exported meta.json, held to the files the archive
+ * brought (whose sizes and checksums the manifest checked): every delta
+ * the chain names is there, with the size and checksum it was saved
+ * with, and nothing else is. */
+static int fill_ram(struct import *im, json_object *mo, struct snapshot *s, qsnap_error *err)
+{
+	const struct mfile *ram = import_find_mfile(im, EXPORT_RAM);
+	const char *want = jstr(mo, "ram_checksum"), *base = jstr(mo, "ram_base");
+
+	if (want && strcmp(want, ram->checksum))
+		return qerr(err, EINVAL, "%s: %s is not the RAM file its snapshot was saved with (checksum %s, meta.json says %s): the archive is damaged",
+			    im->input, EXPORT_RAM, ram->checksum, want);
+	s->ram_checksum = xstrdup(ram->checksum);
+	if (base && !qsnap_name_valid(base))
+		return qerr(err, EINVAL, "%s: the meta.json of snapshot '%s' has a malformed ram_base",
+			    im->input, im->name);
+	s->ram_base = xstrdup_or_null(base);
+	if (ram_chain_from_json(jarr(mo, "ram_chain"), s) < 0 || (s->n_ram_chain && !base))
+		return qerr(err, EINVAL, "%s: the meta.json of snapshot '%s' has a malformed ram_chain",
+			    im->input, im->name);
+	for (size_t k = 1; k <= s->n_ram_chain; k++) {
+		const struct ram_delta *d = &s->ram_chain[k - 1];
+		_cleanup_free_ char *path = xasprintf(EXPORT_DELTA "%zu", k);
+		const struct mfile *mf = import_find_mfile(im, path);
+
+		if (!mf)
+			return qerr(err, EINVAL, "%s has no %s (the delta of '%s' that snapshot '%s' builds on): the archive is incomplete",
+				    im->input, path, d->snapshot, im->name);
+		if (mf->size != d->size || strcmp(mf->checksum, d->checksum))
+			return qerr(err, EINVAL, "%s: %s is not the delta of '%s' that snapshot '%s' builds on (checksum %s, meta.json says %s): the archive is damaged",
+				    im->input, path, d->snapshot, im->name, mf->checksum, d->checksum);
+	}
+	for (size_t i = 0; i < im->n_files; i++)
+		if (import_delta_index(im->files[i].path) > s->n_ram_chain)
+			return qerr(err, EINVAL, "%s holds %s, which the chain of snapshot '%s' does not have: the archive is damaged",
+				    im->input, im->files[i].path, im->name);
+	return 0;
+}
+
 /* The snapshot's entry for state.json and meta.json, but for its drives:
  * what the manifest says of it and, from the exported meta.json (which the
  * manifest checks), the RAM size and what its machine state needs to load
@@ -32,16 +72,23 @@ static int fill_snapshot(struct import *im, struct snapshot *s, qsnap_error *err
 {
 	_cleanup_json_ json_object *mo = im->meta ? json_tokener_parse(im->meta) : NULL;
 	const struct mfile *vmstate = import_find_mfile(im, EXPORT_VMSTATE);
-	const char *fmt = jstr(mo, "format");
+	const char *fmt = jstr(mo, "format"), *mode = jstr(mo, "mode");
+	const char *sum = jstr(mo, "vmstate_checksum");
 
 	if (fmt && strcmp(fmt, vmstate_format_name(VMSTATE_MAPPED_RAM)))
 		return qerr(err, EINVAL, "%s: the snapshot's machine state has an unknown format '%s'",
 			    im->input, fmt);
+	if (mode && strcmp(mode, qsnap_ram_mode_name(im->mode)))
+		return qerr(err, EINVAL, "%s: its manifest says the snapshot is '%s', its meta.json '%s': the archive is damaged",
+			    im->input, qsnap_ram_mode_name(im->mode), mode);
+	if (sum && strcmp(sum, vmstate->checksum))
+		return qerr(err, EINVAL, "%s: %s is not the machine state its snapshot was saved with (checksum %s, meta.json says %s): the archive is damaged",
+			    im->input, EXPORT_VMSTATE, vmstate->checksum, sum);
 	s->name = xstrdup(im->name);
 	s->parent = NULL; /* the export holds this snapshot alone */
 	s->created = im->created;
 	s->dir = layout_snapshot(im->name);
-	s->mode = QSNAP_RAM_STREAM; /* the only mode an export holds */
+	s->mode = im->mode;
 	s->was_running = im->was_running;
 	s->vmstate_size = vmstate->size;
 	s->memory = (uint64_t)jint(mo, "memory", 0);
@@ -50,7 +97,7 @@ static int fill_snapshot(struct import *im, struct snapshot *s, qsnap_error *err
 	s->format = fmt ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM;
 	s->qemu_version = xstrdup_or_null(jstr(mo, "qemu_version"));
 	s->machine = xstrdup_or_null(jstr(mo, "machine"));
-	return 0;
+	return s->mode == QSNAP_RAM_SHARED ? fill_ram(im, mo, s, err) : 0;
 }
 
 int import_build_vm(struct import *im, const char *stagedir, const char *final, qsnap_error *err)

@@ -138,5 +138,9 @@ bool ram_fold_possible(qsnap_vm *vm, const struct snapshot *s, const char **why)
  * a VM directory (layout.h), where import puts them. */
 #define EXPORT_META "snapshot/meta.json"
 #define EXPORT_VMSTATE "snapshot/vmstate"
+/* A shared-RAM snapshot's RAM file, and a differential one's older deltas
+ * (snapshot/delta.1 .. delta.N, oldest first), as in its directory. */
+#define EXPORT_RAM "snapshot/ram"
+#define EXPORT_DELTA "snapshot/delta."
 
 #endif

@@ -2,8 +2,9 @@
 /* What a pull's downloaded files become, into a new VM or an existing one:
  * the artifact's vm.json made this host's and checked against its drives,
  * the layers re-pointed at their local backing files, the reassembled
- * machine state checked against the checksum it was saved with, and the
- * snapshot's entry for state.json and meta.json. */
+ * machine state (and a differential snapshot's older deltas) checked
+ * against the checksums it was saved with, and the snapshot's entry for
+ * state.json and meta.json. */
 #include <errno.h>
 #include <string.h>
 
@@ -43,6 +44,10 @@ void pull_fill_snapshot(struct pull *p, struct snapshot *s, const char *dir, cha
 	s->vmstate_checksum = xstrdup(checksum);
 	/* Checked against the pulled file by pull_check_state. */
 	s->ram_checksum = p->snap.has_ram ? xstrdup_or_null(jstr(m, "ram_checksum")) : NULL;
+	/* Checked against the pulled deltas by pull_check_state. */
+	s->ram_base = p->snap.has_ram ? xstrdup_or_null(jstr(m, "ram_base")) : NULL;
+	if (s->ram_base)
+		(void)ram_chain_from_json(jarr(m, "ram_chain"), s); /* pull_check_state parsed it */
 	/* What the machine state needs to load (format checked by artifact_def). */
 	s->format = jstr(m, "format") ? VMSTATE_MAPPED_RAM : VMSTATE_STREAM;
 	s->qemu_version = xstrdup_or_null(jstr(m, "qemu_version"));
@@ -78,6 +83,47 @@ static int check_ram(struct pull *p, const char *rel, qsnap_error *err)
 	return 0;
 }
 
+/* A differential snapshot's base and older deltas, beside the machine
+ * state rel: meta.json's ram_chain names one delta per file the artifact
+ * brought, each with the size and checksum it was saved with. */
+static int check_deltas(struct pull *p, const char *rel, qsnap_error *err)
+{
+	const char *base = jstr(p->snap.meta, "ram_base");
+	_cleanup_free_ char *dir = xstrdup(rel);
+	struct snapshot s = {0};
+	int r = 0;
+
+	if (!base)
+		return 0;
+	*strrchr(dir, '/') = '\0';
+	if (!qsnap_name_valid(base) || ram_chain_from_json(jarr(p->snap.meta, "ram_chain"), &s) < 0 ||
+	    s.n_ram_chain != p->snap.n_deltas) {
+		size_t n = s.n_ram_chain;
+
+		snapshot_free(&s);
+		return qerr(err, EINVAL, "the meta.json of snapshot '%s' in %s has a malformed ram_base or ram_chain (%zu deltas, the config has %zu): push it again",
+			    p->snap.name, p->ref, n, p->snap.n_deltas);
+	}
+	for (size_t k = 0; r >= 0 && k < s.n_ram_chain; k++) {
+		const struct ram_delta *d = &s.ram_chain[k];
+		_cleanup_free_ char *path = layout_in(dir, p->snap.deltas[k].file), *sum = NULL;
+
+		if (p->snap.deltas[k].size != d->size) {
+			r = qerr(err, EINVAL, "the config of %s is damaged: %s has %llu bytes, the delta of '%s' %llu",
+				 p->ref, p->snap.deltas[k].file,
+				 (unsigned long long)p->snap.deltas[k].size,
+				 d->snapshot, (unsigned long long)d->size);
+			break;
+		}
+		r = checksum_file(p->stagefd, path, &sum, err);
+		if (r >= 0 && strcmp(sum, d->checksum))
+			r = qerr(err, EIO, "%s of snapshot '%s' (the delta of '%s' it builds on) does not match the checksum it was saved with (%s, expected %s)",
+				 p->snap.deltas[k].file, p->snap.name, d->snapshot, sum, d->checksum);
+	}
+	snapshot_free(&s);
+	return r;
+}
+
 int pull_check_state(struct pull *p, const char *rel, char **ret_sum, qsnap_error *err)
 {
 	const char *want = jstr(p->snap.meta, "vmstate_checksum");
@@ -88,7 +134,8 @@ int pull_check_state(struct pull *p, const char *rel, char **ret_sum, qsnap_erro
 	if (want && strcmp(want, *ret_sum))
 		return qerr(err, EIO, "the machine state of snapshot '%s' does not match the checksum it was saved with (%s, expected %s)",
 			    p->snap.name, *ret_sum, want);
-	return p->snap.has_ram ? check_ram(p, rel, err) : 0;
+	r = p->snap.has_ram ? check_ram(p, rel, err) : 0;
+	return r < 0 ? r : check_deltas(p, rel, err);
 }
 
 int pull_artifact_def(struct pull *p, qsnap_def *def, char **ret_note, qsnap_error *err)
@@ -119,6 +166,14 @@ int pull_artifact_def(struct pull *p, qsnap_def *def, char **ret_note, qsnap_err
 		def_clear(def);
 		return r;
 	}
+	for (size_t k = 0; k < p->snap.n_deltas; k++)
+		if (p->snap.deltas[k].size > foreign_vmstate_max(def->memory)) {
+			r = qerr(err, EINVAL, "the config of %s is damaged: a delta of %llu bytes for a guest of %llu MiB",
+				 p->ref, (unsigned long long)p->snap.deltas[k].size,
+				 (unsigned long long)(def->memory >> 20));
+			def_clear(def);
+			return r;
+		}
 	if (ret_note)
 		*ret_note = TAKE_PTR(note);
 	if (def->n_drives != p->snap.n_drives)

@@ -220,6 +220,11 @@ int pull_into(struct pull *p, qsnap_vm *vm, qsnap_error *err)
 	pull_add_chunk_jobs(p, &p->snap.state, statefile, "machine state");
 	if (p->snap.has_ram)
 		pull_add_chunk_jobs(p, &p->snap.ram, stage_ram, "RAM");
+	for (size_t k = 0; k < p->snap.n_deltas; k++) {
+		_cleanup_free_ char *rel = layout_in(STAGE_SNAPSHOT, p->snap.deltas[k].file);
+
+		pull_add_chunk_jobs(p, &p->snap.deltas[k], rel, p->snap.deltas[k].file);
+	}
 	p->st.blobs = p->n_jobs + p->st.reused;
 	r = pull_download(p, err);
 	if (r < 0)
@@ -291,6 +296,11 @@ int pull_into(struct pull *p, qsnap_vm *vm, qsnap_error *err)
 			pull_record_chunks(p->record, vm->dirfd, sf, &p->snap.state);
 			if (p->snap.has_ram)
 				pull_record_chunks(p->record, vm->dirfd, rf, &p->snap.ram);
+			for (size_t k = 0; k < p->snap.n_deltas; k++) {
+				_cleanup_free_ char *df = layout_in(sdir, p->snap.deltas[k].file);
+
+				pull_record_chunks(p->record, vm->dirfd, df, &p->snap.deltas[k]);
+			}
 		}
 		/* Only a cache: losing it costs downloads, not correctness. */
 		qsnap_error e2;

@@ -67,6 +67,11 @@ int pull_new(struct pull *p, const char *final, qsnap_error *err)
 	pull_add_chunk_jobs(p, &p->snap.state, statefile, "machine state");
 	if (p->snap.has_ram)
 		pull_add_chunk_jobs(p, &p->snap.ram, ram, "RAM");
+	for (size_t k = 0; k < p->snap.n_deltas; k++) {
+		_cleanup_free_ char *rel = layout_in(sdir, p->snap.deltas[k].file);
+
+		pull_add_chunk_jobs(p, &p->snap.deltas[k], rel, p->snap.deltas[k].file);
+	}
 	p->st.blobs = p->n_jobs;
 	r = pull_download(p, err);
 	if (r < 0)
@@ -150,6 +155,11 @@ int pull_new(struct pull *p, const char *final, qsnap_error *err)
 		pull_record_chunks(p->record, p->stagefd, statefile, &p->snap.state);
 		if (p->snap.has_ram)
 			pull_record_chunks(p->record, p->stagefd, ram, &p->snap.ram);
+		for (size_t k = 0; k < p->snap.n_deltas; k++) {
+			_cleanup_free_ char *rel = layout_in(sdir, p->snap.deltas[k].file);
+
+			pull_record_chunks(p->record, p->stagefd, rel, &p->snap.deltas[k]);
+		}
 		r = oci_record_save(p->record, p->stagefd, err);
 	}
 	for (const char *const *d = (const char *const[]){VMDIR_IMAGES, VMDIR_BOOT, VMDIR_LAYERS,

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* What a push sends: every image of the snapshot's drive chains as it is
  * (base images and frozen qcow2 layers, not flattened), the kernel and
- * initrd, and the machine state and shared RAM in fixed-size chunks, each
- * file opened once and its blobs listed; and vm.json with the paths the
- * artifact has. */
+ * initrd, and the machine state, shared RAM and a differential snapshot's
+ * older deltas in fixed-size chunks, each file opened once and its blobs
+ * listed; and vm.json with the paths the artifact has. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -168,6 +168,27 @@ int push_collect(struct push *p, struct oci_config *cfg, qsnap_error *err)
 		if (r < 0)
 			return qerr_prefix(err, "snapshot '%s'", s->name);
 		cfg->ram.size = p->files[p->n_files - 1].size;
+	}
+	if (s->ram_base) {
+		cfg->diff = true;
+		cfg->deltas = xcalloc(s->n_ram_chain, sizeof(*cfg->deltas));
+		for (size_t d = 1; d <= s->n_ram_chain; d++) {
+			struct oci_chunks *ch = &cfg->deltas[cfg->n_deltas++];
+			_cleanup_free_ char *rel = snapshot_delta(s, d);
+			_cleanup_free_ char *path = vm_path(vm, rel);
+
+			ch->file = xstrdup(strrchr(rel, '/') + 1);
+			r = add_chunked(p, QSNAP_VMSTATE_TYPE, ch->file, path, &ch->first, &ch->n,
+					err);
+			if (r < 0)
+				return qerr_prefix(err, "snapshot '%s' needs the delta of '%s'", s->name,
+						   s->ram_chain[d - 1].snapshot);
+			ch->size = p->files[p->n_files - 1].size;
+			if (ch->size != s->ram_chain[d - 1].size)
+				return qerr(err, EINVAL, "snapshot '%s': %s has %llu bytes, %llu were saved: the file is damaged (qsnap verify)",
+					    s->name, path, (unsigned long long)ch->size,
+					    (unsigned long long)s->ram_chain[d - 1].size);
+		}
 	}
 	return 0;
 }

@@ -23,6 +23,9 @@ void oci_config_free(struct oci_config *c)
 	free(c->drives);
 	free(c->state.file);
 	free(c->ram.file);
+	for (size_t i = 0; i < c->n_deltas; i++)
+		free(c->deltas[i].file);
+	free(c->deltas);
 }
 
 static json_object *ref_json(const struct oci_blob *b)
@@ -70,7 +73,8 @@ int oci_config_build(const struct oci_config *c, const struct oci_blob *blobs, c
 						     NULL));
 	}
 	o = jbuild("format", json_object_new_string(QSNAP_CONFIG_FORMAT), "version",
-		   json_object_new_int(QSNAP_CONFIG_VERSION), "vm", vm, "snapshot", m, "drives",
+		   json_object_new_int(c->diff ? QSNAP_CONFIG_VERSION_DIFF : QSNAP_CONFIG_VERSION),
+		   "vm", vm, "snapshot", m, "drives",
 		   drives, NULL);
 	if (c->kernel >= 0)
 		json_object_object_add(o, "kernel", ref_json(&blobs[c->kernel]));
@@ -79,6 +83,13 @@ int oci_config_build(const struct oci_config *c, const struct oci_blob *blobs, c
 	json_object_object_add(o, "machine_state", chunks_json(&c->state, blobs));
 	if (c->has_ram)
 		json_object_object_add(o, "ram", chunks_json(&c->ram, blobs));
+	if (c->diff) {
+		json_object *deltas = json_object_new_array();
+
+		for (size_t i = 0; i < c->n_deltas; i++)
+			json_object_array_add(deltas, chunks_json(&c->deltas[i], blobs));
+		json_object_object_add(o, "deltas", deltas);
+	}
 	*ret = xstrdup(json_object_to_json_string_ext(o, JSON_FLAGS));
 	return 0;
 }
@@ -230,6 +241,10 @@ static bool config_names(const struct oci_snapshot *s, const char *digest)
 	for (size_t i = 0; s->has_ram && i < s->ram.n; i++)
 		if (item_is(&s->ram.chunks[i], digest))
 			return true;
+	for (size_t k = 0; k < s->n_deltas; k++)
+		for (size_t i = 0; i < s->deltas[k].n; i++)
+			if (item_is(&s->deltas[k].chunks[i], digest))
+				return true;
 	return false;
 }
 
@@ -238,15 +253,22 @@ int oci_config_parse(const char *text, const char *what, json_object *layers,
 {
 	_cleanup_json_ json_object *o = json_tokener_parse(text);
 	json_object *drives = jarr(o, "drives"), *snap = jobj(o, "snapshot");
+	json_object *deltas = jarr(o, "deltas");
 	struct oci_snapshot s = {0};
 	const char *name = jstr(snap, "name"), *mode = jstr(snap, "mode");
 	const char *bad = NULL;
+	int64_t version = jint(o, "version", -1);
 
 	if (!o || !jstr(o, "format") || strcmp(jstr(o, "format"), QSNAP_CONFIG_FORMAT))
 		return qerr(err, EINVAL, "%s is not a qsnap snapshot (its config is not one)", what);
-	if (jint(o, "version", -1) != QSNAP_CONFIG_VERSION)
-		return qerr(err, EINVAL, "%s is a qsnap snapshot of format version %lld; this qsnap reads version %d: pull it with a newer qsnap",
-			    what, (long long)jint(o, "version", -1), QSNAP_CONFIG_VERSION);
+	if (version != QSNAP_CONFIG_VERSION && version != QSNAP_CONFIG_VERSION_DIFF)
+		return qerr(err, EINVAL, "%s is a qsnap snapshot of format version %lld; this qsnap reads versions %d and %d: pull it with a newer qsnap",
+			    what, (long long)version, QSNAP_CONFIG_VERSION, QSNAP_CONFIG_VERSION_DIFF);
+	/* A differential snapshot pushed before its deltas travelled lacks
+	 * them: it would restore wrongly. */
+	if (version == QSNAP_CONFIG_VERSION && jstr(snap, "ram_base"))
+		return qerr(err, EINVAL, "%s is a differential snapshot pushed by a qsnap that did not send its deltas: push it again with this qsnap",
+			    what);
 	if (!name || !qsnap_name_valid(name) || !mode ||
 	    (strcmp(mode, "stream") && strcmp(mode, "shared")) || !jobj(o, "vm") || !drives) {
 		bad = "snapshot, vm or drives";
@@ -311,6 +333,24 @@ int oci_config_parse(const char *text, const char *what, json_object *layers,
 		bad = "ram";
 		goto fail;
 	}
+	/* Deltas with a differential snapshot (version 2, ram_base) only, as
+	 * many as the longest chain, each named for its place in it. */
+	if ((version == QSNAP_CONFIG_VERSION_DIFF) != (deltas && jstr(snap, "ram_base") && s.has_ram) ||
+	    (deltas && json_object_array_length(deltas) > RAM_CHAIN_MAX)) {
+		bad = "deltas";
+		goto fail;
+	}
+	s.deltas = xcalloc(deltas ? json_object_array_length(deltas) : 0, sizeof(*s.deltas));
+	for (size_t k = 0; deltas && k < json_object_array_length(deltas); k++) {
+		_cleanup_free_ char *file = xasprintf(SNAP_DELTA ".%zu", k + 1);
+
+		if (chunks_parse(json_object_array_get_idx(deltas, k), layers,
+				 &s.deltas[s.n_deltas++]) < 0 ||
+		    strcmp(s.deltas[k].file, file)) {
+			bad = "deltas";
+			goto fail;
+		}
+	}
 	/* No blob that the config does not explain. */
 	for (size_t i = 0; i < json_object_array_length(layers); i++)
 		if (!config_names(&s, jstr(json_object_array_get_idx(layers, i), "digest"))) {
@@ -341,5 +381,10 @@ void oci_snapshot_free(struct oci_snapshot *s)
 	free(s->state.chunks);
 	free(s->ram.file);
 	free(s->ram.chunks);
+	for (size_t k = 0; k < s->n_deltas; k++) {
+		free(s->deltas[k].file);
+		free(s->deltas[k].chunks);
+	}
+	free(s->deltas);
 	*s = (struct oci_snapshot){0};
 }

@@ -47,6 +47,11 @@ struct oci_config {
 	struct oci_chunks state;
 	bool has_ram;
 	struct oci_chunks ram;
+	/* A differential snapshot's older deltas, oldest first (delta.1 ..):
+	 * written as version QSNAP_CONFIG_VERSION_DIFF, with diff set. */
+	bool diff;
+	struct oci_chunks *deltas;
+	size_t n_deltas;
 };
 
 void oci_config_free(struct oci_config *c);
@@ -89,6 +94,10 @@ struct oci_snapshot {
 	struct oci_pchunks state;
 	bool has_ram;
 	struct oci_pchunks ram;
+	/* A differential snapshot's older deltas, oldest first: files
+	 * delta.1 .. delta.<n_deltas> (meta.json's ram_chain says whose). */
+	struct oci_pchunks *deltas;
+	size_t n_deltas;
 };
 
 /* The manifest: its config's digest and size, after checking that it is

@@ -125,6 +125,10 @@ int reg_parallel(struct registry *r, size_t n, unsigned threads, reg_job fn, voi
 #define QSNAP_RAM_TYPE "application/vnd.qsnap.ram.chunk"
 #define QSNAP_CONFIG_FORMAT "qsnap-snapshot"
 #define QSNAP_CONFIG_VERSION 1
+/* A differential snapshot's config (its "deltas", meta.json's ram_base):
+ * a qsnap that reads only version 1 refuses it rather than making a
+ * plain shared-RAM snapshot of it. */
+#define QSNAP_CONFIG_VERSION_DIFF 2
 /* Machine state and shared RAM travel in chunks of this size, so that
  * snapshots of one VM share the chunks that did not change. */
 #define OCI_CHUNK_SIZE (32ULL << 20)
