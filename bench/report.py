@@ -302,7 +302,10 @@ def milestones_section(ms, qemu):
         f"that got the same data and writes saves one rolling internal snapshot (HMP `savevm "
         f"lastgood`), the three in rotating order. Then `restore --lazy` of the last "
         f"milestone, the middle one and `base` ({ms['restore_reps']}x), and `loadvm` of the "
-        f"rolling snapshot, each checked against the md5 of the guest's data at that save. "
+        f"rolling snapshot, each checked against the md5 of the guest's data at that save "
+        f"(the first `restore --lazy base`, before the rounds, only by a file: reading "
+        f"all the data in the guest writes its kernel's page metadata, 64 bytes per 4 KiB "
+        f"page, which `m1` would carry). "
         f"Pauses from QEMU's STOP/RESUME events; *until durable* is the save command's wall "
         f"time. The workload took {ms['duration_s'] // 60} min {ms['duration_s'] % 60} s; "
         f"load average {ms['load_before']:.1f} before, {ms['load_after']:.1f} after.",
@@ -333,8 +336,8 @@ def milestones_section(ms, qemu):
     out += ["", "| restore | to running | restore command | exact |", "|---|---|---|---|"]
     for r in ms["restores"]:
         how = "`loadvm lastgood`" if r["kind"] == "loadvm" else f"`restore --lazy {r['snapshot']}`"
-        out.append(f"| {how} | {fs(r['restore_s'])} | {fs(r['restore_cmd_s'])} "
-                   f"| {'yes' if r['exact'] else 'NO'} |")
+        exact = {True: "yes", False: "NO", None: "not checked (before the rounds)"}[r["exact"]]
+        out.append(f"| {how} | {fs(r['restore_s'])} | {fs(r['restore_cmd_s'])} | {exact} |")
     out += ["", f"Where a save's time goes (median seconds per phase, qsnap save --json): "
             f"milestones: {_phases(ms['milestones'], 6)}; full saves: {_phases(ms['full'], 6)}."]
     if ms["errors"]:
