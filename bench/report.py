@@ -189,6 +189,8 @@ def markdown(results):
                        f"{fmt_kib(fig['qemu_rss_save_kib'])} / {fmt_kib(fig['qemu_rss_restore_kib'])} "
                        + (f"| {fmt_bytes(rf['median']) if rf else '-'} " if ram_file else "")
                        + f"| {qs} |")
+    if results.get("milestones"):
+        out += ["", milestones_section(results["milestones"], meta["qemu"])]
     if results["errors"]:
         out += ["", "## Failures", ""]
         out += [f"- {e['workload']} {e['method']} (repetition {e['rep']}): {e['error']}"
@@ -243,6 +245,111 @@ def readme_table(results):
                        f"{fmt_s(fig['save_s'])} | {fmt_s(fig['restore_s'])} | "
                        f"{fmt_disk(fig['disk_bytes'])} |")
     return "\n".join(out)
+
+
+# ---- milestones (bench/milestones) ---------------------------------------
+
+def _mib(n):
+    return "-" if n is None else f"{n / (1 << 20):.1f} MiB"
+
+
+def _target_value(v, unit):
+    if v is None:
+        return "-"
+    if unit == "bytes":
+        return _mib(v)
+    if unit == "s":
+        return f"{v:.3f} s" if v < 0.1 else f"{v:.2f} s"
+    return f"{v:g} {unit}"
+
+
+def _phases(samples, top=4):
+    """Median seconds of each save phase over the samples, the largest first."""
+    per = {}
+    for s in samples:
+        for ph in s.get("phases") or []:
+            per.setdefault(ph["name"], []).append(ph["s"])
+    meds = sorted(((statistics.median(v), k) for k, v in per.items()), reverse=True)
+    return ", ".join(f"{k} {v:.2f} s" for v, k in meds[:top]) or "-"
+
+
+def milestones_targets_text(ms):
+    lines = []
+    for t in ms["targets"]:
+        ratio = f"{t['ratio']:.2f}" if t["ratio"] is not None else "-"
+        lines.append(f"{'PASS' if t['pass'] else 'MISS'}  {t['target']}: "
+                     f"{_target_value(t['measured'], t['unit'])} against "
+                     f"{_target_value(t['limit'], t['unit'])} (ratio {ratio})"
+                     + (f"; {t['note']}" if t["note"] else ""))
+    return "\n".join(lines)
+
+
+def milestones_section(ms, qemu):
+    qemu = qemu.replace("QEMU emulator version ", "QEMU ")
+    fs = lambda v: "-" if v is None else (f"{v:.3f} s" if v < 0.1 else f"{v:.2f} s")  # noqa: E731
+    out = [
+        "## Milestones (differential snapshots)",
+        "",
+        f"{qemu}. A {ms['memory'][:-1]} {ms['memory'][-1]}iB shared-RAM guest (`qsnap init "
+        f"--ram-mode shared`) with {ms['data_mib']} MiB of the seeded random data in its "
+        f"tmpfs is saved as `base` (a shared-RAM save) and restored `--lazy`; then "
+        f"{ms['rounds']} rounds of: the guest writes {ms['write_mib']} MiB (half into a new "
+        f"file in its tmpfs, half over part of the existing file with `dd conv=notrunc`, both "
+        f"from the data disk with O_DIRECT), `qsnap save --diff m<i>`. Every "
+        f"{'' if ms['full_every'] == 1 else str(ms['full_every']) + 'nd '}round (and the last) "
+        f"the same VM is also saved in full (a plain `qsnap save`, which after a lazy restore "
+        f"carries all of RAM in the stream; deleted after), and a second VM with anonymous RAM "
+        f"that got the same data and writes saves one rolling internal snapshot (HMP `savevm "
+        f"lastgood`), the three in rotating order. Then `restore --lazy` of the last "
+        f"milestone, the middle one and `base` ({ms['restore_reps']}x), and `loadvm` of the "
+        f"rolling snapshot, each checked against the md5 of the guest's data at that save "
+        f"(the first `restore --lazy base`, before the rounds, only by a file: reading "
+        f"all the data in the guest writes its kernel's page metadata, 64 bytes per 4 KiB "
+        f"page, which `m1` would carry). "
+        f"Pauses from QEMU's STOP/RESUME events; *until durable* is the save command's wall "
+        f"time. The workload took {ms['duration_s'] // 60} min {ms['duration_s'] % 60} s; "
+        f"load average {ms['load_before']:.1f} before, {ms['load_after']:.1f} after.",
+        "",
+        "| target | measured | limit | measured / limit | result |",
+        "|---|---|---|---|---|",
+    ]
+    for t in ms["targets"]:
+        ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}"
+        out.append(f"| {t['target']}" + (f" ({t['note']})" if t["note"] else "")
+                   + f" | {_target_value(t['measured'], t['unit'])} "
+                   f"| {_target_value(t['limit'], t['unit'])} | {ratio} "
+                   f"| **{'PASS' if t['pass'] else 'MISS'}** |")
+    out += ["", "| save | written since the previous save | snapshot's own size (qsnap list) "
+            "| excess over written | guest paused | until durable | where the time went "
+            "(largest phases) |",
+            "|---|---|---|---|---|---|---|"]
+    rows = ([("`base` (shared-RAM save)", ms["base"])] if ms.get("base") else []) + \
+        [(f"`{s['snapshot']}` (`--diff`)", s) for s in ms["milestones"]] + \
+        [(f"full save, round {s['round']}", s) for s in ms["full"]] + \
+        [(f"rolling `savevm lastgood`, round {s['round']}", s) for s in ms["internal"]]
+    for label, s in rows:
+        w = s.get("written_bytes")
+        size = s.get("size_bytes")
+        out.append(f"| {label} | {_mib(w)} | {_mib(size)} "
+                   f"| {_mib(size - w) if w is not None and size is not None else '-'} "
+                   f"| {fs(s['pause_s'])} | {fs(s['save_s'])} | {_phases([s], 3)} |")
+    out += ["", "| restore | to running | restore command | exact |", "|---|---|---|---|"]
+    for r in ms["restores"]:
+        how = "`loadvm lastgood`" if r["kind"] == "loadvm" else f"`restore --lazy {r['snapshot']}`"
+        exact = {True: "yes", False: "NO", None: "not checked (before the rounds)"}[r["exact"]]
+        out.append(f"| {how} | {fs(r['restore_s'])} | {fs(r['restore_cmd_s'])} | {exact} |")
+    out += ["", f"Where a save's time goes (median seconds per phase, qsnap save --json): "
+            f"milestones: {_phases(ms['milestones'], 6)}; full saves: {_phases(ms['full'], 6)}."]
+    if ms["errors"]:
+        out += ["", "Failures: " + "; ".join(ms["errors"])]
+    return "\n".join(out) + "\n"
+
+
+def milestones_document(meta, ms):
+    return ("# qsnap benchmark: milestones (differential snapshots)\n\n"
+            f"Measured {machine_line(meta)}. Made by `bench/milestones` (also run by "
+            "`make bench` as bench/run's `milestones` method).\n\n"
+            + milestones_section(ms, meta["qemu"]))
 
 
 # ---- chart ----------------------------------------------------------------
