@@ -42,6 +42,15 @@ def vmstate_size(vm, name):
     return os.path.getsize(vm.path("snapshots", name, "vmstate"))
 
 
+def flip_middle_byte(path):
+    """Damage a file the way a bad disk would: one byte in its middle."""
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
 def chain(vm, name):
     """The snapshots whose deltas a restore of name loads first."""
     s = next(s for s in vm.state()["snapshots"] if s["name"] == name)
@@ -132,12 +141,7 @@ def test_diff_chain(t):
 
     # A damaged older delta (m1's stream, which m2 and m5 link) is found by
     # verify and refused by a restore, which leaves the VM as it was.
-    path = vm.path("snapshots", "m1", "vmstate")
-    with open(path, "r+b") as f:
-        f.seek(os.path.getsize(path) // 2)
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0xFF]))
+    flip_middle_byte(vm.path("snapshots", "m1", "vmstate"))
     p = qsnap("verify", vm.dir, "m5", ok=False)
     check(p.returncode != 0 and "delta.1" in p.stdout + p.stderr, p.stdout + p.stderr)
     vm.restore("m4")
@@ -244,12 +248,7 @@ def test_diff_refused_without_lazy_ram_and_damaged(t):
     vm.restore("d")
     check(vm.sh("cat /mnt/who") == "d", "d after the refused load")
     # A damaged delta is refused, and the VM it would replace is not touched.
-    path = vm.path("snapshots", "d", "vmstate")
-    with open(path, "r+b") as f:
-        f.seek(os.path.getsize(path) // 2)
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0xFF]))
+    flip_middle_byte(vm.path("snapshots", "d", "vmstate"))
     p = qsnap("verify", vm.dir, "d", ok=False)
     check(p.returncode != 0, "verify passed a damaged delta")
     p = qsnap("restore", vm.dir, "d", ok=False)
