@@ -192,7 +192,9 @@ int restore_chain_finish(struct restore *rs, bool cancel, int64_t deadline, qsna
 		r = qerr(err, ETIMEDOUT, "QEMU did not read the rest of the machine state in time");
 	else if (!cancel && w == -ECANCELED)
 		r = qerr(err, ECANCELED, "cancelled");
-	else if (!cancel && c->code)
+	/* QEMU stops reading at the stream's end and lets go of the pipe: the
+	 * device description QEMU wrote after it may then meet a broken pipe. */
+	else if (!cancel && c->code && c->code != EPIPE)
 		r = qerr(err, c->code, "%s", c->msg);
 	feed_free(c);
 	return r;
