@@ -90,7 +90,7 @@ static void print_text(const qsnap_status *st, const char *dir, const qsnap_back
 	printf("ram:       %s mode", qsnap_ram_mode_name(st->ram_mode));
 	if (st->ram_lazy)
 		printf(", mapped copy-on-write from %s (the next save carries RAM in the stream;\n"
-		       "           save --diff only the pages written since)",
+		       "           save --diff only what changed since the last restore or --diff save)",
 		       st->ram_file);
 	else if (st->ram_file)
 		printf(", shared file %s (saves copy it; the stream carries device state only)",
