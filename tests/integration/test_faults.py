@@ -76,9 +76,16 @@ def assert_consistent(vm, expected):
     check(len(vm_processes(vm)) == 1, f"QEMUs for the VM after the restores: {vm_processes(vm)}")
 
 
-def start_qsnap(*args):
+def start_qsnap(*args, interactive=False):
+    """qsnap in the background; interactive: as from a terminal, where
+    Ctrl-C's SIGINT is not ignored (a test run started as a background job
+    of a script inherits it ignored, and qsnap keeps a signal ignored)."""
+    def sigint_default():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     return subprocess.Popen([QSNAP, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default if interactive else None)
 
 
 def finish(proc, timeout=600):
@@ -273,7 +280,7 @@ def test_ctrl_c_cancels_save(t):
     pid = vm.qemu_pid()
     # Slow enough to interrupt; a cancel waits for the zstd jobs in flight,
     # which at level 19 took 50 s with the two QEMUs' runs side by side.
-    proc = start_qsnap("save", vm.dir, "interrupted", "--compress=15")
+    proc = start_qsnap("save", vm.dir, "interrupted", "--compress=15", interactive=True)
     try:
         check(wait_for(lambda: partial_written(vm, "vmstate.zst"), "the save to write",
                        proc=proc), "the save ended before it could be interrupted")
