@@ -123,6 +123,10 @@ def test_diff_chain(t):
     qsnap("compact", vm.dir, "--fold", "m4")
     m4 = listed(vm)["m4"]
     check(m4["ram_deltas"] == 0 and m4["ram_base"] == "m4", f"m4 after the fold: {m4}")
+    # Its RAM file is its own now, and counts in its size.
+    m4_dir = next(s["dir"] for s in vm.state()["snapshots"] if s["name"] == "m4")
+    ram_blocks = os.stat(os.path.join(vm.dir, m4_dir, "ram")).st_blocks * 512
+    check(m4["size"] >= ram_blocks, f"m4's size {m4['size']} leaves out its RAM file ({ram_blocks})")
     check(not os.path.exists(vm.path("snapshots", "m4", "delta.1")), "m4 kept its deltas")
     p = qsnap("compact", vm.dir, "--fold", "m4", ok=False)
     check(p.returncode != 0 and "no older deltas" in p.stderr, p.stderr)

@@ -4,6 +4,15 @@
 
 #include "ops/ops.h"
 
+/* path (in the snapshot's directory) is another snapshot's file too: not
+ * counted in si's size. */
+static void not_own(qsnap_vm *vm, qsnap_snapshot_info *si, const char *path)
+{
+	uint64_t shared = disk_usage(vm->dirfd, path);
+
+	si->size -= shared < si->size ? shared : si->size;
+}
+
 int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info ***ret_list, size_t *ret_n, qsnap_error *err)
 {
 	qsnap_snapshot_info **list = xcalloc(vm->st.n_snapshots + 1, sizeof(*list));
@@ -24,17 +33,18 @@ int qsnap_vm_list(qsnap_vm *vm, qsnap_snapshot_info ***ret_list, size_t *ret_n, 
 		si->ram_deltas = s->n_ram_chain;
 		si->ram_after = s->n_ram_chain ? xstrdup(s->ram_chain[s->n_ram_chain - 1].snapshot) : NULL;
 		if (s->ram_base) {
-			/* The RAM file is the base's (a hard link). */
-			_cleanup_free_ char *ram = layout_in(s->dir, SNAP_RAM);
-			uint64_t shared = disk_usage(vm->dirfd, ram);
+			/* The RAM file is the base's (a hard link), unless it
+			 * names itself: its chain was folded into a file of its
+			 * own. The older deltas of its chain are theirs. */
+			if (strcmp(s->ram_base, s->name)) {
+				_cleanup_free_ char *ram = layout_in(s->dir, SNAP_RAM);
 
-			si->size -= shared < si->size ? shared : si->size;
-			/* So are the older deltas of its chain. */
+				not_own(vm, si, ram);
+			}
 			for (size_t k = 1; k <= s->n_ram_chain; k++) {
 				_cleanup_free_ char *delta = snapshot_delta(s, k);
 
-				shared = disk_usage(vm->dirfd, delta);
-				si->size -= shared < si->size ? shared : si->size;
+				not_own(vm, si, delta);
 			}
 		}
 		for (size_t j = 0; j < s->n_drives; j++)
