@@ -103,16 +103,17 @@ const struct snapshot *ram_chain_parent(qsnap_vm *vm);
  * terminated, strv_free) oldest first. */
 size_t ram_chain_of_child(const struct snapshot *p, struct ram_delta **ret, char ***ret_paths);
 void ram_chain_free(struct ram_delta *c, size_t n);
+struct ram_delta ram_delta_dup(const struct ram_delta *d);
 /* Read a delta's stream (path in dirfd) whole, its size and checksum
  * checked against want: its page and zero records (stream.h's
- * records_only, keep asked about those of ram0) go to out_fd (-1: none;
- * *ret_out: how many bytes). */
+ * records_only, keep asked about those of ram0) go to out_fd (-1: none). */
 int delta_read(int dirfd, const char *path, const struct ram_delta *want, stream_keep_fn keep,
-	       void *data, int out_fd, int cancel_fd, uint64_t *ret_out, qsnap_error *err);
-/* What p's chain writes into each page of the RAM block. */
+	       void *data, int out_fd, int cancel_fd, qsnap_error *err);
+/* What a chain (ram_chain_of_child's n deltas and their files) writes
+ * into each page of the RAM block. */
 struct ram_index;
-int ram_index_build(qsnap_vm *vm, const struct snapshot *p, struct ram_index **ret,
-		    qsnap_error *err);
+int ram_index_build(qsnap_vm *vm, const struct ram_delta *chain, char *const *paths, size_t n,
+		    struct ram_index **ret, qsnap_error *err);
 /* Does the chain write this content at offset? *known: it writes the page. */
 bool ram_index_same(const struct ram_index *ix, uint64_t offset, const uint8_t *page, size_t len,
 		    bool *known);

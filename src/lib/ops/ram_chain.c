@@ -98,7 +98,7 @@ const struct snapshot *ram_chain_parent(qsnap_vm *vm)
 }
 
 int delta_read(int dirfd, const char *path, const struct ram_delta *want, stream_keep_fn keep,
-	       void *data, int out_fd, int cancel_fd, uint64_t *ret_out, qsnap_error *err)
+	       void *data, int out_fd, int cancel_fd, qsnap_error *err)
 {
 	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
 	struct stream_filter *f = NULL;
@@ -106,7 +106,7 @@ int delta_read(int dirfd, const char *path, const struct ram_delta *want, stream
 	size_t out_len = 0, out_cap = 0;
 	struct hasher h;
 	_cleanup_free_ char *sum = NULL;
-	uint64_t total = 0, written = 0;
+	uint64_t total = 0;
 	int r = 0;
 
 	if (fd < 0)
@@ -132,10 +132,8 @@ int delta_read(int dirfd, const char *path, const struct ram_delta *want, stream
 		hasher_update(&h, buf, (size_t)n);
 		out_len = 0;
 		r = stream_filter_feed(f, buf, (size_t)n, &out, &out_len, &out_cap, err);
-		if (r == 0 && out_fd >= 0) {
+		if (r == 0 && out_fd >= 0)
 			r = write_wait(out_fd, out, out_len, cancel_fd, err);
-			written += out_len;
-		}
 		if (r < 0)
 			break;
 	}
@@ -150,9 +148,13 @@ int delta_read(int dirfd, const char *path, const struct ram_delta *want, stream
 			    "%s (the delta of snapshot '%s') does not match the checksum it was saved with (%s, %llu bytes; expected %s, %llu bytes): the file is damaged",
 			    path, want->snapshot, sum, (unsigned long long)total, want->checksum,
 			    (unsigned long long)want->size);
-	if (ret_out)
-		*ret_out = written;
 	return 0;
+}
+
+struct ram_delta ram_delta_dup(const struct ram_delta *d)
+{
+	return (struct ram_delta){
+	    .snapshot = xstrdup(d->snapshot), .size = d->size, .checksum = xstrdup(d->checksum)};
 }
 
 size_t ram_chain_of_child(const struct snapshot *p, struct ram_delta **ret, char ***ret_paths)
@@ -168,9 +170,7 @@ size_t ram_chain_of_child(const struct snapshot *p, struct ram_delta **ret, char
 			: &(struct ram_delta){.snapshot = p->name, .size = p->vmstate_size,
 					      .checksum = p->vmstate_checksum};
 
-		c[i] = (struct ram_delta){.snapshot = xstrdup(src->snapshot),
-					  .size = src->size,
-					  .checksum = xstrdup(src->checksum)};
+		c[i] = ram_delta_dup(src);
 		paths[i] = i < p->n_ram_chain ? snapshot_delta(p, i + 1) : snapshot_vmstate(p);
 	}
 	*ret = c;
@@ -178,13 +178,10 @@ size_t ram_chain_of_child(const struct snapshot *p, struct ram_delta **ret, char
 	return n;
 }
 
-int ram_index_build(qsnap_vm *vm, const struct snapshot *p, struct ram_index **ret,
-		    qsnap_error *err)
+int ram_index_build(qsnap_vm *vm, const struct ram_delta *chain, char *const *paths, size_t n,
+		    struct ram_index **ret, qsnap_error *err)
 {
 	struct ram_index *ix = xcalloc(1, sizeof(*ix));
-	struct ram_delta *chain = NULL;
-	char **paths = NULL;
-	size_t n = ram_chain_of_child(p, &chain, &paths);
 	uint8_t zero[PAGE] = {0};
 	int r = 0;
 
@@ -193,9 +190,7 @@ int ram_index_build(qsnap_vm *vm, const struct snapshot *p, struct ram_index **r
 	ix->hash = xcalloc(ix->pages + 1, sizeof(*ix->hash));
 	ix->zero = XXH3_128bits(zero, sizeof(zero));
 	for (size_t i = 0; i < n && r == 0; i++)
-		r = delta_read(vm->dirfd, paths[i], &chain[i], index_record, ix, -1, -1, NULL, err);
-	ram_chain_free(chain, n);
-	strv_free(paths);
+		r = delta_read(vm->dirfd, paths[i], &chain[i], index_record, ix, -1, -1, err);
 	if (r < 0) {
 		ram_index_free(ix);
 		return r;

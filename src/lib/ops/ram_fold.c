@@ -58,8 +58,7 @@ static int fold_ram(qsnap_vm *vm, const struct snapshot *s, const char *newdir, 
 	for (size_t k = 1; k <= s->n_ram_chain && r == 0; k++) {
 		_cleanup_free_ char *delta = snapshot_delta(s, k);
 
-		r = delta_read(vm->dirfd, delta, &s->ram_chain[k - 1], write_page, &w, -1, -1, NULL,
-			       err);
+		r = delta_read(vm->dirfd, delta, &s->ram_chain[k - 1], write_page, &w, -1, -1, err);
 		if (r == 0 && w.err)
 			r = qerr(err, w.err, "cannot write %s/%s: %s", vm->dir, dst, strerror(w.err));
 	}

@@ -109,7 +109,7 @@ static int feed(struct chain_feed *c, qsnap_error *err)
 		r = write_wait(c->out, head, stream_part_head(head, id), c->stop_fd, err);
 		if (r == 0)
 			r = delta_read(c->dirfd, path, &c->s->ram_chain[k - 1], keep_all, NULL,
-				       c->out, c->stop_fd, NULL, err);
+				       c->out, c->stop_fd, err);
 		if (r == 0)
 			r = write_wait(c->out, tail, stream_part_tail(tail, id, footers),
 				       c->stop_fd, err);

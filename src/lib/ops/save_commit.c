@@ -137,9 +137,7 @@ int save_again(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts,
 		.drives = xcalloc(src->n_drives, sizeof(struct snap_drive)),
 	};
 	for (size_t i = 0; i < src->n_ram_chain; i++)
-		s.ram_chain[i] = (struct ram_delta){.snapshot = xstrdup(src->ram_chain[i].snapshot),
-						    .size = src->ram_chain[i].size,
-						    .checksum = xstrdup(src->ram_chain[i].checksum)};
+		s.ram_chain[i] = ram_delta_dup(&src->ram_chain[i]);
 	for (size_t i = 0; i < src->n_drives; i++) {
 		s.drives[s.n_drives].drive = xstrdup(src->drives[i].drive);
 		s.drives[s.n_drives++].layer = xstrdup(src->drives[i].layer);

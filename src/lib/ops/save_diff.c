@@ -48,21 +48,6 @@ struct diff_pump {
 	char msg[512];
 };
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static bool keep_changed(void *data, uint64_t offset, const uint8_t *page, size_t len)
 {
 	struct diff_keep *k = data;
@@ -111,8 +96,8 @@ static void *diff_thread(void *data)
 		pagemap_forget(d->k.pm);
 		out_len = 0;
 		r = stream_filter_feed(d->f, buf, (size_t)n, &out, &out_len, &out_cap, &e);
-		if (r == 0 && write_all(d->out, out, out_len) < 0) {
-			r = qerr(&e, errno, "cannot write the machine state: %s", strerror(errno));
+		if (r == 0 && write_wait(d->out, out, out_len, -1, &e) < 0) {
+			r = qerr(&e, e.code, "cannot write the machine state: %s", strerror(e.code));
 			d->write_failed = true;
 		}
 		if (r < 0)
@@ -282,27 +267,31 @@ int save_diff_check(qsnap_vm *vm, qsnap_error *err)
 /* Which chain the new delta builds on: the parent's (ram_chain_of_child)
  * when the VM's pages are known since it and the chain stays within
  * RAM_CHAIN_MAX; else none, and the delta holds every page written since
- * the RAM file. A chain that cannot be read is not built on either. */
-static void diff_choose_chain(struct save *sv)
+ * the RAM file. A chain that cannot be read is not built on either.
+ * Returns the chain's files (NULL: none). */
+static char **diff_choose_chain(struct save *sv)
 {
 	qsnap_vm *vm = sv->vm;
 	const struct snapshot *p = ram_chain_parent(vm);
-	_cleanup_strv_ char **paths = NULL;
+	char **paths = NULL;
 	qsnap_error e;
 
 	if (!p) {
 		sv->flat_why = "the snapshot the VM's RAM was last restored from or saved as is gone";
-		return;
+		return NULL;
 	}
 	sv->n_ram_chain = ram_chain_of_child(p, &sv->ram_chain, &paths);
 	if (sv->n_ram_chain + 1 > RAM_CHAIN_MAX)
 		sv->flat_why = "its chain of deltas is as long as a chain may be";
-	else if (sv->n_ram_chain && ram_index_build(vm, p, &sv->diff_index, &e) < 0)
+	else if (sv->n_ram_chain &&
+		 ram_index_build(vm, sv->ram_chain, paths, sv->n_ram_chain, &sv->diff_index, &e) < 0)
 		sv->flat_why = "the chain it would build on cannot be read";
 	if (!sv->flat_why)
-		return;
+		return paths;
 	ram_chain_free(TAKE_PTR(sv->ram_chain), sv->n_ram_chain);
 	sv->n_ram_chain = 0;
+	strv_free(paths);
+	return NULL;
 }
 
 int save_diff_link(struct save *sv, qsnap_error *err)
@@ -310,7 +299,7 @@ int save_diff_link(struct save *sv, qsnap_error *err)
 	qsnap_vm *vm = sv->vm;
 	const struct snapshot *base = mapped_snapshot(vm);
 	_cleanup_free_ char *to = layout_in(vm->st.pending, SNAP_RAM);
-	const struct snapshot *p;
+	_cleanup_strv_ char **paths = NULL;
 
 	if (!base)
 		return qerr(err, ENOENT,
@@ -320,16 +309,13 @@ int save_diff_link(struct save *sv, qsnap_error *err)
 			    strerror(errno));
 	sv->ram_base = xstrdup(base->ram_base ? base->ram_base : base->name);
 	sv->ram_checksum = xstrdup_or_null(base->ram_checksum);
-	diff_choose_chain(sv);
+	paths = diff_choose_chain(sv);
 	/* The chain's files, beside the RAM file. */
-	p = sv->n_ram_chain ? ram_chain_parent(vm) : NULL;
-	for (size_t k = 1; p && k <= sv->n_ram_chain; k++) {
-		_cleanup_free_ char *from = k <= p->n_ram_chain ? snapshot_delta(p, k)
-							       : snapshot_vmstate(p);
+	for (size_t k = 1; k <= sv->n_ram_chain; k++) {
 		_cleanup_free_ char *dst = xasprintf("%s/" SNAP_DELTA ".%zu", vm->st.pending, k);
 
-		if (linkat(vm->dirfd, from, vm->dirfd, dst, 0) < 0)
-			return qerr(err, errno, "cannot link %s to %s: %s", from, dst,
+		if (linkat(vm->dirfd, paths[k - 1], vm->dirfd, dst, 0) < 0)
+			return qerr(err, errno, "cannot link %s to %s: %s", paths[k - 1], dst,
 				    strerror(errno));
 	}
 	return 0;
