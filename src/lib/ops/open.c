@@ -169,6 +169,7 @@ void qsnap_vm_close(qsnap_vm *vm)
 {
 	if (!vm)
 		return;
+	vm_ram_settle(vm);
 	vm_qmp_close(vm);
 	free(vm->notice);
 	def_clear(&vm->def);

@@ -49,8 +49,12 @@ int vm_kill_qemu(qsnap_vm *vm, int timeout, qsnap_error *err);
 int vm_ram_dir(qsnap_vm *vm, char **ret, qsnap_error *err);
 /* Give the VM a fresh, empty shared RAM file for a new QEMU. */
 int vm_new_ram_file(qsnap_vm *vm, char **ret_path, qsnap_error *err);
-/* Forget (and for a shared file, remove) the RAM of a QEMU that is gone. */
+/* Forget (and for a shared file, remove) the RAM of a QEMU that is gone.
+ * The name goes at once; the pages are freed by a thread that
+ * vm_ram_settle waits for (the calls that drop RAM, and qsnap_vm_close,
+ * end with it). */
 void vm_drop_ram(qsnap_vm *vm);
+void vm_ram_settle(qsnap_vm *vm);
 /* Recovery (open.c): end a QEMU that run/qemu.pid names but state.json
  * does not (a start interrupted before it recorded it); forget a recorded
  * QEMU that is gone. */

@@ -15,28 +15,54 @@
 #define DEFAULT_RESTORE_TIMEOUT 600
 #define INCOMING_FD_NAME "qsnap-incoming"
 
-/* Fresh layers on the frozen ones; the discarded current layers go
- * unless a snapshot needs them. */
-static int restore_layers(struct restore *rs, qsnap_error *err)
+/* Fresh layers on the frozen ones, made while the running QEMU still runs
+ * (qemu-img opens the frozen ones shared): off the time the VM is down.
+ * Until restore_layers makes them active they are unreferenced layers,
+ * which chain_gc removes if the restore goes no further. */
+static int restore_layers_make(struct restore *rs, qsnap_error *err)
 {
 	qsnap_vm *vm = rs->vm;
-	int r = 0;
 
+	rs->layers = xcalloc(vm->def.n_drives, sizeof(char *));
 	for (size_t i = 0; i < vm->def.n_drives; i++) {
 		const qsnap_drive_def *d = &vm->def.drives[i];
-		_cleanup_free_ char *layer = NULL;
 
 		if (d->readonly)
 			continue;
 		for (size_t j = 0; j < rs->s->n_drives; j++)
 			if (!strcmp(rs->s->drives[j].drive, d->id)) {
-				r = chain_new_layer(vm, d, rs->s->drives[j].layer, &layer, err);
+				int r = chain_new_layer(vm, d, rs->s->drives[j].layer, &rs->layers[i],
+							err);
+
+				if (r < 0)
+					return r;
 				break;
 			}
-		if (r < 0)
-			return r;
-		state_set_active(&vm->st, d->id, layer);
 	}
+	return 0;
+}
+
+/* A restore that ends before the running QEMU was stopped leaves no layer
+ * of its own behind. */
+static void restore_layers_drop(struct restore *rs)
+{
+	for (size_t i = 0; rs->layers && i < rs->vm->def.n_drives; i++)
+		if (rs->layers[i]) {
+			unlinkat(rs->vm->dirfd, rs->layers[i], 0);
+			state_remove_layer(&rs->vm->st, rs->layers[i]);
+		}
+}
+
+/* The fresh layers become the active ones; the discarded current layers
+ * go unless a snapshot needs them. */
+static int restore_layers(struct restore *rs, qsnap_error *err)
+{
+	qsnap_vm *vm = rs->vm;
+	int r;
+
+	for (size_t i = 0; i < vm->def.n_drives; i++)
+		if (rs->layers[i])
+			state_set_active(&vm->st, vm->def.drives[i].id, rs->layers[i]);
 	free(vm->st.current);
 	vm->st.current = xstrdup(rs->name);
 	r = vm_write_state(vm, err);
@@ -151,6 +177,7 @@ static int restore_undo(struct restore *rs, int r, qsnap_error *err)
 	switch (rs->stage) {
 	case RESTORE_CHECKED: /* failures before anything changed say so themselves */
 		restore_ram_drop(rs);
+		restore_layers_drop(rs);
 		return r;
 	case RESTORE_STOPPED:
 	case RESTORE_RAM:
@@ -196,6 +223,8 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 		r = restore_check_machine(vm, rs.s, err);
 	if (r >= 0)
 		r = restore_ram_plan(&rs, err);
+	if (r >= 0)
+		r = restore_layers_make(&rs, err);
 	rs.l.machine = rs.s->machine;
 	if (r >= 0 && (r = vm_kill_qemu(vm, 0, err)) >= 0)
 		rs.stage = RESTORE_STOPPED;
@@ -209,6 +238,11 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 	closep(&rs.qemu_fd);
 	free(rs.ram);
 	free(rs.ram_early);
+	for (size_t i = 0; rs.layers && i < vm->def.n_drives; i++)
+		free(rs.layers[i]);
+	free(rs.layers);
+	/* The old QEMU's RAM was freed while the new one started. */
+	vm_ram_settle(vm);
 	return r;
 }
 

@@ -26,6 +26,7 @@ struct restore {
 	bool ram_readonly; /* RAM_MAP: QEMU opens the file read-only */
 	char *ram_early;   /* RAM_COPY: made and checked before QEMU ended */
 	char *ram;	   /* the new QEMU's RAM file, or NULL */
+	char **layers;	   /* per drive of vm.json: its fresh layer, or NULL */
 	int fd;		   /* the machine state */
 	int qemu_fd;
 	struct pump *pump;

@@ -15,6 +15,8 @@ int qsnap_vm_stop(qsnap_vm *vm, int timeout, qsnap_error *err)
 	vm_cancel_arm(vm);
 	r = vm_kill_qemu(vm, timeout, err);
 	vm_cancel_end(vm);
+	/* Stopped means the guest's memory is back. */
+	vm_ram_settle(vm);
 	return r;
 }
 

@@ -6,6 +6,8 @@
 #ifndef QSNAP_VMDIR_H
 #define QSNAP_VMDIR_H
 
+#include <pthread.h>
+
 #include "qemu/qemu.h"
 #include "vmdir/layout.h"
 #include "vmdir/state.h"
@@ -26,6 +28,10 @@ struct qsnap_vm {
 	int cancelfd;
 	bool cancel_armed;
 	struct qmp_bounds qmp_bounds; /* given to every QMP connection of vm */
+	/* A removed shared RAM file's pages, freed by a thread (vm_drop_ram)
+	 * that vm_ram_settle joins. */
+	pthread_t ram_release;
+	bool ram_releasing;
 };
 /* The cancellation the waits of the running call watch: vm->cancelfd while
  * armed, else -1. */
