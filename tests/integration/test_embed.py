@@ -74,6 +74,11 @@ def test_install_shared_library(t):
     check(m and m.group(1) == "libqsnap.so.1", f"SONAME: {m and m.group(1)}")
     check(os.path.exists(os.path.join(libdir, "libqsnap.so.1")), "no libqsnap.so.1")
     check(os.path.realpath(so).endswith(".so.1.0.0"), f"not versioned: {os.path.realpath(so)}")
+    # libcurl is loaded when a registry is first opened (registry_curl.c):
+    # a command without one starts without it and what it brings.
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.*)\]", dyn)
+    check(needed and not any(n.startswith("libcurl") for n in needed),
+          f"libqsnap.so links libcurl: {needed}")
     # Every export carries the version node QSNAP_1 (libqsnap.map).
     vers = subprocess.run(["objdump", "-T", so], capture_output=True, text=True).stdout
     unversioned = [line for line in vers.splitlines() if " qsnap_" in line and "QSNAP_1" not in line]
@@ -99,8 +104,11 @@ def test_install_shared_library(t):
     qsnap_bin = glob.glob(os.path.join(dest, "**", "bin", "qsnap"), recursive=True)
     check(len(qsnap_bin) == 1, f"meson install put no qsnap in a bin/: {qsnap_bin}")
     p = subprocess.run([qsnap_bin[0], "--version"], capture_output=True, text=True,
-                       env={**os.environ, "LD_LIBRARY_PATH": libdir})
+                       env={**os.environ, "LD_LIBRARY_PATH": libdir, "LD_DEBUG": "libs"})
     check(p.returncode == 0 and p.stdout.startswith("qsnap "), f"installed qsnap: {p.stderr}")
+    check("libqsnap.so" in p.stderr and "libcurl" not in p.stderr,
+          "qsnap --version loads libcurl (or the loader's trace is missing): "
+          + ", ".join(sorted(set(re.findall(r"calling init: (\S+)", p.stderr)))))
 
 
 def build_embed(t, source, extra=()):

@@ -13,6 +13,26 @@
 
 #include "registry/registry.h"
 
+/* ---- libcurl, loaded on first use (registry_curl.c) ---- */
+
+/* Its functions, once reg_curl_load succeeded (registry_open calls it). */
+extern struct curl_fns {
+	typeof(curl_global_init) *global_init;
+	typeof(curl_easy_init) *easy_init;
+	typeof(curl_easy_cleanup) *easy_cleanup;
+	typeof(curl_easy_reset) *easy_reset;
+	typeof(curl_easy_setopt) *easy_setopt;
+	typeof(curl_easy_getinfo) *easy_getinfo;
+	typeof(curl_easy_perform) *easy_perform;
+	typeof(curl_easy_strerror) *easy_strerror;
+	typeof(curl_easy_escape) *easy_escape;
+	typeof(curl_free) *free;
+	typeof(curl_slist_append) *slist_append;
+	typeof(curl_slist_free_all) *slist_free_all;
+} curl_fn;
+/* Load it (once per process); an error says what to install. */
+int reg_curl_load(qsnap_error *err);
+
 #define MAX_ERROR_BODY (64 << 10)
 #define RETRIES 3
 

@@ -95,6 +95,8 @@ int registry_open(const char *refstr, const char *default_tag, bool insecure, bo
 			     refstr);
 	if (ret_r >= 0)
 		ret_r = reg_creds_find(r->ref.host, &r->creds, err);
+	if (ret_r >= 0)
+		ret_r = reg_curl_load(err);
 	if (ret_r < 0) {
 		registry_close(r);
 		return ret_r;

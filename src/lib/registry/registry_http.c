@@ -11,13 +11,6 @@
 #include "vmdir/vmdir.h"
 #include "registry/http.h"
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_init_once(void)
-{
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 static void resp_headers_free(struct resp *p)
 {
 	free(p->location);
@@ -77,7 +70,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
 	size_t len = size * n;
 	long code = 0;
 
-	curl_easy_getinfo(p->c, CURLINFO_RESPONSE_CODE, &code);
+	curl_fn.easy_getinfo(p->c, CURLINFO_RESPONSE_CODE, &code);
 	if (p->sink && code == 200) {
 		if (p->got + len > p->expect) {
 			p->too_long = true;
@@ -139,68 +132,68 @@ CURLcode reg_perform(struct registry *r, CURL *c, const struct req *q, const cha
 	_cleanup_free_ char *ah = NULL, *ct = NULL, *acc = NULL, *cr = NULL;
 	CURLcode rc;
 
-	curl_easy_reset(c);
+	curl_fn.easy_reset(c);
 	p->c = c;
 	p->status = 0;
 	reg_resp_free(p);
 	errbuf[0] = '\0';
-	curl_easy_setopt(c, CURLOPT_URL, q->url);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "qsnap");
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
+	curl_fn.easy_setopt(c, CURLOPT_URL, q->url);
+	curl_fn.easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_fn.easy_setopt(c, CURLOPT_USERAGENT, "qsnap");
+	curl_fn.easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_fn.easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
 	/* A stalled transfer fails instead of hanging: under 1 KB/s for 60 s. */
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, r->base[4] == 's' ? "https" : "http,https");
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, p);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, p);
+	curl_fn.easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	curl_fn.easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_fn.easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_fn.easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, r->base[4] == 's' ? "https" : "http,https");
+	curl_fn.easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_fn.easy_setopt(c, CURLOPT_HEADERDATA, p);
+	curl_fn.easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_fn.easy_setopt(c, CURLOPT_WRITEDATA, p);
 	/* libcurl sends no custom Authorization to another host after a
 	 * redirect (blob storage behind the registry). */
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, q->follow ? 1L : 0L);
-	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
-	h = curl_slist_append(h, "Expect:"); /* no 100-continue round trip per piece */
+	curl_fn.easy_setopt(c, CURLOPT_FOLLOWLOCATION, q->follow ? 1L : 0L);
+	curl_fn.easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+	h = curl_fn.slist_append(h, "Expect:"); /* no 100-continue round trip per piece */
 	if (auth) {
 		ah = xasprintf("Authorization: %s", auth);
-		h = curl_slist_append(h, ah);
+		h = curl_fn.slist_append(h, ah);
 	}
 	if (q->content_type) {
 		ct = xasprintf("Content-Type: %s", q->content_type);
-		h = curl_slist_append(h, ct);
+		h = curl_fn.slist_append(h, ct);
 	}
 	if (q->accept) {
 		acc = xasprintf("Accept: %s", q->accept);
-		h = curl_slist_append(h, acc);
+		h = curl_fn.slist_append(h, acc);
 	}
 	if (q->content_range) {
 		cr = xasprintf("Content-Range: %s", q->content_range);
-		h = curl_slist_append(h, cr);
+		h = curl_fn.slist_append(h, cr);
 	}
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_fn.easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	if (!strcmp(q->method, "HEAD")) {
-		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+		curl_fn.easy_setopt(c, CURLOPT_NOBODY, 1L);
 	} else if (!strcmp(q->method, "POST")) {
-		curl_easy_setopt(c, CURLOPT_POST, 1L);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
+		curl_fn.easy_setopt(c, CURLOPT_POST, 1L);
+		curl_fn.easy_setopt(c, CURLOPT_POSTFIELDS, "");
+		curl_fn.easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
 	} else if (!strcmp(q->method, "PUT") || !strcmp(q->method, "PATCH")) {
 		static struct body empty = {.fd = -1};
 		struct body *b = q->body ? q->body : &empty;
 
 		b->pos = 0;
 		b->err = 0;
-		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, q->method);
-		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(c, CURLOPT_READDATA, b);
-		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)b->len);
+		curl_fn.easy_setopt(c, CURLOPT_UPLOAD, 1L);
+		curl_fn.easy_setopt(c, CURLOPT_CUSTOMREQUEST, q->method);
+		curl_fn.easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+		curl_fn.easy_setopt(c, CURLOPT_READDATA, b);
+		curl_fn.easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)b->len);
 	}
-	rc = curl_easy_perform(c);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &p->status);
-	curl_slist_free_all(h);
+	rc = curl_fn.easy_perform(c);
+	curl_fn.easy_getinfo(c, CURLINFO_RESPONSE_CODE, &p->status);
+	curl_fn.slist_free_all(h);
 	if (ah)
 		explicit_bzero(ah, strlen(ah));
 	return rc;
@@ -241,15 +234,14 @@ int reg_net_err(struct registry *r, CURLcode rc, const char *errbuf, const char 
 		hint = " (its TLS certificate is not trusted by this host's CA store)";
 	return qerr(err, rc == CURLE_OPERATION_TIMEDOUT ? ETIMEDOUT : ECONNABORTED,
 		    "cannot %s at registry %s: %s%s", what, r->ref.host,
-		    errbuf[0] ? errbuf : curl_easy_strerror(rc), hint);
+		    errbuf[0] ? errbuf : curl_fn.easy_strerror(rc), hint);
 }
 
 reg_conn *reg_conn_new(void)
 {
 	CURL *c;
 
-	pthread_once(&curl_once, curl_init_once);
-	c = curl_easy_init();
+	c = curl_fn.easy_init();
 	if (!c)
 		abort();
 	return c;
@@ -258,5 +250,5 @@ reg_conn *reg_conn_new(void)
 void reg_conn_free(reg_conn *c)
 {
 	if (c)
-		curl_easy_cleanup(c);
+		curl_fn.easy_cleanup(c);
 }

@@ -11,10 +11,10 @@
 
 static char *url_escape(CURL *c, const char *s)
 {
-	char *e = curl_easy_escape(c, s, 0);
+	char *e = curl_fn.easy_escape(c, s, 0);
 	char *out = xstrdup(e ? e : "");
 
-	curl_free(e);
+	curl_fn.free(e);
 	return out;
 }
 
