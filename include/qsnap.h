@@ -593,8 +593,11 @@ int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_
  * written in (as much disk as the guest's RAM in use), so that a restore
  * loads only its own delta. What it restores to does not change; it
  * shares no file with other snapshots afterwards. qsnap_vm_compact does
- * this for chains of QSNAP_FOLD_AT or more older deltas. Refused for the
- * snapshot whose RAM file the running VM maps. Since libqsnap 1.1. */
+ * this for chains of QSNAP_FOLD_AT or more older deltas, except the chain
+ * the VM's next differential save builds on (which would then write all
+ * that was written since the RAM file); a save's own compaction does not
+ * fold. Refused for the snapshot whose RAM file the running VM maps.
+ * Since libqsnap 1.1. */
 #define QSNAP_FOLD_AT 8
 int qsnap_vm_fold(qsnap_vm *vm, const char *name, qsnap_error *err);
 

@@ -154,6 +154,38 @@ def test_diff_chain(t):
     check(view(vm) == views["m4"], "the VM changed after a refused restore")
 
 
+
+def test_compact_leaves_the_chain_the_next_save_builds_on(t):
+    """qsnap compact folds a chain of 8 older deltas, but not the one the
+    next --diff save builds on (that save would then hold everything
+    written since the RAM file), and a save's own compaction of its disk
+    layers folds nothing."""
+    vm = diff_vm(t)
+    vm.boot()
+    qsnap("config", vm.dir, "--max-chain", "3")
+    views = {"base": state(vm, "base", 16)}
+    vm.save("base")
+    vm.restore("base", "--lazy")
+    for i in range(1, 11):
+        views[f"m{i}"] = state(vm, f"m{i}", 2)
+        vm.save(f"m{i}", "--diff")
+    # Each save compacted the disks (a chain of 3 layers at most), and
+    # folded nothing.
+    deltas = {n: s["ram_deltas"] for n, s in listed(vm).items() if n != "base"}
+    check(deltas == {f"m{i}": i - 1 for i in range(1, 11)}, f"chains after the saves: {deltas}")
+    qsnap("compact", vm.dir)
+    deltas = {n: s["ram_deltas"] for n, s in listed(vm).items() if n != "base"}
+    want = {f"m{i}": i - 1 for i in range(1, 11)}
+    want["m9"] = 0
+    check(deltas == want, f"chains after qsnap compact: {deltas}, expected {want}")
+    views["m11"] = state(vm, "m11", 1)
+    vm.save("m11", "--diff")
+    size = vmstate_size(vm, "m11")
+    check(size < 8 << 20, f"m11 after the compaction holds {size >> 20} MiB for 1 MiB written (20 since the RAM file)")
+    for name in ("m9", "m11", "m10"):
+        vm.restore(name, "--lazy")
+        check(view(vm) == views[name], f"{name} after the compaction")
+
 def test_diff_milestones_restore_exactly(t):
     vm = diff_vm(t)
     vm.boot()

@@ -103,16 +103,16 @@ static int stream(qsnap_vm *vm, struct layer *l, const char *backing, qsnap_erro
 	return vm_write_state(vm, err);
 }
 
-int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_stats,
-		     qsnap_error *err)
+/* fold: also fold long chains of differential snapshots (qsnap compact);
+ * a save's upkeep compacts the disks only. */
+static int compact(qsnap_vm *vm, unsigned max_chain, bool fold, qsnap_compact_stats *ret_stats,
+		   qsnap_error *err)
 {
 	qsnap_compact_stats stats = {.size = sizeof(stats)};
 	_cleanup_strv_ char **flatten = NULL;
 	struct layer *child;
 	int r;
 
-	if ((r = sized_check(ret_stats, "qsnap_compact_stats", err)) < 0)
-		return r;
 	if (max_chain == 0)
 		max_chain = vm->def.max_chain ? vm->def.max_chain : QSNAP_DEFAULT_MAX_CHAIN;
 	if (max_chain < 2)
@@ -144,12 +144,18 @@ int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_
 	r = chain_gc(vm, err);
 	if (r < 0)
 		return r;
-	/* 3. Fold long chains of differential snapshots. */
-	for (size_t i = 0; i < vm->st.n_snapshots; i++) {
+	/* 3. Fold long chains of differential snapshots; not the one the next
+	 * --diff save builds on (the VM's RAM parent), whose chain tells that
+	 * save which pages it wrote: folded, the save would write everything
+	 * written since the RAM file (655 MiB against 68 measured in
+	 * bench/milestones). */
+	for (size_t i = 0; fold && i < vm->st.n_snapshots; i++) {
 		const struct snapshot *s = &vm->st.snapshots[i];
 		const char *why;
 
-		if (s->n_ram_chain < QSNAP_FOLD_AT || !ram_fold_possible(vm, s, &why))
+		if (s->n_ram_chain < QSNAP_FOLD_AT || !ram_fold_possible(vm, s, &why) ||
+		    (vm->st.ram_parent && s->vmstate_checksum &&
+		     !strcmp(vm->st.ram_parent, s->vmstate_checksum)))
 			continue;
 		r = qsnap_vm_fold(vm, s->name, err);
 		if (r < 0)
@@ -163,4 +169,17 @@ int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_
 	}
 	sized_out(ret_stats, &stats, sizeof(stats));
 	return 0;
+}
+
+int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_stats,
+		     qsnap_error *err)
+{
+	int r = sized_check(ret_stats, "qsnap_compact_stats", err);
+
+	return r < 0 ? r : compact(vm, max_chain, true, ret_stats, err);
+}
+
+int vm_compact_disks(qsnap_vm *vm, unsigned max_chain, qsnap_error *err)
+{
+	return compact(vm, max_chain, false, NULL, err);
 }

@@ -93,6 +93,9 @@ bool restore_running_binary_is_defs(qsnap_vm *vm);
 int restore_recover(qsnap_vm *vm, qsnap_error *err);
 /* Undo a save that was interrupted (save.c). */
 int save_recover(qsnap_vm *vm, qsnap_error *err);
+/* qsnap_vm_compact without folding RAM chains: a save's upkeep of the
+ * disks (compact.c). */
+int vm_compact_disks(qsnap_vm *vm, unsigned max_chain, qsnap_error *err);
 /* "a, b, c": the drive ids of a definition (publish.c). */
 char *drive_ids(const qsnap_def *def);
 

@@ -343,7 +343,7 @@ static int save_upkeep(struct save *sv, qsnap_error *err)
 
 	if (!a || chain_length(&vm->st, a->layer) <= limit)
 		return 0;
-	if (qsnap_vm_compact(vm, limit, NULL, err) == 0) {
+	if (vm_compact_disks(vm, limit, err) == 0) {
 		save_step(sv, "compact");
 		return 0;
 	}
