@@ -154,8 +154,7 @@ static int compact(qsnap_vm *vm, unsigned max_chain, bool fold, qsnap_compact_st
 		const char *why;
 
 		if (s->n_ram_chain < QSNAP_FOLD_AT || !ram_fold_possible(vm, s, &why) ||
-		    (vm->st.ram_parent && s->vmstate_checksum &&
-		     !strcmp(vm->st.ram_parent, s->vmstate_checksum)))
+		    s == ram_chain_parent(vm))
 			continue;
 		r = qsnap_vm_fold(vm, s->name, err);
 		if (r < 0)

@@ -20,23 +20,16 @@ static char *load_error;
 static void load(void)
 {
 	void *dl = dlopen(LIBCURL, RTLD_NOW | RTLD_LOCAL);
+#define SYM(f) {"curl_" #f, (void **)&curl_fn.f}
 	struct {
 		const char *name;
 		void **fn;
 	} syms[] = {
-		{"curl_global_init", (void **)&curl_fn.global_init},
-		{"curl_easy_init", (void **)&curl_fn.easy_init},
-		{"curl_easy_cleanup", (void **)&curl_fn.easy_cleanup},
-		{"curl_easy_reset", (void **)&curl_fn.easy_reset},
-		{"curl_easy_setopt", (void **)&curl_fn.easy_setopt},
-		{"curl_easy_getinfo", (void **)&curl_fn.easy_getinfo},
-		{"curl_easy_perform", (void **)&curl_fn.easy_perform},
-		{"curl_easy_strerror", (void **)&curl_fn.easy_strerror},
-		{"curl_easy_escape", (void **)&curl_fn.easy_escape},
-		{"curl_free", (void **)&curl_fn.free},
-		{"curl_slist_append", (void **)&curl_fn.slist_append},
-		{"curl_slist_free_all", (void **)&curl_fn.slist_free_all},
+		SYM(global_init), SYM(easy_init), SYM(easy_cleanup), SYM(easy_reset),
+		SYM(easy_setopt), SYM(easy_getinfo), SYM(easy_perform), SYM(easy_strerror),
+		SYM(easy_escape), SYM(free), SYM(slist_append), SYM(slist_free_all),
 	};
+#undef SYM
 
 	if (!dl) {
 		load_error = xstrdup(dlerror());
