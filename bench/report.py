@@ -16,12 +16,14 @@ METHODS = {
     "internal-replace": "internal, one rolling `savevm lastgood`",
     "stream": "qsnap stream",
     "stream-live": "qsnap stream, `save --live`",
+    "stream-rolling": "qsnap stream, one rolling `save --replace lastgood`",
     "shared-eager": "qsnap shared RAM, eager restore",
     "shared-lazy": "qsnap shared RAM, `restore --lazy`",
 }
 # Chart labels: two short lines each.
 SHORT = {"internal": "internal\\nkept", "internal-replace": "internal\\nrolling",
-         "stream": "stream", "stream-live": "stream\\nlive", "shared-eager": "shared\\neager",
+         "stream": "stream", "stream-live": "stream\\nlive",
+         "stream-rolling": "stream\\nrolling", "shared-eager": "shared\\neager",
          "shared-lazy": "shared\\nlazy"}
 METRICS = ("pause_s", "save_s", "restore_s", "restore_cmd_s", "disk_bytes",
            "ram_file_bytes",

@@ -602,7 +602,10 @@ int qsnap_vm_compact(qsnap_vm *vm, unsigned max_chain, qsnap_compact_stats *ret_
 int qsnap_vm_fold(qsnap_vm *vm, const char *name, qsnap_error *err);
 
 /* Delete a snapshot: its machine state, and every layer no other snapshot
- * and no live chain needs. Snapshots built on it stay restorable. */
+ * and no live chain needs. Snapshots built on it stay restorable. The
+ * files are gone when it returns; the space of big ones is freed a moment
+ * later by a short-lived child process (true(1), started detached), as
+ * after a save with replace. */
 int qsnap_vm_delete(qsnap_vm *vm, const char *name, qsnap_error *err);
 
 /* ---- Publishing a drive ------------------------------------------------- */

@@ -19,7 +19,9 @@ const struct cli_cmd cli_cmd_delete = {
 	.min_args = 2,
 	.max_args = 2,
 	.about = "Delete snapshot NAME: its machine state, and the layers that no other\n"
-		 "snapshot and no live disk needs. Snapshots built on it stay restorable.\n",
+		 "snapshot and no live disk needs. Snapshots built on it stay restorable.\n"
+		 "The files are gone when it returns; a short-lived process of its own frees\n"
+		 "the space of the big ones a moment later.\n",
 	.common = CLI_LOCK_TIMEOUT,
 	.vm = CLI_VM_LOCKED,
 	.run = run,

@@ -157,6 +157,11 @@ int fsync_file(int dirfd, const char *path, qsnap_error *err);
 int fsync_dir(int dirfd, const char *path, qsnap_error *err);
 /* Remove a directory tree (relative to dirfd); missing is not an error. */
 int rm_rf(int dirfd, const char *path);
+/* The same, but the space of its big files (64 MiB and more on disk) is
+ * freed by a short-lived detached child instead of the caller: the names
+ * are gone when it returns, the space a moment later. For snapshots that
+ * a command drops after its work is done (files.c says why). */
+int rm_rf_detached(int dirfd, const char *path);
 /* Remove what killed commands left in dirfd: entries named
  * PREFIX...MARK<pid> (".x.qsnap-import-123") whose process is gone. */
 void sweep_stale(int dirfd, const char *prefix, const char *mark);

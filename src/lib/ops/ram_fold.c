@@ -136,7 +136,7 @@ int qsnap_vm_fold(qsnap_vm *vm, const char *name, qsnap_error *err)
 		goto fail;
 	}
 	ram_chain_free(chain, n);
-	rm_rf(vm->dirfd, old_dir);
+	rm_rf_detached(vm->dirfd, old_dir);
 	return 0;
 fail:
 	rm_rf(vm->dirfd, newdir);

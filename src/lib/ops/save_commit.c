@@ -73,7 +73,7 @@ int save_commit(qsnap_vm *vm, struct snapshot s, qsnap_error *err)
 	if (r < 0)
 		return r;
 	if (old_dir)
-		rm_rf(vm->dirfd, old_dir);
+		rm_rf_detached(vm->dirfd, old_dir);
 	return chain_gc(vm, err);
 fail:
 	snapshot_free(&s);

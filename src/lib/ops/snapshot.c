@@ -100,6 +100,6 @@ int qsnap_vm_delete(qsnap_vm *vm, const char *name, qsnap_error *err)
 	r = vm_write_state(vm, err);
 	if (r < 0)
 		return r;
-	rm_rf(vm->dirfd, dir);
+	rm_rf_detached(vm->dirfd, dir);
 	return chain_gc(vm, err);
 }

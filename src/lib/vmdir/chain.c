@@ -109,7 +109,7 @@ int chain_gc(qsnap_vm *vm, qsnap_error *err)
 	r = vm_write_state(vm, err);
 	if (r >= 0)
 		for (char **g = gone; *g; g++)
-			unlinkat(vm->dirfd, *g, 0);
+			rm_rf_detached(vm->dirfd, *g);
 	strv_free(gone);
 	return r;
 }
