@@ -282,6 +282,13 @@ static void test_argv(void **ctx)
 	assert_int_equal(find_arg(argv, "-incoming"), -1);
 	assert_int_equal(find_arg(argv, "-chardev"), -1);
 	strv_free(argv);
+
+	/* A restore on a host whose reads allocate: RAM allocated up front. */
+	c.ram_prealloc = 2;
+	argv = qemu_argv(&c);
+	assert_option(argv, "-object",
+		      "memory-backend-ram,id=ram0,size=512M,prealloc=on,prealloc-threads=2");
+	strv_free(argv);
 }
 
 static void test_argv_pflash(void **ctx)

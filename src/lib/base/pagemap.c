@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Which pages of a private file mapping another process has written
- * (pagemap.h). In a MAP_PRIVATE mapping of a file, a page the process
+/* Which pages of a private file mapping another process has written, and
+ * whether a read allocates anonymous memory (pagemap.h). In a MAP_PRIVATE mapping of a file, a page the process
  * wrote is its own copy: /proc/PID/pagemap shows it present (bit 63) and
  * not file-backed (bit 61 clear), or swapped (bit 62). A page never
  * written is absent or file-backed. Exact at 4 KiB with transparent huge
@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -143,4 +144,47 @@ bool pagemap_written(struct pagemap *pm, uint64_t offset)
 	}
 	e = pm->win[(addr - pm->win_addr) / pm->page];
 	return (e & PM_SWAPPED) || ((e & PM_PRESENT) && !(e & PM_FILE));
+}
+
+/* Map 4 MiB of anonymous memory advised for huge pages as QEMU advises
+ * guest RAM, read one byte of its aligned 2 MiB, and ask pagemap what
+ * backs it: an allocated page is present, anonymous and mapped by us
+ * alone (bit 56); the shared zero page is not exclusive, the huge zero
+ * page not anonymous. Asked once per process. */
+#define PM_EXCLUSIVE (1ULL << 56)
+#define PROBE_HUGE (2UL << 20)
+
+static bool probe_reads_allocate(void)
+{
+	size_t len = 2 * PROBE_HUGE, page = (size_t)sysconf(_SC_PAGESIZE);
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	_cleanup_close_ int fd = -1;
+	volatile char *a;
+	uint64_t e = 0;
+	bool ret = false;
+
+	if (p == MAP_FAILED)
+		return false;
+	a = (volatile char *)(((uintptr_t)p + PROBE_HUGE - 1) & ~(uintptr_t)(PROBE_HUGE - 1));
+	madvise(p, len, MADV_HUGEPAGE);
+	(void)*a;
+	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0 && pread(fd, &e, sizeof(e), (off_t)((uintptr_t)a / page * sizeof(e))) ==
+			       (ssize_t)sizeof(e))
+		ret = (e & PM_PRESENT) && (e & PM_EXCLUSIVE) && !(e & PM_FILE);
+	munmap(p, len);
+	return ret;
+}
+
+bool pagemap_reads_allocate(void)
+{
+	static int known = -1;
+	int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
+
+	if (k < 0) {
+		k = probe_reads_allocate();
+		__atomic_store_n(&known, k, __ATOMIC_RELAXED);
+	}
+	return k;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The pages of a file that another process maps copy-on-write and has
- * written since it mapped it (pagemap.c). */
+ * written since it mapped it, and what backs memory that is only read
+ * (pagemap.c). */
 #ifndef QSNAP_BASE_PAGEMAP_H
 #define QSNAP_BASE_PAGEMAP_H
 
@@ -21,5 +22,12 @@ void pagemap_close(struct pagemap *pm);
 bool pagemap_written(struct pagemap *pm, uint64_t offset);
 void pagemap_forget(struct pagemap *pm);
 uint64_t pagemap_errors(const struct pagemap *pm);
+
+/* Does reading untouched anonymous memory allocate it on this host? Most
+ * kernels map a shared zero page for a read; some (kernels built to run
+ * as a guest without one) allocate, so that a load that reads every page
+ * of fresh guest RAM (QEMU checking a zero page) makes all of it
+ * resident. */
+bool pagemap_reads_allocate(void);
 
 #endif

@@ -41,6 +41,7 @@ int vm_argv(qsnap_vm *vm, const struct launch *l, char ***ret_argv, qsnap_error 
 		.ram_file = l->ram_file,
 		.ram_share = l->ram_share,
 		.ram_readonly = l->ram_readonly,
+		.ram_prealloc = l->ram_prealloc,
 		.readonly_disks = l->readonly_disks,
 	};
 	int r = 0;

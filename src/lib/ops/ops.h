@@ -20,6 +20,7 @@ struct launch {
 	const char *ram_file; /* guest RAM from this file; NULL: anonymous */
 	bool ram_share;	      /* MAP_SHARED (ours to copy) or copy-on-write */
 	bool ram_readonly;    /* copy-on-write of the file opened read-only */
+	unsigned ram_prealloc; /* anonymous RAM allocated up front by N threads */
 	bool readonly_disks;  /* inspecting a memory dump: change nothing */
 	const char *machine;  /* a snapshot's machine type; NULL: the VM's */
 };

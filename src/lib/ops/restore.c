@@ -211,7 +211,7 @@ int restore_into(qsnap_vm *vm, const char *name, const qsnap_restore_opts *opts,
 		 qsnap_error *err)
 {
 	struct restore rs = {.vm = vm, .name = name, .opts = opts, .paused = paused,
-			     .l = {.incoming = true, .timeout = 60}, .fd = -1, .qemu_fd = -1};
+			     .l = {.incoming = true, .timeout = RESTORE_QMP_TIMEOUT}, .fd = -1, .qemu_fd = -1};
 	int r;
 
 	r = find_snapshot(vm, name, &rs.s, err);

@@ -15,6 +15,9 @@ enum restore_ram {
 	RAM_COPY,  /* a copy of the snapshot's RAM file in a fresh shared file */
 };
 
+/* Seconds for a restore's new QEMU to answer on QMP. */
+#define RESTORE_QMP_TIMEOUT 60
+
 struct restore {
 	qsnap_vm *vm;
 	const char *name;

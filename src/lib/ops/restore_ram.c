@@ -12,7 +12,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "base/pagemap.h"
 #include "ops/restore.h"
 
 /* The copy made beside the running VM's RAM file, renamed to it once that
@@ -130,8 +132,22 @@ int restore_ram_prepare(struct restore *rs, qsnap_error *err)
 	free(TAKE_PTR(rs->ram));
 	rs->l.ram_file = NULL;
 	rs->l.ram_share = rs->l.ram_readonly = false;
+	rs->l.ram_prealloc = 0;
 	switch (rs->ram_how) {
 	case RAM_ANON:
+		if (rs->s->format != VMSTATE_MAPPED_RAM && pagemap_reads_allocate()) {
+			/* A sequential stream holds every page, and QEMU reads each
+			 * zero page to see whether it must clear it: on a host
+			 * where reads allocate, the load would make all RAM
+			 * resident one fault at a time. Allocated up front by a
+			 * thread per core it ends the same, sooner (docs/design.md,
+			 * "Restore"); the minute QMP may take to come up grows
+			 * with the allocation (a second per GiB). */
+			long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+			rs->l.ram_prealloc = n < 1 ? 1 : n > 16 ? 16 : (unsigned)n;
+			rs->l.timeout = RESTORE_QMP_TIMEOUT + (int)(vm->def.memory >> 30);
+		}
 		return 0;
 	case RAM_MAP:
 		rs->ram = layout_in(rs->s->dir, SNAP_RAM);

@@ -122,8 +122,12 @@ char **qemu_argv(const struct qemu_cmd *c)
 			   (unsigned long long)(def->memory >> 20), path, c->ram_share ? "on" : "off",
 			   c->ram_readonly ? ",readonly=on,rom=off" : "");
 	} else {
-		strv_pushf(&argv, &n, "memory-backend-ram,id=ram0,size=%lluM",
-			   (unsigned long long)(def->memory >> 20));
+		_cleanup_free_ char *prealloc =
+			c->ram_prealloc ? xasprintf(",prealloc=on,prealloc-threads=%u", c->ram_prealloc)
+					: xstrdup("");
+
+		strv_pushf(&argv, &n, "memory-backend-ram,id=ram0,size=%lluM%s",
+			   (unsigned long long)(def->memory >> 20), prealloc);
 	}
 	strv_push(&argv, &n, "-qmp");
 	strv_pushf(&argv, &n, "unix:%s,server=on,wait=off", c->qmp_socket);

@@ -27,6 +27,9 @@ struct qemu_cmd {
 	const char *ram_file;	 /* guest RAM from this file; NULL: anonymous */
 	bool ram_share;		 /* MAP_SHARED (ours to copy) or copy-on-write */
 	bool ram_readonly;	 /* copy-on-write of a file opened read-only */
+	/* Anonymous RAM allocated before the guest runs, by this many
+	 * threads (prealloc=on); 0: as it is touched. */
+	unsigned ram_prealloc;
 	bool readonly_disks;	 /* inspecting a memory dump: change nothing */
 };
 /* The command line, NULL-terminated (strv_free it). */
