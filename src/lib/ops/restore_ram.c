@@ -141,8 +141,9 @@ int restore_ram_prepare(struct restore *rs, qsnap_error *err)
 			 * where reads allocate, the load would make all RAM
 			 * resident one fault at a time. Allocated up front by a
 			 * thread per core it ends the same, sooner (docs/design.md,
-			 * "Restore"); the minute QMP may take to come up grows
-			 * with the allocation (a second per GiB). */
+			 * "Where a QEMU 10 save's time goes"); the minute QMP may
+			 * take to come up grows with the allocation (a second per
+			 * GiB). */
 			long n = sysconf(_SC_NPROCESSORS_ONLN);
 
 			rs->l.ram_prealloc = n < 1 ? 1 : n > 16 ? 16 : (unsigned)n;
