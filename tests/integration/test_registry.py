@@ -6,6 +6,8 @@ an independent client."""
 import contextlib
 import glob
 import hashlib
+import http.client
+import http.server
 import json
 import os
 import re
@@ -13,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -546,6 +549,61 @@ def test_faults_damaged_blob_missing_tag(t):
         qsnap("verify", new)
 
 
+class CuttingProxy:
+    """An HTTP proxy on 127.0.0.1 in front of a registry that cuts the
+    connection of the first PATCH it sees before any of its bytes reach the
+    registry: the upload session exists, empty. Everything else is passed
+    on as it is (the Host header too, so the registry's Location URLs name
+    the proxy)."""
+
+    def __init__(self, upstream):
+        proxy = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                if self.command == "PATCH" and not proxy.cut:
+                    proxy.cut = self.path
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                c = http.client.HTTPConnection(upstream, timeout=60)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("connection", "expect", "content-length")}
+                c.request(self.command, self.path, body=body, headers=headers)
+                r = c.getresponse()
+                data = r.read()
+                proxy.seen.append((self.command, self.path.split("?")[0], r.status))
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", r.getheader("Content-Length", "0")
+                                 if self.command == "HEAD" else str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                c.close()
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+        self.cut = None
+        self.seen = []
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def killed_at(cmd, ready, timeout=60):
     """Start cmd; once ready() says so, return it (still running)."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -606,9 +664,23 @@ def test_faults_interrupted_transfers(t):
               and "nothing was created" in errout, f"{p.returncode}: {errout}")
         check(leftovers(t.dir, "pulled") == [], f"left: {leftovers(t.dir, 'pulled')}")
 
-        # Both pushes are whole.
+        # A PATCH cut before the registry got any of its bytes: the session
+        # it resumes is empty (distribution says "Range: 0-0" for it, as
+        # for one byte), and the push still sends every byte once.
         reg.start()
-        for repo in ("qsnap/a", "qsnap/b"):
+        proxy = CuttingProxy(reg.host)
+        try:
+            rep = push(vm, "B", f"{proxy.host}/qsnap/c")
+        finally:
+            proxy.close()
+        check(proxy.cut, "the proxy cut no PATCH")
+        session = proxy.cut.split("?")[0]
+        check(("GET", session, 204) in proxy.seen,
+              f"no resume was asked for of {session}: {proxy.seen}")
+        check(rep["uploaded"] == rep["blobs"], f"{rep}")
+
+        # Every push is whole.
+        for repo in ("qsnap/a", "qsnap/b", "qsnap/c"):
             d = os.path.join(t.dir, repo.replace("/", "-"))
             pull(reg.ref(repo, "B"), d)
             vm2 = pulled_vm(t, d)

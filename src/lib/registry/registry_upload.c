@@ -77,7 +77,13 @@ static int upload_offset(struct registry *r, CURL *c, char **url, uint64_t *ret_
 	if (ret >= 0) {
 		unsigned long long a = 0, b = 0;
 
-		*ret_pos = p.range && sscanf(p.range, "%llu-%llu", &a, &b) == 2 ? b + 1 : 0;
+		/* "0-N": it has N+1 bytes. Distribution says "0-0" for an empty
+		 * session too, and it appends a PATCH whatever its
+		 * Content-Range: taken as empty, a session that had one byte
+		 * gets it twice and its PUT is refused, which starts over
+		 * (below); taken as one byte, an empty one would lose the
+		 * blob's first byte the same way, far more often. */
+		*ret_pos = p.range && sscanf(p.range, "%llu-%llu", &a, &b) == 2 && b > 0 ? b + 1 : 0;
 		if (p.location) {
 			char *next = NULL;
 
@@ -145,6 +151,11 @@ int reg_blob_upload_fd(struct registry *r, reg_conn *c, int fd, uint64_t off, ui
 		ret = upload_finish(r, c, url, digest, NULL, what, err);
 		if (ret >= 0 || ret == -EACCES)
 			return ret;
+		/* The registry answered and refused to finish the session (what
+		 * it has does not match the digest, or it forgot the session):
+		 * that session cannot be finished; a new one from the start. */
+		if (ret == -EIO || ret == -ENOENT)
+			free(TAKE_PTR(url));
 	failed:
 		if (ret == -EACCES || ret == -EPROTO || tries++ >= RETRIES)
 			return ret;
