@@ -593,9 +593,13 @@ class CuttingProxy:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = forward
 
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # the cut connection, on purpose
+
         self.cut = None
         self.seen = []
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server = Server(("127.0.0.1", 0), H)
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
