@@ -670,7 +670,7 @@ def test_faults_interrupted_transfers(t):
 
         # A PATCH cut before the registry got any of its bytes: the session
         # it resumes is empty (distribution says "Range: 0-0" for it, as
-        # for one byte), and the push still sends every byte once.
+        # for one byte), and the push goes on from it and completes.
         reg.start()
         proxy = CuttingProxy(reg.host)
         try:
