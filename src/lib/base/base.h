@@ -442,6 +442,9 @@ void progress_report(const struct progress *p, uint64_t done, bool finished);
 
 /* ---- processes (process.c) ---- */
 
+/* The host's online cores, at least 1 and at most max. */
+unsigned host_cores(unsigned max);
+
 /* Start time of a process (clock ticks after boot), 0 if gone or a zombie. */
 unsigned long long proc_start_time(pid_t pid);
 /* The process pid runs and began at start (0, unknown, matches none). */

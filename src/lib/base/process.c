@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Processes known by pid and start time, never by a bare pid that may have
- * been reused. */
+ * been reused; the cores they run on. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "base/base.h"
 
@@ -110,4 +111,11 @@ int proc_wait_gone(pid_t pid, unsigned long long start, int timeout_ms, int canc
 			return -ETIMEDOUT;
 	}
 	return 0;
+}
+
+unsigned host_cores(unsigned max)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : (unsigned long)n > max ? max : (unsigned)n;
 }

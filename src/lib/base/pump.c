@@ -11,6 +11,7 @@
  * pipe) or stop at once (QEMU neither reads nor writes nor closes). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -90,7 +91,7 @@ static int run_compress(struct pump *p)
 	size_t in_cap = ZSTD_CStreamInSize() * 4, out_cap = ZSTD_CStreamOutSize() * 4;
 	_cleanup_free_ char *in = xmalloc(in_cap), *out = xmalloc(out_cap);
 	ZSTD_CCtx *cc = ZSTD_createCCtx();
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned ncpu = host_cores(UINT_MAX);
 	int e = 0;
 
 	ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, p->level);

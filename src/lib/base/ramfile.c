@@ -176,7 +176,6 @@ int ramfile_copy(int srcdirfd, const char *src, int dstdirfd, const char *dst, u
 	struct copy_job j = {0};
 	pthread_t threads[MAX_THREADS];
 	int n_threads = 0, e = 0;
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	struct progress pr;
 	struct stat st;
 	void *map;
@@ -215,9 +214,7 @@ int ramfile_copy(int srcdirfd, const char *src, int dstdirfd, const char *dst, u
 	chunk_done = xcalloc(n_chunks, sizeof(*chunk_done));
 	j.chunk_done = chunk_done;
 	/* Threads beyond the cores only wait on each other. */
-	n_threads = ncpu > 0 ? (int)ncpu : 1;
-	if (n_threads > MAX_THREADS)
-		n_threads = MAX_THREADS;
+	n_threads = (int)host_cores(MAX_THREADS);
 	if ((uint64_t)n_threads > (size + CHUNK - 1) / CHUNK)
 		n_threads = (int)((size + CHUNK - 1) / CHUNK);
 	for (int i = 0; i < n_threads; i++)

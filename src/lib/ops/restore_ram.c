@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "base/pagemap.h"
 #include "ops/restore.h"
@@ -144,9 +143,7 @@ int restore_ram_prepare(struct restore *rs, qsnap_error *err)
 			 * "Where a QEMU 10 save's time goes"); the minute QMP may
 			 * take to come up grows with the allocation (a second per
 			 * GiB). */
-			long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-			rs->l.ram_prealloc = n < 1 ? 1 : n > 16 ? 16 : (unsigned)n;
+			rs->l.ram_prealloc = host_cores(16);
 			rs->l.timeout = RESTORE_QMP_TIMEOUT + (int)(vm->def.memory >> 30);
 		}
 		return 0;

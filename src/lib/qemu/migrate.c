@@ -20,9 +20,7 @@ static json_object *cap(const char *name, bool on)
 
 unsigned migrate_channels(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-	return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
+	return host_cores(4);
 }
 
 /* The environment overrides what qsnap config set (for a test or a
