@@ -164,8 +164,10 @@ void qsnap_def_free(qsnap_def *def);
  * How a plain save (stream mode, uncompressed, not live) writes RAM; NULL
  * or "auto" is qsnap's default for the VM's QEMU (README, "How a save
  * writes RAM"):
- *   "save-path" "auto", "stream" (one sequential stream) or "mapped-ram"
+ *   "save-path" "auto", "stream" (one sequential stream), "mapped-ram"
  *               (RAM pages at fixed offsets, multifd channels; QEMU >= 9.0)
+ *               or "ram-file" (the stream through qsnap, which writes RAM
+ *               into a file of the snapshot's own that a restore maps)
  *   "multifd-channels"  mapped-ram's channels, 1 to
  *               QSNAP_MAX_MULTIFD_CHANNELS ("0" or NULL: auto)
  *   "direct-io" "auto", "on" or "off": mapped-ram saves write with O_DIRECT
@@ -373,8 +375,9 @@ typedef struct qsnap_save_stats {
 	bool live;	/* RAM was written while the guest ran */
 	qsnap_ram_mode mode; /* where the snapshot's RAM went */
 	/* How QEMU wrote it: "stream" (one sequential stream; also every
-	 * shared-RAM, live or compressed save) or "mapped-ram" (multifd
-	 * channels); static strings. */
+	 * shared-RAM, live or compressed save), "mapped-ram" (multifd
+	 * channels) or "ram-file" (a stream whose RAM qsnap wrote into a file
+	 * of its own); static strings. */
 	const char *path;
 	unsigned channels; /* mapped-ram: multifd channels */
 	bool direct_io;	   /* mapped-ram written with O_DIRECT */

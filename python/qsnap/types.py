@@ -62,7 +62,7 @@ class SaveStats:
     bytes: int  # machine state written
     live: bool  # RAM was written while the guest ran
     mode: str  # where the snapshot's RAM went: "stream" or "shared"
-    path: str = "stream"  # how QEMU wrote it: "stream" or "mapped-ram"
+    path: str = "stream"  # how QEMU wrote it: "stream", "mapped-ram" or "ram-file"
     channels: int = 0  # mapped-ram's multifd channels
     precopy: bool = False  # written while the guest ran, paused for the rest
     # Where the time went: (phase, start, seconds), starts from the save's start.

@@ -34,6 +34,7 @@ static const struct cli_choice save_paths[] = {
 	{"auto", 0},
 	{"stream", 1},
 	{"mapped-ram", 2},
+	{"ram-file", 3},
 	{0},
 };
 
@@ -62,9 +63,11 @@ static const struct cli_opt opts[] = {
 	{"save-path", 0, CLI_CHOICE, "PATH",
 	 "how a plain save (stream mode, not --live or --compress)\n"
 	 "writes RAM: stream (one sequential stream), mapped-ram\n"
-	 "(pages at fixed offsets, in parallel channels; QEMU >= 9.0)\n"
-	 "or auto (the default: what was measured faster for the\n"
-	 "VM's QEMU); these four work while it runs, from the next save",
+	 "(pages at fixed offsets, in parallel channels; QEMU >= 9.0),\n"
+	 "ram-file (the stream through qsnap, RAM into a file of its\n"
+	 "own that a restore maps) or auto (the default: mapped-ram\n"
+	 "where QEMU has it, else stream); these four work while it\n"
+	 "runs, from the next save",
 	 .target = &save_path, .choices = save_paths},
 	{"multifd-channels", 0, CLI_STRING, "N",
 	 "mapped-ram's channels, 1-" CLI_XSTR(QSNAP_MAX_MULTIFD_CHANNELS) " (auto: the default)", .target = &channels},

@@ -132,6 +132,9 @@ def check_qemu_fds(vm, pid):
     with open(vm.path("vm.json")) as f:
         bases = {d["path"] for d in json.load(f)["drives"]}
     own = {vm.path("run", n) for n in ("qemu.log", "qemu.pid", "serial.log")}
+    # The RAM file QEMU maps (a snapshot's, after a restore that maps it).
+    if st.get("qemu", {}).get("ram_file"):
+        own.add(vm.path(st["qemu"]["ram_file"]))
     got = fds(pid)
     check(got.get(0) == "/dev/null", f"QEMU's stdin: {got.get(0)}")
     check(got.get(1) == vm.path("run", "qemu.log") == got.get(2), f"QEMU's stdout/err: {got}")

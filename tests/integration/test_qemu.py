@@ -247,6 +247,17 @@ def test_save_settings(t):
         d = json.load(f)
     check(d.get("save_path") == "stream" and d.get("precopy") == "off", f"vm.json: {d}")
 
+    # ram-file on any QEMU: RAM in a sparse file of its own, as long as the
+    # guest's RAM; the machine state without it.
+    qsnap("config", vm.dir, "--save-path", "ram-file", "--precopy", "auto")
+    r = json.loads(vm.save("R", "--json").stdout)
+    check(r["path"] == "ram-file" and r["ram_mode"] == "shared" and r["precopy"], f"ram-file: {r}")
+    ram = os.stat(vm.path("snapshots", "R", "ram"))
+    check(ram.st_size == 256 << 20 and ram.st_blocks * 512 < ram.st_size,
+          f"the RAM file: {ram.st_size} bytes, {ram.st_blocks * 512} allocated")
+    check(os.path.getsize(vm.path("snapshots", "R", "vmstate")) < 64 << 20,
+          "the machine state still holds RAM")
+
     before = files()
     for args, words in ((["--save-path", "fast"], "--save-path"),
                         (["--precopy", "maybe"], "--precopy"),
@@ -275,9 +286,13 @@ def test_save_settings(t):
           "--precopy", "auto")
     conf = json.loads(qsnap("config", vm.dir, "--json").stdout)
     check(conf["save_path"] == "auto" and conf["multifd_channels"] == "auto", f"reset: {conf}")
-    for name in ("A", "B") + (("C",) if QEMU else ()):
+    for name in ("A", "B", "R") + (("C",) if QEMU else ()):
         vm.restore(name)
         check(guest_view(vm) == saved, f"snapshot {name} restored wrong")
+        # The RAM file is mapped copy-on-write, not read.
+        check(vm.status()["ram_lazy"] == (name == "R"), f"{name}: {vm.status()}")
+    p = qsnap("verify", vm.dir, "R")
+    check("all intact" in p.stdout, p.stdout)
 
 
 def test_config_qemu(t):

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The migration stream filter of differential saves (qemu/stream.c): a
- * stream built here record by record, fed whole and byte by byte, and the
- * beginnings of streams QEMU 7.2 and 10.0 wrote (tests/unit/streams/).
+/* The migration stream filter of differential saves (qemu/stream.c) and
+ * the RAM-file save's writer (qemu/stream_ram.c): a stream built here
+ * record by record, fed whole and byte by byte, and the beginnings of
+ * streams QEMU 7.2 and 10.0 wrote (tests/unit/streams/).
  * QSNAP_STREAM_SAMPLES (paths separated by ':') adds whole streams: kept
  * whole, they must pass through byte for byte. */
 #include <fcntl.h>
@@ -294,6 +295,149 @@ static void test_records_only(void **state)
 	free(spliced.p);
 }
 
+/* Feed in to a RAM writer over a fresh 8-page file in pieces of step
+ * bytes; what passes goes to out. Returns the file, or -1 with err set
+ * when a flush failed. */
+static int take(const struct buf *in, size_t step, struct buf *out, struct stream_stats *st,
+		qsnap_error *err)
+{
+	char path[] = "/tmp/qsnap-test-ramXXXXXX";
+	int fd = mkstemp(path);
+	struct ram_writer *w;
+	struct stream_filter *f;
+	int r = 0;
+
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(ftruncate(fd, 8 * 4096), 0);
+	w = ram_writer_new(fd, 8 * 4096);
+	f = ram_writer_filter(w, "ram0");
+	out->n = 0;
+	for (size_t i = 0; i < in->n && r == 0; i += step) {
+		size_t n = in->n - i < step ? in->n - i : step;
+
+		ram_writer_piece(w, in->p + i, n);
+		assert_int_equal(
+		    stream_filter_feed(f, in->p + i, n, &out->p, &out->n, &out->cap, err), 0);
+		r = ram_writer_flush(w, err);
+	}
+	if (r == 0)
+		assert_int_equal(stream_filter_end(f, err), 0);
+	*st = *stream_filter_stats(f);
+	stream_filter_free(f);
+	ram_writer_free(w);
+	if (r < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void check_page(int fd, uint64_t pg, uint8_t fill)
+{
+	uint8_t page[4096], want[4096];
+
+	memset(want, fill, sizeof(want));
+	assert_int_equal(pread(fd, page, sizeof(page), (off_t)(pg * 4096)), 4096);
+	assert_memory_equal(page, want, sizeof(want));
+}
+
+/* Every record of ram0 goes into the file at its offset and none is left
+ * in the stream, which still parses whole; the other block's records
+ * stay. A page sent again as zero becomes a hole; a page beyond the block
+ * fails the save. */
+static void test_ram_writer(void **state)
+{
+	struct buf in = {0}, want = {0}, out = {0}, again = {0}, h = {0};
+	struct stream_stats st;
+	const size_t steps[] = {1, 7, 4096, 4105, 1 << 20};
+	/* ram0's records in build(): two pages that name it, four continued
+	 * pages, two continued zeros. */
+	const size_t ram0_bytes = 2 * (8 + 5 + 4096) + 4 * (8 + 4096) + 2 * (8 + 1);
+	const uint8_t fills[8] = {1, 2, 3, 0, 0, 7, 8, 9};
+	qsnap_error err;
+	size_t start;
+	int fd;
+
+	(void)state;
+	build(&in, &want);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(*steps); i++) {
+		fd = take(&in, steps[i], &out, &st, &err);
+		assert_true(fd >= 0);
+		assert_int_equal(st.dropped, 8);
+		assert_int_equal(st.kept, 0);
+		assert_int_equal(out.n, in.n - ram0_bytes);
+		for (uint64_t pg = 0; pg < 8; pg++)
+			check_page(fd, pg, fills[pg]);
+		/* Zero pages never written are holes. */
+		assert_int_equal(lseek(fd, 3 * 4096, SEEK_DATA), 5 * 4096);
+		close(fd);
+		/* What is left parses whole: pc.bios's two records. */
+		run(&out, 4096, all, &again, &st);
+		assert_int_equal(again.n, out.n);
+		assert_int_equal(st.kept + st.dropped, 0);
+		assert_true(st.passthrough);
+	}
+
+	/* Page 1 sent, then sent again as zero; page 2 after it (all in the
+	 * END section, which QEMU writes last). */
+	put32(&h, 0x5145564d);
+	put32(&h, 3);
+	put8(&h, 0x01); /* START ram, no configuration, no footers */
+	put32(&h, 2);
+	putstr(&h, "ram");
+	put32(&h, 0);
+	put32(&h, 4);
+	put64(&h, (8 << 12) | 0x04);
+	putstr(&h, "ram0");
+	put64(&h, 8 << 12);
+	put64(&h, 0x10); /* EOS */
+	start = h.n;
+	put8(&h, 0x03); /* END ram */
+	put32(&h, 2);
+	record(&h, &want, false, 4096, 0x08, "ram0", 4);
+	record(&h, &want, false, 4096, 0x22, NULL, 0);
+	record(&h, &want, false, 2 * 4096, 0x28, NULL, 0x11);
+	put64(&h, 0x10);
+	put8(&h, 0x00); /* EOF */
+	fd = take(&h, 4096, &out, &st, &err);
+	assert_true(fd >= 0);
+	check_page(fd, 1, 0);
+	check_page(fd, 2, 0x11);
+	assert_int_equal(lseek(fd, 0, SEEK_DATA), 2 * 4096);
+	close(fd);
+
+	/* A page past the block's end. */
+	h.n -= 9;
+	record(&h, &want, false, 8 * 4096, 0x28, NULL, 0x22);
+	put64(&h, 0x10);
+	put8(&h, 0x00);
+	assert_int_equal(take(&h, 1 << 20, &out, &st, &err), -1);
+	assert_non_null(strstr(err.msg, "beyond"));
+
+	/* A section of something else among the RAM sections: refused, since
+	 * the records after it would pass unparsed. */
+	h.n = start;
+	put8(&h, 0x02); /* PART of section 9 */
+	put32(&h, 9);
+	put64(&h, 0);
+	{
+		struct stream_filter *f = stream_filter_new("ram0", all, NULL);
+
+		stream_filter_take(f);
+		out.n = 0;
+		assert_int_not_equal(stream_filter_feed(f, h.p, h.n, &out.p, &out.n, &out.cap, &err),
+				     0);
+		assert_non_null(strstr(err.msg, "cannot read"));
+		stream_filter_free(f);
+	}
+	free(in.p);
+	free(want.p);
+	free(out.p);
+	free(again.p);
+	free(h.p);
+}
+
 static void test_refused(void **state)
 {
 	struct buf in = {0}, want = {0}, out = {0};
@@ -398,7 +542,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_filter),  cmocka_unit_test(test_records_only),
-	    cmocka_unit_test(test_refused),
+	    cmocka_unit_test(test_refused), cmocka_unit_test(test_ram_writer),
 	    cmocka_unit_test(test_qemu72),  cmocka_unit_test(test_qemu10),
 	    cmocka_unit_test(test_samples),
 	};

@@ -78,7 +78,8 @@ typedef struct qsnap_drive_def {
 enum save_path {
 	SAVE_PATH_AUTO, /* by what this QEMU can do, as measured (save.c) */
 	SAVE_PATH_STREAM,
-	SAVE_PATH_MAPPED, /* mapped-ram + multifd */
+	SAVE_PATH_MAPPED,  /* mapped-ram + multifd */
+	SAVE_PATH_RAMFILE, /* the stream through qsnap into a RAM file */
 };
 /* An on/off setting whose default qsnap chooses. */
 enum setting {

@@ -54,8 +54,10 @@ static int save_choose_path(struct save *sv, qsnap_error *err)
 	if (plain && def->save_path == SAVE_PATH_MAPPED && !can_map)
 		return qerr(err, ENOTSUP, "save-path is mapped-ram, which this QEMU (%s) cannot write (QEMU >= 9.0 can): set qsnap config --save-path auto or stream",
 			    caps_version(sv->q));
-	sv->mapped = plain && can_map && def->save_path != SAVE_PATH_STREAM &&
-		     (def->save_path == SAVE_PATH_MAPPED || SAVE_AUTO_MAPPED);
+	sv->mapped = plain && can_map &&
+		     (def->save_path == SAVE_PATH_MAPPED ||
+		      (def->save_path == SAVE_PATH_AUTO && SAVE_AUTO_MAPPED));
+	sv->ramfile = plain && def->save_path == SAVE_PATH_RAMFILE;
 	sv->channels = migrate_channels_env(def->multifd_channels ? def->multifd_channels
 								   : SAVE_AUTO_CHANNELS);
 	sv->direct_io = sv->mapped && caps_migrate_param(sv->q, "direct-io") &&
@@ -174,8 +176,10 @@ static int save_finish(struct save *sv, qsnap_error *err)
 	const char *version = caps_version(sv->q);
 	struct snapshot s = {
 		.name = xstrdup(sv->name),
-		.mode = sv->shared || sv->diff ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
-		.ram_base = TAKE_PTR(sv->ram_base),
+		.mode = sv->shared || sv->diff || sv->ramfile ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
+		/* A RAM file of its own that the stream's RAM does not go
+		 * in: loaded as a folded chain is. */
+		.ram_base = sv->ramfile ? xstrdup(sv->name) : TAKE_PTR(sv->ram_base),
 		.ram_chain = TAKE_PTR(sv->ram_chain),
 		.n_ram_chain = sv->n_ram_chain,
 		.was_running = sv->running,
@@ -252,7 +256,7 @@ static int save_undo(struct save *sv, qsnap_error *err)
 			 &e2);
 	if (p == -ETIMEDOUT)
 		sv->wedged = true;
-	save_diff_cancel(sv, err);
+	save_filter_cancel(sv, err);
 	checksum_follow_cancel(TAKE_PTR(sv->sum));
 	/* Does QEMU still answer? (QEMU 7.2 hung after a cancelled live
 	 * save, seen once.) A VM left running must be one that works. */
@@ -295,7 +299,8 @@ static void save_free(struct save *sv)
 	free(sv->checksum);
 	free(sv->ram_checksum);
 	free(sv->stage);
-	save_diff_cancel(sv, NULL);
+	save_filter_cancel(sv, NULL);
+	save_ramfile_free(sv);
 	free(sv->ram_base);
 	ram_chain_free(sv->ram_chain, sv->n_ram_chain);
 	ram_index_free(sv->diff_index);
@@ -311,14 +316,14 @@ static void save_stats(struct save *sv)
 		.total = (double)(now_ms() - sv->t0) / 1000.0,
 		.bytes = (uint64_t)sv->vmstate.st_size + sv->ram_bytes,
 		.live = sv->live,
-		.mode = sv->shared || sv->diff ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
-		.path = sv->mapped ? "mapped-ram" : "stream",
+		.mode = sv->shared || sv->diff || sv->ramfile ? QSNAP_RAM_SHARED : QSNAP_RAM_STREAM,
+		.path = sv->mapped ? "mapped-ram" : sv->ramfile ? "ram-file" : "stream",
 		.channels = sv->mapped ? sv->channels : 0,
 		.direct_io = sv->direct_io,
 		.precopy = sv->precopy,
 		.diff = sv->diff,
-		.pages_written = sv->diff_kept,
-		.pages_left_out = sv->diff_dropped,
+		.pages_written = sv->diff ? sv->pages_kept : 0,
+		.pages_left_out = sv->diff ? sv->pages_left_out : 0,
 	};
 
 	for (size_t i = 0; i < sv->n_phases; i++) {
@@ -354,7 +359,7 @@ static int save(qsnap_vm *vm, const char *name, const qsnap_save_opts *opts, qsn
 {
 	qsnap_save_opts o;
 	struct save sv = {.vm = vm, .name = name, .opts = &o, .t0 = now_ms(), .wall0 = now_wall(),
-			  .fd = -1, .qemu_fd = -1, .tgt = {.fdset = -1}};
+			  .fd = -1, .qemu_fd = -1, .ram_fd = -1, .tgt = {.fdset = -1}};
 	int r;
 
 	sv.last = sv.wall0;

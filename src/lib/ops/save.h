@@ -33,6 +33,7 @@ struct save {
 	unsigned channels; /* its multifd channels */
 	bool direct_io;	   /* its direct-io */
 	bool diff;    /* only the pages written since the RAM file (save_diff.c) */
+	bool ramfile; /* RAM taken out of the stream into a file (save_ramfile.c) */
 	/* A running guest's RAM written while it runs (precopy); QEMU stops it
 	 * at the end and waits there for the disks' cut (save_switch_layers,
 	 * called from the migration's wait). */
@@ -62,10 +63,13 @@ struct save {
 	struct qsnap_save_phase phases[QSNAP_SAVE_PHASES];
 	size_t n_phases;
 	double wall0, last, stop_at;
-	/* A differential save: the thread that filters QEMU's stream, what it
-	 * left out, and the snapshot whose RAM file the new one builds on. */
-	struct diff_pump *diff_pump;
-	uint64_t diff_dropped, diff_kept;
+	/* The thread that filters QEMU's stream (save_filter.c), and what it
+	 * left out of the stream and kept of the RAM block. A differential
+	 * save: the snapshot whose RAM file the new one builds on. */
+	struct filter_pump *filter;
+	uint64_t pages_left_out, pages_kept;
+	struct ram_writer *ram_writer; /* a RAM-file save's */
+	int ram_fd;		       /* ... and the file it writes */
 	char *ram_base;
 	/* The older deltas it builds on (ram_chain.c), and what they put into
 	 * each page; none: it holds every page written since the RAM file.
@@ -108,17 +112,39 @@ int save_make_durable(struct save *sv, qsnap_error *err);
 /* The staging file of a save in the RAM directory (NULL: none). */
 char *save_stage_path(qsnap_vm *vm);
 
-/* A differential save (save_diff.c): may this VM be saved so; the
- * stream filter between QEMU (sv->qemu_fd, a pipe) and sv->fd, its end
- * (with the checksum) or its cancellation; the base's RAM file linked
- * into the snapshot. */
+/* QEMU's stream through a pipe (sv->qemu_fd, its write end) to a thread
+ * that feeds it to f and writes what passes to sv->fd (save_filter.c).
+ * The hooks run in the thread: before, with each piece read before it is
+ * fed (valid until after returns); after, once it was fed, failing as a
+ * write of ours (a full disk); free, with data, when the thread is gone.
+ * f is taken. finish waits for the last records until deadline (0: none)
+ * or cancel_fd (-ETIMEDOUT, -ECANCELED as pump_finish); cancel stops it. */
+struct filter_hooks {
+	void (*before)(void *data, const uint8_t *buf, size_t n);
+	int (*after)(void *data, qsnap_error *err);
+	void (*free)(void *data);
+	void *data;
+};
+struct stream_filter;
+int save_filter_start(struct save *sv, struct stream_filter *f, const struct filter_hooks *h,
+		      qsnap_error *err);
+int save_filter_finish(struct save *sv, int64_t deadline, int cancel_fd, qsnap_error *err);
+void save_filter_cancel(struct save *sv, qsnap_error *err);
+/* The bytes the thread read from QEMU so far (NULL: no filter). */
+const uint64_t *save_filter_bytes(const struct save *sv);
+
+/* A differential save (save_diff.c): may this VM be saved so; its filter
+ * (pages the guest did not write since the parent left out); the base's
+ * RAM file linked into the snapshot. */
 int save_diff_check(qsnap_vm *vm, qsnap_error *err);
 int save_diff_start(struct save *sv, qsnap_error *err);
-/* The filter's last records, waited for until deadline (0: none) or
- * cancel_fd; -ETIMEDOUT, -ECANCELED as pump_finish. */
-int save_diff_finish(struct save *sv, int64_t deadline, int cancel_fd, qsnap_error *err);
-void save_diff_cancel(struct save *sv, qsnap_error *err);
 int save_diff_link(struct save *sv, qsnap_error *err);
+
+/* A RAM-file save (save_ramfile.c, save-path ram-file): the snapshot's
+ * RAM file created (sv->ram_fd, complete once the filter ended) and QEMU's
+ * stream filtered into it and the machine state. */
+int save_ramfile_start(struct save *sv, qsnap_error *err);
+void save_ramfile_free(struct save *sv);
 
 /* The commit (save_commit.c): meta.json, the final directory, one atomic
  * write of state.json. s is taken. */

@@ -57,6 +57,10 @@ int save_open_vmstate(struct save *sv, qsnap_error *err)
 		r = save_diff_link(sv, err);
 		return r < 0 ? r : save_diff_start(sv, err);
 	}
+	/* A RAM-file save: the same, and the thread writes RAM into its own
+	 * file. */
+	if (sv->ramfile)
+		return save_ramfile_start(sv, err);
 	/* A mapped-ram file is written at random offsets: it is hashed once it
 	 * is complete. */
 	if (!sv->mapped)
@@ -76,7 +80,8 @@ int save_migrate(struct save *sv, qsnap_error *err)
 	double completed = 0;
 	int r;
 
-	r = migrate_pass(sv->q, MIGRATE_FD_NAME, sv->qemu_fd, !sv->pump && !sv->diff, &sv->tgt, err);
+	r = migrate_pass(sv->q, MIGRATE_FD_NAME, sv->qemu_fd, !sv->pump && !sv->filter, &sv->tgt,
+			 err);
 	if (r < 0)
 		return r;
 	if (sv->precopy) {
@@ -89,7 +94,7 @@ int save_migrate(struct save *sv, qsnap_error *err)
 	}
 	sv->fd_passed = true;
 	/* QEMU holds the pipe's write end now; ours would keep it open. */
-	if (sv->pump || sv->diff)
+	if (sv->pump || sv->filter)
 		closep(&sv->qemu_fd);
 	r = migrate_run(sv->q, &sv->tgt,
 			&(struct mig_wait){
@@ -97,15 +102,16 @@ int save_migrate(struct save *sv, qsnap_error *err)
 				.phase = "save",
 				.progress = opts->progress,
 				.userdata = opts->userdata,
-				.fd = sv->pump || sv->diff ? sv->fd : sv->qemu_fd,
+				.fd = sv->pump || sv->filter ? sv->fd : sv->qemu_fd,
 				.pump = sv->pump,
+				.counter = save_filter_bytes(sv),
 				.live = sv->live,
 				.switchover = sv->precopy ? save_switch_at_switchover : NULL,
 				.switchover_data = sv,
 				.completed_at = &completed,
 			},
 			err);
-	if (r < 0 && (sv->pump || sv->diff_pump)) {
+	if (r < 0 && (sv->pump || sv->filter)) {
 		qsnap_error e2;
 		int p;
 
@@ -219,13 +225,14 @@ int save_make_durable(struct save *sv, qsnap_error *err)
 	qsnap_vm *vm = sv->vm;
 	_cleanup_free_ char *ram = layout_in(vm->st.pending, SNAP_RAM);
 	struct durable d = {.fd = sv->fd, .close_fd = &sv->qemu_fd};
+	struct durable dr = {.fd = sv->ram_fd};
 	double c0 = now_wall();
-	pthread_t thread;
-	bool threaded = false;
+	pthread_t thread, ram_thread;
+	bool threaded = false, ram_threaded = false;
 	int r;
 
-	/* A pump still writes its last compressed bytes, the differential
-	 * save's filter its last records: fsync after it. */
+	/* A pump still writes its last compressed bytes, a filter its last
+	 * records: fsync after it. */
 	if (sv->pump) {
 		r = pump_finish_checksum(TAKE_PTR(sv->pump), now_ms() + PUMP_END_MS,
 					 vm_cancel_fd(vm), &sv->checksum, err);
@@ -234,8 +241,8 @@ int save_make_durable(struct save *sv, qsnap_error *err)
 		save_step(sv, "compress, checksum");
 		if (r < 0)
 			return r;
-	} else if (sv->diff_pump) {
-		r = save_diff_finish(sv, now_ms() + PUMP_END_MS, vm_cancel_fd(vm), err);
+	} else if (sv->filter) {
+		r = save_filter_finish(sv, now_ms() + PUMP_END_MS, vm_cancel_fd(vm), err);
 		if (r == -ETIMEDOUT)
 			sv->wedged = true;
 		save_step(sv, "filter");
@@ -246,29 +253,43 @@ int save_make_durable(struct save *sv, qsnap_error *err)
 	} else {
 		threaded = pthread_create(&thread, NULL, durable_thread, &d) == 0;
 	}
+	/* A RAM file written by the filter: synced while it is hashed. */
+	if (dr.fd >= 0)
+		ram_threaded = pthread_create(&ram_thread, NULL, durable_thread, &dr) == 0;
 	/* QEMU is done with the file: what it wrote last is hashed now, while
 	 * the guest runs; a mapped-ram file, written at random offsets, is
 	 * hashed whole (its holes are not read). */
 	if (sv->sum)
 		r = checksum_follow_finish(TAKE_PTR(sv->sum), "the machine state", &sv->checksum,
 					   err);
-	else if (sv->mapped || sv->diff)
+	else if (sv->mapped || sv->diff || sv->ramfile)
 		r = checksum_fd(sv->fd, "the machine state", &sv->checksum, err);
 	else
 		r = 0;
+	if (r == 0 && dr.fd >= 0)
+		r = checksum_fd(dr.fd, "the RAM file", &sv->ram_checksum, err);
 	if (!sv->opts->compress)
 		save_phase(sv, "checksum", c0, now_wall());
 	if (threaded)
 		pthread_join(thread, NULL);
 	else
 		durable_thread(&d);
-	save_phase(sv, "fsync", d.start, d.end);
+	if (ram_threaded)
+		pthread_join(ram_thread, NULL);
+	else if (dr.fd >= 0)
+		durable_thread(&dr);
+	save_phase(sv, "fsync", d.start, dr.fd >= 0 && dr.end > d.end ? dr.end : d.end);
 	sv->last = now_wall();
 	if (r < 0)
 		return r;
 	if (d.err || fstat(sv->fd, &sv->vmstate) < 0)
 		return qerr(err, d.err ? d.err : errno, "cannot sync the machine state: %s",
 			    strerror(d.err ? d.err : errno));
+	if (dr.err)
+		return qerr(err, dr.err, "cannot sync the RAM file %s/%s: %s", vm->dir, ram,
+			    strerror(dr.err));
+	if (dr.fd >= 0)
+		sv->ram_bytes = ramfile_allocated(vm->dirfd, ram);
 	/* The guest runs again: the staged RAM goes to the snapshot. */
 	if (sv->stage) {
 		r = ramfile_copy(AT_FDCWD, sv->stage, vm->dirfd, ram, vm->def.memory, "persist RAM",

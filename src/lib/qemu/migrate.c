@@ -111,6 +111,8 @@ static uint64_t done_bytes(const struct mig_wait *w)
 
 	if (w->pump)
 		return pump_bytes(w->pump);
+	if (w->counter)
+		return __atomic_load_n(w->counter, __ATOMIC_RELAXED);
 	off = w->fd >= 0 ? lseek(w->fd, 0, SEEK_CUR) : -1;
 	return off > 0 ? (uint64_t)off : 0;
 }

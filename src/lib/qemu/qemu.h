@@ -128,6 +128,7 @@ struct mig_wait {
 	void *userdata;
 	int fd;		/* the file QEMU writes or reads: its offset is our progress */
 	struct pump *pump; /* or, through a pump, the bytes it moved */
+	const uint64_t *counter; /* or bytes a thread of ours counts (atomic) */
 	uint64_t total; /* bytes expected when known (restore: the file's size) */
 	/* A live save that stopped the guest for the disks' cut: let it run
 	 * again once QEMU writes RAM (QEMU >= 9.0 leaves it paused). */

@@ -68,6 +68,7 @@ struct stream_filter {
 	bool have_ram_id;
 	uint32_t ram_id;
 	bool records_only;
+	bool take;	 /* the block's records all go to keep, none passes */
 	bool in_start;	 /* inside the first RAM section (START) */
 	bool start_ended; /* ... whose EOS (and footer) the last item was */
 	bool in_end;	  /* inside the last RAM section (END) */
@@ -108,6 +109,11 @@ const struct stream_stats *stream_filter_stats(const struct stream_filter *f)
 void stream_filter_records_only(struct stream_filter *f)
 {
 	f->records_only = true;
+}
+
+void stream_filter_take(struct stream_filter *f)
+{
+	f->take = true;
 }
 
 uint64_t stream_filter_ram_start_end(const struct stream_filter *f, uint32_t *ram_id,
@@ -371,12 +377,21 @@ static enum item parse_ram(struct stream_filter *f, struct cur *c)
 	len = (flags & RAM_PAGE) ? PAGE_SIZE_TARGET : 1;
 	if (!get(c, len, &p))
 		return ITEM_MORE;
+	if (!(flags & RAM_CONTINUE))
+		memcpy(f->cur, name, sizeof(f->cur));
+	if (f->take && !strcmp(f->cur, f->block)) {
+		/* None of the block's records passes, so no CONTINUE record
+		 * that passes follows one of them: the next record of another
+		 * block names it (QEMU names a block whenever it changes). */
+		f->keep(f->data, offset, p, len);
+		f->st.dropped++;
+		return ITEM_DROP;
+	}
 	if (!(flags & RAM_CONTINUE)) {
 		/* Records that name their block are always kept, so that the
 		 * loader's "block of the record before" is the same as the
 		 * source's for every CONTINUE record that passes. keep is
 		 * still told about the page. */
-		memcpy(f->cur, name, sizeof(f->cur));
 		if (!strcmp(name, f->block)) {
 			f->keep(f->data, offset, p, len);
 			f->st.kept++;
@@ -430,8 +445,10 @@ static int parse(struct stream_filter *f, const uint8_t *p, size_t n, size_t *re
 			break;
 		}
 		if (it == ITEM_PASS) {
-			/* Records after it would be lost, not passed. */
-			if (f->records_only && !f->ram_done)
+			/* Records after it would be lost, not passed; or,
+			 * taking a block, passed after its records were
+			 * taken (a CONTINUE one then names the wrong block). */
+			if ((f->records_only || f->take) && !f->ram_done)
 				return qerr(err, EPROTO,
 					    "the migration stream has an item qsnap cannot read at byte %llu, inside its RAM sections",
 					    (unsigned long long)(f->pos + at));

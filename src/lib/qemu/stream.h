@@ -29,6 +29,12 @@ struct stream_filter *stream_filter_new(const char *block, stream_keep_fn keep, 
  * footers, nothing after the RAM sections. What a restore puts into
  * another stream's RAM section (stream_ram_part). */
 void stream_filter_records_only(struct stream_filter *f);
+/* Take the block out of the stream: every page and zero record of it goes
+ * to keep (whose answer is ignored), named or not, and none passes. An
+ * item it cannot read before the RAM sections ended fails the feed (the
+ * block's records after it would pass). What a RAM-file save wants
+ * (stream_ram.c). */
+void stream_filter_take(struct stream_filter *f);
 /* Where the first RAM section (the START section, with the list of RAM
  * blocks) ends in the input, its footer included; 0 until it was parsed.
  * *ram_id: its section id; *footers: QEMU writes section footers. */
@@ -39,6 +45,19 @@ uint64_t stream_filter_ram_start_end(const struct stream_filter *f, uint32_t *ra
 size_t stream_part_head(uint8_t buf[5], uint32_t ram_id);
 size_t stream_part_tail(uint8_t buf[13], uint32_t ram_id, bool footers);
 void stream_filter_free(struct stream_filter *f);
+
+/* A RAM block taken out of the stream into a file (stream_ram.c): fd, as
+ * long as the block (size) and empty, gets every page at its offset, a
+ * zero page as a hole. Its filter (taken by the caller) is fed piece by
+ * piece: ram_writer_piece with each piece before it is fed, and
+ * ram_writer_flush after, which writes what the piece held and fails
+ * with the first write that failed, or on a page beyond the block. */
+struct ram_writer;
+struct ram_writer *ram_writer_new(int fd, uint64_t size);
+struct stream_filter *ram_writer_filter(struct ram_writer *w, const char *block);
+void ram_writer_piece(struct ram_writer *w, const uint8_t *buf, size_t n);
+int ram_writer_flush(struct ram_writer *w, qsnap_error *err);
+void ram_writer_free(struct ram_writer *w);
 /* Feed the next n bytes of the stream; what passes is appended to *out
  * (grown with xrealloc; *out_len bytes in it, *out_cap its size). Fails
  * on a stream that is not QEMU's (bad magic or version). */

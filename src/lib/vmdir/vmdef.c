@@ -212,7 +212,7 @@ static int save_settings_from_json(json_object *o, const char *what, qsnap_def *
 	    !json_object_is_type(v, json_type_int))
 		return qerr(err, EINVAL, "%s: 'multifd_channels' must be a number", what);
 	if (path && save_path_parse(path, &def->save_path) < 0)
-		return qerr(err, EINVAL, "%s: 'save_path' must be \"auto\", \"stream\" or \"mapped-ram\"", what);
+		return qerr(err, EINVAL, "%s: 'save_path' must be \"auto\", \"stream\", \"mapped-ram\" or \"ram-file\"", what);
 	if ((dio && setting_parse(dio, &def->direct_io) < 0) ||
 	    (pre && setting_parse(pre, &def->precopy) < 0))
 		return qerr(err, EINVAL, "%s: 'direct_io' and 'precopy' must be \"auto\", \"on\" or \"off\"", what);

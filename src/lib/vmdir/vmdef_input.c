@@ -31,7 +31,7 @@ int qsnap_ram_mode_parse(const char *s, qsnap_ram_mode *ret)
 	return 0;
 }
 
-static const char *const save_paths[] = {"auto", "stream", "mapped-ram"};
+static const char *const save_paths[] = {"auto", "stream", "mapped-ram", "ram-file"};
 static const char *const settings[] = {"auto", "on", "off"};
 
 const char *save_path_name(enum save_path p)
