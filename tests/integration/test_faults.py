@@ -500,6 +500,15 @@ def test_disk_full_during_save(t):
         check(not glob.glob(vm.path("snapshots", ".partial-*")), "partial files kept")
         free = os.statvfs(mnt)
         check(free.f_bavail * free.f_frsize > 50 << 20, "the failed save's files fill the disk")
+        # The same with RAM going into a file of its own, written by qsnap:
+        # QEMU sees only a broken pipe, and the error says why.
+        qsnap("config", vm.dir, "--save-path", "ram-file")
+        p = qsnap("save", vm.dir, "toobig", ok=False)
+        check(p.returncode == 1 and "cannot write the RAM file: No space left on device"
+              in p.stderr and "nothing was saved" in p.stderr, f"ram-file: {p.stderr}")
+        check(vm.qemu_pid() == pid and view(vm) == now, "ram-file: the VM changed")
+        check(not glob.glob(vm.path("snapshots", ".partial-*")), "ram-file: partial files kept")
+        qsnap("config", vm.dir, "--save-path", "auto")
         # The VM goes on: once there is room (the guest's freed pages are
         # not zero, so make the disk bigger), a change and a save work.
         subprocess.run(["mount", "-o", "remount,size=800M", mnt], check=True)

@@ -26,7 +26,9 @@ struct filter_pump {
 	/* Raised to stop the thread (it watches it with the pipe: no wait of
 	 * it sleeps in steps), and by the thread when it ends. */
 	int stop_fd, done_fd;
-	bool write_failed; /* our side's fault (a full disk), not QEMU's */
+	/* It failed for a reason of its own (a full disk, a stream it cannot
+	 * take apart), which QEMU sees only as a broken pipe. */
+	bool ours;
 	uint64_t bytes;	   /* read from QEMU so far (atomic) */
 	int code;
 	char msg[512];
@@ -65,16 +67,14 @@ static void *filter_thread(void *data)
 			d->h.before(d->h.data, buf, (size_t)n);
 		out_len = 0;
 		r = stream_filter_feed(d->f, buf, (size_t)n, &out, &out_len, &out_cap, &e);
-		if (r == 0 && d->h.after && d->h.after(d->h.data, &e) < 0)
-			d->write_failed = true;
-		else if (r == 0 && write_wait(d->out, out, out_len, -1, &e) < 0) {
+		if (r == 0 && d->h.after)
+			r = d->h.after(d->h.data, &e);
+		if (r == 0 && write_wait(d->out, out, out_len, -1, &e) < 0)
 			r = qerr(&e, e.code, "cannot write the machine state: %s", strerror(e.code));
-			d->write_failed = true;
-		}
-		if (d->write_failed)
-			r = -1;
-		if (r < 0)
+		if (r < 0) {
+			d->ours = true;
 			break;
+		}
 	}
 	d->code = r < 0 ? e.code : 0;
 	snprintf(d->msg, sizeof(d->msg), "%s", r < 0 ? e.msg : "");
@@ -188,8 +188,8 @@ void save_filter_cancel(struct save *sv, qsnap_error *err)
 
 	if (!d)
 		return;
-	/* QEMU saw only a broken pipe; our side knows why (a full disk). */
-	if (d->write_failed && err)
+	/* QEMU saw only a broken pipe; our side knows why. */
+	if (d->ours && err)
 		qerr(err, d->code, "%s", d->msg);
 	filter_join(d, true, 0, -1, NULL, &e2);
 }

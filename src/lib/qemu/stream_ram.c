@@ -111,9 +111,9 @@ static bool take_page(void *data, uint64_t offset, const uint8_t *page, size_t l
 		return false;
 	}
 	w->written[pg / 64] |= 1ULL << (pg % 64);
-	/* Pages of the piece stay where they are until after(); one the
-	 * filter put together from two pieces does not: written at once. */
-	if (page < w->lo || page + PAGE > w->hi) {
+	/* Pages of the piece stay where they are until ram_writer_flush; one
+	 * the filter put together from two pieces does not: written at once. */
+	if ((uintptr_t)page < (uintptr_t)w->lo || (uintptr_t)page + PAGE > (uintptr_t)w->hi) {
 		flush(w);
 		write_one(w, page, offset);
 		return false;
@@ -128,7 +128,6 @@ static bool take_page(void *data, uint64_t offset, const uint8_t *page, size_t l
 
 void ram_writer_piece(struct ram_writer *w, const uint8_t *buf, size_t n)
 {
-
 	w->lo = buf;
 	w->hi = buf + n;
 }
