@@ -115,8 +115,9 @@ char *save_stage_path(qsnap_vm *vm);
 /* QEMU's stream through a pipe (sv->qemu_fd, its write end) to a thread
  * that feeds it to f and writes what passes to sv->fd (save_filter.c).
  * The hooks run in the thread: before, with each piece read before it is
- * fed (valid until after returns); after, once it was fed, failing as a
- * write of ours (a full disk); free, with data, when the thread is gone.
+ * fed (valid until after returns); after, once it was fed, failing as
+ * the thread's own error (a full disk), which the save reports rather than
+ * QEMU's broken pipe; free, with data, when the thread is gone.
  * f is taken. finish waits for the last records until deadline (0: none)
  * or cancel_fd (-ETIMEDOUT, -ECANCELED as pump_finish); cancel stops it. */
 struct filter_hooks {
