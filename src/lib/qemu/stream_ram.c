@@ -18,6 +18,7 @@
 /* Pages written by one pwritev: a run of consecutive ones, all in the
  * piece being fed (a 1 MiB piece holds at most 255). */
 #define RUN_MAX 256
+_Static_assert(RUN_MAX <= IOV_MAX, "a run fits one pwritev");
 
 struct ram_writer {
 	int fd;
@@ -44,7 +45,7 @@ static void flush(struct ram_writer *w)
 
 	w->n_iov = 0;
 	while (n_iov && !w->err) {
-		ssize_t n = pwritev(w->fd, iov, n_iov > IOV_MAX ? IOV_MAX : (int)n_iov, (off_t)off);
+		ssize_t n = pwritev(w->fd, iov, (int)n_iov, (off_t)off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
