@@ -172,7 +172,9 @@ void qsnap_def_free(qsnap_def *def);
  *               QSNAP_MAX_MULTIFD_CHANNELS ("0" or NULL: auto)
  *   "direct-io" "auto", "on" or "off": mapped-ram saves write with O_DIRECT
  *   "precopy"   "auto", "on" or "off": a running guest's RAM is written
- *               while it runs, and it is stopped only for the rest
+ *               while it runs, and it is stopped only for the rest (auto:
+ *               where QEMU sees every guest write, under KVM or on QEMU
+ *               >= 9.0; under TCG an older QEMU loses some)
  * -EINVAL with a sentence for an unknown key or a bad value. */
 int qsnap_def_set(qsnap_def *def, const char *key, const char *value, qsnap_error *err);
 /* The value of key as qsnap_def_set takes it (free it with qsnap_free),

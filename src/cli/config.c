@@ -75,7 +75,9 @@ static const struct cli_opt opts[] = {
 	 "mapped-ram saves write with O_DIRECT (auto: off)", .target = &direct_io, .choices = settings},
 	{"precopy", 0, CLI_CHOICE, "on|off",
 	 "a running guest's RAM is written while it runs, and it is\n"
-	 "paused only for the rest (auto: on where QEMU can)", .target = &precopy,
+	 "paused only for the rest (auto: on where QEMU sees every\n"
+	 "guest write: under KVM, or QEMU >= 9.0; on: also where not)",
+	 .target = &precopy,
 	 .choices = settings},
 	{0},
 };

@@ -196,6 +196,14 @@ class VM:
     def save(self, name, *args):
         return qsnap("save", self.dir, name, *args)
 
+    def precopy_by_default(self):
+        """Does qsnap's auto save a running guest with precopy on this VM's
+        QEMU? Only where QEMU sees every guest write while it migrates:
+        under KVM, or QEMU >= 9.0 (under TCG an older one loses some)."""
+        kvm = json.loads(qsnap("qmp", self.dir, "query-kvm").stdout)
+        ver = json.loads(qsnap("qmp", self.dir, "query-version").stdout)
+        return kvm["enabled"] or ver["qemu"]["major"] >= 9
+
     def restore(self, name, *args, reconnect=True):
         p = qsnap("restore", self.dir, name, *args)
         if reconnect:

@@ -278,7 +278,9 @@ def test_save_of_a_busy_guest_cuts_disk_and_ram_together(t):
     RAM must be the same instant. The guest appends a counter to a file
     and syncs it to disk, without pause, while it also rewrites RAM; after
     the restore the file read back from disk (caches dropped) must go on
-    without a gap, a repeat or garbage."""
+    without a gap, a repeat or garbage. Where QEMU would lose some of the
+    guest's writes while it runs (TCG before QEMU 9.0), qsnap stops the
+    guest first: the restored kernel crashed in 1 of 7 such saves on 7.2."""
     vm = t.vm(memory="512M")
     vm.boot()
     vm.sh("dd if=/dev/urandom of=/tmp/churn bs=1M count=64 2>/dev/null")
@@ -286,7 +288,8 @@ def test_save_of_a_busy_guest_cuts_disk_and_ram_together(t):
     vm.sh("(while :; do dd if=/dev/urandom of=/tmp/churn bs=1M count=64 conv=notrunc "
           "2>/dev/null; done) >/dev/null 2>&1 & true")
     time.sleep(2)
-    vm.save("busy")
+    st = json.loads(vm.save("busy", "--json").stdout)
+    check(st["precopy"] is vm.precopy_by_default(), f"the save: {st}")
     info = json.loads(qsnap("qmp", vm.dir, "query-migrate").stdout)
     check(info.get("status") == "completed", f"query-migrate after the save: {info}")
     vm.restore("busy")

@@ -865,10 +865,10 @@ static void test_blank_line_skipped(void **ctx)
 }
 
 /* What a QEMU can do, as 7.2 and 10.0 answer (shortened): arg "10" for
- * 10.0.2, else 7.2.22. */
+ * 10.0.2, else 7.2.22; under TCG unless arg ends in "kvm". */
 static int script_caps(int s, const char *arg)
 {
-	bool ten = arg && !strcmp(arg, "10");
+	bool ten = arg && !strncmp(arg, "10", 2), kvm = arg && strstr(arg, "kvm");
 	int64_t id;
 
 	SRV_CHECK(srv_handshake(s) == 0);
@@ -887,6 +887,9 @@ static int script_caps(int s, const char *arg)
 	SRV_CHECK(srv_expect(s, "query-commands", &id) == 0);
 	SRV_CHECK(srv_sendf(s, "{\"return\": [{\"name\": \"getfd\"}, {\"name\": \"add-fd\"}], "
 			       "\"id\": %" PRId64 "}\r\n", id) == 0);
+	SRV_CHECK(srv_expect(s, "query-kvm", &id) == 0);
+	SRV_CHECK(srv_sendf(s, "{\"return\": {\"enabled\": %s, \"present\": true}, \"id\": %" PRId64 "}\r\n",
+			    kvm ? "true" : "false", id) == 0);
 	return srv_wait_eof(s);
 }
 
@@ -894,7 +897,7 @@ static void check_caps(void **ctx, const char *which)
 {
 	struct fake *f = *ctx;
 	qsnap_error err = {0};
-	bool ten = !strcmp(which, "10");
+	bool ten = !strncmp(which, "10", 2), kvm = strstr(which, "kvm") != NULL;
 
 	fake_start(f, script_caps, which);
 	client_open(f);
@@ -911,6 +914,9 @@ static void check_caps(void **ctx, const char *which)
 	/* file: only where mapped-ram says QEMU has it; mapped-ram then. */
 	assert_int_equal(caps_file_uri(f->q), ten);
 	assert_int_equal(migrate_can_map(f->q), ten);
+	/* Precopy by default only where QEMU sees every guest write: not
+	 * under TCG before 9.0. */
+	assert_int_equal(caps_tcg_dirty_log_sound(f->q), ten || kvm);
 	client_close(f);
 	fake_finish(f);
 }
@@ -923,6 +929,11 @@ static void test_caps_qemu72(void **ctx)
 static void test_caps_qemu10(void **ctx)
 {
 	check_caps(ctx, "10");
+}
+
+static void test_caps_qemu72_kvm(void **ctx)
+{
+	check_caps(ctx, "7.2-kvm");
 }
 
 #define FAKE_TEST(t) cmocka_unit_test_setup_teardown(t, fake_setup, fake_teardown)
@@ -947,6 +958,7 @@ int main(void)
 		FAKE_TEST(test_blank_line_skipped),
 		FAKE_TEST(test_caps_qemu72),
 		FAKE_TEST(test_caps_qemu10),
+		FAKE_TEST(test_caps_qemu72_kvm),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -66,9 +66,13 @@ static int save_choose_path(struct save *sv, qsnap_error *err)
 	 * (precopy), and the guest is stopped only for the last pages, the
 	 * device state and the disks' cut (pause-before-switchover). Shared
 	 * RAM is copied by qsnap while the guest is paused; a live save
-	 * pauses it only for the device state anyway. */
+	 * pauses it only for the device state anyway. auto leaves it out
+	 * where QEMU would lose guest writes doing it (TCG before 9.0);
+	 * "on" is the user's word that theirs does not. */
 	sv->precopy = sv->running && !sv->live && !sv->shared && migrate_can_pause_switchover(sv->q) &&
-		      def->precopy != SETTING_OFF && !getenv("QSNAP_NO_PRECOPY");
+		      (def->precopy == SETTING_ON ||
+		       (def->precopy == SETTING_AUTO && caps_tcg_dirty_log_sound(sv->q))) &&
+		      !getenv("QSNAP_NO_PRECOPY");
 	return 0;
 }
 

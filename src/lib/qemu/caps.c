@@ -35,7 +35,8 @@ static json_object *name_set(json_object *arr, const char *key)
 int caps_learn(struct qmp *q, qsnap_error *err)
 {
 	struct qemu_caps *c = qmp_caps(q);
-	_cleanup_json_ json_object *ver = NULL, *mcaps = NULL, *mparams = NULL, *cmds = NULL;
+	_cleanup_json_ json_object *ver = NULL, *mcaps = NULL, *mparams = NULL, *cmds = NULL,
+				   *kvm = NULL;
 	json_object *qv;
 	int r;
 
@@ -44,7 +45,8 @@ int caps_learn(struct qmp *q, qsnap_error *err)
 	if ((r = qmp_execute(q, "query-version", NULL, &ver, 0, err)) < 0 ||
 	    (r = qmp_execute(q, "query-migrate-capabilities", NULL, &mcaps, 0, err)) < 0 ||
 	    (r = qmp_execute(q, "query-migrate-parameters", NULL, &mparams, 0, err)) < 0 ||
-	    (r = qmp_execute(q, "query-commands", NULL, &cmds, 0, err)) < 0)
+	    (r = qmp_execute(q, "query-commands", NULL, &cmds, 0, err)) < 0 ||
+	    (r = qmp_execute(q, "query-kvm", NULL, &kvm, 0, err)) < 0)
 		return qerr_prefix(err, "asking QEMU what it can do");
 	qv = jobj(ver, "qemu");
 	c->major = (int)jint(qv, "major", 0);
@@ -54,6 +56,7 @@ int caps_learn(struct qmp *q, qsnap_error *err)
 	c->mig_caps = name_set(mcaps, "capability");
 	c->mig_params = name_set(mparams, NULL);
 	c->commands = name_set(cmds, "name");
+	c->kvm = jbool(kvm, "enabled", false);
 	c->known = true;
 	return 0;
 }
@@ -86,6 +89,24 @@ bool caps_file_uri(struct qmp *q)
 	 * warning that 9.1 added ("fd: migration to a file is deprecated. Use
 	 * file: instead.", 10.0.2). */
 	return caps_command(q, "add-fd") && caps_migrate_cap(q, "mapped-ram");
+}
+
+/* Under TCG, QEMU before 9.0 loses guest writes during a precopy
+ * migration: the fast path of its dirty bitmap sync clears the migration
+ * bits of whole words without bringing the TCG TLB up to date, so stores
+ * through entries already in the TLB mark nothing, and a page written
+ * after QEMU sent it is never sent again (QEMU commit 03bfc2188f06,
+ * "physmem: Fix migration dirty bitmap coherency with TCG memory access",
+ * in 9.0; Debian 12's 7.2.22 does not have it). A restored guest then
+ * holds stale kernel pages: seen as oopses in its page allocator after a
+ * precopy save of a busy guest on 7.2. A fix has no capability to ask
+ * for, so this is the one place qsnap reads the version; under KVM the
+ * kernel tracks dirty pages and the bug does not apply. */
+bool caps_tcg_dirty_log_sound(struct qmp *q)
+{
+	const struct qemu_caps *c = qmp_caps(q);
+
+	return c->known && (c->kvm || c->major >= 9);
 }
 
 const char *caps_version(struct qmp *q)

@@ -57,7 +57,8 @@ int qemu_connect(const char *path, int timeout_ms, pid_t pid, unsigned long long
 /* ---- what the running QEMU can do (caps.c) ---- */
 
 /* Ask a new connection's QEMU what it can do (query-version,
- * query-migrate-capabilities, query-migrate-parameters, query-commands). */
+ * query-migrate-capabilities, query-migrate-parameters, query-commands,
+ * query-kvm). */
 int caps_learn(struct qmp *q, qsnap_error *err);
 bool caps_migrate_cap(struct qmp *q, const char *name);
 bool caps_migrate_param(struct qmp *q, const char *name);
@@ -65,6 +66,9 @@ bool caps_command(struct qmp *q, const char *name);
 /* The migration transport for a seekable file: file:/dev/fdset/N through
  * add-fd, where QEMU has it; else fd: with getfd. */
 bool caps_file_uri(struct qmp *q);
+/* Does QEMU see every guest write while it migrates RAM of a running
+ * guest (precopy)? Not under TCG before QEMU 9.0 (caps.c says why). */
+bool caps_tcg_dirty_log_sound(struct qmp *q);
 /* "10.0.2", or "" when unknown. */
 const char *caps_version(struct qmp *q);
 /* The versioned machine type want (NULL: QEMU's default; an alias such as

@@ -57,11 +57,13 @@ struct qmp_bounds qmp_bound(struct qmp *q, struct qmp_bounds b);
 bool qmp_stalled(struct qmp *q);
 
 /* What the QEMU on a connection can do, learnt once per connection
- * (caps.c): qsnap picks its paths from this, never from the version. */
+ * (caps.c): qsnap picks its paths from this, never from the version alone
+ * (caps_tcg_dirty_log_sound has the one exception and why). */
 struct qemu_caps {
 	bool known;
 	int major, minor, micro;
 	char version[32];	   /* "10.0.2" */
+	bool kvm;		   /* the guest runs under KVM (query-kvm) */
 	json_object *mig_caps;	   /* migration capabilities: name -> true */
 	json_object *mig_params;   /* migration parameters: name -> true */
 	json_object *commands;	   /* QMP commands: name -> true */
