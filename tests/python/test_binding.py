@@ -63,7 +63,10 @@ def test_save_restore_round_trip(vm):
     x = sh.sh("echo $X")
     stats = vm.save("one", progress=seen.append)
     assert stats.bytes > 0 and stats.total > 0 and stats.mode == "stream"
-    assert stats.path in ("stream", "mapped-ram") and stats.precopy
+    # Precopy where QEMU sees every guest write meanwhile: under KVM, or
+    # on QEMU >= 9.0 (under TCG an older one loses some).
+    sound = vm.qmp("query-kvm")["enabled"] or vm.qmp("query-version")["qemu"]["major"] >= 9
+    assert stats.path in ("stream", "mapped-ram") and stats.precopy is sound
     assert "cut" in [p[0] for p in stats.phases]
     assert any(p.phase == "save" and p.finished for p in seen)
     assert all(isinstance(p, qsnap.Progress) for p in seen)
