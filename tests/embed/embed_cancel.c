@@ -158,7 +158,10 @@ static bool armed, working, quit;
 static double cancelled_at; /* when the canceller called qsnap_vm_cancel */
 static qsnap_vm *target;
 
-/* The first report of bytes done wakes the canceller, once per call. */
+/* The first report of bytes done wakes the canceller, once per call, and
+ * holds the call until the canceller has cancelled: else a call that ends
+ * fast (a restore whose load takes less than one poll) can end before the
+ * other thread gets to run, and nothing is left to cancel. */
 static void progress(const qsnap_progress *p, void *userdata)
 {
 	(void)userdata;
@@ -167,6 +170,8 @@ static void progress(const qsnap_progress *p, void *userdata)
 		armed = false;
 		working = true;
 		pthread_cond_broadcast(&cv);
+		while (working)
+			pthread_cond_wait(&cv, &mu);
 	}
 	pthread_mutex_unlock(&mu);
 }
