@@ -438,6 +438,155 @@ static void test_ram_writer(void **state)
 	free(h.p);
 }
 
+/* A tail that puts pages 1 (0xaa), 3 (zeros) and 6 (0xbb) of ram0. */
+static int tail_calls;
+
+static int put_three(void *data, struct stream_filter *f, qsnap_error *err)
+{
+	uint8_t page[4096];
+
+	(void)data;
+	tail_calls++;
+	memset(page, 0xaa, sizeof(page));
+	assert_int_equal(stream_put_page(f, 4096, page, err), 0);
+	memset(page, 0, sizeof(page));
+	assert_int_equal(stream_put_page(f, 3 * 4096, page, err), 0);
+	memset(page, 0xbb, sizeof(page));
+	assert_int_equal(stream_put_page(f, 6 * 4096, page, err), 0);
+	return 0;
+}
+
+/* A tail of 3000 pages (12 MiB): the output is drained as it grows. */
+#define MANY 3000
+
+static int put_many(void *data, struct stream_filter *f, qsnap_error *err)
+{
+	uint8_t page[4096];
+
+	(void)data;
+	for (uint64_t i = 0; i < MANY; i++) {
+		memset(page, (int)(i % 255 + 1), sizeof(page));
+		assert_int_equal(stream_put_page(f, i * 4096, page, err), 0);
+	}
+	return 0;
+}
+
+static int drained_n;
+
+static int drain_into(void *data, const uint8_t *p, size_t len, qsnap_error *err)
+{
+	(void)err;
+	put(data, p, len);
+	drained_n++;
+	return 0;
+}
+
+/* Taking ram0 with a tail (a differential save that rereads): no record
+ * of QEMU's for ram0 passes, the tail's records go at the end of the END
+ * section, just before its EOS, the first naming ram0; the stream parses
+ * whole. A stream without an END section fails. */
+static void test_tail(void **state)
+{
+	struct buf in = {0}, want = {0}, out = {0}, again = {0}, tail = {0}, cut = {0};
+	const size_t steps[] = {1, 13, 4096, 1 << 20};
+	uint8_t page[4096];
+	struct stream_stats st;
+	qsnap_error err;
+
+	(void)state;
+	build(&in, &want);
+	put64(&tail, 4096 | 0x08);
+	putstr(&tail, "ram0");
+	memset(page, 0xaa, sizeof(page));
+	put(&tail, page, sizeof(page));
+	put64(&tail, 3 * 4096 | 0x22);
+	put8(&tail, 0);
+	put64(&tail, 6 * 4096 | 0x28);
+	memset(page, 0xbb, sizeof(page));
+	put(&tail, page, sizeof(page));
+	put64(&tail, 0x10); /* END's EOS, its footer, then the device */
+	put8(&tail, 0x7e);
+	put32(&tail, 2);
+	put8(&tail, 0x04);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(*steps); i++) {
+		struct stream_filter *f = stream_filter_new("ram0", none, NULL);
+
+		stream_filter_take(f);
+		stream_filter_tail(f, put_three, NULL);
+		tail_calls = 0;
+		out.n = 0;
+		for (size_t k = 0; k < in.n; k += steps[i]) {
+			size_t n = in.n - k < steps[i] ? in.n - k : steps[i];
+
+			assert_int_equal(stream_filter_feed(f, in.p + k, n, &out.p, &out.n, &out.cap,
+							    &err),
+					 0);
+		}
+		assert_int_equal(stream_filter_end(f, &err), 0);
+		assert_int_equal(tail_calls, 1);
+		st = *stream_filter_stats(f);
+		assert_int_equal(st.dropped, 8); /* QEMU's records of ram0 */
+		assert_int_equal(st.kept, 3);	 /* the tail's */
+		assert_non_null(memmem(out.p, out.n, tail.p, tail.n));
+		stream_filter_free(f);
+	}
+	/* What passed parses whole: of ram0, only the tail's three records. */
+	run(&out, 4096, all, &again, &st);
+	assert_int_equal(again.n, out.n);
+	assert_int_equal(st.kept, 3);
+	/* A tail larger than STREAM_DRAIN_AT goes out as it is put: what was
+	 * drained and what was left make the whole stream, in order. */
+	{
+		struct stream_filter *f = stream_filter_new("ram0", none, NULL);
+		struct buf drained = {0};
+
+		stream_filter_take(f);
+		stream_filter_tail(f, put_many, NULL);
+		stream_filter_drain(f, drain_into, &drained);
+		drained_n = 0;
+		out.n = 0;
+		for (size_t k = 0; k < in.n; k += 4096) {
+			size_t n = in.n - k < 4096 ? in.n - k : 4096;
+
+			assert_int_equal(stream_filter_feed(f, in.p + k, n, &out.p, &out.n, &out.cap,
+							    &err),
+					 0);
+			put(&drained, out.p, out.n);
+			out.n = 0;
+		}
+		assert_int_equal(stream_filter_end(f, &err), 0);
+		assert_true(drained_n >= 2);
+		assert_true(out.n < STREAM_DRAIN_AT);
+		assert_int_equal(stream_filter_stats(f)->out, drained.n);
+		run(&drained, 65536, all, &again, &st);
+		assert_int_equal(again.n, drained.n);
+		assert_int_equal(st.kept, MANY);
+		stream_filter_free(f);
+		free(drained.p);
+	}
+	/* START, then a device section at once: no END to add the pages to
+	 * (taking ram0, the feed refuses the device section already). */
+	put(&cut, in.p, start_end);
+	put(&cut, in.p + in.n - 33, 33);
+	{
+		struct stream_filter *f = stream_filter_new("ram0", none, NULL);
+
+		stream_filter_tail(f, put_three, NULL);
+		out.n = 0;
+		assert_int_equal(stream_filter_feed(f, cut.p, cut.n, &out.p, &out.n, &out.cap, &err),
+				 0);
+		assert_int_not_equal(stream_filter_end(f, &err), 0);
+		assert_non_null(strstr(err.msg, "no last RAM section"));
+		stream_filter_free(f);
+	}
+	free(in.p);
+	free(want.p);
+	free(out.p);
+	free(again.p);
+	free(tail.p);
+	free(cut.p);
+}
+
 static void test_refused(void **state)
 {
 	struct buf in = {0}, want = {0}, out = {0};
@@ -544,7 +693,7 @@ int main(void)
 	    cmocka_unit_test(test_filter),  cmocka_unit_test(test_records_only),
 	    cmocka_unit_test(test_refused), cmocka_unit_test(test_ram_writer),
 	    cmocka_unit_test(test_qemu72),  cmocka_unit_test(test_qemu10),
-	    cmocka_unit_test(test_samples),
+	    cmocka_unit_test(test_samples), cmocka_unit_test(test_tail),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -28,7 +28,8 @@ struct vma {
 };
 
 struct pagemap {
-	int fd;
+	pid_t pid;
+	int fd, mem_fd;
 	size_t page;
 	struct vma *vmas;
 	size_t n_vmas;
@@ -56,7 +57,8 @@ int pagemap_open(pid_t pid, int file_fd, struct pagemap **ret, qsnap_error *err)
 	if (!maps)
 		return qerr(err, errno, "cannot read %s: %s", mpath, strerror(errno));
 	pm = xcalloc(1, sizeof(*pm));
-	pm->fd = -1;
+	pm->fd = pm->mem_fd = -1;
+	pm->pid = pid;
 	pm->page = (size_t)sysconf(_SC_PAGESIZE);
 	while (fgets(line, sizeof(line), maps)) {
 		uint64_t start, end, off, ino;
@@ -93,6 +95,8 @@ void pagemap_close(struct pagemap *pm)
 		return;
 	if (pm->fd >= 0)
 		close(pm->fd);
+	if (pm->mem_fd >= 0)
+		close(pm->mem_fd);
 	free(pm->vmas);
 	free(pm);
 }
@@ -107,20 +111,27 @@ uint64_t pagemap_errors(const struct pagemap *pm)
 	return pm->errors;
 }
 
-bool pagemap_written(struct pagemap *pm, uint64_t offset)
+/* The mapping of the file's offset: its address, and how many bytes of
+ * the file are mapped on from there (0: not mapped). */
+static uint64_t map_addr(const struct pagemap *pm, uint64_t offset, uint64_t *ret_len)
 {
-	uint64_t addr = 0, e;
-	size_t i;
-
-	for (i = 0; i < pm->n_vmas; i++) {
+	for (size_t i = 0; i < pm->n_vmas; i++) {
 		const struct vma *v = &pm->vmas[i];
 
 		if (offset >= v->pgoff && offset - v->pgoff < v->end - v->start) {
-			addr = v->start + (offset - v->pgoff);
-			break;
+			*ret_len = v->end - v->start - (offset - v->pgoff);
+			return v->start + (offset - v->pgoff);
 		}
 	}
-	if (i == pm->n_vmas) {
+	*ret_len = 0;
+	return 0;
+}
+
+bool pagemap_written(struct pagemap *pm, uint64_t offset)
+{
+	uint64_t len, addr = map_addr(pm, offset, &len), e;
+
+	if (!len) {
 		pm->errors++;
 		return true; /* not mapped where we looked: keep it */
 	}
@@ -145,6 +156,55 @@ bool pagemap_written(struct pagemap *pm, uint64_t offset)
 	}
 	e = pm->win[(addr - pm->win_addr) / pm->page];
 	return (e & PM_SWAPPED) || ((e & PM_PRESENT) && !(e & PM_FILE));
+}
+
+static int open_mem(pid_t pid)
+{
+	_cleanup_free_ char *path = xasprintf("/proc/%d/mem", (int)pid);
+
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+bool pagemap_readable(pid_t pid)
+{
+	int fd = open_mem(pid);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+int pagemap_read(struct pagemap *pm, uint64_t offset, void *buf, size_t len, qsnap_error *err)
+{
+	uint8_t *p = buf;
+
+	if (pm->mem_fd < 0)
+		pm->mem_fd = open_mem(pm->pid);
+	if (pm->mem_fd < 0)
+		return qerr(err, errno, "cannot read the memory of process %d: %s", (int)pm->pid,
+			    strerror(errno));
+	while (len > 0) {
+		uint64_t mapped, addr = map_addr(pm, offset, &mapped);
+		size_t n = len < mapped ? len : (size_t)mapped;
+		ssize_t got;
+
+		if (!n)
+			return qerr(err, EFAULT,
+				    "process %d no longer maps offset %#llx of the RAM file",
+				    (int)pm->pid, (unsigned long long)offset);
+		got = pread(pm->mem_fd, p, n, (off_t)addr);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			return qerr(err, got < 0 ? errno : EIO,
+				    "cannot read the memory of process %d at %#llx: %s", (int)pm->pid,
+				    (unsigned long long)addr, got < 0 ? strerror(errno) : "short read");
+		p += got;
+		offset += (uint64_t)got;
+		len -= (size_t)got;
+	}
+	return 0;
 }
 
 /* Map 4 MiB of anonymous memory advised for huge pages as QEMU advises

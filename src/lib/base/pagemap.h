@@ -22,6 +22,11 @@ void pagemap_close(struct pagemap *pm);
 bool pagemap_written(struct pagemap *pm, uint64_t offset);
 void pagemap_forget(struct pagemap *pm);
 uint64_t pagemap_errors(const struct pagemap *pm);
+/* Read len bytes of the mapping from the file's offset: what the process
+ * sees there now, its own copies included (/proc/PID/mem, which needs the
+ * right to trace it: pagemap_readable says whether we have it). */
+int pagemap_read(struct pagemap *pm, uint64_t offset, void *buf, size_t len, qsnap_error *err);
+bool pagemap_readable(pid_t pid);
 
 /* Does reading untouched anonymous memory allocate it on this host? Most
  * kernels map a shared zero page for a read; some (kernels built to run

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/pagemap.h"
 #include "ops/save.h"
 
 /* What save-path auto means where QEMU can write mapped-ram, and its
@@ -69,10 +70,17 @@ static int save_choose_path(struct save *sv, qsnap_error *err)
 	 * pauses it only for the device state anyway. auto leaves it out
 	 * where QEMU would lose guest writes doing it (TCG before 9.0);
 	 * "on" is the user's word that theirs does not. */
+	bool sound = caps_tcg_dirty_log_sound(sv->q);
+	/* A differential save need not trust that log: it can reread the
+	 * pages the guest wrote itself, once the guest is stopped (pagemap
+	 * names them), where it may read QEMU's memory. */
+	bool reread = sv->diff && !sound && pagemap_readable(sv->vm->st.qemu_pid);
+
 	sv->precopy = sv->running && !sv->live && !sv->shared && migrate_can_pause_switchover(sv->q) &&
 		      (def->precopy == SETTING_ON ||
-		       (def->precopy == SETTING_AUTO && caps_tcg_dirty_log_sound(sv->q))) &&
+		       (def->precopy == SETTING_AUTO && (sound || reread))) &&
 		      !getenv("QSNAP_NO_PRECOPY");
+	sv->reread = sv->precopy && reread;
 	return 0;
 }
 
@@ -167,6 +175,16 @@ static int save_resume(struct save *sv, qsnap_error *err)
 
 	if (!sv->paused_here)
 		return 0;
+	/* Rereading, the guest's pages are read as the stream ends: it runs
+	 * again once the filter is through. */
+	if (sv->reread) {
+		r = save_filter_finish(sv, now_ms() + PUMP_END_MS, vm_cancel_fd(sv->vm), err);
+		if (r == -ETIMEDOUT)
+			sv->wedged = true;
+		save_step(sv, "filter");
+		if (r < 0)
+			return r;
+	}
 	r = vm_cont(sv->vm, err);
 	if (r == 0)
 		sv->paused_here = false;

@@ -38,6 +38,13 @@ struct save {
 	 * at the end and waits there for the disks' cut (save_switch_layers,
 	 * called from the migration's wait). */
 	bool precopy;
+	/* A differential precopy save where QEMU's dirty log misses guest
+	 * writes (TCG before 9.0): QEMU's records of the RAM block are all
+	 * left out, and once the guest is stopped the filter reads every page
+	 * it wrote from QEMU's memory into the stream (save_diff.c); the
+	 * guest runs again only after that, and when (wall clock). */
+	bool reread;
+	double reread_start, reread_end;
 	struct cut *cuts;
 	size_t n_cuts;
 	/* How far it got. */

@@ -13,7 +13,15 @@
  * after QEMU read it is dirty and sent again. A page kept once is kept
  * every time QEMU sends it again, so the last record of every page that
  * changed is in the stream. The snapshot hard-links the RAM file and the
- * chain's deltas, so deleting any other snapshot keeps what it needs. */
+ * chain's deltas, so deleting any other snapshot keeps what it needs.
+ *
+ * Where QEMU's dirty log misses guest writes during precopy (TCG before
+ * QEMU 9.0, docs/design.md), the save rereads instead (sv->reread): every
+ * record of the block is left out of QEMU's stream, and when its last RAM
+ * section ends, the guest stopped, the filter's tail reads each page that
+ * pagemap says the guest wrote from QEMU's memory (/proc/PID/mem) and
+ * adds it, unless the chain below has the same. Each changed page is in
+ * the delta once, as it was at the cut, whatever QEMU sent. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -23,8 +31,11 @@
 #include "ops/save.h"
 #include "qemu/stream.h"
 
+#define REREAD_RUN (256 * 4096) /* read at once: consecutive written pages */
+
 /* What the filter asks about each page of ram0. */
 struct diff_keep {
+	struct save *sv;
 	struct pagemap *pm;
 	const struct ram_index *ix; /* NULL: no chain below */
 	uint64_t pages, *kept;	    /* a bit per page kept once */
@@ -44,6 +55,56 @@ static bool keep_changed(void *data, uint64_t offset, const uint8_t *page, size_
 	if (keep && pg < k->pages)
 		k->kept[pg / 64] |= 1ULL << (pg % 64);
 	return keep;
+}
+
+/* Rereading: QEMU's records of the block are all left out. */
+static bool keep_none(void *data, uint64_t offset, const uint8_t *page, size_t len)
+{
+	(void)data;
+	(void)offset;
+	(void)page;
+	(void)len;
+	return false;
+}
+
+/* The tail of a rereading save (the guest is stopped): every page the
+ * guest wrote since the RAM file, as it is now, unless the chain below
+ * gives it the same. Runs of written pages are read at once. */
+static int diff_reread(void *data, struct stream_filter *f, qsnap_error *err)
+{
+	struct diff_keep *k = data;
+	_cleanup_free_ uint8_t *buf = xmalloc(REREAD_RUN);
+
+	k->sv->reread_start = now_wall();
+	pagemap_forget(k->pm);
+	for (uint64_t pg = 0; pg < k->pages;) {
+		uint64_t n = 0;
+		int r;
+
+		while (pg + n < k->pages && n < REREAD_RUN / 4096 &&
+		       pagemap_written(k->pm, (pg + n) * 4096))
+			n++;
+		if (!n) {
+			pg++;
+			continue;
+		}
+		r = pagemap_read(k->pm, pg * 4096, buf, n * 4096, err);
+		if (r < 0)
+			return qerr_prefix(err, "rereading the pages the guest wrote");
+		for (uint64_t i = 0; i < n; i++) {
+			const uint8_t *page = buf + i * 4096;
+			bool known = false;
+
+			if (k->ix && ram_index_same(k->ix, (pg + i) * 4096, page, 4096, &known))
+				continue;
+			r = stream_put_page(f, (pg + i) * 4096, page, err);
+			if (r < 0)
+				return r;
+		}
+		pg += n;
+	}
+	k->sv->reread_end = now_wall();
+	return 0;
 }
 
 /* The pages' state now, after their records arrived. */
@@ -69,6 +130,7 @@ int save_diff_start(struct save *sv, qsnap_error *err)
 {
 	qsnap_vm *vm = sv->vm;
 	_cleanup_close_ int ram = openat(vm->dirfd, vm->st.ram_file, O_RDONLY | O_CLOEXEC);
+	struct stream_filter *f;
 	struct diff_keep *k;
 	int r;
 
@@ -81,11 +143,20 @@ int save_diff_start(struct save *sv, qsnap_error *err)
 		free(k);
 		return qerr_prefix(err, "differential save");
 	}
+	k->sv = sv;
 	k->ix = sv->diff_index;
 	k->pages = vm->def.memory / 4096;
 	k->kept = xcalloc(k->pages / 64 + 1, sizeof(*k->kept));
-	return save_filter_start(sv, stream_filter_new("ram0", keep_changed, k),
-				 &(struct filter_hooks){.before = diff_before, .free = diff_free,
+	if (sv->reread) {
+		f = stream_filter_new("ram0", keep_none, k);
+		stream_filter_take(f);
+		stream_filter_tail(f, diff_reread, k);
+	} else {
+		f = stream_filter_new("ram0", keep_changed, k);
+	}
+	return save_filter_start(sv, f,
+				 &(struct filter_hooks){.before = sv->reread ? NULL : diff_before,
+							.free = diff_free,
 							.data = k},
 				 err);
 }

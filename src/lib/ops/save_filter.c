@@ -34,6 +34,17 @@ struct filter_pump {
 	char msg[512];
 };
 
+/* What the filter's tail adds is written as it comes (stream_filter_drain). */
+static int filter_drain(void *data, const uint8_t *p, size_t len, qsnap_error *err)
+{
+	struct filter_pump *d = data;
+
+	if (write_wait(d->out, p, len, -1, err) < 0)
+		return qerr(err, err->code, "cannot write the machine state: %s",
+			    strerror(err->code));
+	return 0;
+}
+
 static void *filter_thread(void *data)
 {
 	struct filter_pump *d = data;
@@ -106,6 +117,7 @@ int save_filter_start(struct save *sv, struct stream_filter *f, const struct fil
 
 	d->in = d->out = -1;
 	d->f = f;
+	stream_filter_drain(f, filter_drain, d);
 	d->h = *h;
 	d->stop_fd = cancel_new();
 	d->done_fd = cancel_new();
@@ -176,8 +188,12 @@ int save_filter_finish(struct save *sv, int64_t deadline, int cancel_fd, qsnap_e
 	if (r < 0)
 		return qerr_prefix(err, sv->diff ? "differential save"
 						 : "saving RAM into its own file (qsnap config --save-path stream saves without it)");
-	sv->pages_left_out = st.dropped;
+	/* Rereading, QEMU's records were all dropped: the pages left to
+	 * the base are the ones not reread. */
+	sv->pages_left_out = sv->reread ? sv->vm->def.memory / 4096 - st.kept : st.dropped;
 	sv->pages_kept = st.kept;
+	if (sv->reread)
+		save_phase(sv, "reread", sv->reread_start, sv->reread_end);
 	return 0;
 }
 

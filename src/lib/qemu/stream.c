@@ -25,7 +25,12 @@
  * PART section (that section's id) per older delta holding its page and
  * zero records (records_only), oldest first, then the rest of the newest
  * one's. The first page record of each delta names its block, so no
- * CONTINUE record depends on the delta before. */
+ * CONTINUE record depends on the delta before.
+ *
+ * A tail (stream_filter_tail) adds records at the end of the last RAM
+ * section, before its EOS: QEMU writes nothing into RAM after them, so
+ * they are the last word on their pages, and the first of them names its
+ * block, so the CONTINUE ones after it never depend on QEMU's records. */
 #include <errno.h>
 #include <string.h>
 
@@ -74,6 +79,16 @@ struct stream_filter {
 	bool in_end;	  /* inside the last RAM section (END) */
 	bool ram_done;	  /* ... which ended */
 	bool footers;
+	stream_tail_fn tail;
+	void *tail_data;
+	bool tail_now;	 /* the EOS of the END section was parsed */
+	bool tail_done;
+	bool tail_named; /* a put record named the block */
+	uint8_t **out;	 /* where puts go, while the tail runs */
+	size_t *out_len, *out_cap;
+	size_t out_start; /* where this feed's output began in *out */
+	stream_drain_fn drain;
+	void *drain_data;
 	uint64_t pos;	       /* input bytes parsed as whole items */
 	uint64_t ram_start_end; /* input offset where the START section ended */
 	char cur[256]; /* the block the last PAGE/ZERO record named */
@@ -114,6 +129,18 @@ void stream_filter_records_only(struct stream_filter *f)
 void stream_filter_take(struct stream_filter *f)
 {
 	f->take = true;
+}
+
+void stream_filter_tail(struct stream_filter *f, stream_tail_fn fn, void *data)
+{
+	f->tail = fn;
+	f->tail_data = data;
+}
+
+void stream_filter_drain(struct stream_filter *f, stream_drain_fn fn, void *data)
+{
+	f->drain = fn;
+	f->drain_data = data;
 }
 
 uint64_t stream_filter_ram_start_end(const struct stream_filter *f, uint32_t *ram_id,
@@ -160,6 +187,41 @@ static void emit(const uint8_t *p, size_t n, uint8_t **out, size_t *len, size_t 
 	}
 	memcpy(*out + *len, p, n);
 	*len += n;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	put_be32(p, (uint32_t)(v >> 32));
+	put_be32(p + 4, (uint32_t)v);
+}
+
+int stream_put_page(struct stream_filter *f, uint64_t offset, const uint8_t *page,
+		    qsnap_error *err)
+{
+	static const uint8_t zeros[PAGE_SIZE_TARGET];
+	bool zero = !memcmp(page, zeros, sizeof(zeros));
+	uint8_t head[8 + 1 + 255];
+	size_t n = 8, name_len = strlen(f->block);
+
+	put_be64(head, offset | (zero ? RAM_ZERO : RAM_PAGE) | (f->tail_named ? RAM_CONTINUE : 0));
+	if (!f->tail_named) {
+		head[n++] = (uint8_t)name_len;
+		memcpy(head + n, f->block, name_len);
+		n += name_len;
+		f->tail_named = true;
+	}
+	emit(head, n, f->out, f->out_len, f->out_cap);
+	emit(zero ? zeros : page, zero ? 1 : PAGE_SIZE_TARGET, f->out, f->out_len, f->out_cap);
+	f->st.kept++;
+	if (f->drain && *f->out_len >= STREAM_DRAIN_AT) {
+		int r = f->drain(f->drain_data, *f->out, *f->out_len, err);
+
+		if (r < 0)
+			return r;
+		f->st.out += *f->out_len - f->out_start;
+		*f->out_len = f->out_start = 0;
+	}
+	return 0;
 }
 
 /* A cursor over the pending input; each get fails (false) when the input
@@ -360,6 +422,7 @@ static enum item parse_ram(struct stream_filter *f, struct cur *c)
 			f->start_ended = true;
 		}
 		f->ram_done = f->in_end;
+		f->tail_now = f->in_end && f->tail && !f->tail_done;
 		f->at = AT_TOP;
 		return ITEM_EMIT;
 	case RAM_MULTIFD_FLUSH:
@@ -457,6 +520,19 @@ static int parse(struct stream_filter *f, const uint8_t *p, size_t n, size_t *re
 			c.i = at;
 			break;
 		}
+		if (f->tail_now) {
+			int r;
+
+			f->tail_now = false;
+			f->tail_done = true;
+			f->out = out;
+			f->out_len = out_len;
+			f->out_cap = out_cap;
+			r = f->tail(f->tail_data, f, err);
+			f->out = NULL;
+			if (r < 0)
+				return r;
+		}
 		if (it == ITEM_RECORD || (it == ITEM_EMIT && !f->records_only))
 			emit(c.p + at, c.i - at, out, out_len, out_cap);
 		if (f->start_ended) {
@@ -492,9 +568,10 @@ static void pend_add(struct stream_filter *f, const uint8_t *p, size_t n)
 int stream_filter_feed(struct stream_filter *f, const uint8_t *buf, size_t n, uint8_t **out,
 		       size_t *out_len, size_t *out_cap, qsnap_error *err)
 {
-	size_t start = *out_len, i = 0, used;
+	size_t i = 0, used;
 	int r;
 
+	f->out_start = *out_len;
 	f->st.in += n;
 	while (f->pend_len > 0 && i < n) {
 		size_t old = f->pend_len, take = n - i < 65536 ? n - i : 65536;
@@ -519,7 +596,7 @@ int stream_filter_feed(struct stream_filter *f, const uint8_t *buf, size_t n, ui
 			return r;
 		pend_add(f, buf + i + used, n - i - used);
 	}
-	f->st.out += *out_len - start;
+	f->st.out += *out_len - f->out_start;
 	return 0;
 }
 
@@ -529,5 +606,8 @@ int stream_filter_end(struct stream_filter *f, qsnap_error *err)
 		return qerr(
 		    err, EPROTO, "the migration stream ended early (%llu bytes, inside its %s)",
 		    (unsigned long long)f->st.in, f->at == IN_RAM ? "RAM section" : "header");
+	if (f->tail && !f->tail_done)
+		return qerr(err, EPROTO,
+			    "the migration stream has no last RAM section (END) to add pages to");
 	return 0;
 }

@@ -35,6 +35,24 @@ void stream_filter_records_only(struct stream_filter *f);
  * block's records after it would pass). What a RAM-file save wants
  * (stream_ram.c). */
 void stream_filter_take(struct stream_filter *f);
+/* Called once, when the records of the last RAM section (END, written
+ * with the guest stopped) are through and only its end is left: what fn
+ * adds with stream_put_page goes into that section after every record
+ * QEMU wrote, so the loader keeps it. A stream that ends without that
+ * section fails stream_filter_end. */
+typedef int (*stream_tail_fn)(void *data, struct stream_filter *f, qsnap_error *err);
+void stream_filter_tail(struct stream_filter *f, stream_tail_fn fn, void *data);
+/* From within the tail: a record of the filtered block for the page at
+ * offset (4096 bytes; a page of zeros becomes a ZERO record). Fails only
+ * as the drain does. */
+int stream_put_page(struct stream_filter *f, uint64_t offset, const uint8_t *page,
+		    qsnap_error *err);
+/* Where the output goes while a tail puts pages, so that it need not all
+ * be held: once STREAM_DRAIN_AT bytes wait, fn gets all the output not
+ * taken yet (what the feed passed before the tail too), in order. */
+#define STREAM_DRAIN_AT (4 << 20)
+typedef int (*stream_drain_fn)(void *data, const uint8_t *p, size_t len, qsnap_error *err);
+void stream_filter_drain(struct stream_filter *f, stream_drain_fn fn, void *data);
 /* Where the first RAM section (the START section, with the list of RAM
  * blocks) ends in the input, its footer included; 0 until it was parsed.
  * *ram_id: its section id; *footers: QEMU writes section footers. */
