@@ -76,8 +76,9 @@ static const struct cli_opt opts[] = {
 	{"precopy", 0, CLI_CHOICE, "on|off",
 	 "a running guest's RAM is written while it runs, and it is\n"
 	 "paused only for the rest (auto: on where QEMU sees every\n"
-	 "guest write: under KVM, or QEMU >= 9.0, and for --diff saves,\n"
-	 "which reread what the guest wrote; on: also where not)",
+	 "guest write: under KVM, or QEMU >= 9.0, and after a lazy\n"
+	 "restore, where qsnap rereads what the guest wrote; on: also\n"
+	 "where not)",
 	 .target = &precopy,
 	 .choices = settings},
 	{0},

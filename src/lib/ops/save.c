@@ -71,10 +71,14 @@ static int save_choose_path(struct save *sv, qsnap_error *err)
 	 * where QEMU would lose guest writes doing it (TCG before 9.0);
 	 * "on" is the user's word that theirs does not. */
 	bool sound = caps_tcg_dirty_log_sound(sv->q);
-	/* A differential save need not trust that log: it can reread the
-	 * pages the guest wrote itself, once the guest is stopped (pagemap
-	 * names them), where it may read QEMU's memory. */
-	bool reread = sv->diff && !sound && pagemap_readable(sv->vm->st.qemu_pid);
+	/* RAM mapped copy-on-write from a snapshot's RAM file (a lazy
+	 * restore) need not trust that log: the save can reread the pages
+	 * the guest wrote itself, once the guest is stopped (pagemap names
+	 * them), where it may read QEMU's memory: a differential save, or a
+	 * plain stream save through the same filter. */
+	bool cow = sv->vm->st.ram_file && !sv->vm->st.ram_shared;
+	bool reread = cow && !sound && (sv->diff || (plain && !sv->mapped && !sv->ramfile)) &&
+		      pagemap_readable(sv->vm->st.qemu_pid);
 
 	sv->precopy = sv->running && !sv->live && !sv->shared && migrate_can_pause_switchover(sv->q) &&
 		      (def->precopy == SETTING_ON ||

@@ -38,11 +38,12 @@ struct save {
 	 * at the end and waits there for the disks' cut (save_switch_layers,
 	 * called from the migration's wait). */
 	bool precopy;
-	/* A differential precopy save where QEMU's dirty log misses guest
-	 * writes (TCG before 9.0): QEMU's records of the RAM block are all
-	 * left out, and once the guest is stopped the filter reads every page
-	 * it wrote from QEMU's memory into the stream (save_diff.c); the
-	 * guest runs again only after that, and when (wall clock). */
+	/* A precopy save of RAM mapped copy-on-write where QEMU's dirty log
+	 * misses guest writes (TCG before 9.0): once the guest is stopped,
+	 * the filter reads every page it wrote from QEMU's memory into the
+	 * stream, after QEMU's records (a differential save leaves those of
+	 * the RAM block out); the guest runs again only after that
+	 * (save_diff.c). When (wall clock). */
 	bool reread;
 	double reread_start, reread_end;
 	struct cut *cuts;
@@ -142,10 +143,12 @@ void save_filter_cancel(struct save *sv, qsnap_error *err);
 const uint64_t *save_filter_bytes(const struct save *sv);
 
 /* A differential save (save_diff.c): may this VM be saved so; its filter
- * (pages the guest did not write since the parent left out); the base's
- * RAM file linked into the snapshot. */
+ * (pages the guest did not write since the parent left out); the filter
+ * of a plain save that rereads (sv->reread); the base's RAM file linked
+ * into the snapshot. */
 int save_diff_check(qsnap_vm *vm, qsnap_error *err);
 int save_diff_start(struct save *sv, qsnap_error *err);
+int save_reread_start(struct save *sv, qsnap_error *err);
 int save_diff_link(struct save *sv, qsnap_error *err);
 
 /* A RAM-file save (save_ramfile.c, save-path ram-file): the snapshot's

@@ -21,7 +21,11 @@
  * section ends, the guest stopped, the filter's tail reads each page that
  * pagemap says the guest wrote from QEMU's memory (/proc/PID/mem) and
  * adds it, unless the chain below has the same. Each changed page is in
- * the delta once, as it was at the cut, whatever QEMU sent. */
+ * the delta once, as it was at the cut, whatever QEMU sent. A plain
+ * (full) save of such a VM rereads the same way (save_reread_start), but
+ * keeps all of QEMU's records: the pages the guest never wrote come from
+ * them, and the reread ones, later in the stream, are what the loader
+ * keeps of the others. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -69,7 +73,8 @@ static bool keep_none(void *data, uint64_t offset, const uint8_t *page, size_t l
 
 /* The tail of a rereading save (the guest is stopped): every page the
  * guest wrote since the RAM file, as it is now, unless the chain below
- * gives it the same. Runs of written pages are read at once. */
+ * (of a differential save) gives it the same. Runs of written pages are
+ * read at once. */
 static int diff_reread(void *data, struct stream_filter *f, qsnap_error *err)
 {
 	struct diff_keep *k = data;
@@ -126,7 +131,19 @@ static void diff_free(void *data)
 	free(k);
 }
 
-int save_diff_start(struct save *sv, qsnap_error *err)
+/* A plain save that rereads: every record of QEMU's passes. */
+static bool keep_all(void *data, uint64_t offset, const uint8_t *page, size_t len)
+{
+	(void)data;
+	(void)offset;
+	(void)page;
+	(void)len;
+	return true;
+}
+
+/* The filter of a differential save (diff) or of a plain one that
+ * rereads, over the VM's mapping of its RAM file. */
+static int filter_start(struct save *sv, bool diff, qsnap_error *err)
 {
 	qsnap_vm *vm = sv->vm;
 	_cleanup_close_ int ram = openat(vm->dirfd, vm->st.ram_file, O_RDONLY | O_CLOEXEC);
@@ -141,24 +158,33 @@ int save_diff_start(struct save *sv, qsnap_error *err)
 	r = pagemap_open(vm->st.qemu_pid, ram, &k->pm, err);
 	if (r < 0) {
 		free(k);
-		return qerr_prefix(err, "differential save");
+		return qerr_prefix(err, diff ? "differential save"
+					     : "rereading the pages the guest wrote");
 	}
 	k->sv = sv;
-	k->ix = sv->diff_index;
+	k->ix = diff ? sv->diff_index : NULL;
 	k->pages = vm->def.memory / 4096;
 	k->kept = xcalloc(k->pages / 64 + 1, sizeof(*k->kept));
-	if (sv->reread) {
-		f = stream_filter_new("ram0", keep_none, k);
+	f = stream_filter_new("ram0", !diff ? keep_all : sv->reread ? keep_none : keep_changed, k);
+	if (diff && sv->reread)
 		stream_filter_take(f);
+	if (sv->reread)
 		stream_filter_tail(f, diff_reread, k);
-	} else {
-		f = stream_filter_new("ram0", keep_changed, k);
-	}
 	return save_filter_start(sv, f,
 				 &(struct filter_hooks){.before = sv->reread ? NULL : diff_before,
 							.free = diff_free,
 							.data = k},
 				 err);
+}
+
+int save_diff_start(struct save *sv, qsnap_error *err)
+{
+	return filter_start(sv, true, err);
+}
+
+int save_reread_start(struct save *sv, qsnap_error *err)
+{
+	return filter_start(sv, false, err);
 }
 
 /* The snapshot whose RAM file the VM maps: the base the new one records. */

@@ -57,6 +57,10 @@ int save_open_vmstate(struct save *sv, qsnap_error *err)
 		r = save_diff_link(sv, err);
 		return r < 0 ? r : save_diff_start(sv, err);
 	}
+	/* A stream save that rereads the pages the guest wrote: the same
+	 * thread adds them at the end. */
+	if (sv->reread)
+		return save_reread_start(sv, err);
 	/* A RAM-file save: the same, and the thread writes RAM into its own
 	 * file. */
 	if (sv->ramfile)
@@ -262,7 +266,7 @@ int save_make_durable(struct save *sv, qsnap_error *err)
 	if (sv->sum)
 		r = checksum_follow_finish(TAKE_PTR(sv->sum), "the machine state", &sv->checksum,
 					   err);
-	else if (sv->mapped || sv->diff || sv->ramfile)
+	else if (sv->mapped || sv->diff || sv->ramfile || sv->reread)
 		r = checksum_fd(sv->fd, "the machine state", &sv->checksum, err);
 	else
 		r = 0;

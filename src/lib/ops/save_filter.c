@@ -186,8 +186,9 @@ int save_filter_finish(struct save *sv, int64_t deadline, int cancel_fd, qsnap_e
 	if (r == -ETIMEDOUT || r == -ECANCELED)
 		return r;
 	if (r < 0)
-		return qerr_prefix(err, sv->diff ? "differential save"
-						 : "saving RAM into its own file (qsnap config --save-path stream saves without it)");
+		return qerr_prefix(err, sv->diff     ? "differential save"
+					: sv->reread ? "rereading the pages the guest wrote"
+						     : "saving RAM into its own file (qsnap config --save-path stream saves without it)");
 	/* Rereading, QEMU's records were all dropped: the pages left to
 	 * the base are the ones not reread. */
 	sv->pages_left_out = sv->reread ? sv->vm->def.memory / 4096 - st.kept : st.dropped;
