@@ -23,9 +23,10 @@
  * adds it, unless the chain below has the same. Each changed page is in
  * the delta once, as it was at the cut, whatever QEMU sent. A plain
  * (full) save of such a VM rereads the same way (save_reread_start), but
- * keeps all of QEMU's records: the pages the guest never wrote come from
- * them, and the reread ones, later in the stream, are what the loader
- * keeps of the others. */
+ * keeps QEMU's records of the pages the guest had not written when they
+ * passed: the file's content, which never changes. Only a page written
+ * after its record passed is in the stream twice, and the loader keeps
+ * the reread one, the last. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -131,14 +132,16 @@ static void diff_free(void *data)
 	free(k);
 }
 
-/* A plain save that rereads: every record of QEMU's passes. */
-static bool keep_all(void *data, uint64_t offset, const uint8_t *page, size_t len)
+/* A plain save that rereads: QEMU's record of a page the guest had
+ * written goes (the tail adds the page again: a page once written stays
+ * the mapping's own); the others pass, holding the file's content. */
+static bool keep_unwritten(void *data, uint64_t offset, const uint8_t *page, size_t len)
 {
-	(void)data;
-	(void)offset;
+	struct diff_keep *k = data;
+
 	(void)page;
 	(void)len;
-	return true;
+	return !pagemap_written(k->pm, offset);
 }
 
 /* The filter of a differential save (diff) or of a plain one that
@@ -165,13 +168,14 @@ static int filter_start(struct save *sv, bool diff, qsnap_error *err)
 	k->ix = diff ? sv->diff_index : NULL;
 	k->pages = vm->def.memory / 4096;
 	k->kept = xcalloc(k->pages / 64 + 1, sizeof(*k->kept));
-	f = stream_filter_new("ram0", !diff ? keep_all : sv->reread ? keep_none : keep_changed, k);
+	f = stream_filter_new("ram0", !diff ? keep_unwritten : sv->reread ? keep_none : keep_changed,
+			      k);
 	if (diff && sv->reread)
 		stream_filter_take(f);
 	if (sv->reread)
 		stream_filter_tail(f, diff_reread, k);
 	return save_filter_start(sv, f,
-				 &(struct filter_hooks){.before = sv->reread ? NULL : diff_before,
+				 &(struct filter_hooks){.before = diff && sv->reread ? NULL : diff_before,
 							.free = diff_free,
 							.data = k},
 				 err);
