@@ -189,9 +189,10 @@ int save_filter_finish(struct save *sv, int64_t deadline, int cancel_fd, qsnap_e
 		return qerr_prefix(err, sv->diff     ? "differential save"
 					: sv->reread ? "rereading the pages the guest wrote"
 						     : "saving RAM into its own file (qsnap config --save-path stream saves without it)");
-	/* Rereading, QEMU's records were all dropped: the pages left to
-	 * the base are the ones not reread. */
-	sv->pages_left_out = sv->reread ? sv->vm->def.memory / 4096 - st.kept : st.dropped;
+	/* A differential save that rereads dropped all of QEMU's records:
+	 * the pages left to the base are the ones not reread. */
+	sv->pages_left_out =
+	    sv->diff && sv->reread ? sv->vm->def.memory / 4096 - st.kept : st.dropped;
 	sv->pages_kept = st.kept;
 	if (sv->reread)
 		save_phase(sv, "reread", sv->reread_start, sv->reread_end);
