@@ -194,10 +194,9 @@ static void build(struct buf *in, struct buf *want)
 	free(h.p);
 }
 
-static void run(const struct buf *in, size_t step, stream_keep_fn keep, struct buf *out,
-		struct stream_stats *st)
+/* Feed in to f in pieces of step bytes, whole; what passes goes to out. */
+static void feed_all(struct stream_filter *f, const struct buf *in, size_t step, struct buf *out)
 {
-	struct stream_filter *f = stream_filter_new("ram0", keep, NULL);
 	qsnap_error err;
 
 	out->n = 0;
@@ -208,6 +207,14 @@ static void run(const struct buf *in, size_t step, stream_keep_fn keep, struct b
 		    stream_filter_feed(f, in->p + i, n, &out->p, &out->n, &out->cap, &err), 0);
 	}
 	assert_int_equal(stream_filter_end(f, &err), 0);
+}
+
+static void run(const struct buf *in, size_t step, stream_keep_fn keep, struct buf *out,
+		struct stream_stats *st)
+{
+	struct stream_filter *f = stream_filter_new("ram0", keep, NULL);
+
+	feed_all(f, in, step, out);
 	*st = *stream_filter_stats(f);
 	stream_filter_free(f);
 }
@@ -248,7 +255,6 @@ static void test_records_only(void **state)
 	uint8_t head[5], tail[13];
 	uint32_t id = 0;
 	bool footers = false;
-	qsnap_error err;
 
 	(void)state;
 	build(&in, &want);
@@ -256,15 +262,7 @@ static void test_records_only(void **state)
 		struct stream_filter *f = stream_filter_new("ram0", written, NULL);
 
 		stream_filter_records_only(f);
-		out.n = 0;
-		for (size_t k = 0; k < in.n; k += steps[i]) {
-			size_t n = in.n - k < steps[i] ? in.n - k : steps[i];
-
-			assert_int_equal(stream_filter_feed(f, in.p + k, n, &out.p, &out.n, &out.cap,
-							    &err),
-					 0);
-		}
-		assert_int_equal(stream_filter_end(f, &err), 0);
+		feed_all(f, &in, steps[i], &out);
 		assert_int_equal(out.n, records.n);
 		assert_memory_equal(out.p, records.p, records.n);
 		assert_int_equal(stream_filter_ram_start_end(f, &id, &footers), start_end);
@@ -514,15 +512,7 @@ static void test_tail(void **state)
 		stream_filter_take(f);
 		stream_filter_tail(f, put_three, NULL);
 		tail_calls = 0;
-		out.n = 0;
-		for (size_t k = 0; k < in.n; k += steps[i]) {
-			size_t n = in.n - k < steps[i] ? in.n - k : steps[i];
-
-			assert_int_equal(stream_filter_feed(f, in.p + k, n, &out.p, &out.n, &out.cap,
-							    &err),
-					 0);
-		}
-		assert_int_equal(stream_filter_end(f, &err), 0);
+		feed_all(f, &in, steps[i], &out);
 		assert_int_equal(tail_calls, 1);
 		st = *stream_filter_stats(f);
 		assert_int_equal(st.dropped, 8); /* QEMU's records of ram0 */

@@ -181,14 +181,8 @@ static int save_resume(struct save *sv, qsnap_error *err)
 		return 0;
 	/* Rereading, the guest's pages are read as the stream ends: it runs
 	 * again once the filter is through. */
-	if (sv->reread) {
-		r = save_filter_finish(sv, now_ms() + PUMP_END_MS, vm_cancel_fd(sv->vm), err);
-		if (r == -ETIMEDOUT)
-			sv->wedged = true;
-		save_step(sv, "filter");
-		if (r < 0)
-			return r;
-	}
+	if (sv->reread && (r = save_filter_finish(sv, err)) < 0)
+		return r;
 	r = vm_cont(sv->vm, err);
 	if (r == 0)
 		sv->paused_here = false;

@@ -137,7 +137,7 @@ struct filter_hooks {
 struct stream_filter;
 int save_filter_start(struct save *sv, struct stream_filter *f, const struct filter_hooks *h,
 		      qsnap_error *err);
-int save_filter_finish(struct save *sv, int64_t deadline, int cancel_fd, qsnap_error *err);
+int save_filter_finish(struct save *sv, qsnap_error *err);
 void save_filter_cancel(struct save *sv, qsnap_error *err);
 /* The bytes the thread read from QEMU so far (NULL: no filter). */
 const uint64_t *save_filter_bytes(const struct save *sv);

@@ -167,7 +167,8 @@ static int filter_start(struct save *sv, bool diff, qsnap_error *err)
 	k->sv = sv;
 	k->ix = diff ? sv->diff_index : NULL;
 	k->pages = vm->def.memory / 4096;
-	k->kept = xcalloc(k->pages / 64 + 1, sizeof(*k->kept));
+	if (diff && !sv->reread)
+		k->kept = xcalloc(k->pages / 64 + 1, sizeof(*k->kept));
 	f = stream_filter_new("ram0", !diff ? keep_unwritten : sv->reread ? keep_none : keep_changed,
 			      k);
 	if (diff && sv->reread)

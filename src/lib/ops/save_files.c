@@ -246,10 +246,7 @@ int save_make_durable(struct save *sv, qsnap_error *err)
 		if (r < 0)
 			return r;
 	} else if (sv->filter) {
-		r = save_filter_finish(sv, now_ms() + PUMP_END_MS, vm_cancel_fd(vm), err);
-		if (r == -ETIMEDOUT)
-			sv->wedged = true;
-		save_step(sv, "filter");
+		r = save_filter_finish(sv, err);
 		if (r < 0)
 			return r;
 		c0 = now_wall();

@@ -178,11 +178,15 @@ static int filter_join(struct filter_pump *d, bool cancel, int64_t deadline, int
 	return r;
 }
 
-int save_filter_finish(struct save *sv, int64_t deadline, int cancel_fd, qsnap_error *err)
+int save_filter_finish(struct save *sv, qsnap_error *err)
 {
 	struct stream_stats st;
-	int r = filter_join(TAKE_PTR(sv->filter), false, deadline, cancel_fd, &st, err);
+	int r = filter_join(TAKE_PTR(sv->filter), false, now_ms() + PUMP_END_MS,
+			    vm_cancel_fd(sv->vm), &st, err);
 
+	if (r == -ETIMEDOUT)
+		sv->wedged = true;
+	save_step(sv, "filter");
 	if (r == -ETIMEDOUT || r == -ECANCELED)
 		return r;
 	if (r < 0)
